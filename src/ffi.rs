@@ -1,0 +1,320 @@
+//! The C ABI (`include/directmem.h`, generated from this file by cbindgen).
+//!
+//! Thin on purpose: each export checks its pointers, calls the safe [`Manager`](crate::manager),
+//! and turns the outcome into a `dm_status`. [`boundary`] wraps every export so that a Rust panic
+//! becomes `DM_ERR_INTERNAL` instead of unwinding into C. Out-pointers are written only on success.
+//! The names are C's, as the header shows them, because the header is the contract.
+#![allow(non_camel_case_types)]
+
+use crate::manager::{self, Stats};
+use crate::registry::Action;
+use crate::{sysmem, Error, Result};
+use std::ffi::{c_char, c_int, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+
+/// Outcome of every fallible dm_ function. `dm_status_message` describes each one.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum dm_status {
+    /// Success.
+    DM_OK = 0,
+    /// NULL out-pointer, alignment not a power of two or above 1 GiB, size whose reservation or
+    /// alignment padding would overflow, unreserving more than dm_reserve holds.
+    DM_ERR_INVALID_ARGUMENT = 1,
+    /// The limit would be exceeded, even after reclaiming.
+    DM_ERR_LIMIT = 2,
+    /// The system allocator refused; nothing stays reserved.
+    DM_ERR_NO_MEMORY = 3,
+    /// Pointer or cleaner is not live: never ours, already freed/cleaned, or an interior pointer.
+    DM_ERR_NOT_LIVE = 4,
+    /// A Rust panic was caught at the boundary; the library's state stays consistent.
+    DM_ERR_INTERNAL = 5,
+}
+
+impl From<Error> for dm_status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument => dm_status::DM_ERR_INVALID_ARGUMENT,
+            Error::Limit => dm_status::DM_ERR_LIMIT,
+            Error::NoMemory => dm_status::DM_ERR_NO_MEMORY,
+            Error::NotLive => dm_status::DM_ERR_NOT_LIVE,
+            Error::Internal => dm_status::DM_ERR_INTERNAL,
+        }
+    }
+}
+
+/// Handle of one cleaner: never 0, never reused within a process.
+pub type dm_cleaner = u64;
+
+/// A cleaner's action: called once, with the `ctx` given at registration, when its block is
+/// released (by dm_free or dm_clean), on the releasing thread, with no library lock held.
+pub type dm_cleanup_fn = Option<unsafe extern "C" fn(ctx: *mut c_void)>;
+
+/// The reclaim hook: called when a reservation does not fit, with the shortfall in bytes. It
+/// should release memory (dm_free, dm_clean, dm_unreserve) or make others do so. Called with no
+/// library lock held, at most one call in flight at a time.
+pub type dm_reclaim_fn = Option<unsafe extern "C" fn(ctx: *mut c_void, bytes_wanted: usize)>;
+
+/// A snapshot of the library's counters. Exact whenever no dm_ call is in flight.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct dm_stats {
+    /// Bytes that may be reserved at once.
+    pub limit: u64,
+    /// Capacity of live allocations + bytes held through dm_reserve; the limit applies to this.
+    pub reserved: u64,
+    /// Sum of the sizes of live allocations.
+    pub capacity: u64,
+    /// Live allocations.
+    pub count: u64,
+    /// Highest `reserved` seen.
+    pub peak_reserved: u64,
+    /// Allocations ever made.
+    pub total_allocations: u64,
+    /// Cleaners registered and not yet run.
+    pub live_cleaners: u64,
+    /// Cleaners that have run.
+    pub cleaners_run: u64,
+    /// Times the reclaim hook was called.
+    pub reclaim_requests: u64,
+    /// Times DM_ERR_LIMIT was returned.
+    pub limit_failures: u64,
+}
+
+impl From<Stats> for dm_stats {
+    fn from(s: Stats) -> Self {
+        dm_stats {
+            limit: s.limit,
+            reserved: s.reserved,
+            capacity: s.capacity,
+            count: s.count,
+            peak_reserved: s.peak_reserved,
+            total_allocations: s.total_allocations,
+            live_cleaners: s.live_cleaners,
+            cleaners_run: s.cleaners_run,
+            reclaim_requests: s.reclaim_requests,
+            limit_failures: s.limit_failures,
+        }
+    }
+}
+
+/// Runs an export's body; a panic becomes DM_ERR_INTERNAL, never an unwind into C.
+fn boundary(body: impl FnOnce() -> Result<()>) -> dm_status {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => dm_status::DM_OK,
+        Ok(Err(e)) => e.into(),
+        Err(_) => dm_status::DM_ERR_INTERNAL,
+    }
+}
+
+/// Writes `value` through an out-pointer, which has already been checked for NULL.
+fn write_out<T>(out: *mut T, value: T) {
+    // Safety: non-NULL (checked by every caller first); the C caller promised it points to a T.
+    unsafe { out.write(value) }
+}
+
+fn non_null<T>(p: *mut T) -> Result<*mut T> {
+    if p.is_null() { Err(Error::InvalidArgument) } else { Ok(p) }
+}
+
+/// Accounts for `bytes` of direct memory held by the caller without allocating them
+/// (Bits.reserveMemory), e.g. for memory the caller maps itself. Undo with dm_unreserve.
+///
+/// Thread-safe. May call the reclaim hook and wait (see dm_set_reclaim_hook).
+/// Returns DM_OK (also for 0 bytes), DM_ERR_LIMIT, DM_ERR_INTERNAL.
+#[unsafe(no_mangle)]
+pub extern "C" fn dm_reserve(bytes: usize) -> dm_status {
+    boundary(|| manager::global().reserve(bytes as u64))
+}
+
+/// Gives back bytes taken with dm_reserve (Bits.unreserveMemory) and wakes waiting reservations.
+///
+/// Thread-safe. Returns DM_OK (also for 0 bytes); DM_ERR_INVALID_ARGUMENT when `bytes` is more
+/// than dm_reserve currently holds (nothing changes); DM_ERR_INTERNAL.
+#[unsafe(no_mangle)]
+pub extern "C" fn dm_unreserve(bytes: usize) -> dm_status {
+    boundary(|| manager::global().unreserve(bytes as u64))
+}
+
+/// Reserves `size` bytes, allocates them zeroed and aligned, and tracks the block.
+///
+/// `alignment`: 0 for the platform's max_align_t, else a power of two up to 1 GiB
+/// (dm_page_size() for page alignment). The block is charged `size` bytes only. `size` 0 gives a
+/// distinct live pointer, charged 0 bytes, that must be freed like any other. Blocks of 128 KiB and
+/// more are fresh pages from the kernel: their cost does not grow with their size.
+///
+/// Ownership: on DM_OK `*out` is a block the caller owns until it is released by dm_free or by
+/// dm_clean of one of its cleaners; never pass it to free(). `*out` is written only on DM_OK.
+/// Thread-safe. May call the reclaim hook and wait (see dm_set_reclaim_hook).
+/// Returns DM_OK; DM_ERR_INVALID_ARGUMENT (NULL `out`, bad alignment, `size` whose reservation or
+/// padding overflows: checked before the limit); DM_ERR_LIMIT; DM_ERR_NO_MEMORY (the system
+/// refused; nothing stays reserved); DM_ERR_INTERNAL.
+///
+/// # Safety
+/// `out` must be NULL or point to writable storage for a pointer.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dm_allocate(size: usize, alignment: usize, out: *mut *mut c_void) -> dm_status {
+    boundary(|| {
+        let out = non_null(out)?;
+        let block = manager::global().allocate(size, alignment)?;
+        write_out(out, block.as_ptr() as *mut c_void);
+        Ok(())
+    })
+}
+
+/// Releases the block starting at `ptr`: runs its cleaners' actions (in registration order, on
+/// this thread), frees the memory, unreserves its bytes and wakes waiting reservations.
+///
+/// Thread-safe; of any number of concurrent dm_free/dm_clean calls on one block exactly one
+/// returns DM_OK. Returns DM_OK (also for NULL, which does nothing); DM_ERR_NOT_LIVE when `ptr` is
+/// not the start of a live block (never allocated here, already released, interior pointer):
+/// nothing changes; DM_ERR_INTERNAL.
+///
+/// # Safety
+/// Any pointer value may be passed; it is only looked up, never dereferenced unless live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dm_free(ptr: *mut c_void) -> dm_status {
+    boundary(|| if ptr.is_null() { Ok(()) } else { manager::global().free(ptr as usize) })
+}
+
+/// Attaches a cleaner to the live block starting at `ptr` (jdk.internal.ref.Cleaner): when the
+/// block is released, by dm_free or by dm_clean of any of its cleaners, `action(ctx)` is called
+/// once. `action` may be NULL (the cleaner is then just a handle that releases the block).
+///
+/// Actions run on the releasing thread with no library lock held and may call any dm_ function;
+/// releasing their own block from inside returns DM_ERR_NOT_LIVE. `ctx` is passed through
+/// untouched; the caller keeps it valid until the action has run.
+/// Thread-safe. Returns DM_OK and writes `*out`; DM_ERR_INVALID_ARGUMENT (NULL `out`);
+/// DM_ERR_NOT_LIVE (`ptr` is not the start of a live block); DM_ERR_INTERNAL.
+///
+/// # Safety
+/// `out` must be NULL or point to writable storage for a dm_cleaner; `action`, if not NULL, must
+/// be safe to call once with `ctx` from any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dm_cleaner_register(
+    ptr: *mut c_void,
+    action: dm_cleanup_fn,
+    ctx: *mut c_void,
+    out: *mut dm_cleaner,
+) -> dm_status {
+    boundary(|| {
+        let out = non_null(out)?;
+        let handle = manager::global().register_cleaner(ptr as usize, Action { function: action, ctx })?;
+        write_out(out, handle);
+        Ok(())
+    })
+}
+
+/// Releases the block `cleaner` is attached to, exactly as dm_free does (all of that block's
+/// actions run). Meant for a garbage collector's callback: a stale handle, whose block was already
+/// released (even if its address now belongs to a new block), leaves everything alone.
+///
+/// Thread-safe. Returns DM_OK; DM_ERR_NOT_LIVE (0, never issued, or its block already released);
+/// DM_ERR_INTERNAL.
+#[unsafe(no_mangle)]
+pub extern "C" fn dm_clean(cleaner: dm_cleaner) -> dm_status {
+    boundary(|| manager::global().clean(cleaner))
+}
+
+/// Sets the limit on `reserved`. 0 means nothing can be reserved. It may go below what is
+/// reserved now: existing blocks stay valid, new reservations fail until enough is released.
+/// The default is the environment variable DM_MAX_MEMORY (bytes, or with a k/K, m/M, g/G suffix
+/// in powers of 1024), else the machine's physical memory.
+///
+/// Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
+#[unsafe(no_mangle)]
+pub extern "C" fn dm_set_limit(bytes: u64) -> dm_status {
+    boundary(|| {
+        manager::global().set_limit(bytes);
+        Ok(())
+    })
+}
+
+/// Installs the reclaim hook (NULL removes it). When a reservation does not fit:
+/// - with no hook, it fails at once with DM_ERR_LIMIT;
+/// - with a hook, the hook is called with the shortfall (one call in flight at a time; threads
+///   that fail meanwhile wait for that call), then the reservation is retried each time memory is
+///   returned, first come first served, until the reclaim timeout runs out (DM_ERR_LIMIT).
+///
+/// A request larger than the limit fails at once without calling the hook. The hook runs on the
+/// failing thread with no library lock held and may call any dm_ function. `ctx` is passed to it
+/// untouched and must stay valid while the hook is installed.
+/// Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
+///
+/// # Safety
+/// `hook`, if not NULL, must be safe to call with `ctx` from any thread.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dm_set_reclaim_hook(hook: dm_reclaim_fn, ctx: *mut c_void) -> dm_status {
+    boundary(|| {
+        let hook = hook.map(|function| {
+            let ctx = SendPtr(ctx);
+            // Safety: the caller promised `function(ctx, _)` may be called from any thread.
+            Arc::new(move |bytes: u64| unsafe { function(ctx.get(), bytes as usize) }) as crate::quota::Hook
+        });
+        manager::global().set_reclaim_hook(hook);
+        Ok(())
+    })
+}
+
+/// The C caller's opaque context, handed back to its own hook on whichever thread needs it.
+#[derive(Clone, Copy)]
+struct SendPtr(*mut c_void);
+// Safety: never dereferenced here; the dm_set_reclaim_hook contract makes cross-thread use the
+// caller's promise.
+unsafe impl Send for SendPtr {}
+unsafe impl Sync for SendPtr {}
+impl SendPtr {
+    fn get(self) -> *mut c_void {
+        self.0
+    }
+}
+
+/// Sets how long a reservation may wait for memory after calling the reclaim hook
+/// (default 1000 ms; 0: call the hook, retry once, give up).
+///
+/// Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
+#[unsafe(no_mangle)]
+pub extern "C" fn dm_set_reclaim_timeout_ms(millis: u32) -> dm_status {
+    boundary(|| {
+        manager::global().set_reclaim_timeout_ms(millis);
+        Ok(())
+    })
+}
+
+/// Copies the library's counters into `*out`.
+///
+/// Thread-safe. Returns DM_OK; DM_ERR_INVALID_ARGUMENT (NULL `out`); DM_ERR_INTERNAL.
+///
+/// # Safety
+/// `out` must be NULL or point to writable storage for a dm_stats.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dm_get_stats(out: *mut dm_stats) -> dm_status {
+    boundary(|| {
+        let out = non_null(out)?;
+        write_out(out, manager::global().stats().into());
+        Ok(())
+    })
+}
+
+/// A static, NUL-terminated description of a status. Never NULL, also for values that are not a
+/// dm_status. The caller must not free it. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn dm_status_message(status: c_int) -> *const c_char {
+    let text = match status {
+        0 => "success\0",
+        1 => Error::InvalidArgument.message_with_nul(),
+        2 => Error::Limit.message_with_nul(),
+        3 => Error::NoMemory.message_with_nul(),
+        4 => Error::NotLive.message_with_nul(),
+        5 => Error::Internal.message_with_nul(),
+        _ => "unknown status\0",
+    };
+    text.as_ptr() as *const c_char
+}
+
+/// The system's page size in bytes: the alignment to ask for page-aligned blocks. Thread-safe.
+#[unsafe(no_mangle)]
+pub extern "C" fn dm_page_size() -> usize {
+    sysmem::page_size()
+}

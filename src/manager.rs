@@ -1,0 +1,176 @@
+//! One direct-memory manager: the quota, the system memory and the block registry composed.
+//! The process has one ([`global`]), shared by the C ABI and the JVM bindings; tests build their
+//! own so that they do not disturb each other.
+
+use crate::quota::{Hook, Quota};
+use crate::registry::{Action, Claimed, Registry};
+use crate::{limit, sysmem, Result};
+use once_cell::sync::Lazy;
+use std::ptr::NonNull;
+
+/// Every counter the library keeps (the fields of `dm_stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub limit: u64,
+    pub reserved: u64,
+    pub capacity: u64,
+    pub count: u64,
+    pub peak_reserved: u64,
+    pub total_allocations: u64,
+    pub live_cleaners: u64,
+    pub cleaners_run: u64,
+    pub reclaim_requests: u64,
+    pub limit_failures: u64,
+}
+
+pub struct Manager {
+    quota: Quota,
+    blocks: Registry,
+}
+
+static GLOBAL: Lazy<Manager> = Lazy::new(|| Manager::new(limit::default_limit()));
+
+/// The process-wide manager behind `dm_*` and `dev.directmem.DirectMemory`.
+pub fn global() -> &'static Manager {
+    &GLOBAL
+}
+
+impl Manager {
+    pub fn new(limit: u64) -> Manager {
+        Manager { quota: Quota::new(limit), blocks: Registry::default() }
+    }
+
+    /// Reserve, allocate zeroed memory, record it. Nothing stays reserved on failure.
+    pub fn allocate(&self, size: usize, alignment: usize) -> Result<NonNull<u8>> {
+        let alignment = sysmem::check_request(size, alignment)?;
+        self.quota.reserve(size as u64)?;
+        match sysmem::allocate_zeroed(size, alignment) {
+            Ok(memory) => {
+                let ptr = memory.ptr;
+                self.blocks.insert(memory, size);
+                Ok(ptr)
+            }
+            Err(e) => {
+                self.quota.release(size as u64);
+                Err(e)
+            }
+        }
+    }
+
+    /// Releases the live block starting at `address`: its cleaners run, its memory is freed.
+    pub fn free(&self, address: usize) -> Result<()> {
+        let claimed = self.blocks.claim_by_address(address)?;
+        self.finish_release(claimed);
+        Ok(())
+    }
+
+    /// Releases the block a live cleaner is attached to, exactly as [`Manager::free`] does.
+    pub fn clean(&self, cleaner: u64) -> Result<()> {
+        let claimed = self.blocks.claim_by_cleaner(cleaner)?;
+        self.finish_release(claimed);
+        Ok(())
+    }
+
+    fn finish_release(&self, claimed: Claimed) {
+        self.blocks.run_actions(&claimed.actions);
+        sysmem::release(claimed.memory);
+        // Last: a waiter woken by this finds the memory truly gone from the process.
+        self.quota.release(claimed.size as u64);
+    }
+
+    pub fn register_cleaner(&self, address: usize, action: Action) -> Result<u64> {
+        self.blocks.register_cleaner(address, action)
+    }
+
+    pub fn reserve(&self, bytes: u64) -> Result<()> {
+        self.quota.reserve_raw(bytes)
+    }
+
+    pub fn unreserve(&self, bytes: u64) -> Result<()> {
+        self.quota.unreserve_raw(bytes)
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.quota.limit()
+    }
+
+    pub fn set_limit(&self, bytes: u64) {
+        self.quota.set_limit(bytes)
+    }
+
+    pub fn set_reclaim_hook(&self, hook: Option<Hook>) {
+        self.quota.set_hook(hook)
+    }
+
+    pub fn set_reclaim_timeout_ms(&self, millis: u32) {
+        self.quota.set_reclaim_timeout(millis)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let q = self.quota.stats();
+        let b = self.blocks.stats();
+        Stats {
+            limit: q.limit,
+            reserved: q.reserved,
+            capacity: b.capacity,
+            count: b.count,
+            peak_reserved: q.peak_reserved,
+            total_allocations: b.total_allocations,
+            live_cleaners: b.live_cleaners,
+            cleaners_run: b.cleaners_run,
+            reclaim_requests: q.reclaim_requests,
+            limit_failures: q.limit_failures,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Error;
+
+    #[test]
+    fn allocate_then_free_leaves_exact_zero_stats() {
+        let m = Manager::new(1 << 30);
+        let a = m.allocate(1000, 0).unwrap();
+        let b = m.allocate(1 << 20, 4096).unwrap();
+        let s = m.stats();
+        assert_eq!((s.reserved, s.capacity, s.count), (1000 + (1 << 20), 1000 + (1 << 20), 2));
+        m.free(a.as_ptr() as usize).unwrap();
+        m.free(b.as_ptr() as usize).unwrap();
+        let s = m.stats();
+        assert_eq!((s.reserved, s.capacity, s.count, s.total_allocations), (0, 0, 0, 2));
+        assert_eq!(s.peak_reserved, 1000 + (1 << 20));
+    }
+
+    #[test]
+    fn overflow_is_refused_before_the_limit_is_consulted() {
+        let m = Manager::new(0);
+        assert_eq!(m.allocate(usize::MAX, 0), Err(Error::InvalidArgument));
+        assert_eq!(m.stats().limit_failures, 0);
+        assert_eq!(m.allocate(1, 0), Err(Error::Limit));
+        assert_eq!(m.stats().limit_failures, 1);
+    }
+
+    #[test]
+    fn a_failed_system_allocation_rolls_the_reservation_back() {
+        let m = Manager::new(u64::MAX);
+        // Far more than any machine can map: the reservation passes, mmap refuses.
+        assert_eq!(m.allocate(isize::MAX as usize - (1 << 31), 0), Err(Error::NoMemory));
+        assert_eq!(m.stats().reserved, 0);
+        m.allocate(10, 0).map(|p| m.free(p.as_ptr() as usize)).unwrap().unwrap();
+    }
+
+    #[test]
+    fn zero_size_blocks_are_distinct_live_and_free() {
+        let m = Manager::new(0);
+        let a = m.allocate(0, 0).unwrap();
+        let b = m.allocate(0, 0).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(m.stats().count, 2);
+        assert_eq!(m.stats().reserved, 0);
+        m.free(a.as_ptr() as usize).unwrap();
+        m.free(b.as_ptr() as usize).unwrap();
+        assert_eq!(m.free(b.as_ptr() as usize), Err(Error::NotLive));
+    }
+}

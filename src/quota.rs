@@ -1,0 +1,445 @@
+//! The byte budget (`java.nio.Bits` done better).
+//!
+//! `reserved` counts the bytes of live blocks plus the bytes held through `dm_reserve`; it never
+//! exceeds `limit` except when the limit is lowered below it. A reservation first tries a lock-free
+//! compare-and-swap. When that does not fit and a reclaim hook is installed, the thread queues:
+//! - one hook call at a time ("a round"); a thread that fails while a round is in flight waits
+//!   for that round instead of starting another, so N failing threads cause one GC, not N;
+//! - waiters are woken when memory is actually returned ([`Quota::release`]), never by fixed
+//!   sleeps, and only the head of the queue may take memory: first come, first served, and a
+//!   newcomer whose request would fit still queues behind them (the JDK's spurious OOMs come from
+//!   newcomers taking what a sleeping waiter was waiting for);
+//! - no lock is held while the hook runs or while a thread waits, so a hook or another thread
+//!   that frees memory can never deadlock against a waiter.
+//!
+//! Invariant: `waiters` is the length of `state.queue`, kept in an atomic so the release path can
+//! skip the lock when nobody waits (the common case).
+
+use crate::{Error, Result};
+use parking_lot::{Condvar, Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::time::{Duration, Instant};
+
+/// The reclaim hook: called with the shortfall in bytes, asks whoever holds releasable memory
+/// (a garbage collector, a cache) to give some back.
+pub type Hook = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+
+pub const DEFAULT_RECLAIM_TIMEOUT_MS: u32 = 1000;
+
+pub struct Quota {
+    limit: AtomicU64,
+    reserved: AtomicU64,
+    /// The part of `reserved` held through `reserve_raw` (dm_reserve), so unreserving can be checked.
+    held: AtomicU64,
+    peak_reserved: AtomicU64,
+    reclaim_requests: AtomicU64,
+    limit_failures: AtomicU64,
+    reclaim_timeout_ms: AtomicU32,
+    waiters: AtomicUsize,
+    state: Mutex<ReclaimState>,
+    memory_returned: Condvar,
+}
+
+#[derive(Default)]
+struct ReclaimState {
+    hook: Option<Hook>,
+    queue: VecDeque<u64>,
+    next_ticket: u64,
+    round_in_flight: bool,
+    rounds_completed: u64,
+}
+
+/// A snapshot of the quota's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaStats {
+    pub limit: u64,
+    pub reserved: u64,
+    pub peak_reserved: u64,
+    pub reclaim_requests: u64,
+    pub limit_failures: u64,
+}
+
+impl Quota {
+    pub fn new(limit: u64) -> Quota {
+        Quota {
+            limit: AtomicU64::new(limit),
+            reserved: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            peak_reserved: AtomicU64::new(0),
+            reclaim_requests: AtomicU64::new(0),
+            limit_failures: AtomicU64::new(0),
+            reclaim_timeout_ms: AtomicU32::new(DEFAULT_RECLAIM_TIMEOUT_MS),
+            waiters: AtomicUsize::new(0),
+            state: Mutex::new(ReclaimState::default()),
+            memory_returned: Condvar::new(),
+        }
+    }
+
+    pub fn stats(&self) -> QuotaStats {
+        QuotaStats {
+            limit: self.limit.load(SeqCst),
+            reserved: self.reserved.load(SeqCst),
+            peak_reserved: self.peak_reserved.load(SeqCst),
+            reclaim_requests: self.reclaim_requests.load(SeqCst),
+            limit_failures: self.limit_failures.load(SeqCst),
+        }
+    }
+
+    pub fn limit(&self) -> u64 {
+        self.limit.load(SeqCst)
+    }
+
+    /// Sets the limit. Lowering it below `reserved` is allowed: nothing is taken back, new
+    /// reservations fail until enough is released. Raising it lets waiters through at once.
+    pub fn set_limit(&self, bytes: u64) {
+        self.limit.store(bytes, SeqCst);
+        self.wake_waiters();
+    }
+
+    pub fn set_reclaim_timeout(&self, millis: u32) {
+        self.reclaim_timeout_ms.store(millis, SeqCst);
+    }
+
+    pub fn set_hook(&self, hook: Option<Hook>) {
+        self.state.lock().hook = hook;
+        // Waiters that relied on a removed hook are not left behind: they keep waiting for
+        // returned memory until their timeout, as the contract says.
+    }
+
+    /// Accounts for `bytes` held by the caller without allocating (`dm_reserve`).
+    pub fn reserve_raw(&self, bytes: u64) -> Result<()> {
+        self.reserve(bytes)?;
+        self.held.fetch_add(bytes, SeqCst);
+        Ok(())
+    }
+
+    /// Gives back bytes taken with [`Quota::reserve_raw`]. More than is held is refused and
+    /// changes nothing.
+    pub fn unreserve_raw(&self, bytes: u64) -> Result<()> {
+        self.held
+            .fetch_update(SeqCst, SeqCst, |held| held.checked_sub(bytes))
+            .map_err(|_| Error::InvalidArgument)?;
+        self.release(bytes);
+        Ok(())
+    }
+
+    /// Takes `bytes` from the budget, reclaiming and waiting if need be (see the module docs).
+    pub fn reserve(&self, bytes: u64) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        if self.waiters.load(SeqCst) == 0 && self.try_take(bytes) {
+            return Ok(());
+        }
+        if bytes > self.limit.load(SeqCst) {
+            return Err(self.fail()); // no amount of reclaiming can help
+        }
+        self.reserve_slow(bytes)
+    }
+
+    /// Returns `bytes` to the budget and wakes the waiters, if any.
+    pub fn release(&self, bytes: u64) {
+        if bytes == 0 {
+            return;
+        }
+        self.reserved.fetch_sub(bytes, SeqCst);
+        // SeqCst pairs with the waiter's increment of `waiters` before its retry: either we see
+        // the waiter and wake it, or its retry sees the bytes we just returned.
+        if self.waiters.load(SeqCst) > 0 {
+            self.wake_waiters();
+        }
+    }
+
+    fn wake_waiters(&self) {
+        let _state = self.state.lock();
+        self.memory_returned.notify_all();
+    }
+
+    fn fail(&self) -> Error {
+        self.limit_failures.fetch_add(1, SeqCst);
+        Error::Limit
+    }
+
+    fn try_take(&self, bytes: u64) -> bool {
+        let limit = self.limit.load(SeqCst);
+        let taken = self.reserved.fetch_update(SeqCst, SeqCst, |reserved| {
+            reserved.checked_add(bytes).filter(|&after| after <= limit)
+        });
+        match taken {
+            Ok(before) => {
+                let after = before + bytes;
+                if after > self.peak_reserved.load(Relaxed) {
+                    self.peak_reserved.fetch_max(after, SeqCst);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn shortfall(&self, bytes: u64) -> u64 {
+        let free = self.limit.load(SeqCst).saturating_sub(self.reserved.load(SeqCst));
+        bytes.saturating_sub(free).max(1)
+    }
+
+    fn reserve_slow(&self, bytes: u64) -> Result<()> {
+        let mut state = self.state.lock();
+        if state.hook.is_none() {
+            // Without a hook nothing will be reclaimed: no queue, no waiting.
+            drop(state);
+            return if self.try_take(bytes) { Ok(()) } else { Err(self.fail()) };
+        }
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push_back(ticket);
+        self.waiters.fetch_add(1, SeqCst);
+        // Leaves the queue however this ends, a panic in the hook included. `wait_turn` consumes
+        // the lock guard, so it is released before the slot's Drop takes the lock again.
+        let _slot = QueueSlot { quota: self, ticket };
+        self.wait_turn(state, ticket, bytes)
+    }
+
+    /// The queued part of [`Quota::reserve_slow`]: hook rounds and waiting, as the head or behind it.
+    fn wait_turn<'a>(&'a self, mut state: MutexGuard<'a, ReclaimState>, ticket: u64, bytes: u64) -> Result<()> {
+        let timeout = Duration::from_millis(u64::from(self.reclaim_timeout_ms.load(SeqCst)));
+        let deadline = Instant::now() + timeout;
+        // The first round that ended after we queued has done its work for us.
+        let mut round_seen = state.round_in_flight.then_some(state.rounds_completed);
+        loop {
+            if state.queue.front() == Some(&ticket) && self.try_take(bytes) {
+                return Ok(());
+            }
+            match round_seen {
+                None if !state.round_in_flight => {
+                    if let Some(hook) = state.hook.clone() {
+                        state.round_in_flight = true;
+                        self.reclaim_requests.fetch_add(1, SeqCst);
+                        drop(state);
+                        {
+                            let _round = Round { quota: self };
+                            hook(self.shortfall(bytes));
+                        }
+                        state = self.state.lock();
+                        round_seen = Some(state.rounds_completed);
+                        continue; // retry at once: the hook may have freed synchronously
+                    }
+                    round_seen = Some(state.rounds_completed); // hook removed meanwhile
+                }
+                None => round_seen = Some(state.rounds_completed), // join the round in flight
+                Some(_) => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(self.fail());
+            }
+            self.memory_returned.wait_until(&mut state, deadline);
+        }
+    }
+}
+
+/// A queued reservation; dropping it leaves the queue and lets the next head try.
+struct QueueSlot<'a> {
+    quota: &'a Quota,
+    ticket: u64,
+}
+
+impl Drop for QueueSlot<'_> {
+    fn drop(&mut self) {
+        let mut state = self.quota.state.lock();
+        if let Some(i) = state.queue.iter().position(|&t| t == self.ticket) {
+            state.queue.remove(i);
+        }
+        self.quota.waiters.fetch_sub(1, SeqCst);
+        self.quota.memory_returned.notify_all();
+    }
+}
+
+/// A hook call in flight; dropping it (also on a panic in the hook) ends the round.
+struct Round<'a> {
+    quota: &'a Quota,
+}
+
+impl Drop for Round<'_> {
+    fn drop(&mut self) {
+        let mut state = self.quota.state.lock();
+        state.round_in_flight = false;
+        state.rounds_completed += 1;
+        self.quota.memory_returned.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    const MIB: u64 = 1 << 20;
+
+    #[test]
+    fn reservations_fit_until_the_limit_and_release_makes_room() {
+        let q = Quota::new(10);
+        q.reserve(6).unwrap();
+        q.reserve(4).unwrap();
+        assert_eq!(q.reserve(1), Err(Error::Limit));
+        q.release(4);
+        q.reserve(3).unwrap();
+        let s = q.stats();
+        assert_eq!((s.reserved, s.peak_reserved, s.limit_failures, s.reclaim_requests), (9, 10, 1, 0));
+    }
+
+    #[test]
+    fn zero_bytes_always_fit_even_under_limit_zero() {
+        let q = Quota::new(0);
+        q.reserve(0).unwrap();
+        assert_eq!(q.reserve(1), Err(Error::Limit));
+    }
+
+    #[test]
+    fn unreserving_more_than_is_held_is_refused_and_changes_nothing() {
+        let q = Quota::new(100);
+        q.reserve_raw(10).unwrap();
+        q.reserve(50).unwrap(); // a block's bytes are not "held"
+        assert_eq!(q.unreserve_raw(11), Err(Error::InvalidArgument));
+        assert_eq!(q.stats().reserved, 60);
+        q.unreserve_raw(10).unwrap();
+        assert_eq!(q.stats().reserved, 50);
+        assert_eq!(q.unreserve_raw(1), Err(Error::InvalidArgument));
+    }
+
+    #[test]
+    fn a_request_larger_than_the_limit_fails_without_calling_the_hook() {
+        let q = Quota::new(10);
+        let called = Arc::new(AtomicBool::new(false));
+        let c = called.clone();
+        q.set_hook(Some(Arc::new(move |_| c.store(true, SeqCst))));
+        assert_eq!(q.reserve(11), Err(Error::Limit));
+        assert!(!called.load(SeqCst));
+        assert_eq!(q.stats().reclaim_requests, 0);
+    }
+
+    #[test]
+    fn lowering_the_limit_below_reserved_keeps_blocks_and_refuses_new_ones() {
+        let q = Quota::new(100);
+        q.reserve(80).unwrap();
+        q.set_limit(50);
+        assert_eq!(q.reserve(1), Err(Error::Limit));
+        q.release(40);
+        q.reserve(10).unwrap();
+        assert_eq!(q.stats().reserved, 50);
+    }
+
+    #[test]
+    fn a_hook_that_frees_synchronously_lets_the_reservation_through() {
+        let q = Arc::new(Quota::new(10));
+        q.reserve(10).unwrap();
+        let weak = Arc::downgrade(&q);
+        q.set_hook(Some(Arc::new(move |wanted| {
+            assert_eq!(wanted, 4);
+            weak.upgrade().unwrap().release(10);
+        })));
+        q.reserve(4).unwrap();
+        let s = q.stats();
+        assert_eq!((s.reserved, s.reclaim_requests, s.limit_failures), (4, 1, 0));
+    }
+
+    #[test]
+    fn a_waiter_is_woken_by_a_release_from_another_thread_long_before_its_timeout() {
+        let q = Arc::new(Quota::new(MIB));
+        q.set_reclaim_timeout(60_000);
+        q.reserve(MIB).unwrap();
+        q.set_hook(Some(Arc::new(|_| {})));
+        let q2 = q.clone();
+        let releaser = std::thread::spawn(move || {
+            while q2.waiters.load(SeqCst) == 0 {
+                std::thread::yield_now();
+            }
+            q2.release(MIB);
+        });
+        let started = Instant::now();
+        q.reserve(MIB / 2).unwrap();
+        releaser.join().unwrap();
+        assert!(started.elapsed() < Duration::from_secs(30), "woken by the release, not the timeout");
+    }
+
+    #[test]
+    fn a_waiter_gives_up_after_the_timeout() {
+        let q = Quota::new(10);
+        q.set_reclaim_timeout(50);
+        q.reserve(10).unwrap();
+        q.set_hook(Some(Arc::new(|_| {})));
+        let started = Instant::now();
+        assert_eq!(q.reserve(1), Err(Error::Limit));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+        assert_eq!(q.waiters.load(SeqCst), 0);
+        assert_eq!(q.state.lock().queue.len(), 0);
+    }
+
+    #[test]
+    fn concurrent_failures_share_one_hook_round() {
+        let q = Arc::new(Quota::new(100));
+        q.set_reclaim_timeout(5_000);
+        q.reserve(100).unwrap();
+        let calls = Arc::new(AtomicU64::new(0));
+        let (c, weak) = (calls.clone(), Arc::downgrade(&q));
+        q.set_hook(Some(Arc::new(move |_| {
+            c.fetch_add(1, SeqCst);
+            let q = weak.upgrade().unwrap();
+            // Let every other thread fail and join this round before memory comes back.
+            while q.waiters.load(SeqCst) < 4 {
+                std::thread::yield_now();
+            }
+            q.release(100);
+        })));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || q.reserve(25))
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap().unwrap();
+        }
+        assert_eq!(calls.load(SeqCst), 1);
+        assert_eq!(q.stats().reserved, 100);
+    }
+
+    #[test]
+    fn a_newcomer_queues_behind_a_waiter_even_when_its_request_fits() {
+        let q = Arc::new(Quota::new(100));
+        q.set_reclaim_timeout(10_000);
+        q.reserve(90).unwrap();
+        q.set_hook(Some(Arc::new(|_| {})));
+        let q2 = q.clone();
+        let big = std::thread::spawn(move || q2.reserve(50)); // waits for 40 more bytes
+        while q.waiters.load(SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let q3 = q.clone();
+        let small = std::thread::spawn(move || q3.reserve(5)); // would fit, must queue
+        while q.waiters.load(SeqCst) < 2 {
+            std::thread::yield_now();
+        }
+        assert_eq!(q.stats().reserved, 90, "the newcomer did not jump the queue");
+        q.release(90);
+        big.join().unwrap().unwrap();
+        small.join().unwrap().unwrap();
+        assert_eq!(q.stats().reserved, 55);
+    }
+
+    #[test]
+    fn a_panicking_hook_leaves_the_queue_and_the_round_clean() {
+        let q = Quota::new(10);
+        q.reserve(10).unwrap();
+        q.set_hook(Some(Arc::new(|_| panic!("injected"))));
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.reserve(1)));
+        assert!(r.is_err());
+        assert_eq!(q.waiters.load(SeqCst), 0);
+        let state = q.state.lock();
+        assert!(state.queue.is_empty() && !state.round_in_flight);
+        drop(state);
+        q.set_hook(None);
+        q.release(10);
+        q.reserve(10).unwrap();
+    }
+}

@@ -1,0 +1,249 @@
+//! The table of live blocks and their cleaners (`jdk.internal.ref.Cleaner` + `Deallocator`).
+//!
+//! Every block the library hands out is recorded here under its start address, so a pointer
+//! that is not the start of a live block is recognised and refused instead of crashing.
+//! Releasing a block — through its address or through any of its cleaners — first *claims* it:
+//! the record is removed from the table under the shard lock, so exactly one caller wins and
+//! every later or concurrent attempt finds nothing (`NotLive`). The winner runs the cleaner
+//! actions and frees the memory with no lock held, so actions may call back into the library.
+//!
+//! The table is split into shards by address so that threads rarely meet on a lock. A cleaner
+//! handle carries its block's shard in its low bits; its high bits come from a process-wide
+//! counter, so handles are never 0 and never reused, and a stale handle (its block released,
+//! the address handed out again) finds nothing rather than the new block.
+
+use crate::sysmem::Memory;
+use crate::{Error, Result};
+use parking_lot::Mutex;
+use rustc_hash::FxHashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+
+const SHARD_BITS: u32 = 6;
+const SHARDS: usize = 1 << SHARD_BITS;
+
+/// What a cleaner does when its block is released: `action(ctx)`, if there is an action.
+#[derive(Clone, Copy, Debug)]
+pub struct Action {
+    pub function: Option<unsafe extern "C" fn(*mut c_void)>,
+    pub ctx: *mut c_void,
+}
+
+// Safety: `ctx` is the registrant's opaque value; we only hand it back to `function`, on whichever
+// thread releases the block, which the C contract documents.
+unsafe impl Send for Action {}
+
+struct Block {
+    memory: Memory,
+    size: usize,
+    /// (handle, action) in registration order.
+    cleaners: Vec<(u64, Action)>,
+}
+
+#[derive(Default)]
+struct Shard {
+    blocks: FxHashMap<usize, Block>,
+    /// cleaner handle -> start address of its block (in this shard)
+    cleaners: FxHashMap<u64, usize>,
+    count: u64,
+    capacity: u64,
+    total_allocations: u64,
+}
+
+/// A block taken out of the table by the one caller allowed to release it.
+pub struct Claimed {
+    pub memory: Memory,
+    pub size: usize,
+    pub actions: Vec<Action>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryStats {
+    pub capacity: u64,
+    pub count: u64,
+    pub total_allocations: u64,
+    pub live_cleaners: u64,
+    pub cleaners_run: u64,
+}
+
+pub struct Registry {
+    shards: Box<[Mutex<Shard>]>,
+    next_cleaner: AtomicU64,
+    live_cleaners: AtomicU64,
+    cleaners_run: AtomicU64,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            next_cleaner: AtomicU64::new(1),
+            live_cleaners: AtomicU64::new(0),
+            cleaners_run: AtomicU64::new(0),
+        }
+    }
+}
+
+fn shard_of(address: usize) -> usize {
+    // Blocks are at least 16-byte aligned: drop the always-zero bits, then mix (Fibonacci hashing).
+    ((address >> 4) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) as usize >> (usize::BITS - SHARD_BITS)
+}
+
+impl Registry {
+    /// Records a freshly allocated block.
+    pub fn insert(&self, memory: Memory, size: usize) {
+        let address = memory.ptr.as_ptr() as usize;
+        let mut shard = self.shards[shard_of(address)].lock();
+        shard.count += 1;
+        shard.capacity += size as u64;
+        shard.total_allocations += 1;
+        let previous = shard.blocks.insert(address, Block { memory, size, cleaners: Vec::new() });
+        // The system allocator cannot hand out a live address twice, unless the program freed one
+        // of our blocks behind our back with free(): undefined behaviour we cannot undo.
+        debug_assert!(previous.is_none(), "address {address:#x} handed out twice");
+    }
+
+    /// Attaches a cleaner to the live block starting at `address`.
+    pub fn register_cleaner(&self, address: usize, action: Action) -> Result<u64> {
+        let index = shard_of(address);
+        let mut shard = self.shards[index].lock();
+        let shard = &mut *shard;
+        let block = shard.blocks.get_mut(&address).ok_or(Error::NotLive)?;
+        let handle = (self.next_cleaner.fetch_add(1, SeqCst) << SHARD_BITS) | index as u64;
+        block.cleaners.push((handle, action));
+        shard.cleaners.insert(handle, address);
+        self.live_cleaners.fetch_add(1, SeqCst);
+        Ok(handle)
+    }
+
+    /// Takes the live block starting at `address` out of the table.
+    pub fn claim_by_address(&self, address: usize) -> Result<Claimed> {
+        let mut shard = self.shards[shard_of(address)].lock();
+        self.claim(&mut shard, address)
+    }
+
+    /// Takes the block of a live cleaner out of the table.
+    pub fn claim_by_cleaner(&self, handle: u64) -> Result<Claimed> {
+        let index = (handle & (SHARDS as u64 - 1)) as usize;
+        let mut shard = self.shards[index].lock();
+        let address = *shard.cleaners.get(&handle).ok_or(Error::NotLive)?;
+        self.claim(&mut shard, address)
+    }
+
+    fn claim(&self, shard: &mut Shard, address: usize) -> Result<Claimed> {
+        let block = shard.blocks.remove(&address).ok_or(Error::NotLive)?;
+        shard.count -= 1;
+        shard.capacity -= block.size as u64;
+        if !block.cleaners.is_empty() {
+            for (handle, _) in &block.cleaners {
+                shard.cleaners.remove(handle);
+            }
+            self.live_cleaners.fetch_sub(block.cleaners.len() as u64, SeqCst);
+        }
+        Ok(Claimed {
+            memory: block.memory,
+            size: block.size,
+            actions: block.cleaners.into_iter().map(|(_, action)| action).collect(),
+        })
+    }
+
+    /// Runs a claimed block's cleaner actions, in registration order, with no lock held.
+    pub fn run_actions(&self, actions: &[Action]) {
+        for action in actions {
+            if let Some(function) = action.function {
+                // Safety: the registrant promised `function(ctx)` may be called once when the block
+                // is released; the claim guarantees this is the only time.
+                unsafe { function(action.ctx) };
+            }
+            self.cleaners_run.fetch_add(1, SeqCst);
+        }
+    }
+
+    pub fn stats(&self) -> RegistryStats {
+        let mut stats = RegistryStats {
+            live_cleaners: self.live_cleaners.load(SeqCst),
+            cleaners_run: self.cleaners_run.load(SeqCst),
+            ..RegistryStats::default()
+        };
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            stats.capacity += shard.capacity;
+            stats.count += shard.count;
+            stats.total_allocations += shard.total_allocations;
+        }
+        stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sysmem;
+
+    fn block(registry: &Registry, size: usize) -> usize {
+        let memory = sysmem::allocate_zeroed(size, 16).unwrap();
+        let address = memory.ptr.as_ptr() as usize;
+        registry.insert(memory, size);
+        address
+    }
+
+    fn release(claimed: Claimed) {
+        sysmem::release(claimed.memory);
+    }
+
+    const NO_ACTION: Action = Action { function: None, ctx: std::ptr::null_mut() };
+
+    #[test]
+    fn a_block_is_claimed_once_by_address_or_by_cleaner() {
+        let r = Registry::default();
+        let a = block(&r, 100);
+        let c1 = r.register_cleaner(a, NO_ACTION).unwrap();
+        let c2 = r.register_cleaner(a, NO_ACTION).unwrap();
+        assert_ne!(c1, c2);
+        assert_ne!(c1, 0);
+        let claimed = r.claim_by_cleaner(c2).unwrap();
+        assert_eq!((claimed.size, claimed.actions.len()), (100, 2));
+        assert!(matches!(r.claim_by_address(a), Err(Error::NotLive)));
+        assert!(matches!(r.claim_by_cleaner(c1), Err(Error::NotLive)));
+        release(claimed);
+        assert_eq!(r.stats(), RegistryStats { total_allocations: 1, ..Default::default() });
+    }
+
+    #[test]
+    fn interior_and_foreign_addresses_are_not_live() {
+        let r = Registry::default();
+        let a = block(&r, 64);
+        assert!(matches!(r.claim_by_address(a + 1), Err(Error::NotLive)));
+        assert!(matches!(r.register_cleaner(a + 16, NO_ACTION), Err(Error::NotLive)));
+        assert!(matches!(r.claim_by_cleaner(0), Err(Error::NotLive)));
+        assert_eq!(r.stats().count, 1);
+        release(r.claim_by_address(a).unwrap());
+    }
+
+    #[test]
+    fn a_stale_handle_never_reaches_a_block_that_reused_the_address() {
+        let r = Registry::default();
+        let a = block(&r, 64);
+        let stale = r.register_cleaner(a, NO_ACTION).unwrap();
+        let claimed = r.claim_by_address(a).unwrap();
+        // Put a new block at the very same address.
+        r.insert(claimed.memory, 32);
+        let fresh = r.register_cleaner(a, NO_ACTION).unwrap();
+        assert!(matches!(r.claim_by_cleaner(stale), Err(Error::NotLive)));
+        assert_eq!(r.stats().count, 1);
+        release(r.claim_by_cleaner(fresh).unwrap());
+    }
+
+    #[test]
+    fn stats_follow_inserts_and_claims_across_shards() {
+        let r = Registry::default();
+        let addresses: Vec<_> = (1..=200).map(|i| block(&r, i)).collect();
+        let s = r.stats();
+        assert_eq!((s.count, s.capacity, s.total_allocations), (200, 200 * 201 / 2, 200));
+        for a in addresses {
+            release(r.claim_by_address(a).unwrap());
+        }
+        let s = r.stats();
+        assert_eq!((s.count, s.capacity, s.total_allocations), (0, 0, 200));
+    }
+}
