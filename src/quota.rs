@@ -3,8 +3,11 @@
 //! `reserved` counts the bytes of live blocks plus the bytes held through `dm_reserve`; it never
 //! exceeds `limit` except when the limit is lowered below it. A reservation first tries a lock-free
 //! compare-and-swap. When that does not fit and a reclaim hook is installed, the thread queues:
-//! - one hook call at a time ("a round"); a thread that fails while a round is in flight waits
-//!   for that round instead of starting another, so N failing threads cause one GC, not N;
+//! - one hook call at a time ("a round"): a thread that fails starts one, or, if one is in
+//!   flight, waits for that round instead of starting another, so N failing threads cause one GC,
+//!   not N. When the round was not enough and no memory comes back for a while (at most 100 ms),
+//!   the head of the queue asks again, so memory that became reclaimable after the last round
+//!   (a buffer dropped just after a GC) is still found; the JDK asks once, sleeps, and fails;
 //! - waiters are woken when memory is actually returned ([`Quota::release`]), never by fixed
 //!   sleeps, and only the head of the queue may take memory: first come, first served, and a
 //!   newcomer whose request would fit still queues behind them (the JDK's spurious OOMs come from
@@ -47,6 +50,7 @@ struct ReclaimState {
     queue: VecDeque<u64>,
     next_ticket: u64,
     round_in_flight: bool,
+    rounds_started: u64,
     rounds_completed: u64,
 }
 
@@ -204,35 +208,50 @@ impl Quota {
     fn wait_turn<'a>(&'a self, mut state: MutexGuard<'a, ReclaimState>, ticket: u64, bytes: u64) -> Result<()> {
         let timeout = Duration::from_millis(u64::from(self.reclaim_timeout_ms.load(SeqCst)));
         let deadline = Instant::now() + timeout;
-        // The first round that ended after we queued has done its work for us.
-        let mut round_seen = state.round_in_flight.then_some(state.rounds_completed);
+        // Asking again while memory stays away: often enough to find memory that became
+        // reclaimable after the last round, rarely enough not to turn waiting into GC churn.
+        let reask_after = (timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
+        // A thread that fails starts a round, or joins the one in flight; when the head's round
+        // is done and memory stays away for `reask_after`, the head asks again.
+        let mut mark = if state.round_in_flight { state.rounds_started - 1 } else { state.rounds_started };
+        let mut next_ask: Option<Instant> = None;
         loop {
-            if state.queue.front() == Some(&ticket) && self.try_take(bytes) {
+            let head = state.queue.front() == Some(&ticket);
+            if head && self.try_take(bytes) {
                 return Ok(());
             }
-            match round_seen {
-                None if !state.round_in_flight => {
-                    if let Some(hook) = state.hook.clone() {
-                        state.round_in_flight = true;
-                        self.reclaim_requests.fetch_add(1, SeqCst);
-                        drop(state);
-                        {
-                            let _round = Round { quota: self };
-                            hook(self.shortfall(bytes));
-                        }
-                        state = self.state.lock();
-                        round_seen = Some(state.rounds_completed);
-                        continue; // retry at once: the hook may have freed synchronously
+            let now = Instant::now();
+            if head && state.rounds_completed > mark {
+                match next_ask {
+                    None => next_ask = Some(now + reask_after),
+                    Some(at) if now >= at => {
+                        mark = state.rounds_started;
+                        next_ask = None;
                     }
-                    round_seen = Some(state.rounds_completed); // hook removed meanwhile
+                    Some(_) => {}
                 }
-                None => round_seen = Some(state.rounds_completed), // join the round in flight
-                Some(_) => {}
             }
-            if Instant::now() >= deadline {
+            if state.rounds_completed <= mark && !state.round_in_flight {
+                let Some(hook) = state.hook.clone() else {
+                    mark = state.rounds_completed; // hook removed meanwhile: just wait for memory
+                    continue;
+                };
+                state.round_in_flight = true;
+                state.rounds_started += 1;
+                self.reclaim_requests.fetch_add(1, SeqCst);
+                drop(state);
+                {
+                    let _round = Round { quota: self };
+                    hook(self.shortfall(bytes));
+                }
+                state = self.state.lock();
+                continue; // retry at once: the hook may have freed synchronously
+            }
+            if now >= deadline {
                 return Err(self.fail());
             }
-            self.memory_returned.wait_until(&mut state, deadline);
+            let wake_at = next_ask.map_or(deadline, |at| at.min(deadline));
+            self.memory_returned.wait_until(&mut state, wake_at);
         }
     }
 }
@@ -425,6 +444,25 @@ mod tests {
         big.join().unwrap().unwrap();
         small.join().unwrap().unwrap();
         assert_eq!(q.stats().reserved, 55);
+    }
+
+    #[test]
+    fn memory_that_becomes_reclaimable_after_the_round_is_found_by_asking_again() {
+        let q = Arc::new(Quota::new(10));
+        q.set_reclaim_timeout(10_000);
+        q.reserve(10).unwrap();
+        let calls = Arc::new(AtomicU64::new(0));
+        let (c, weak) = (calls.clone(), Arc::downgrade(&q));
+        // The first round finds nothing; the memory is "dropped" only afterwards.
+        q.set_hook(Some(Arc::new(move |_| {
+            if c.fetch_add(1, SeqCst) == 1 {
+                weak.upgrade().unwrap().release(10);
+            }
+        })));
+        let started = Instant::now();
+        q.reserve(5).unwrap();
+        assert_eq!(calls.load(SeqCst), 2);
+        assert!(started.elapsed() < Duration::from_secs(5), "asked again long before the timeout");
     }
 
     #[test]

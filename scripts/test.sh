@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every test on a fresh machine: installs what is missing, then the Rust unit and
+# integration tests, the fault-injection tests, the C examples under valgrind, and the Java suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v valgrind >/dev/null || need+=(valgrind)
+command -v make >/dev/null || need+=(make)
+command -v gcc >/dev/null || need+=(gcc)
+command -v g++ >/dev/null || need+=(g++)
+command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
+[ -f /usr/share/java/junit-platform-console-standalone.jar ] || need+=(junit5)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "== installing: ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+echo "== cargo test (unit, C ABI contract, C programs, model tests)"
+cargo test --no-fail-fast 2>&1
+
+echo "== cargo test --features fault-injection (injected allocation failures and panics)"
+cargo test --features fault-injection --test faults 2>&1
+
+echo "== C examples under valgrind"
+cargo build -q
+make -s -C c-examples valgrind LIBDIR="$PWD/target/debug" BUILD="$PWD/target/c-examples-valgrind"
+
+if [ -x java/run-tests.sh ]; then
+  echo "== Java suite (JUnit 5, real JVM, real library)"
+  java/run-tests.sh
+fi
+echo "== all test stages passed"
