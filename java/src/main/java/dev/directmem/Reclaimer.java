@@ -1,0 +1,56 @@
+package dev.directmem;
+
+import com.sun.management.HotSpotDiagnosticMXBean;
+import java.lang.management.ManagementFactory;
+import javax.management.ObjectName;
+
+/**
+ * What the library's reclaim hook does in a JVM: ask for a garbage collection, so that unreachable
+ * buffers are found and their Cleaners free them (which wakes the waiting allocations).
+ * Under {@code -XX:+DisableExplicitGC}, where {@code System.gc()} does nothing and the JDK's own
+ * {@code allocateDirect} can never recover, the DiagnosticCommand MBean's {@code gcRun} still runs a GC
+ * ({@code -Ddirectmem.gcFallback=false} turns that off).
+ */
+final class Reclaimer {
+    static final boolean EXPLICIT_GC_DISABLED = vmFlag("DisableExplicitGC");
+    static final boolean GC_FALLBACK = !"false".equalsIgnoreCase(System.getProperty("directmem.gcFallback"));
+    private static volatile boolean fallbackLogged;
+
+    private Reclaimer() {}
+
+    /** Called by the library (on any thread, JVM or native) with the shortfall in bytes. */
+    static void reclaim(long bytesWanted) {
+        if (!EXPLICIT_GC_DISABLED) {
+            System.gc();
+        } else if (GC_FALLBACK) {
+            gcRun();
+        }
+    }
+
+    private static void gcRun() {
+        try {
+            if (!fallbackLogged) {
+                fallbackLogged = true;
+                System.getLogger("dev.directmem").log(System.Logger.Level.INFO,
+                        "-XX:+DisableExplicitGC is set: directmem reclaims direct memory through the "
+                                + "DiagnosticCommand MBean's gcRun (-Ddirectmem.gcFallback=false turns this off)");
+            }
+            ManagementFactory.getPlatformMBeanServer().invoke(
+                    new ObjectName("com.sun.management:type=DiagnosticCommand"), "gcRun", null, null);
+        } catch (Exception e) {
+            System.getLogger("dev.directmem").log(System.Logger.Level.WARNING, "gcRun failed", e);
+        }
+    }
+
+    static String vmOption(String name) {
+        try {
+            return ManagementFactory.getPlatformMXBean(HotSpotDiagnosticMXBean.class).getVMOption(name).getValue();
+        } catch (RuntimeException | LinkageError e) {
+            return null; // not HotSpot, or jdk.management absent
+        }
+    }
+
+    private static boolean vmFlag(String name) {
+        return "true".equals(vmOption(name));
+    }
+}
