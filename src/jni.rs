@@ -120,6 +120,48 @@ pub extern "system" fn Java_dev_directmem_Native_setLimit0<'local>(
         .resolve::<ThrowRuntimeExAndDefault>()
 }
 
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_dev_directmem_Native_setReclaimTimeout0<'local>(
+    mut unowned: EnvUnowned<'local>,
+    _class: JClass<'local>,
+    millis: jint,
+) {
+    unowned
+        .with_env(|_env| -> jni::errors::Result<()> {
+            manager::global().set_reclaim_timeout_ms(millis.max(0) as u32);
+            Ok(())
+        })
+        .resolve::<ThrowRuntimeExAndDefault>()
+}
+
+/// `Native.allocateOnNativeThread0(long size, int rounds)`: test support for the reclaim hook's
+/// daemon attachment. A plain Rust thread, unknown to the JVM, allocates and frees like a C thread.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_dev_directmem_Native_allocateOnNativeThread0<'local>(
+    mut unowned: EnvUnowned<'local>,
+    _class: JClass<'local>,
+    size: jlong,
+    rounds: jint,
+) -> jint {
+    unowned
+        .with_env(|_env| -> jni::errors::Result<jint> {
+            let worker = std::thread::spawn(move || {
+                let m = manager::global();
+                for _ in 0..rounds {
+                    match m.allocate(size.max(0) as usize, 0) {
+                        Ok(p) => {
+                            let _ = m.free(p.as_ptr() as usize);
+                        }
+                        Err(e) => return status(Err(e)) as jint,
+                    }
+                }
+                0
+            });
+            Ok(worker.join().unwrap_or(crate::ffi::dm_status::DM_ERR_INTERNAL as jint))
+        })
+        .resolve::<ThrowRuntimeExAndDefault>()
+}
+
 /// `Native.stats0()`: the dm_stats fields, in header order.
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_stats0<'local>(

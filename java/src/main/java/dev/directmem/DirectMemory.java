@@ -25,7 +25,9 @@ import java.util.concurrent.atomic.LongAdder;
  * {@code Runtime.getRuntime().maxMemory()}, the JDK's own default. Other properties:
  * {@code directmem.library.path} (the exact libdirectmem file to load), {@code directmem.gcFallback}
  * ({@code false} turns off the DisableExplicitGC fallback), {@code directmem.leakDetection}
- * ({@code true} logs where each buffer that the GC had to reclaim was allocated).
+ * ({@code true} logs where each buffer that the GC had to reclaim was allocated),
+ * {@code directmem.reclaimTimeoutMs} (how long an allocation that does not fit waits for memory after
+ * asking for a GC; default 400).
  */
 public final class DirectMemory {
     private static final boolean LEAK_DETECTION = Boolean.getBoolean("directmem.leakDetection");
@@ -40,8 +42,12 @@ public final class DirectMemory {
     private static final ConcurrentHashMap<Key, Tracked> BUFFERS = new ConcurrentHashMap<>();
     private static final LongAdder RECLAIMED_BY_GC = new LongAdder();
 
+    /** How long an allocation waits for memory after asking for a GC; the JDK sleeps about 500 ms in total. */
+    static final int RECLAIM_TIMEOUT_MS = Integer.getInteger("directmem.reclaimTimeoutMs", 400);
+
     static {
         Native.setLimit0(initialLimit());
+        Native.setReclaimTimeout0(RECLAIM_TIMEOUT_MS);
         Native.installReclaimHook0();
         DirectMemoryPool.register();
     }
@@ -144,6 +150,11 @@ public final class DirectMemory {
     /** The native address of a direct buffer (for tests and diagnostics). */
     static long address(ByteBuffer buffer) {
         return Native.address0(buffer);
+    }
+
+    /** Buffers still tracked: live, or freed but still reachable (for tests). */
+    static int trackedBuffers() {
+        return BUFFERS.size();
     }
 
     private static Error failure(int status, int capacity, int alignment) {

@@ -25,6 +25,14 @@ final class Native {
 
     static native void setLimit0(long bytes);
 
+    static native void setReclaimTimeout0(int millis);
+
+    /**
+     * Test support: a thread the JVM has never seen allocates and frees {@code size} bytes {@code rounds}
+     * times, as a C thread in this process would; returns the first failing status, or OK.
+     */
+    static native int allocateOnNativeThread0(long size, int rounds);
+
     /** dm_stats fields, in header order. */
     static native long[] stats0();
 
