@@ -15,7 +15,7 @@ javac -d "$B/test-classes" -cp "$B/directmem.jar:$JUNIT" $(find java/src/test/ja
 set +e
 java -Xmx512m -Djava.library.path="$PWD/target/debug" \
   -Ddirectmem.test.jar="$PWD/$B/directmem.jar" -Ddirectmem.test.examples="$PWD/$B/examples" \
-  -Ddirectmem.test.libdir="$PWD/target/debug" \
+  -Ddirectmem.test.libdir="$PWD/target/debug" -Ddirectmem.test.classes="$PWD/$B/test-classes" \
   -jar "$JUNIT" --class-path "$B/test-classes:$B/directmem.jar" --scan-class-path \
   --disable-banner --details=tree 2>&1 | tee "$B/junit.log"
 rc=${PIPESTATUS[0]}

@@ -134,30 +134,38 @@ pub extern "system" fn Java_dev_directmem_Native_setReclaimTimeout0<'local>(
         .resolve::<ThrowRuntimeExAndDefault>()
 }
 
-/// `Native.allocateOnNativeThread0(long size, int rounds)`: test support for the reclaim hook's
-/// daemon attachment. A plain Rust thread, unknown to the JVM, allocates and frees like a C thread.
+/// `Native.allocateOnNativeThread0(long size, int rounds, int lingerMillis)`: test support for the
+/// reclaim hook's daemon attachment. A plain Rust thread, unknown to the JVM, allocates and frees like
+/// a C thread, reports, then stays alive `lingerMillis` (it must not keep the JVM from exiting).
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_allocateOnNativeThread0<'local>(
     mut unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
     size: jlong,
     rounds: jint,
+    linger_millis: jint,
 ) -> jint {
     unowned
         .with_env(|_env| -> jni::errors::Result<jint> {
-            let worker = std::thread::spawn(move || {
+            let (report, result) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
                 let m = manager::global();
+                let mut outcome = 0;
                 for _ in 0..rounds {
                     match m.allocate(size.max(0) as usize, 0) {
                         Ok(p) => {
                             let _ = m.free(p.as_ptr() as usize);
                         }
-                        Err(e) => return status(Err(e)) as jint,
+                        Err(e) => {
+                            outcome = status(Err(e)) as jint;
+                            break;
+                        }
                     }
                 }
-                0
+                let _ = report.send(outcome);
+                std::thread::sleep(std::time::Duration::from_millis(linger_millis.max(0) as u64));
             });
-            Ok(worker.join().unwrap_or(crate::ffi::dm_status::DM_ERR_INTERNAL as jint))
+            Ok(result.recv().unwrap_or(crate::ffi::dm_status::DM_ERR_INTERNAL as jint))
         })
         .resolve::<ThrowRuntimeExAndDefault>()
 }

@@ -29,9 +29,10 @@ final class Native {
 
     /**
      * Test support: a thread the JVM has never seen allocates and frees {@code size} bytes {@code rounds}
-     * times, as a C thread in this process would; returns the first failing status, or OK.
+     * times, as a C thread in this process would, then lives on for {@code lingerMillis}; returns the
+     * first failing status, or OK.
      */
-    static native int allocateOnNativeThread0(long size, int rounds);
+    static native int allocateOnNativeThread0(long size, int rounds, int lingerMillis);
 
     /** dm_stats fields, in header order. */
     static native long[] stats0();

@@ -1,0 +1,70 @@
+package dev.directmem;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.util.List;
+import org.junit.jupiter.api.Test;
+
+/** Behaviour that depends on JVM flags and system properties, each in a fresh JVM. */
+class ChildJvmTest {
+    @Test
+    void limitComesFromThePropertyThenTheVmFlagThenMaxHeap() throws Exception {
+        assertEquals("67108864", Support.java(List.of("-Ddirectmem.maxDirectMemorySize=64m"), "dev.directmem.PrintLimit").output().trim());
+        assertEquals("33554432", Support.java(List.of("-XX:MaxDirectMemorySize=32m"), "dev.directmem.PrintLimit").output().trim());
+        assertEquals("67108864", Support.java(List.of("-XX:MaxDirectMemorySize=32m", "-Ddirectmem.maxDirectMemorySize=64m"),
+                "dev.directmem.PrintLimit").output().trim(), "the property wins");
+        Support.Outcome heap = Support.java(List.of(), "dev.directmem.PrintLimit", "maxMemory");
+        String[] both = heap.output().trim().split("\\s+");
+        assertEquals(both[1], both[0], "default is Runtime.maxMemory(): " + heap.output());
+    }
+
+    @Test
+    void anUnparsableLimitPropertyIsReportedAndIgnored() throws Exception {
+        Support.Outcome o = Support.java(List.of("-XX:MaxDirectMemorySize=32m", "-Ddirectmem.maxDirectMemorySize=lots"), "dev.directmem.PrintLimit");
+        assertTrue(o.output().contains("ignoring directmem.maxDirectMemorySize=lots"), o.output());
+        assertTrue(o.output().trim().endsWith("33554432"), o.output());
+    }
+
+    @Test
+    void dropLoopSurvivesDisableExplicitGcThroughTheGcRunFallback() throws Exception {
+        Support.Outcome o = Support.java(List.of("-XX:+DisableExplicitGC"), "DropLoop", "3");
+        assertEquals(0, o.exit(), o.output());
+        assertTrue(o.output().contains("no OutOfMemoryError"), o.output());
+    }
+
+    @Test
+    void withoutTheFallbackDisableExplicitGcFailsWithAHint() throws Exception {
+        Support.Outcome o = Support.java(List.of("-XX:+DisableExplicitGC", "-Ddirectmem.gcFallback=false"), "DropLoop", "3");
+        assertNotEquals(0, o.exit(), o.output());
+        assertTrue(o.output().contains("OutOfMemoryError"), o.output());
+        assertTrue(o.output().contains("-XX:+DisableExplicitGC"), o.output());
+    }
+
+    @Test
+    void leakDetectionReportsWhereAnUnfreedBufferWasAllocated() throws Exception {
+        Support.Outcome o = Support.java(List.of("-Ddirectmem.leakDetection=true"), "dev.directmem.Leak");
+        assertEquals(0, o.exit(), o.output());
+        assertTrue(o.output().contains("reclaimed by the GC without DirectMemory.free"), o.output());
+        assertTrue(o.output().contains("dev.directmem.Leak.leakOne"), "the allocation site is in the trace: " + o.output());
+        assertTrue(o.output().contains("reclaimedByGc=1"), o.output());
+    }
+
+    @Test
+    void aLibraryThatCannotBeLoadedSaysWhatWasTried() throws Exception {
+        Support.Outcome o = Support.java(List.of("-Ddirectmem.library.path=/nonexistent/libdirectmem.so"), "dev.directmem.PrintLimit");
+        assertNotEquals(0, o.exit());
+        assertTrue(o.output().contains("UnsatisfiedLinkError"), o.output());
+        assertTrue(o.output().contains("/nonexistent/libdirectmem.so"), o.output());
+        Support.Outcome p = Support.java(List.of("-Djava.library.path=/nowhere:/else"), "dev.directmem.PrintLimit");
+        assertTrue(p.output().contains("/nowhere/libdirectmem.so") && p.output().contains("/else/libdirectmem.so"), p.output());
+    }
+
+    @Test
+    void aNativeThreadAttachedByTheReclaimHookDoesNotKeepTheJvmAlive() throws Exception {
+        long started = System.nanoTime();
+        Support.Outcome o = Support.java(List.of(), "dev.directmem.NativeThreadLingers");
+        assertEquals(0, o.exit(), o.output());
+        assertTrue(o.output().contains("native thread status 0"), o.output());
+        assertTrue((System.nanoTime() - started) / 1e9 < 60, "the JVM exited while the native thread lingered");
+    }
+}

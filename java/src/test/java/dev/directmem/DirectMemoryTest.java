@@ -1,0 +1,165 @@
+package dev.directmem;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.lang.management.ManagementFactory;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+import java.util.Set;
+import javax.management.MBeanServer;
+import javax.management.ObjectName;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/** The API's contract, in this JVM, against the real library. */
+class DirectMemoryTest {
+    @BeforeEach
+    void settle() throws InterruptedException {
+        Support.settle();
+    }
+
+    @Test
+    void allocateGivesAZeroedBigEndianDirectBufferAtPositionZero() {
+        for (int capacity : new int[] {0, 1, 64, 4096, 1 << 20, 3 << 20}) {
+            ByteBuffer b = DirectMemory.allocate(capacity);
+            assertTrue(b.isDirect());
+            assertEquals(ByteOrder.BIG_ENDIAN, b.order());
+            assertEquals(0, b.position());
+            assertEquals(capacity, b.limit());
+            assertEquals(capacity, b.capacity());
+            for (int i = 0; i < capacity; i++) assertEquals(0, b.get(i), "byte " + i + " of " + capacity);
+            DirectMemory.free(b);
+        }
+    }
+
+    @Test
+    void allocatedBytesAreCountedAndFreedExactly() {
+        DirectMemoryStats before = DirectMemory.stats();
+        ByteBuffer a = DirectMemory.allocate(1000), b = DirectMemory.allocate(5000);
+        DirectMemoryStats during = DirectMemory.stats();
+        assertEquals(before.reserved() + 6000, during.reserved());
+        assertEquals(before.count() + 2, during.count());
+        assertEquals(before.liveCleaners() + 2, during.liveCleaners());
+        assertTrue(DirectMemory.free(a));
+        assertTrue(DirectMemory.free(b));
+        DirectMemoryStats after = DirectMemory.stats();
+        assertEquals(0, after.reserved());
+        assertEquals(0, after.count());
+        assertEquals(0, after.liveCleaners());
+        assertEquals(before.totalAllocations() + 2, after.totalAllocations());
+    }
+
+    @Test
+    void allocateAlignedHonoursTheAlignment() {
+        for (int alignment : new int[] {0, 1, 8, 64, 4096, 1 << 16, 1 << 21}) {
+            ByteBuffer b = DirectMemory.allocateAligned(100, alignment);
+            if (alignment > 0) assertEquals(0, DirectMemory.address(b) % alignment, "alignment " + alignment);
+            DirectMemory.free(b);
+        }
+    }
+
+    @Test
+    void badArgumentsThrowAndChangeNothing() {
+        DirectMemoryStats before = DirectMemory.stats();
+        assertThrows(IllegalArgumentException.class, () -> DirectMemory.allocate(-1));
+        assertThrows(IllegalArgumentException.class, () -> DirectMemory.allocate(Integer.MIN_VALUE));
+        assertThrows(IllegalArgumentException.class, () -> DirectMemory.allocateAligned(10, 3));
+        assertThrows(IllegalArgumentException.class, () -> DirectMemory.allocateAligned(10, -4));
+        assertThrows(IllegalArgumentException.class, () -> DirectMemory.allocateAligned(10, Integer.MIN_VALUE));
+        assertThrows(IllegalArgumentException.class, () -> DirectMemory.setLimit(-1));
+        assertThrows(NullPointerException.class, () -> DirectMemory.free(null));
+        assertThrows(IllegalArgumentException.class, () -> DirectMemory.free(ByteBuffer.allocate(10)));
+        assertThrows(IllegalArgumentException.class, () -> DirectMemory.free(ByteBuffer.allocateDirect(10)));
+        DirectMemoryStats after = DirectMemory.stats();
+        assertEquals(before.reserved(), after.reserved());
+        assertEquals(before.count(), after.count());
+        assertEquals(before.totalAllocations(), after.totalAllocations());
+    }
+
+    @Test
+    void slicesDuplicatesAndViewsCannotBeFreedButTheirRootCan() {
+        ByteBuffer root = DirectMemory.allocate(64);
+        for (Object view : new Object[] {root.slice(), root.duplicate(), root.asReadOnlyBuffer(), root.slice(8, 8)}) {
+            assertThrows(IllegalArgumentException.class, () -> DirectMemory.free((ByteBuffer) view), view.toString());
+        }
+        assertEquals(1, DirectMemory.stats().count());
+        assertTrue(DirectMemory.free(root));
+    }
+
+    @Test
+    void freeTwiceReturnsFalseTheSecondTime() {
+        ByteBuffer b = DirectMemory.allocate(128);
+        assertTrue(DirectMemory.free(b));
+        assertFalse(DirectMemory.free(b));
+        assertFalse(DirectMemory.free(b));
+        assertEquals(0, DirectMemory.stats().count());
+    }
+
+    @Test
+    void equalContentsAreNotConfused() {
+        ByteBuffer a = DirectMemory.allocate(16), b = DirectMemory.allocate(16);
+        assertEquals(a, b); // ByteBuffer.equals compares contents
+        assertTrue(DirectMemory.free(a));
+        assertEquals(1, DirectMemory.stats().count(), "b is still live");
+        assertTrue(DirectMemory.free(b));
+    }
+
+    @Test
+    void explicitFreeThenAddressReuseThenGcOfTheFirstLeavesTheSecondIntact() throws Exception {
+        int size = 256 << 10; // a mapping of its own: the kernel hands a freed range out again
+        ByteBuffer first = DirectMemory.allocate(size);
+        long address = DirectMemory.address(first);
+        assertTrue(DirectMemory.free(first));
+        ByteBuffer second = null;
+        for (int i = 0; i < 1000 && second == null; i++) {
+            ByteBuffer candidate = DirectMemory.allocate(size);
+            if (DirectMemory.address(candidate) == address) second = candidate;
+            else DirectMemory.free(candidate);
+        }
+        assertNotNull(second, "the freed address was handed out again");
+        for (int i = 0; i < 256; i++) second.put(i, (byte) i);
+        int trackedBefore = DirectMemory.trackedBuffers();
+        first = null; // now only the GC's Cleaner can reach the first buffer's stale cleaner
+        assertTrue(Support.gcUntil(() -> DirectMemory.trackedBuffers() < trackedBefore), "first buffer collected");
+        for (int i = 0; i < 256; i++) assertEquals((byte) i, second.get(i));
+        assertEquals(1, DirectMemory.stats().count());
+        assertTrue(DirectMemory.free(second), "the second buffer was still live");
+    }
+
+    @Test
+    void droppedBuffersAreReclaimedByTheGcAndCounted() throws Exception {
+        long before = DirectMemory.stats().reclaimedByGc();
+        for (int i = 0; i < 10; i++) DirectMemory.allocate(1 << 16).put(0, (byte) 1);
+        assertTrue(Support.gcUntil(() -> DirectMemory.stats().count() == 0));
+        assertEquals(before + 10, DirectMemory.stats().reclaimedByGc());
+        assertEquals(0, DirectMemory.stats().reserved());
+    }
+
+    @Test
+    void limitCanBeReadAndSetAndMayGoBelowWhatIsReserved() {
+        ByteBuffer b = DirectMemory.allocate(1 << 20);
+        DirectMemory.setLimit(1000);
+        assertEquals(1000, DirectMemory.limit());
+        assertEquals(1 << 20, DirectMemory.stats().reserved(), "existing buffers stay");
+        assertThrows(OutOfMemoryError.class, () -> DirectMemory.allocate(100));
+        assertEquals(0, b.get(0));
+        DirectMemory.free(b);
+        DirectMemory.allocate(100);
+    }
+
+    @Test
+    void bufferPoolMBeanIsListedBesideTheJdkPools() throws Exception {
+        MBeanServer server = ManagementFactory.getPlatformMBeanServer();
+        Set<ObjectName> pools = server.queryNames(new ObjectName("java.nio:type=BufferPool,*"), null);
+        ObjectName ours = new ObjectName("java.nio:type=BufferPool,name=directmem");
+        assertTrue(pools.contains(ours), pools.toString());
+        assertTrue(pools.contains(new ObjectName("java.nio:type=BufferPool,name=direct")), pools.toString());
+        ByteBuffer b = DirectMemory.allocate(12345);
+        assertEquals("directmem", server.getAttribute(ours, "Name"));
+        assertEquals(1L, server.getAttribute(ours, "Count"));
+        assertEquals(12345L, server.getAttribute(ours, "TotalCapacity"));
+        assertEquals(12345L, server.getAttribute(ours, "MemoryUsed"));
+        DirectMemory.free(b);
+        assertEquals(0L, server.getAttribute(ours, "Count"));
+    }
+}

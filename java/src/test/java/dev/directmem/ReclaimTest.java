@@ -1,0 +1,143 @@
+package dev.directmem;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.atomic.AtomicLong;
+import org.junit.jupiter.api.AfterEach;
+import org.junit.jupiter.api.BeforeEach;
+import org.junit.jupiter.api.Test;
+
+/** The experiments of MECHANISM.md section 4, with directmem: where the JDK fails, this must not. */
+class ReclaimTest {
+    private static final int MIB = 1 << 20;
+
+    @BeforeEach
+    void settle() throws InterruptedException {
+        Support.settle();
+    }
+
+    @AfterEach
+    void restore() throws InterruptedException {
+        Support.settle();
+    }
+
+    @Test
+    void dropLoopOf20MiBBuffersUnderA100MiBLimitNeverFails() {
+        DirectMemory.setLimit(100L * MIB);
+        long requestsBefore = DirectMemory.stats().reclaimRequests();
+        for (int i = 0; i < 300; i++) {
+            DirectMemory.allocate(20 * MIB).put(0, (byte) i);
+        }
+        DirectMemoryStats s = DirectMemory.stats();
+        assertTrue(s.reclaimRequests() > requestsBefore, "the limit was reached and the GC was asked: " + s);
+        assertTrue(s.peakReserved() <= 100L * MIB);
+    }
+
+    @Test
+    void keepLoopFailsOnTheSixthWithTheJdkStyleMessage() {
+        DirectMemory.setLimit(100L * MIB);
+        List<ByteBuffer> kept = new ArrayList<>();
+        OutOfMemoryError error = null;
+        try {
+            for (int i = 0; i < 10; i++) kept.add(DirectMemory.allocate(20 * MIB));
+        } catch (OutOfMemoryError e) {
+            error = e;
+        }
+        assertNotNull(error);
+        assertEquals(5, kept.size(), "the 6th allocation failed");
+        String m = error.getMessage();
+        assertTrue(m.contains("direct buffer memory"), m);
+        assertTrue(m.contains("Cannot reserve 20971520 bytes"), m);
+        assertTrue(m.contains("allocated: 104857600"), m);
+        assertTrue(m.contains("limit: 104857600"), m);
+        kept.forEach(b -> assertTrue(DirectMemory.free(b)));
+        assertEquals(0, DirectMemory.stats().reserved());
+    }
+
+    @Test
+    void eightThreadsDropping8MiBBuffersUnderA32MiBLimitNeverFail() throws Exception {
+        DirectMemory.setLimit(32L * MIB);
+        AtomicLong allocations = new AtomicLong();
+        List<Throwable> errors = java.util.Collections.synchronizedList(new ArrayList<>());
+        long end = System.nanoTime() + 5_000_000_000L;
+        List<Thread> threads = new ArrayList<>();
+        for (int t = 0; t < 8; t++) {
+            Thread thread = new Thread(() -> {
+                try {
+                    while (System.nanoTime() < end) {
+                        DirectMemory.allocate(8 * MIB).put(0, (byte) 1);
+                        allocations.incrementAndGet();
+                    }
+                } catch (Throwable e) {
+                    errors.add(e);
+                }
+            });
+            threads.add(thread);
+            thread.start();
+        }
+        for (Thread t : threads) t.join();
+        assertEquals(List.of(), errors, "no OutOfMemoryError in " + allocations.get() + " allocations");
+        assertTrue(allocations.get() > 8, "threads made progress: " + allocations.get());
+    }
+
+    @Test
+    void aNativeThreadUnknownToTheJvmIsServedByTheGc() {
+        DirectMemory.setLimit(16L * MIB);
+        DirectMemory.allocate(16 * MIB).put(0, (byte) 1); // dropped: only a GC can free it
+        assertEquals(Native.OK, Native.allocateOnNativeThread0(8L * MIB, 20, 0));
+        assertTrue(DirectMemory.stats().reclaimedByGc() > 0);
+    }
+
+    @Test
+    void explicitFreesRacingTheCleanerFromManyThreadsReleaseEachBufferOnce() throws Exception {
+        DirectMemory.setLimit(1L << 40);
+        long freedExplicitly = 0, total = 0, gcBefore = DirectMemory.stats().reclaimedByGc();
+        for (int round = 0; round < 20; round++) {
+            int n = 200;
+            java.util.concurrent.atomic.AtomicReferenceArray<ByteBuffer> slots = new java.util.concurrent.atomic.AtomicReferenceArray<>(n);
+            for (int i = 0; i < n; i++) slots.set(i, DirectMemory.allocate(1024));
+            AtomicLong wins = new AtomicLong();
+            List<Thread> threads = new ArrayList<>();
+            for (int t = 0; t < 4; t++) { // free from the front, racing each other
+                threads.add(new Thread(() -> {
+                    for (int i = 0; i < n; i++) {
+                        ByteBuffer b = slots.get(i);
+                        if (b != null && DirectMemory.free(b)) wins.incrementAndGet();
+                    }
+                }));
+            }
+            threads.add(new Thread(() -> { // drop from the back, and let the GC's Cleaner race them
+                for (int i = n - 1; i >= 0; i--) {
+                    slots.set(i, null);
+                    if (i % 40 == 0) System.gc();
+                }
+            }));
+            threads.forEach(Thread::start);
+            for (Thread t : threads) t.join();
+            freedExplicitly += wins.get();
+            total += n;
+        }
+        assertTrue(Support.gcUntil(() -> DirectMemory.trackedBuffers() == 0));
+        DirectMemoryStats s = DirectMemory.stats();
+        assertEquals(total, freedExplicitly + (s.reclaimedByGc() - gcBefore), "every buffer released exactly once");
+        assertEquals(0, s.count());
+        assertEquals(0, s.reserved());
+        assertEquals(0, s.liveCleaners());
+    }
+
+    @Test
+    void buffersAllocatedByThreadsThatExitAreReclaimed() throws Exception {
+        for (int i = 0; i < 16; i++) {
+            Thread t = new Thread(() -> {
+                for (int j = 0; j < 50; j++) DirectMemory.allocate(4096).put(0, (byte) 1);
+            });
+            t.start();
+            t.join();
+        }
+        assertTrue(Support.gcUntil(() -> DirectMemory.stats().count() == 0), DirectMemory.stats().toString());
+        assertEquals(0, DirectMemory.stats().reserved());
+    }
+}

@@ -1,0 +1,53 @@
+package dev.directmem;
+
+import java.io.File;
+import java.nio.charset.StandardCharsets;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import java.util.function.BooleanSupplier;
+
+/** Helpers shared by the tests: waiting for the GC's Cleaner, and running child JVMs. */
+final class Support {
+    private Support() {}
+
+    /** GCs until the condition holds; false after ~20 s. */
+    static boolean gcUntil(BooleanSupplier condition) throws InterruptedException {
+        for (int i = 0; i < 400; i++) {
+            if (condition.getAsBoolean()) return true;
+            System.gc();
+            Thread.sleep(50);
+        }
+        return condition.getAsBoolean();
+    }
+
+    /** Every buffer dropped by earlier tests reclaimed: nothing of ours is live. */
+    static void settle() throws InterruptedException {
+        DirectMemory.setLimit(1L << 40);
+        if (!gcUntil(() -> DirectMemory.stats().count() == 0 && DirectMemory.trackedBuffers() == 0)) {
+            throw new AssertionError("buffers still live after GC: " + DirectMemory.stats());
+        }
+    }
+
+    record Outcome(int exit, String output) {}
+
+    /** Runs a main class in a fresh JVM with the API jar, the examples and the test classes on its class path. */
+    static Outcome java(List<String> jvmArgs, String mainClass, String... args) throws Exception {
+        List<String> cmd = new ArrayList<>();
+        cmd.add(System.getProperty("java.home") + File.separator + "bin" + File.separator + "java");
+        cmd.add("-Xmx256m");
+        cmd.add("-Djava.library.path=" + System.getProperty("directmem.test.libdir"));
+        cmd.addAll(jvmArgs);
+        cmd.add("-cp");
+        cmd.add(System.getProperty("directmem.test.jar") + File.pathSeparator + System.getProperty("directmem.test.examples")
+                + File.pathSeparator + System.getProperty("directmem.test.classes"));
+        cmd.add(mainClass);
+        cmd.addAll(List.of(args));
+        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        if (!p.waitFor(120, TimeUnit.SECONDS)) {
+            p.destroyForcibly();
+            throw new AssertionError("child JVM did not exit within 120 s: " + cmd);
+        }
+        return new Outcome(p.exitValue(), new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8));
+    }
+}
