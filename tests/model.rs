@@ -268,7 +268,9 @@ impl Model {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(200),
+    ))]
 
     #[test]
     fn the_c_abi_behaves_like_its_model(ops in prop::collection::vec(op(), 1..120)) {
