@@ -231,11 +231,8 @@ impl Quota {
                     Some(_) => {}
                 }
             }
-            if state.rounds_completed <= mark && !state.round_in_flight {
-                let Some(hook) = state.hook.clone() else {
-                    mark = state.rounds_completed; // hook removed meanwhile: just wait for memory
-                    continue;
-                };
+            // With the hook removed meanwhile there is nobody to ask: just wait for memory.
+            if let Some(hook) = state.hook.clone().filter(|_| state.rounds_completed <= mark && !state.round_in_flight) {
                 state.round_in_flight = true;
                 state.rounds_started += 1;
                 self.reclaim_requests.fetch_add(1, SeqCst);
