@@ -28,14 +28,17 @@ fn status(result: Result<(), Error>) -> jlong {
     }
 }
 
-/// `Native.allocate0(int capacity, int alignment, long[] out)`: a tracked, zeroed block with one
-/// cleaner (no action: the Java Cleaner owns the release), wrapped in a direct ByteBuffer.
+/// `Native.allocate0(int capacity, int alignment, boolean wait, long[] out)`: a tracked, zeroed block
+/// with one cleaner (no action: the Java side owns the release), wrapped in a direct ByteBuffer.
+/// Without `wait` a reservation that does not fit fails at once (the Java slabs then take the
+/// ordinary path, which reclaims and waits).
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_allocate0<'local>(
     mut unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
     capacity: jint,
     alignment: jint,
+    wait: jboolean,
     out: JLongArray<'local>,
 ) -> JByteBuffer<'local> {
     unowned
@@ -44,7 +47,7 @@ pub extern "system" fn Java_dev_directmem_Native_allocate0<'local>(
             let block = (|| {
                 let size = usize::try_from(capacity).map_err(|_| Error::InvalidArgument)?;
                 let alignment = usize::try_from(alignment).map_err(|_| Error::InvalidArgument)?;
-                let ptr = m.allocate(size, alignment)?;
+                let ptr = if wait { m.allocate(size, alignment)? } else { m.try_allocate(size, alignment)? };
                 let no_action = Action { function: None, ctx: std::ptr::null_mut() };
                 match m.register_cleaner(ptr.as_ptr() as usize, no_action) {
                     Ok(cleaner) => Ok((ptr, size, cleaner)),

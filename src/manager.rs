@@ -44,6 +44,17 @@ impl Manager {
     pub fn allocate(&self, size: usize, alignment: usize) -> Result<NonNull<u8>> {
         let alignment = sysmem::check_request(size, alignment)?;
         self.quota.reserve(size as u64)?;
+        self.allocate_reserved(size, alignment)
+    }
+
+    /// Like [`Manager::allocate`], but `Err(Limit)` at once where that would reclaim and wait.
+    pub fn try_allocate(&self, size: usize, alignment: usize) -> Result<NonNull<u8>> {
+        let alignment = sysmem::check_request(size, alignment)?;
+        self.quota.try_reserve(size as u64)?;
+        self.allocate_reserved(size, alignment)
+    }
+
+    fn allocate_reserved(&self, size: usize, alignment: usize) -> Result<NonNull<u8>> {
         match sysmem::allocate_zeroed(size, alignment) {
             Ok(memory) => {
                 let ptr = memory.ptr;

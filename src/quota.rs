@@ -142,6 +142,17 @@ impl Quota {
         self.reserve_slow(bytes)
     }
 
+    /// Takes `bytes` only if they fit now and nobody is queued: no reclaim round, no waiting, and
+    /// a refusal is not counted as a limit failure (the caller has another way to get memory; the
+    /// JVM binding uses this for its slabs and falls back to [`Quota::reserve`]).
+    pub fn try_reserve(&self, bytes: u64) -> Result<()> {
+        if bytes == 0 || (self.waiters.load(SeqCst) == 0 && self.try_take(bytes)) {
+            Ok(())
+        } else {
+            Err(Error::Limit)
+        }
+    }
+
     /// Returns `bytes` to the budget and wakes the waiters, if any.
     pub fn release(&self, bytes: u64) {
         if bytes == 0 {

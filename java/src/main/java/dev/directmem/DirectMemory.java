@@ -1,17 +1,14 @@
 package dev.directmem;
 
-import java.lang.ref.Cleaner;
 import java.lang.ref.Reference;
 import java.lang.ref.WeakReference;
 import java.nio.ByteBuffer;
 import java.util.Objects;
 import java.util.concurrent.ConcurrentHashMap;
-import java.util.concurrent.atomic.AtomicBoolean;
-import java.util.concurrent.atomic.LongAdder;
 
 /**
  * Off-heap {@link ByteBuffer}s allocated, tracked and limited by libdirectmem, freed by a
- * {@link Cleaner} when they become unreachable, or at once by {@link #free}.
+ * {@link java.lang.ref.Cleaner} when they become unreachable, or at once by {@link #free}.
  *
  * <p>Like {@link ByteBuffer#allocateDirect}, but: memory is released the moment you call {@link #free}
  * (or when the GC finds the buffer unreachable, whichever comes first, exactly once); an allocation that
@@ -19,6 +16,11 @@ import java.util.concurrent.atomic.LongAdder;
  * concurrent threads do not fail spuriously; it keeps working under {@code -XX:+DisableExplicitGC};
  * big buffers cost no zeroing (fresh pages from the kernel are already zero); C code in the same
  * process shares the limit and the counters.
+ *
+ * <p>Buffers of up to 64 KiB are slices of slabs (blocks of 64 KiB to 1 MiB, see {@code Slabs}), which
+ * makes them as cheap as the JDK's; the limit and {@code reserved} count whole slabs, the memory really
+ * taken, while {@code count} and {@code capacity} count buffers. C code calling {@code dm_stats} sees
+ * each slab as one block.
  *
  * <p>The limit is the system property {@code directmem.maxDirectMemorySize} ({@code 100m}, {@code 1g},
  * bytes) if set, else the JVM's {@code -XX:MaxDirectMemorySize} if set, else
@@ -30,17 +32,9 @@ import java.util.concurrent.atomic.LongAdder;
  * asking for a GC; default 400).
  */
 public final class DirectMemory {
-    private static final boolean LEAK_DETECTION = Boolean.getBoolean("directmem.leakDetection");
     private static final System.Logger LOG = System.getLogger("dev.directmem");
-    private static final Cleaner CLEANER = Cleaner.create(runnable -> {
-        Thread t = new Thread(runnable, "directmem-cleaner");
-        t.setDaemon(true);
-        t.setPriority(Thread.MAX_PRIORITY); // like the JDK's Reference Handler: waiters depend on it
-        return t;
-    });
-    /** Live and explicitly freed buffers that are still reachable, by identity (never by equals/hashCode). */
-    private static final ConcurrentHashMap<Key, Tracked> BUFFERS = new ConcurrentHashMap<>();
-    private static final LongAdder RECLAIMED_BY_GC = new LongAdder();
+    /** Live buffers with a block of their own, by identity (never by equals/hashCode). */
+    private static final ConcurrentHashMap<Key, Block> BLOCKS = new ConcurrentHashMap<>();
 
     /** How long an allocation waits for memory after asking for a GC; the JDK sleeps about 500 ms in total. */
     static final int RECLAIM_TIMEOUT_MS = Integer.getInteger("directmem.reclaimTimeoutMs", 400);
@@ -79,30 +73,37 @@ public final class DirectMemory {
         if (alignment < 0 || (alignment & (alignment - 1)) != 0) {
             throw new IllegalArgumentException("alignment must be 0 or a power of two: " + alignment);
         }
+        ByteBuffer small = Slabs.allocate(capacity, alignment);
+        return small != null ? small : allocateBlock(capacity, alignment);
+    }
+
+    /** A block of its own from the library: big buffers, or small ones when no slab has room. */
+    private static ByteBuffer allocateBlock(int capacity, int alignment) {
         long[] out = new long[1];
-        ByteBuffer buffer = Native.allocate0(capacity, alignment, out);
+        ByteBuffer buffer = Native.allocate0(capacity, alignment, true, out);
         if (buffer == null) {
             throw failure((int) out[0], capacity, alignment);
         }
-        long cleaner = out[0];
+        Block block = new Block(buffer, out[0], capacity);
         try {
-            Tracked tracked = new Tracked(buffer, cleaner, capacity);
-            BUFFERS.put(tracked.key, tracked);
-            CLEANER.register(buffer, tracked);
+            block.track(buffer);
+            BLOCKS.put(block.key, block);
         } catch (Throwable t) {
-            Native.clean0(cleaner); // never leak the block if tracking it failed
+            Native.clean0(block.cleaner); // never leak the block if tracking it failed
             throw t;
         }
         return buffer;
     }
 
     /**
-     * Frees a buffer from {@link #allocate} now, instead of waiting for the GC. Using the buffer (or any
-     * slice, duplicate or view of it) afterwards is undefined behaviour, as after
-     * {@code Unsafe.invokeCleaner}: the memory may already belong to another buffer.
+     * Frees a buffer from {@link #allocate} now, instead of waiting for the GC. Its limit and position
+     * become 0, so later use of this buffer object throws ({@code IndexOutOfBoundsException},
+     * {@code BufferOverflowException}, ...) instead of touching freed memory. Slices, duplicates and
+     * views made earlier are not protected: using them afterwards is undefined behaviour, as after
+     * {@code Unsafe.invokeCleaner} (the memory may already belong to another buffer).
      *
-     * @return true if this call freed it; false if it was already freed (a later buffer that reuses
-     *         the address is left intact)
+     * @return true if this call freed it; false if it was already freed (taken to be so when the buffer is
+     *         not live and its limit is 0); a later buffer that reuses the address is left intact
      * @throws NullPointerException if buffer is null
      * @throws IllegalArgumentException if buffer is a heap buffer, a direct buffer not allocated here, or
      *         a slice, duplicate or view (free the buffer that {@link #allocate} returned)
@@ -112,13 +113,20 @@ public final class DirectMemory {
         if (!buffer.isDirect()) {
             throw new IllegalArgumentException("not a direct buffer: " + buffer);
         }
-        Tracked tracked = BUFFERS.get(new Key(buffer));
+        Tracked tracked = Slabs.find(buffer);
         if (tracked == null) {
+            tracked = BLOCKS.get(new Key(buffer));
+        }
+        if (tracked == null) {
+            if (buffer.limit() == 0) {
+                return false; // freed before (or empty and not ours: nothing to free either way)
+            }
             throw new IllegalArgumentException("not a buffer returned by DirectMemory.allocate (a slice, duplicate, "
                     + "view, or a direct buffer from elsewhere): " + buffer);
         }
         try {
-            return tracked.freeExplicitly();
+            buffer.limit(0); // before the release, so a racing free that misses the buffer sees it freed
+            return tracked.free();
         } finally {
             Reference.reachabilityFence(buffer); // the GC's Cleaner must not win the race with this call
         }
@@ -144,7 +152,7 @@ public final class DirectMemory {
 
     /** The counters of the library (shared with C code in this process), plus buffers reclaimed by the GC. */
     public static DirectMemoryStats stats() {
-        return DirectMemoryStats.of(Native.stats0(), RECLAIMED_BY_GC.sum());
+        return DirectMemoryStats.of(Native.stats0(), Slabs.usage(), Tracked.RECLAIMED_BY_GC.sum());
     }
 
     /** The native address of a direct buffer (for tests and diagnostics). */
@@ -152,9 +160,9 @@ public final class DirectMemory {
         return Native.address0(buffer);
     }
 
-    /** Buffers still tracked: live, or freed but still reachable (for tests). */
-    static int trackedBuffers() {
-        return BUFFERS.size();
+    /** Buffers with a block of their own that are live (for tests). */
+    static int liveBlocks() {
+        return BLOCKS.size();
     }
 
     private static Error failure(int status, int capacity, int alignment) {
@@ -223,36 +231,21 @@ public final class DirectMemory {
         }
     }
 
-    /** One buffer's native cleaner; also the Cleaner action, which must not reference the buffer. */
-    private static final class Tracked implements Runnable {
+    /** A buffer with a block of its own; the block goes back through its library cleaner handle. */
+    private static final class Block extends Tracked {
         final Key key;
         final long cleaner;
-        final int capacity;
-        final Throwable allocationSite;
-        final AtomicBoolean freed = new AtomicBoolean();
 
-        Tracked(ByteBuffer buffer, long cleaner, int capacity) {
+        Block(ByteBuffer buffer, long cleaner, int capacity) {
+            super(capacity);
             this.key = new Key(buffer);
             this.cleaner = cleaner;
-            this.capacity = capacity;
-            this.allocationSite = LEAK_DETECTION ? new Throwable("direct buffer allocated here") : null;
         }
 
-        boolean freeExplicitly() {
-            return freed.compareAndSet(false, true) && Native.clean0(cleaner);
-        }
-
-        /** The buffer became unreachable. After an explicit free, dm_clean of the stale handle does nothing. */
         @Override
-        public void run() {
-            BUFFERS.remove(key);
-            if (!freed.get() && Native.clean0(cleaner)) {
-                RECLAIMED_BY_GC.increment();
-                if (allocationSite != null) {
-                    LOG.log(System.Logger.Level.WARNING, "a direct buffer of " + capacity
-                            + " bytes was reclaimed by the GC without DirectMemory.free", allocationSite);
-                }
-            }
+        void release() {
+            BLOCKS.remove(key);
+            Native.clean0(cleaner);
         }
     }
 }

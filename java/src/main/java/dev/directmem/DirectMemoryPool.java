@@ -20,9 +20,9 @@ final class DirectMemoryPool implements BufferPoolMXBean {
     }
 
     @Override public String getName() { return "directmem"; }
-    @Override public long getCount() { return Native.stats0()[3]; }
-    @Override public long getTotalCapacity() { return Native.stats0()[2]; }
-    @Override public long getMemoryUsed() { return Native.stats0()[1]; }
+    @Override public long getCount() { return DirectMemory.stats().count(); }
+    @Override public long getTotalCapacity() { return DirectMemory.stats().capacity(); }
+    @Override public long getMemoryUsed() { return DirectMemory.stats().reserved(); }
 
     @Override
     public ObjectName getObjectName() {

@@ -4,6 +4,11 @@ package dev.directmem;
  * A snapshot of the library's counters: the fields of {@code dm_stats}, shared with C code in the same
  * process, plus {@code reclaimedByGc}, the buffers the garbage collector freed without an explicit
  * {@link DirectMemory#free}.
+ *
+ * <p>Java's small buffers live in slabs, which the library counts as blocks. Here each slab is replaced
+ * by the buffers in it: {@code count}, {@code capacity}, {@code totalAllocations}, {@code liveCleaners}
+ * and {@code cleanersRun} count buffers; {@code reserved} and {@code peakReserved} count the memory
+ * taken, whole slabs included. Exact when no thread allocates or frees while it is taken.
  */
 public record DirectMemoryStats(
         long limit,
@@ -18,7 +23,13 @@ public record DirectMemoryStats(
         long limitFailures,
         long reclaimedByGc) {
 
-    static DirectMemoryStats of(long[] s, long reclaimedByGc) {
-        return new DirectMemoryStats(s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], reclaimedByGc);
+    static DirectMemoryStats of(long[] s, Slabs.Usage slabs, long reclaimedByGc) {
+        long capacity = s[2] - slabs.slabBytes() + slabs.bufferCapacity();
+        long count = s[3] - slabs.slabs() + slabs.buffers();
+        long totalAllocations = s[5] - slabs.slabsTaken() + slabs.buffersTaken();
+        long liveCleaners = s[6] - slabs.slabs() + slabs.buffers();
+        long cleanersRun = s[7] - slabs.slabsReleased() + slabs.buffersReleased();
+        return new DirectMemoryStats(s[0], s[1], capacity, count, s[4], totalAllocations, liveCleaners,
+                cleanersRun, s[8], s[9], reclaimedByGc);
     }
 }

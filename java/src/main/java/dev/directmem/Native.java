@@ -12,8 +12,12 @@ final class Native {
         NativeLibrary.load();
     }
 
-    /** A tracked, zeroed block wrapped in a direct buffer, or null with the failing status in out[0]; on success out[0] is the block's cleaner handle. */
-    static native ByteBuffer allocate0(int capacity, int alignment, long[] out);
+    /**
+     * A tracked, zeroed block wrapped in a direct buffer, or null with the failing status in out[0]; on
+     * success out[0] is the block's cleaner handle. Without {@code wait}, a reservation that does not
+     * fit fails at once with LIMIT instead of reclaiming and waiting.
+     */
+    static native ByteBuffer allocate0(int capacity, int alignment, boolean wait, long[] out);
 
     /** dm_clean: true if this call released the block. */
     static native boolean clean0(long cleaner);

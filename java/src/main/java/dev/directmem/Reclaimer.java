@@ -20,6 +20,7 @@ final class Reclaimer {
 
     /** Called by the library (on any thread, JVM or native) with the shortfall in bytes. */
     static void reclaim(long bytesWanted) {
+        Slabs.trim(); // slabs kept for reuse but holding no buffer go back first
         if (!EXPLICIT_GC_DISABLED) {
             System.gc();
         } else if (GC_FALLBACK) {

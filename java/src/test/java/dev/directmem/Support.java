@@ -21,12 +21,19 @@ final class Support {
         return condition.getAsBoolean();
     }
 
-    /** Every buffer dropped by earlier tests reclaimed: nothing of ours is live. */
+    /** Every buffer dropped by earlier tests reclaimed and every cached slab released: nothing of ours is live. */
     static void settle() throws InterruptedException {
         DirectMemory.setLimit(1L << 40);
-        if (!gcUntil(() -> DirectMemory.stats().count() == 0 && DirectMemory.trackedBuffers() == 0)) {
+        if (!gcUntil(() -> DirectMemory.stats().count() == 0 && DirectMemory.liveBlocks() == 0)) {
             throw new AssertionError("buffers still live after GC: " + DirectMemory.stats());
         }
+        Slabs.trim();
+    }
+
+    /** The stats once slabs kept for reuse are released, as the reclaim hook does under pressure. */
+    static DirectMemoryStats statsAfterTrim() {
+        Slabs.trim();
+        return DirectMemory.stats();
     }
 
     record Outcome(int exit, String output) {}
