@@ -17,6 +17,9 @@ pub const MAX_ALIGNMENT: usize = 1 << 30;
 /// From this size on, blocks are their own mapping.
 pub const MAP_THRESHOLD: usize = 128 << 10;
 
+/// The transparent huge page size on x86-64 and most arm64 kernels; mappings this big ask for them.
+const HUGE_PAGE: usize = 2 << 20;
+
 /// What alignment 0 stands for: the platform's `max_align_t`, which `calloc` already meets.
 pub const DEFAULT_ALIGNMENT: usize = std::mem::align_of::<libc::max_align_t>();
 
@@ -60,7 +63,9 @@ pub fn check_request(size: usize, alignment: usize) -> Result<usize> {
 pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     fault::before_allocation()?;
     if size >= MAP_THRESHOLD {
-        return map_zeroed(size, alignment.max(page_size()));
+        // Big mappings start on a huge-page boundary, so that huge pages can cover all of them.
+        let natural = if size >= HUGE_PAGE { HUGE_PAGE } else { page_size() };
+        return map_zeroed(size, alignment.max(natural));
     }
     let size = size.max(1);
     let ptr = if alignment <= DEFAULT_ALIGNMENT {
@@ -110,6 +115,13 @@ fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
         if tail > 0 {
             libc::munmap((start + len) as *mut libc::c_void, tail);
         }
+    }
+    if len >= HUGE_PAGE {
+        // Transparent huge pages where the system leaves it to us (THP "madvise" mode): touching a
+        // big buffer then costs one fault per 2 MiB instead of one per 4 KiB page. A refusal (THP
+        // off, or an old kernel) changes nothing, so the result is ignored.
+        // Safety: the range is the mapping just made.
+        unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
     }
     let ptr = NonNull::new(start as *mut u8).ok_or(Error::NoMemory)?;
     Ok(Memory { ptr, mapped_len: len })

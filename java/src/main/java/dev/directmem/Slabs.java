@@ -38,8 +38,8 @@ final class Slabs {
 
     private static final SizeClass[] CLASSES = new SizeClass[MAX_SHIFT - MIN_SHIFT + 1];
     private static final AtomicReferenceArray<Slab[]> BY_ADDRESS = new AtomicReferenceArray<>(WINDOW >>> MIN_SLAB_SHIFT);
-    private static final LongAdder BUFFERS_TAKEN = new LongAdder();
-    private static final LongAdder BUFFERS_RELEASED = new LongAdder();
+    /** Buffers taken from slabs already released (the others count their own, per slot). Guarded by Slabs.class. */
+    private static long buffersTakenFromReleasedSlabs;
     private static final LongAdder SLABS_TAKEN = new LongAdder();
     private static final LongAdder SLABS_RELEASED = new LongAdder();
 
@@ -92,15 +92,24 @@ final class Slabs {
 
     /** What the library counts as slabs, and the buffers carved from them (for {@link DirectMemory#stats}). */
     record Usage(long slabs, long slabBytes, long buffers, long bufferCapacity, long buffersTaken,
-                 long buffersReleased, long slabsTaken, long slabsReleased) {}
+                 long slabsTaken, long slabsReleased) {
+        /** Buffers released so far: every one taken is live or released. */
+        long buffersReleased() {
+            return buffersTaken - buffers;
+        }
+    }
 
     /** A snapshot; exact when no thread allocates or frees meanwhile. */
     static Usage usage() {
-        long slabs = 0, slabBytes = 0, buffers = 0, capacity = 0;
+        long slabs = 0, slabBytes = 0, buffers = 0, capacity = 0, taken;
+        synchronized (Slabs.class) {
+            taken = buffersTakenFromReleasedSlabs;
+        }
         for (SizeClass c : CLASSES) {
             for (Slab slab : c.snapshot()) {
                 slabs++;
                 slabBytes += slab.bytes;
+                taken += slab.buffersTaken();
                 for (int i = 0; i < slab.slots; i++) {
                     Tracked owner = slab.owner(i);
                     if (owner != null) {
@@ -110,12 +119,14 @@ final class Slabs {
                 }
             }
         }
-        return new Usage(slabs, slabBytes, buffers, capacity, BUFFERS_TAKEN.sum(), BUFFERS_RELEASED.sum(),
-                SLABS_TAKEN.sum(), SLABS_RELEASED.sum());
+        return new Usage(slabs, slabBytes, buffers, capacity, taken, SLABS_TAKEN.sum(), SLABS_RELEASED.sum());
     }
 
     /** Makes {@code slab} findable by address, or forgets it. */
     private static synchronized void index(Slab slab, boolean add) {
+        if (!add) {
+            buffersTakenFromReleasedSlabs += slab.buffersTaken();
+        }
         int first = slab.low >>> MIN_SLAB_SHIFT;
         for (int i = first; i < first + (slab.bytes >>> MIN_SLAB_SHIFT); i++) {
             Slab[] old = BY_ADDRESS.get(i);
@@ -176,7 +187,7 @@ final class Slabs {
 
         /** Called when a slab's last buffer went; keeps it only as the current slab. */
         synchronized void releaseIfUnused(Slab slab, boolean evenIfCurrent) {
-            if ((slab != current || evenIfCurrent) && slab.retire()) {
+            if ((slab != current || evenIfCurrent) && slabs.contains(slab) && slab.retire()) {
                 if (slab == current) current = null;
                 slabs.remove(slab);
                 index(slab, false);
@@ -195,19 +206,17 @@ final class Slabs {
         }
     }
 
-    /** One block from the library, cut into {@code slots} slots of {@code 1 << shift} bytes. */
+    /**
+     * One block from the library, cut into {@code slots} slots of {@code 1 << shift} bytes. The bitmap
+     * alone says which slots are taken: one CAS to take a slot, one to give it back, nothing shared
+     * besides, which is what keeps a small buffer as cheap as the JDK's.
+     */
     private static final class Slab {
-        private static final VarHandle LIVE, WORDS, OWNERS;
-        private static final int RETIRED = Integer.MIN_VALUE;
+        private static final VarHandle WORDS, OWNERS;
 
         static {
-            try {
-                LIVE = MethodHandles.lookup().findVarHandle(Slab.class, "live", int.class);
-                WORDS = MethodHandles.arrayElementVarHandle(long[].class);
-                OWNERS = MethodHandles.arrayElementVarHandle(Tracked[].class);
-            } catch (ReflectiveOperationException e) {
-                throw new ExceptionInInitializerError(e);
-            }
+            WORDS = MethodHandles.arrayElementVarHandle(long[].class);
+            OWNERS = MethodHandles.arrayElementVarHandle(Tracked[].class);
         }
 
         final SizeClass sizeClass;
@@ -220,11 +229,18 @@ final class Slabs {
         final int low;
         /** One bit per slot, set while the slot is taken; the bits past the last slot are always set. */
         private final long[] taken;
+        private final long tailBits;
         /** The buffer in each slot; null while the slot is free (or being released). */
         private final Tracked[] owners;
-        /** Slots claimed, ahead of finding the bit; RETIRED (negative) once the slab is going back. */
-        @SuppressWarnings("unused") // through LIVE
-        private volatile int live;
+        /** Buffers handed out per slot: written only by the slot's holder, so no atomics are needed. */
+        private final long[] uses;
+        /**
+         * Set, under the size class's lock, while the slab is checked for being unused and after it
+         * was released. A claim sets its bit and then reads this; retiring sets this and then reads the
+         * bits: one of the two sees the other (both are volatile accesses), so no slot is ever taken
+         * from a released slab.
+         */
+        private volatile boolean retired;
         /** Where to start looking for a free bit (racy on purpose: only a hint). */
         private int hint;
 
@@ -237,10 +253,10 @@ final class Slabs {
             this.cleaner = cleaner;
             this.low = memory.alignmentOffset(0, WINDOW);
             this.taken = new long[(slots + 63) >>> 6];
-            if ((slots & 63) != 0) {
-                taken[taken.length - 1] = -1L << (slots & 63);
-            }
+            this.tailBits = (slots & 63) == 0 ? 0 : -1L << (slots & 63);
+            taken[taken.length - 1] = tailBits;
             this.owners = new Tracked[slots];
+            this.uses = new long[slots];
         }
 
         /** A new slab from the library if it fits under the limit now, else null. */
@@ -256,23 +272,23 @@ final class Slabs {
 
         /** A free slot, now taken, or -1 if the slab is full or retired. */
         int claim() {
-            int before = (int) LIVE.getAndAdd(this, 1);
-            if (before < 0 || before >= slots) {
-                LIVE.getAndAdd(this, -1);
-                return -1;
-            }
-            // Counted in `live` first, so a free bit exists: at most slots - 1 others hold one.
-            for (int w = hint, words = taken.length; ; w = w + 1 == words ? 0 : w + 1) {
+            int words = taken.length;
+            for (int i = 0, w = hint; i < words; i++, w = w + 1 == words ? 0 : w + 1) {
                 long bits = (long) WORDS.getVolatile(taken, w);
                 while (bits != -1L) {
                     int bit = Long.numberOfTrailingZeros(~bits);
                     if (WORDS.compareAndSet(taken, w, bits, bits | (1L << bit))) {
+                        if (retired) {
+                            WORDS.getAndBitwiseAnd(taken, w, ~(1L << bit));
+                            return -1;
+                        }
                         hint = w;
                         return (w << 6) | bit;
                     }
                     bits = (long) WORDS.getVolatile(taken, w);
                 }
             }
+            return -1;
         }
 
         ByteBuffer handOut(int slot, int capacity) {
@@ -284,8 +300,8 @@ final class Slabs {
                 releaseSlot(slot, 0); // untouched memory: nothing to zero
                 throw t;
             }
+            uses[slot]++;
             OWNERS.setRelease(owners, slot, owner);
-            BUFFERS_TAKEN.increment();
             return buffer;
         }
 
@@ -298,25 +314,50 @@ final class Slabs {
             return (offset & ((1 << shift) - 1)) == 0 ? owner(offset >>> shift) : null;
         }
 
+        long buffersTaken() {
+            long sum = 0;
+            for (long u : uses) sum += u;
+            return sum;
+        }
+
         void release(int slot, int capacity) {
             OWNERS.setRelease(owners, slot, null);
-            BUFFERS_RELEASED.increment();
             releaseSlot(slot, capacity);
         }
 
         private void releaseSlot(int slot, int dirtyBytes) {
-            if (dirtyBytes > 0) {
-                memory.put(slot << shift, ZEROS, 0, dirtyBytes); // the next owner gets zeroed memory
-            }
+            zero(slot << shift, dirtyBytes); // the next holder gets zeroed memory
             WORDS.getAndBitwiseAnd(taken, slot >>> 6, ~(1L << slot)); // publishes the zeros too
-            if ((int) LIVE.getAndAdd(this, -1) == 1) {
+            // The current slab stays; any other goes back to the library once unused.
+            if (sizeClass.current != this && isUnused()) {
                 sizeClass.releaseIfUnused(this, false);
             }
         }
 
-        /** Closes the slab to claims if it has no buffer; true if this call did. */
+        /** Small ranges word by word (a bulk copy's set-up costs more); slots are 16-byte multiples. */
+        private void zero(int offset, int length) {
+            if (length <= 256) {
+                for (int i = 0; i < length; i += 8) memory.putLong(offset + i, 0L);
+            } else {
+                memory.put(offset, ZEROS, 0, length);
+            }
+        }
+
+        private boolean isUnused() {
+            for (int w = 0; w < taken.length; w++) {
+                if ((long) WORDS.getVolatile(taken, w) != (w == taken.length - 1 ? tailBits : 0L)) return false;
+            }
+            return true;
+        }
+
+        /** Closes the slab to claims if no slot is taken; true if it is now retired. Under the class lock. */
         boolean retire() {
-            return LIVE.compareAndSet(this, 0, RETIRED);
+            retired = true;
+            if (isUnused()) {
+                return true;
+            }
+            retired = false; // a claim got in first (it may have backed off: it will find the slab again)
+            return false;
         }
 
         void giveBack() {
