@@ -28,6 +28,8 @@ import java.util.concurrent.ConcurrentHashMap;
  * {@code directmem.library.path} (the exact libdirectmem file to load), {@code directmem.gcFallback}
  * ({@code false} turns off the DisableExplicitGC fallback), {@code directmem.leakDetection}
  * ({@code true} logs where each buffer that the GC had to reclaim was allocated),
+ * {@code directmem.jmx} ({@code true}/{@code false}/{@code auto}: whether to register the
+ * {@code java.nio:type=BufferPool,name=directmem} MBean; {@code auto} does where JMX is in use already),
  * {@code directmem.reclaimTimeoutMs} (how long an allocation that does not fit waits for memory after
  * asking for a GC; default 400).
  */
@@ -43,7 +45,7 @@ public final class DirectMemory {
         Native.setLimit0(initialLimit());
         Native.setReclaimTimeout0(RECLAIM_TIMEOUT_MS);
         Native.installReclaimHook0();
-        DirectMemoryPool.register();
+        DirectMemoryPool.registerIfWanted();
     }
 
     private DirectMemory() {}

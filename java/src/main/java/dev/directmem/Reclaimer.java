@@ -38,6 +38,7 @@ final class Reclaimer {
             }
             ManagementFactory.getPlatformMBeanServer().invoke(
                     new ObjectName("com.sun.management:type=DiagnosticCommand"), "gcRun", null, null);
+            DirectMemoryPool.registerIfWanted(); // the platform MBean server exists now
         } catch (Exception e) {
             System.getLogger("dev.directmem").log(System.Logger.Level.WARNING, "gcRun failed", e);
         }

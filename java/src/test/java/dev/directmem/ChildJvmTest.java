@@ -19,6 +19,16 @@ class ChildJvmTest {
     }
 
     @Test
+    void theBufferPoolMBeanIsRegisteredWhereJmxIsInUseOrWhenAskedFor() throws Exception {
+        assertEquals("true", Support.java(List.of(), "dev.directmem.PrintMBean", "jmx-first").output().trim(),
+                "auto: the platform MBean server was up before the library loaded");
+        assertEquals("false", Support.java(List.of(), "dev.directmem.PrintMBean").output().trim(),
+                "auto: a JVM without JMX is not made to load it");
+        assertEquals("true", Support.java(List.of("-Ddirectmem.jmx=true"), "dev.directmem.PrintMBean").output().trim());
+        assertEquals("false", Support.java(List.of("-Ddirectmem.jmx=false"), "dev.directmem.PrintMBean", "jmx-first").output().trim());
+    }
+
+    @Test
     void anUnparsableLimitPropertyIsReportedAndIgnored() throws Exception {
         Support.Outcome o = Support.java(List.of("-XX:MaxDirectMemorySize=32m", "-Ddirectmem.maxDirectMemorySize=lots"), "dev.directmem.PrintLimit");
         assertTrue(o.output().contains("ignoring directmem.maxDirectMemorySize=lots"), o.output());

@@ -188,6 +188,7 @@ class DirectMemoryTest {
     @Test
     void bufferPoolMBeanIsListedBesideTheJdkPools() throws Exception {
         MBeanServer server = ManagementFactory.getPlatformMBeanServer();
+        DirectMemoryPool.register(); // whether that happens by itself is tested in ChildJvmTest
         Set<ObjectName> pools = server.queryNames(new ObjectName("java.nio:type=BufferPool,*"), null);
         ObjectName ours = new ObjectName("java.nio:type=BufferPool,name=directmem");
         assertTrue(pools.contains(ours), pools.toString());
