@@ -23,9 +23,10 @@ cargo test --no-fail-fast 2>&1
 echo "== cargo test --features fault-injection (injected allocation failures and panics)"
 cargo test --features fault-injection --test faults 2>&1
 
-echo "== C examples under valgrind"
+echo "== C examples and C test programs under valgrind"
 cargo build -q
 make -s -C c-examples valgrind LIBDIR="$PWD/target/debug" BUILD="$PWD/target/c-examples-valgrind"
+make -s -C tests/c valgrind LIBDIR="$PWD/target/debug" BUILD="$PWD/target/c-tests-valgrind"
 
 if [ -x java/run-tests.sh ]; then
   echo "== Java suite (JUnit 5, real JVM, real library)"

@@ -403,6 +403,53 @@ mod tests {
     }
 
     #[test]
+    fn a_waiter_whose_hook_is_removed_meanwhile_waits_for_memory_until_its_timeout() {
+        // Both ways out: memory comes back (it gets it), or not (it fails at the deadline, no
+        // earlier, and does not hang). Before the fix the second case never reached its deadline.
+        for release_meanwhile in [true, false] {
+            let q = Arc::new(Quota::new(10));
+            q.set_reclaim_timeout(300);
+            q.reserve(10).unwrap();
+            let weak = Arc::downgrade(&q);
+            q.set_hook(Some(Arc::new(move |_| weak.upgrade().unwrap().set_hook(None))));
+            let q2 = q.clone();
+            let releaser = std::thread::spawn(move || {
+                if release_meanwhile {
+                    while q2.stats().reclaim_requests == 0 {
+                        std::thread::yield_now();
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                    q2.release(10);
+                }
+            });
+            let started = Instant::now();
+            let outcome = q.reserve(5);
+            releaser.join().unwrap();
+            let s = q.stats();
+            assert_eq!(s.reclaim_requests, 1, "one round, then no hook to ask");
+            if release_meanwhile {
+                assert_eq!(outcome, Ok(()));
+                assert_eq!(s.reserved, 5);
+            } else {
+                assert_eq!(outcome, Err(Error::Limit));
+                assert!(started.elapsed() >= Duration::from_millis(300));
+                assert_eq!(s.reserved, 10);
+            }
+            assert_eq!(q.waiters.load(SeqCst), 0);
+        }
+    }
+
+    #[test]
+    fn try_reserve_never_waits_nor_counts_a_failure() {
+        let q = Quota::new(10);
+        q.set_hook(Some(Arc::new(|_| panic!("try_reserve must not reclaim"))));
+        q.try_reserve(6).unwrap();
+        assert_eq!(q.try_reserve(5), Err(Error::Limit));
+        let s = q.stats();
+        assert_eq!((s.reserved, s.limit_failures, s.reclaim_requests), (6, 0, 0));
+    }
+
+    #[test]
     fn concurrent_failures_share_one_hook_round() {
         let q = Arc::new(Quota::new(100));
         q.set_reclaim_timeout(5_000);

@@ -62,12 +62,14 @@ pub fn check_request(size: usize, alignment: usize) -> Result<usize> {
 /// Size 0 yields a distinct one-byte block, so every live block has its own address.
 pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     fault::before_allocation()?;
-    if size >= MAP_THRESHOLD {
+    let size = size.max(1); // mapped blocks too: a zero-length mapping would be no block at all
+    // Big alignments too: a mapping's slack is given back to the system, while memalign keeps it
+    // (and valgrind's memalign refuses alignments of 16 MiB and more).
+    if size >= MAP_THRESHOLD || alignment >= MAP_THRESHOLD {
         // Big mappings start on a huge-page boundary, so that huge pages can cover all of them.
         let natural = if size >= HUGE_PAGE { HUGE_PAGE } else { page_size() };
         return map_zeroed(size, alignment.max(natural));
     }
-    let size = size.max(1);
     let ptr = if alignment <= DEFAULT_ALIGNMENT {
         // Safety: plain C allocation; a NULL result is handled below.
         unsafe { libc::calloc(1, size) }

@@ -66,3 +66,17 @@ fn every_c_example_builds_and_runs_to_ok() {
     let threads = run(&mut Command::new(build.join("threads")));
     assert!(threads.contains("800 allocations, 0 limit failures"), "{threads}");
 }
+
+/// The C test programs in tests/c: misuse (abuse) and races (races). The test script runs them
+/// under valgrind as well.
+#[test]
+fn c_test_programs_hold_up_to_misuse_and_races() {
+    let build = std::env::temp_dir().join(format!("directmem-ctests-{}", std::process::id()));
+    run(Command::new("make").arg("-s").arg("-C").arg(common::project_dir().join("tests/c"))
+        .arg(format!("LIBDIR={}", common::library_dir().display()))
+        .arg(format!("BUILD={}", build.display())));
+    for name in ["abuse", "races"] {
+        let out = run(&mut Command::new(build.join(name)));
+        assert!(out.contains(&format!("{name}: OK")), "{name} printed:\n{out}");
+    }
+}

@@ -97,6 +97,29 @@ class DirectMemoryTest {
     }
 
     @Test
+    void integerMaxValueCapacityAndAlignmentUpTo1GiB() {
+        DirectMemoryStats before = DirectMemory.stats();
+        DirectMemory.setLimit(Integer.MAX_VALUE - 1L); // one byte short
+        OutOfMemoryError refused = assertThrows(OutOfMemoryError.class, () -> DirectMemory.allocate(Integer.MAX_VALUE));
+        assertTrue(refused.getMessage().contains("Cannot reserve 2147483647 bytes"), refused.getMessage());
+        assertEquals(before.reserved(), DirectMemory.stats().reserved(), "a refusal changes nothing");
+        DirectMemory.setLimit(1L << 40);
+        ByteBuffer huge = DirectMemory.allocate(Integer.MAX_VALUE); // address space; only touched pages cost memory
+        assertEquals(Integer.MAX_VALUE, huge.capacity());
+        assertEquals(0, huge.get(Integer.MAX_VALUE - 1));
+        huge.put(Integer.MAX_VALUE - 1, (byte) 7);
+        assertEquals(before.reserved() + Integer.MAX_VALUE, DirectMemory.stats().reserved());
+        assertTrue(DirectMemory.free(huge));
+        for (int capacity : new int[] {1, Integer.MAX_VALUE}) {
+            ByteBuffer aligned = DirectMemory.allocateAligned(capacity, 1 << 30);
+            assertEquals(0, DirectMemory.address(aligned) % (1 << 30), "capacity " + capacity);
+            assertEquals(0, aligned.get(capacity - 1));
+            assertTrue(DirectMemory.free(aligned));
+        }
+        assertEquals(before.reserved(), DirectMemory.stats().reserved());
+    }
+
+    @Test
     void badArgumentsThrowAndChangeNothing() {
         DirectMemoryStats before = DirectMemory.stats();
         assertThrows(IllegalArgumentException.class, () -> DirectMemory.allocate(-1));
