@@ -1,7 +1,8 @@
 //! Zeroed, aligned memory from the system.
 //!
 //! Small blocks come from the C heap (`calloc`, or `posix_memalign` + `memset` above
-//! `max_align_t`). Blocks of [`MAP_THRESHOLD`] bytes and more are fresh anonymous mappings: the
+//! `max_align_t`). Blocks of [`MAP_THRESHOLD`] bytes and more (or aligned to that much) are fresh
+//! anonymous mappings, and from 2 MiB on they ask for transparent huge pages: the
 //! kernel hands those out already zeroed, so allocation costs the same at 1 MiB as at 1 GiB,
 //! where the JDK's `allocateDirect` spends ~50 ms zeroing 64 MiB. (glibc's `calloc` would often
 //! do the same, but its mmap threshold moves up after the first free, after which big blocks come
