@@ -38,6 +38,21 @@ class ReclaimTest {
     }
 
     @Test
+    void slabsKeptForReuseGiveWayToAnAllocationThatNeedsTheirMemory() {
+        assertTrue(DirectMemory.free(DirectMemory.allocate(64 << 10)));
+        DirectMemoryStats cached = DirectMemory.stats();
+        assertEquals(0, cached.count());
+        assertEquals(MIB, cached.reserved(), "the 64 KiB class's 1 MiB slab stays for reuse");
+        DirectMemory.setLimit(2L * MIB); // 2 MiB fit only once the cached slab is gone
+        ByteBuffer big = DirectMemory.allocate(2 * MIB);
+        DirectMemoryStats s = DirectMemory.stats();
+        assertEquals(2L * MIB, s.reserved(), "the reclaim round released the unused slab");
+        assertTrue(s.reclaimRequests() > cached.reclaimRequests());
+        assertEquals(cached.limitFailures(), s.limitFailures());
+        assertTrue(DirectMemory.free(big));
+    }
+
+    @Test
     void keepLoopFailsOnTheSixthWithTheJdkStyleMessage() {
         DirectMemory.setLimit(100L * MIB);
         List<ByteBuffer> kept = new ArrayList<>();
