@@ -130,10 +130,7 @@ impl Quota {
 
     /// Takes `bytes` from the budget, reclaiming and waiting if need be (see the module docs).
     pub fn reserve(&self, bytes: u64) -> Result<()> {
-        if bytes == 0 {
-            return Ok(());
-        }
-        if self.waiters.load(SeqCst) == 0 && self.try_take(bytes) {
+        if self.try_reserve(bytes).is_ok() {
             return Ok(());
         }
         if bytes > self.limit.load(SeqCst) {

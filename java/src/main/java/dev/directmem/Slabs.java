@@ -6,7 +6,6 @@ import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.concurrent.atomic.AtomicReferenceArray;
-import java.util.concurrent.atomic.LongAdder;
 
 /**
  * Buffers of up to 64 KiB, carved out of slabs: blocks of 64 KiB to 1 MiB that the library allocates
@@ -28,9 +27,9 @@ import java.util.concurrent.atomic.LongAdder;
  * tried, and the slot's identity check (not the address) decides.
  */
 final class Slabs {
-    static final int MAX_CAPACITY = 64 << 10;
     private static final int MIN_SHIFT = 4; // 16-byte slots
     private static final int MAX_SHIFT = 16;
+    static final int MAX_CAPACITY = 1 << MAX_SHIFT;
     private static final int MIN_SLAB_SHIFT = 16; // 64 KiB, also the lookup granularity
     private static final int MIN_SLOTS_SHIFT = 4; // at least 16 slots per slab
     private static final int WINDOW = 1 << 30; // the widest unit alignmentOffset accepts
@@ -38,10 +37,10 @@ final class Slabs {
 
     private static final SizeClass[] CLASSES = new SizeClass[MAX_SHIFT - MIN_SHIFT + 1];
     private static final AtomicReferenceArray<Slab[]> BY_ADDRESS = new AtomicReferenceArray<>(WINDOW >>> MIN_SLAB_SHIFT);
+    /** Slabs ever added (those released are this minus the live ones). Guarded by Slabs.class. */
+    private static long slabsTaken;
     /** Buffers taken from slabs already released (the others count their own, per slot). Guarded by Slabs.class. */
     private static long buffersTakenFromReleasedSlabs;
-    private static final LongAdder SLABS_TAKEN = new LongAdder();
-    private static final LongAdder SLABS_RELEASED = new LongAdder();
 
     static {
         for (int shift = MIN_SHIFT; shift <= MAX_SHIFT; shift++) {
@@ -91,19 +90,24 @@ final class Slabs {
     }
 
     /** What the library counts as slabs, and the buffers carved from them (for {@link DirectMemory#stats}). */
-    record Usage(long slabs, long slabBytes, long buffers, long bufferCapacity, long buffersTaken,
-                 long slabsTaken, long slabsReleased) {
+    record Usage(long slabs, long slabBytes, long buffers, long bufferCapacity, long buffersTaken, long slabsTaken) {
         /** Buffers released so far: every one taken is live or released. */
         long buffersReleased() {
             return buffersTaken - buffers;
+        }
+
+        /** Slabs released so far, likewise. */
+        long slabsReleased() {
+            return slabsTaken - slabs;
         }
     }
 
     /** A snapshot; exact when no thread allocates or frees meanwhile. */
     static Usage usage() {
-        long slabs = 0, slabBytes = 0, buffers = 0, capacity = 0, taken;
+        long slabs = 0, slabBytes = 0, buffers = 0, capacity = 0, taken, slabsEver;
         synchronized (Slabs.class) {
             taken = buffersTakenFromReleasedSlabs;
+            slabsEver = slabsTaken;
         }
         for (SizeClass c : CLASSES) {
             for (Slab slab : c.snapshot()) {
@@ -119,12 +123,14 @@ final class Slabs {
                 }
             }
         }
-        return new Usage(slabs, slabBytes, buffers, capacity, taken, SLABS_TAKEN.sum(), SLABS_RELEASED.sum());
+        return new Usage(slabs, slabBytes, buffers, capacity, taken, slabsEver);
     }
 
     /** Makes {@code slab} findable by address, or forgets it. */
     private static synchronized void index(Slab slab, boolean add) {
-        if (!add) {
+        if (add) {
+            slabsTaken++;
+        } else {
             buffersTakenFromReleasedSlabs += slab.buffersTaken();
         }
         int first = slab.low >>> MIN_SLAB_SHIFT;
@@ -266,7 +272,6 @@ final class Slabs {
             if (memory == null) {
                 return null; // the limit (or the system) says no: the ordinary path will reclaim
             }
-            SLABS_TAKEN.increment();
             return new Slab(sizeClass, memory, out[0]);
         }
 
@@ -362,7 +367,6 @@ final class Slabs {
 
         void giveBack() {
             Native.clean0(cleaner);
-            SLABS_RELEASED.increment();
         }
     }
 

@@ -6,23 +6,11 @@ import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.atomic.AtomicLong;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /** The experiments of MECHANISM.md section 4, with directmem: where the JDK fails, this must not. */
-class ReclaimTest {
+class ReclaimTest extends SettledTest {
     private static final int MIB = 1 << 20;
-
-    @BeforeEach
-    void settle() throws InterruptedException {
-        Support.settle();
-    }
-
-    @AfterEach
-    void restore() throws InterruptedException {
-        Support.settle();
-    }
 
     @Test
     void dropLoopOf20MiBBuffersUnderA100MiBLimitNeverFails() {

@@ -9,8 +9,6 @@ import java.util.Collections;
 import java.util.List;
 import java.util.SplittableRandom;
 import java.util.concurrent.atomic.AtomicLong;
-import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeEach;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -19,20 +17,10 @@ import org.junit.jupiter.api.Test;
  * between. Each buffer is stamped with its owner and checked before it goes, so two live buffers that
  * share memory would be caught. Nothing may fail, and the counters must come out exact.
  */
-class SoakTest {
+class SoakTest extends SettledTest {
     private static final int THREADS = 8;
     private static final long LIMIT = 64L << 20;
     private static final int[] SIZES = {0, 1, 16, 64, 100, 1000, 4096, 10_000, 65_536, 100_000, 1 << 20, 3 << 20};
-
-    @BeforeEach
-    void settle() throws InterruptedException {
-        Support.settle();
-    }
-
-    @AfterEach
-    void restore() throws InterruptedException {
-        Support.settle();
-    }
 
     @Test
     void eightThreadsMixingFreesDropsAndGcUnderATightLimitEndExact() throws Exception {
