@@ -5,7 +5,9 @@
 //! - [`quota`]: the byte budget, and the reclaim protocol when a reservation does not fit;
 //! - [`sysmem`]: zeroed, aligned memory from the system (heap for small blocks, fresh pages for big ones);
 //! - [`registry`]: the table of live blocks and their cleaners, which makes every release exactly-once;
-//! - [`manager`]: the three composed into one process-wide direct-memory manager.
+//! - `small` and `slab`: blocks of up to 8 KiB from per-thread slabs, with no shared state on
+//!   the way (one compare-and-swap per free);
+//! - [`manager`]: these composed into one process-wide direct-memory manager.
 //!
 //! The boundaries are thin layers on top: [`ffi`] (the C ABI of `include/directmem.h`) and
 //! `jni` (the native half of the Java API `dev.directmem.DirectMemory`).
@@ -17,6 +19,8 @@ pub mod limit;
 pub mod manager;
 pub mod quota;
 pub mod registry;
+mod slab;
+mod small;
 pub mod sysmem;
 
 pub use error::{Error, Result};

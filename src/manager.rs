@@ -1,12 +1,18 @@
-//! One direct-memory manager: the quota, the system memory and the block registry composed.
+//! One direct-memory manager: the quota, the system memory, the block registry and the
+//! small-block slabs composed. Blocks of up to [`small::MAX_SMALL`] bytes come from this
+//! thread's slabs; bigger ones (or when a slab cannot be had) from the system, recorded in the
+//! registry. Releases find which by the address.
 //! The process has one ([`global`]), shared by the C ABI and the JVM bindings; tests build their
 //! own so that they do not disturb each other.
 
 use crate::quota::{Hook, Quota};
 use crate::registry::{Action, Claimed, Registry};
-use crate::{limit, sysmem, Result};
+use crate::slab::Claim;
+use crate::small::{self, SmallBlocks};
+use crate::{limit, sysmem, Error, Result};
 use once_cell::sync::Lazy;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 /// Every counter the library keeps (the fields of `dm_stats`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -24,7 +30,8 @@ pub struct Stats {
 }
 
 pub struct Manager {
-    quota: Quota,
+    quota: Arc<Quota>,
+    small: Arc<SmallBlocks>,
     blocks: Registry,
 }
 
@@ -37,12 +44,16 @@ pub fn global() -> &'static Manager {
 
 impl Manager {
     pub fn new(limit: u64) -> Manager {
-        Manager { quota: Quota::new(limit), blocks: Registry::default() }
+        let quota = Arc::new(Quota::new(limit));
+        Manager { small: SmallBlocks::new(quota.clone()), quota, blocks: Registry::default() }
     }
 
     /// Reserve, allocate zeroed memory, record it. Nothing stays reserved on failure.
     pub fn allocate(&self, size: usize, alignment: usize) -> Result<NonNull<u8>> {
         let alignment = sysmem::check_request(size, alignment)?;
+        if let Some(served) = small::class_of(size, alignment).and_then(|shift| self.small.allocate(size, shift)) {
+            return served;
+        }
         self.quota.reserve(size as u64)?;
         self.allocate_reserved(size, alignment)
     }
@@ -70,6 +81,14 @@ impl Manager {
 
     /// Releases the live block starting at `address`: its cleaners run, its memory is freed.
     pub fn free(&self, address: usize) -> Result<()> {
+        if let Some(slot) = self.small.find(address) {
+            let slot = slot?;
+            match slot.claim() {
+                Claim::Won(size) => return Ok(self.small.release(slot, size)),
+                Claim::NotLive => return Err(Error::NotLive),
+                Claim::Cleaned => {} // its cleaners are in the registry
+            }
+        }
         let claimed = self.blocks.claim_by_address(address)?;
         self.finish_release(claimed);
         Ok(())
@@ -84,13 +103,27 @@ impl Manager {
 
     fn finish_release(&self, claimed: Claimed) {
         self.blocks.run_actions(&claimed.actions);
-        sysmem::release(claimed.memory);
-        // Last: a waiter woken by this finds the memory truly gone from the process.
-        self.quota.release(claimed.size as u64);
+        match claimed.memory {
+            Some(memory) => {
+                sysmem::release(memory);
+                // Last: a waiter woken by this finds the memory truly gone from the process.
+                self.quota.release(claimed.size as u64);
+            }
+            None => match self.small.find(claimed.address) {
+                Some(Ok(slot)) => self.small.release_cleaned(slot),
+                _ => unreachable!("a slot entry in the registry is at a slot's start"),
+            },
+        }
     }
 
     pub fn register_cleaner(&self, address: usize, action: Action) -> Result<u64> {
-        self.blocks.register_cleaner(address, action)
+        match self.small.find(address) {
+            None => self.blocks.register_cleaner(address, action),
+            Some(slot) => {
+                let slot = slot?;
+                self.blocks.register_slot_cleaner(address, action, || slot.mark_cleaned())
+            }
+        }
     }
 
     pub fn reserve(&self, bytes: u64) -> Result<()> {
@@ -120,13 +153,14 @@ impl Manager {
     pub fn stats(&self) -> Stats {
         let q = self.quota.stats();
         let b = self.blocks.stats();
+        let s = self.small.stats();
         Stats {
             limit: q.limit,
             reserved: q.reserved,
-            capacity: b.capacity,
-            count: b.count,
+            capacity: b.capacity + s.capacity,
+            count: b.count + s.count,
             peak_reserved: q.peak_reserved,
-            total_allocations: b.total_allocations,
+            total_allocations: b.total_allocations + s.total_allocations,
             live_cleaners: b.live_cleaners,
             cleaners_run: b.cleaners_run,
             reclaim_requests: q.reclaim_requests,

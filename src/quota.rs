@@ -17,11 +17,17 @@
 //!
 //! Invariant: `waiters` is the length of `state.queue`, kept in an atomic so the release path can
 //! skip the lock when nobody waits (the common case).
+//!
+//! Small blocks do not touch the shared counter each time: a thread takes [`Credit`] ahead of
+//! need, in chunks of [`CREDIT_CHUNK`], and spends and refills it with no contention. Credit is
+//! counted in `reserved` internally but not in what [`Quota::stats`] reports, and it never costs
+//! anyone memory: before a reservation fails or waits, all credit is collected back.
 
 use crate::{Error, Result};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The reclaim hook: called with the shortfall in bytes, asks whoever holds releasable memory
@@ -29,6 +35,17 @@ use std::time::{Duration, Instant};
 pub type Hook = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
 
 pub const DEFAULT_RECLAIM_TIMEOUT_MS: u32 = 1000;
+
+/// How much a thread takes from the budget ahead of need when its credit runs out. It keeps
+/// at most twice this; anything more goes back to the shared counter.
+pub const CREDIT_CHUNK: u64 = 64 << 10;
+
+/// One thread's allowance of bytes taken from the budget ahead of need. Only its thread adds
+/// to it; any thread may collect it back to the budget ([`Quota::collect_credits`]).
+#[derive(Default)]
+pub struct Credit {
+    bytes: AtomicU64,
+}
 
 pub struct Quota {
     limit: AtomicU64,
@@ -42,6 +59,8 @@ pub struct Quota {
     waiters: AtomicUsize,
     state: Mutex<ReclaimState>,
     memory_returned: Condvar,
+    /// Every live thread's credit, so that it can be collected and left out of the stats.
+    credits: Mutex<Vec<Arc<Credit>>>,
 }
 
 #[derive(Default)]
@@ -77,13 +96,16 @@ impl Quota {
             waiters: AtomicUsize::new(0),
             state: Mutex::new(ReclaimState::default()),
             memory_returned: Condvar::new(),
+            credits: Mutex::new(Vec::new()),
         }
     }
 
+    /// `reserved` and `peak_reserved` leave out credit taken ahead of need, so they are exact
+    /// whenever no other thread is allocating or freeing at the same moment.
     pub fn stats(&self) -> QuotaStats {
         QuotaStats {
             limit: self.limit.load(SeqCst),
-            reserved: self.reserved.load(SeqCst),
+            reserved: self.reserved.load(SeqCst).saturating_sub(self.credit_total()),
             peak_reserved: self.peak_reserved.load(SeqCst),
             reclaim_requests: self.reclaim_requests.load(SeqCst),
             limit_failures: self.limit_failures.load(SeqCst),
@@ -98,6 +120,8 @@ impl Quota {
     /// reservations fail until enough is released. Raising it lets waiters through at once.
     pub fn set_limit(&self, bytes: u64) {
         self.limit.store(bytes, SeqCst);
+        // Credit was taken under the old limit: a lower one must hold for every thread from now.
+        self.collect_credits();
         self.wake_waiters();
     }
 
@@ -128,9 +152,79 @@ impl Quota {
         Ok(())
     }
 
+    /// A new thread's credit, empty. Give it back with [`Quota::retire_credit`] when the thread ends.
+    pub fn new_credit(&self) -> Arc<Credit> {
+        let credit = Arc::new(Credit::default());
+        self.credits.lock().push(credit.clone());
+        credit
+    }
+
+    /// Returns what is left of a credit to the budget and forgets the credit.
+    pub fn retire_credit(&self, credit: &Arc<Credit>) {
+        self.credits.lock().retain(|c| !Arc::ptr_eq(c, credit));
+        self.release(credit.bytes.swap(0, SeqCst));
+    }
+
+    /// [`Quota::reserve`] for the thread owning `credit`: spends the credit when it covers
+    /// `bytes` (one uncontended compare-and-swap), otherwise refills it. Near the limit, or when
+    /// someone waits, it falls back to an exact reservation.
+    pub fn reserve_with(&self, credit: &Credit, bytes: u64) -> Result<()> {
+        if bytes == 0 {
+            return Ok(());
+        }
+        if self.waiters.load(SeqCst) == 0 {
+            let have = credit.bytes.load(Relaxed);
+            if have >= bytes && credit.bytes.compare_exchange(have, have - bytes, SeqCst, Relaxed).is_ok() {
+                return Ok(());
+            }
+            // Out of credit (or it was just collected): spend what is left, take a new chunk.
+            let have = credit.bytes.swap(0, SeqCst);
+            if have >= bytes {
+                credit.bytes.fetch_add(have - bytes, SeqCst);
+                return Ok(());
+            }
+            if self.try_take(bytes - have + CREDIT_CHUNK, CREDIT_CHUNK) {
+                credit.bytes.fetch_add(CREDIT_CHUNK, SeqCst);
+                return Ok(());
+            }
+            self.release(have);
+        }
+        self.reserve(bytes)
+    }
+
+    /// [`Quota::release`] for the thread owning `credit`: the bytes go to the credit, unless it
+    /// grows past two chunks, someone waits for memory, or the limit was lowered below what is
+    /// reserved (credit must be bytes within the limit); then all of it goes back to the budget.
+    pub fn release_with(&self, credit: &Credit, bytes: u64) {
+        let after = credit.bytes.fetch_add(bytes, SeqCst) + bytes;
+        // SeqCst pairs with a waiter's increment of `waiters` before it collects credits: either
+        // we see the waiter here, or its collection sees the bytes we just added.
+        if after > 2 * CREDIT_CHUNK
+            || self.waiters.load(SeqCst) > 0
+            || self.reserved.load(Relaxed) > self.limit.load(Relaxed)
+        {
+            self.release(credit.bytes.swap(0, SeqCst));
+        }
+    }
+
+    fn credit_total(&self) -> u64 {
+        self.credits.lock().iter().map(|c| c.bytes.load(SeqCst)).sum()
+    }
+
+    /// Brings every thread's credit back to the shared budget. Returns the bytes collected.
+    pub fn collect_credits(&self) -> u64 {
+        let collected: u64 = self.credits.lock().iter().map(|c| c.bytes.swap(0, SeqCst)).sum();
+        self.release(collected);
+        collected
+    }
+
     /// Takes `bytes` from the budget, reclaiming and waiting if need be (see the module docs).
     pub fn reserve(&self, bytes: u64) -> Result<()> {
         if self.try_reserve(bytes).is_ok() {
+            return Ok(());
+        }
+        // Credit taken ahead by threads is the first memory to reclaim: it costs no one anything.
+        if self.collect_credits() > 0 && self.try_reserve(bytes).is_ok() {
             return Ok(());
         }
         if bytes > self.limit.load(SeqCst) {
@@ -143,7 +237,7 @@ impl Quota {
     /// a refusal is not counted as a limit failure (the caller has another way to get memory; the
     /// JVM binding uses this for its slabs and falls back to [`Quota::reserve`]).
     pub fn try_reserve(&self, bytes: u64) -> Result<()> {
-        if bytes == 0 || (self.waiters.load(SeqCst) == 0 && self.try_take(bytes)) {
+        if bytes == 0 || (self.waiters.load(SeqCst) == 0 && self.try_take(bytes, 0)) {
             Ok(())
         } else {
             Err(Error::Limit)
@@ -173,16 +267,19 @@ impl Quota {
         Error::Limit
     }
 
-    fn try_take(&self, bytes: u64) -> bool {
+    /// Takes `bytes` if they fit; `ahead` of them are credit, left out of the peak.
+    fn try_take(&self, bytes: u64, ahead: u64) -> bool {
         let limit = self.limit.load(SeqCst);
         let taken = self.reserved.fetch_update(SeqCst, SeqCst, |reserved| {
             reserved.checked_add(bytes).filter(|&after| after <= limit)
         });
         match taken {
             Ok(before) => {
-                let after = before + bytes;
+                let after = before + bytes - ahead;
+                // Only for a candidate peak (rare once a program reached its working size) is
+                // the credit summed, so that the peak counts blocks, not allowances.
                 if after > self.peak_reserved.load(Relaxed) {
-                    self.peak_reserved.fetch_max(after, SeqCst);
+                    self.peak_reserved.fetch_max(after.saturating_sub(self.credit_total()), SeqCst);
                 }
                 true
             }
@@ -200,7 +297,8 @@ impl Quota {
         if state.hook.is_none() {
             // Without a hook nothing will be reclaimed: no queue, no waiting.
             drop(state);
-            return if self.try_take(bytes) { Ok(()) } else { Err(self.fail()) };
+            let fits = self.try_take(bytes, 0) || (self.collect_credits() > 0 && self.try_take(bytes, 0));
+            return if fits { Ok(()) } else { Err(self.fail()) };
         }
         let ticket = state.next_ticket;
         state.next_ticket += 1;
@@ -209,6 +307,12 @@ impl Quota {
         // Leaves the queue however this ends, a panic in the hook included. `wait_turn` consumes
         // the lock guard, so it is released before the slot's Drop takes the lock again.
         let _slot = QueueSlot { quota: self, ticket };
+        // Credit taken since `reserve` collected it: with `waiters` raised, no more is taken
+        // and what is released goes straight to the budget. (Collecting wakes waiters, which
+        // takes the state lock: not held here.)
+        drop(state);
+        self.collect_credits();
+        let state = self.state.lock();
         self.wait_turn(state, ticket, bytes)
     }
 
@@ -225,7 +329,7 @@ impl Quota {
         let mut next_ask: Option<Instant> = None;
         loop {
             let head = state.queue.front() == Some(&ticket);
-            if head && self.try_take(bytes) {
+            if head && self.try_take(bytes, 0) {
                 return Ok(());
             }
             let now = Instant::now();

@@ -7,6 +7,10 @@
 //! every later or concurrent attempt finds nothing (`NotLive`). The winner runs the cleaner
 //! actions and frees the memory with no lock held, so actions may call back into the library.
 //!
+//! Small blocks live in slabs ([`crate::small`]) and are not recorded here, until a cleaner is
+//! registered on one: then it gets an entry without memory (the slab keeps the memory and the
+//! counts), so that its cleaners are found and claimed exactly like any block's.
+//!
 //! The table is split into shards by address so that threads rarely meet on a lock. A cleaner
 //! handle carries its block's shard in its low bits; its high bits come from a process-wide
 //! counter, so handles are never 0 and never reused, and a stale handle (its block released,
@@ -34,7 +38,8 @@ pub struct Action {
 unsafe impl Send for Action {}
 
 struct Block {
-    memory: Memory,
+    /// None: a slab slot with cleaners (counted by its slab, not here).
+    memory: Option<Memory>,
     size: usize,
     /// (handle, action) in registration order.
     cleaners: Vec<(u64, Action)>,
@@ -52,7 +57,9 @@ struct Shard {
 
 /// A block taken out of the table by the one caller allowed to release it.
 pub struct Claimed {
-    pub memory: Memory,
+    pub address: usize,
+    /// None: a slab slot; the caller finishes its release through the slab.
+    pub memory: Option<Memory>,
     pub size: usize,
     pub actions: Vec<Action>,
 }
@@ -97,7 +104,7 @@ impl Registry {
         shard.count += 1;
         shard.capacity += size as u64;
         shard.total_allocations += 1;
-        let previous = shard.blocks.insert(address, Block { memory, size, cleaners: Vec::new() });
+        let previous = shard.blocks.insert(address, Block { memory: Some(memory), size, cleaners: Vec::new() });
         // The system allocator cannot hand out a live address twice, unless the program freed one
         // of our blocks behind our back with free(): undefined behaviour we cannot undo.
         debug_assert!(previous.is_none(), "address {address:#x} handed out twice");
@@ -105,9 +112,22 @@ impl Registry {
 
     /// Attaches a cleaner to the live block starting at `address`.
     pub fn register_cleaner(&self, address: usize, action: Action) -> Result<u64> {
+        self.register(address, action, || false)
+    }
+
+    /// Attaches a cleaner to the slab slot at `address`. Its first cleaner makes an entry, if
+    /// `hand_over` (run under the shard lock) hands the slot's release over to the table.
+    pub fn register_slot_cleaner(&self, address: usize, action: Action, hand_over: impl FnOnce() -> bool) -> Result<u64> {
+        self.register(address, action, hand_over)
+    }
+
+    fn register(&self, address: usize, action: Action, hand_over: impl FnOnce() -> bool) -> Result<u64> {
         let index = shard_of(address);
         let mut shard = self.shards[index].lock();
         let shard = &mut *shard;
+        if !shard.blocks.contains_key(&address) && hand_over() {
+            shard.blocks.insert(address, Block { memory: None, size: 0, cleaners: Vec::new() });
+        }
         let block = shard.blocks.get_mut(&address).ok_or(Error::NotLive)?;
         let handle = (self.next_cleaner.fetch_add(1, SeqCst) << SHARD_BITS) | index as u64;
         block.cleaners.push((handle, action));
@@ -132,8 +152,10 @@ impl Registry {
 
     fn claim(&self, shard: &mut Shard, address: usize) -> Result<Claimed> {
         let block = shard.blocks.remove(&address).ok_or(Error::NotLive)?;
-        shard.count -= 1;
-        shard.capacity -= block.size as u64;
+        if block.memory.is_some() {
+            shard.count -= 1;
+            shard.capacity -= block.size as u64;
+        }
         if !block.cleaners.is_empty() {
             for (handle, _) in &block.cleaners {
                 shard.cleaners.remove(handle);
@@ -141,6 +163,7 @@ impl Registry {
             self.live_cleaners.fetch_sub(block.cleaners.len() as u64, SeqCst);
         }
         Ok(Claimed {
+            address,
             memory: block.memory,
             size: block.size,
             actions: block.cleaners.into_iter().map(|(_, action)| action).collect(),
@@ -188,7 +211,7 @@ mod tests {
     }
 
     fn release(claimed: Claimed) {
-        sysmem::release(claimed.memory);
+        sysmem::release(claimed.memory.unwrap());
     }
 
     const NO_ACTION: Action = Action { function: None, ctx: std::ptr::null_mut() };
@@ -227,7 +250,7 @@ mod tests {
         let stale = r.register_cleaner(a, NO_ACTION).unwrap();
         let claimed = r.claim_by_address(a).unwrap();
         // Put a new block at the very same address.
-        r.insert(claimed.memory, 32);
+        r.insert(claimed.memory.unwrap(), 32);
         let fresh = r.register_cleaner(a, NO_ACTION).unwrap();
         assert!(matches!(r.claim_by_cleaner(stale), Err(Error::NotLive)));
         assert_eq!(r.stats().count, 1);

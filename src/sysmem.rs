@@ -91,7 +91,23 @@ pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
 fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     let page = page_size();
     let len = size.checked_add(page - 1).ok_or(Error::NoMemory)? & !(page - 1);
-    let slack = alignment - page; // extra room so that an aligned start exists inside the mapping
+    let start = map_region(len, alignment)?;
+    if len >= HUGE_PAGE {
+        // Transparent huge pages where the system leaves it to us (THP "madvise" mode): touching a
+        // big buffer then costs one fault per 2 MiB instead of one per 4 KiB page. A refusal (THP
+        // off, or an old kernel) changes nothing, so the result is ignored.
+        // Safety: the range is the mapping just made.
+        unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+    }
+    let ptr = NonNull::new(start as *mut u8).ok_or(Error::NoMemory)?;
+    Ok(Memory { ptr, mapped_len: len })
+}
+
+/// Maps `len` bytes (a multiple of the page size) of fresh zeroed memory starting at a multiple
+/// of `alignment` (a power of two, at least the page size). Returns the start.
+pub fn map_region(len: usize, alignment: usize) -> Result<usize> {
+    let page = page_size();
+    let slack = alignment.max(page) - page; // room so that an aligned start exists inside
     let total = len.checked_add(slack).ok_or(Error::NoMemory)?;
     // Safety: an anonymous private mapping touches no existing memory.
     let base = unsafe {
@@ -119,15 +135,20 @@ fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
             libc::munmap((start + len) as *mut libc::c_void, tail);
         }
     }
-    if len >= HUGE_PAGE {
-        // Transparent huge pages where the system leaves it to us (THP "madvise" mode): touching a
-        // big buffer then costs one fault per 2 MiB instead of one per 4 KiB page. A refusal (THP
-        // off, or an old kernel) changes nothing, so the result is ignored.
-        // Safety: the range is the mapping just made.
-        unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
-    }
-    let ptr = NonNull::new(start as *mut u8).ok_or(Error::NoMemory)?;
-    Ok(Memory { ptr, mapped_len: len })
+    Ok(start)
+}
+
+/// Unmaps a region from [`map_region`].
+pub fn unmap_region(start: usize, len: usize) {
+    // Safety: the caller owns the region and nothing refers to it any more.
+    unsafe { libc::munmap(start as *mut libc::c_void, len) };
+}
+
+/// Gives the pages of a mapped range back to the system while keeping the addresses: they read
+/// as zero when touched again. The caller owns the range and keeps no data in it.
+pub fn discard(start: usize, len: usize) {
+    // Safety: as above; MADV_DONTNEED on private anonymous memory only drops its contents.
+    unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
 }
 
 /// Gives memory back to the system.
@@ -154,7 +175,7 @@ pub mod fault {
         COUNTDOWN.store(n, Ordering::SeqCst);
     }
 
-    pub(super) fn before_allocation() -> crate::Result<()> {
+    pub(crate) fn before_allocation() -> crate::Result<()> {
         let hit = COUNTDOWN
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| if n == 0 { None } else { Some(n - 1) })
             .map_or(false, |before| before == 1);
@@ -163,9 +184,9 @@ pub mod fault {
 }
 
 #[cfg(not(feature = "fault-injection"))]
-mod fault {
+pub(crate) mod fault {
     #[inline(always)]
-    pub(super) fn before_allocation() -> crate::Result<()> {
+    pub(crate) fn before_allocation() -> crate::Result<()> {
         Ok(())
     }
 }

@@ -1,0 +1,358 @@
+//! A slab: one [`SLAB_SIZE`] region cut into equal slots, the unit of the small-block path.
+//!
+//! Each slot has a state word, the truth about whether its block is live:
+//! - FREE -> LIVE: the owning heap hands the slot out. A plain store: nobody else may touch a
+//!   FREE slot, since every other transition starts from LIVE or CLEANED;
+//! - LIVE -> FREE: a release claims the block with one compare-and-swap, so of two racing
+//!   releases exactly one wins and the other finds the block not live;
+//! - LIVE -> CLEANED: a cleaner was registered. From then on the block table owns the release
+//!   (it claims the block under its lock) and the slot goes FREE only after the cleaners ran.
+//!
+//! The state word also holds the block's size, so a release knows what to give back.
+//!
+//! Free slots are kept in two bitmaps: `local`, touched only by the owning thread's heap (no
+//! atomics, no contention), and `remote`, where other threads put the slots they release. The
+//! owner moves remote bits into `local` when it runs out. A slab whose owner thread ended is
+//! unowned (owner 0) until another heap adopts it.
+//!
+//! Slabs are never unmapped and their headers never freed, so a racing or stale pointer
+//! looked up in the [`table`] always reaches a valid header: that is what makes a free of a
+//! foreign or stale pointer safe without a lock.
+
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+
+pub const SLAB_SHIFT: u32 = 16;
+pub const SLAB_SIZE: usize = 1 << SLAB_SHIFT;
+
+const FREE: u32 = 0;
+const LIVE: u32 = 1;
+const CLEANED: u32 = 2;
+const STATE_BITS: u32 = 2;
+const STATE_MASK: u32 = (1 << STATE_BITS) - 1;
+
+/// What a release attempt found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// The block was live and is now this caller's to finish releasing; its size.
+    Won(usize),
+    /// The block has cleaners: release it through the block table.
+    Cleaned,
+    /// Not a live block (free, or being released by someone else).
+    NotLive,
+}
+
+/// The fields only the owning heap touches.
+struct Local {
+    /// A set bit is a free slot this heap may hand out.
+    free: Box<[u64]>,
+    free_count: u32,
+    /// The first word that may have a set bit.
+    cursor: usize,
+}
+
+pub struct Slab {
+    pub base: usize,
+    /// The small-block pool this slab belongs to; a pointer into another pool's slab is foreign.
+    pub pool: u64,
+    pub class_shift: u32,
+    pub slots: u32,
+    /// The owning heap's id, 0 when unowned.
+    owner: AtomicU64,
+    state: Box<[AtomicU32]>,
+    remote: Box<[AtomicU64]>,
+    /// Bits in `remote` not yet collected (a hint: it may run ahead of or behind the bits).
+    remote_count: AtomicU32,
+    local: UnsafeCell<Local>,
+}
+
+// Safety: `local` is only touched through the `unsafe` owner methods, whose callers guarantee
+// that they are the owning heap (one thread) or hold the slab while it is unowned.
+unsafe impl Sync for Slab {}
+
+impl Slab {
+    /// A header for the region at `base`, every slot free, owned by `owner`.
+    pub fn new(base: usize, pool: u64, class_shift: u32, owner: u64) -> Slab {
+        let slots = (SLAB_SIZE >> class_shift) as u32;
+        let words = (slots as usize).div_ceil(64);
+        let mut free = vec![u64::MAX; words].into_boxed_slice();
+        if slots % 64 != 0 {
+            free[0] = (1 << slots) - 1;
+        }
+        Slab {
+            base,
+            pool,
+            class_shift,
+            slots,
+            owner: AtomicU64::new(owner),
+            state: (0..slots).map(|_| AtomicU32::new(FREE)).collect(),
+            remote: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            remote_count: AtomicU32::new(0),
+            local: UnsafeCell::new(Local { free, free_count: slots, cursor: 0 }),
+        }
+    }
+
+    pub fn slot_address(&self, index: usize) -> usize {
+        self.base + (index << self.class_shift)
+    }
+
+    /// The slot starting at `address`, or None for an address inside a slot.
+    pub fn slot_of(&self, address: usize) -> Option<usize> {
+        let offset = address - self.base;
+        if offset & ((1 << self.class_shift) - 1) != 0 { None } else { Some(offset >> self.class_shift) }
+    }
+
+    pub fn owner(&self) -> u64 {
+        self.owner.load(Relaxed)
+    }
+
+    pub fn set_owner(&self, owner: u64) {
+        self.owner.store(owner, SeqCst)
+    }
+
+    /// Safety: the caller is the owner (or holds the unowned slab exclusively).
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn local(&self) -> &mut Local {
+        &mut *self.local.get()
+    }
+
+    /// Owner: takes a free slot, collecting slots freed by other threads if need be.
+    ///
+    /// # Safety
+    /// The caller is the owner.
+    pub unsafe fn take_free(&self) -> Option<usize> {
+        let local = self.local();
+        if local.free_count == 0 && self.collect_remote(local) == 0 {
+            return None;
+        }
+        let words = local.free.len();
+        for w in (local.cursor..words).chain(0..local.cursor) {
+            let bits = local.free[w];
+            if bits != 0 {
+                let bit = bits.trailing_zeros() as usize;
+                local.free[w] = bits & (bits - 1);
+                local.free_count -= 1;
+                local.cursor = w;
+                return Some(w * 64 + bit);
+            }
+        }
+        unreachable!("free_count said a slot was free");
+    }
+
+    fn collect_remote(&self, local: &mut Local) -> u32 {
+        if self.remote_count.load(SeqCst) == 0 {
+            return 0;
+        }
+        let mut collected = 0;
+        for (w, word) in self.remote.iter().enumerate() {
+            let bits = word.swap(0, SeqCst);
+            local.free[w] |= bits;
+            collected += bits.count_ones();
+        }
+        self.remote_count.fetch_sub(collected, SeqCst);
+        local.free_count += collected;
+        collected
+    }
+
+    /// Owner: marks a taken slot live with a block of `size` bytes (already zeroed).
+    pub fn mark_live(&self, index: usize, size: usize) {
+        self.state[index].store(LIVE | ((size as u32) << STATE_BITS), Release);
+    }
+
+    /// Any thread: tries to claim the live block in slot `index` for release.
+    pub fn claim(&self, index: usize) -> Claim {
+        let word = &self.state[index];
+        let mut now = word.load(Acquire);
+        loop {
+            match now & STATE_MASK {
+                LIVE => match word.compare_exchange_weak(now, FREE, AcqRel, Acquire) {
+                    Ok(_) => return Claim::Won((now >> STATE_BITS) as usize),
+                    Err(seen) => now = seen,
+                },
+                CLEANED => return Claim::Cleaned,
+                _ => return Claim::NotLive,
+            }
+        }
+    }
+
+    /// Any thread, under the block table's lock: LIVE -> CLEANED. False if the block is not live.
+    pub fn mark_cleaned(&self, index: usize) -> bool {
+        let word = &self.state[index];
+        let now = word.load(Acquire);
+        now & STATE_MASK == LIVE && word.compare_exchange(now, (now & !STATE_MASK) | CLEANED, AcqRel, Acquire).is_ok()
+    }
+
+    /// The thread that took a CLEANED block out of the block table, after its cleaners ran:
+    /// the slot becomes FREE (not yet reusable: see [`Slab::put_back_local`]). Returns the size.
+    pub fn finish_cleaned(&self, index: usize) -> usize {
+        let now = self.state[index].swap(FREE, AcqRel);
+        debug_assert_eq!(now & STATE_MASK, CLEANED);
+        (now >> STATE_BITS) as usize
+    }
+
+    /// Owner: a claimed slot becomes free for this heap to hand out again. True when the whole
+    /// slab is now free.
+    ///
+    /// # Safety
+    /// The caller is the owner.
+    pub unsafe fn put_back_local(&self, index: usize) -> bool {
+        let local = self.local();
+        local.free[index / 64] |= 1 << (index % 64);
+        local.free_count += 1;
+        local.free_count == self.slots
+    }
+
+    /// Any other thread: a claimed slot goes back through the remote bitmap.
+    pub fn put_back_remote(&self, index: usize) {
+        self.remote[index / 64].fetch_or(1 << (index % 64), SeqCst);
+        self.remote_count.fetch_add(1, SeqCst);
+    }
+
+    /// Owner: true when every slot is free (after collecting remote frees).
+    ///
+    /// # Safety
+    /// The caller is the owner.
+    pub unsafe fn is_empty(&self) -> bool {
+        let local = self.local();
+        self.collect_remote(local);
+        local.free_count == self.slots
+    }
+
+    /// Owner: true when a slot can be taken without a new slab (after collecting remote frees).
+    ///
+    /// # Safety
+    /// The caller is the owner.
+    pub unsafe fn has_free(&self) -> bool {
+        let local = self.local();
+        local.free_count > 0 || self.collect_remote(local) > 0
+    }
+}
+
+/// Which slab an address lies in: a two-level table over the 48-bit address space, one entry per
+/// [`SLAB_SIZE`] region. Entries are set once and never cleared (slabs are permanent), so a
+/// lookup is two loads and no lock.
+pub mod table {
+    use super::*;
+
+    const LEVEL_BITS: u32 = 16;
+    const ADDRESS_BITS: u32 = SLAB_SHIFT + 2 * LEVEL_BITS; // 48
+
+    type Leaf = [AtomicPtr<Slab>; 1 << LEVEL_BITS];
+
+    static ROOT: [AtomicPtr<Leaf>; 1 << LEVEL_BITS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 1 << LEVEL_BITS];
+
+    fn indexes(address: usize) -> Option<(usize, usize)> {
+        if address >> ADDRESS_BITS != 0 {
+            return None;
+        }
+        let region = address >> SLAB_SHIFT;
+        Some((region >> LEVEL_BITS, region & ((1 << LEVEL_BITS) - 1)))
+    }
+
+    /// True if slabs can live at `base` (it lies in the addresses the table covers).
+    pub fn covers(base: usize) -> bool {
+        indexes(base).is_some()
+    }
+
+    /// The slab whose region holds `address`, if any.
+    pub fn find(address: usize) -> Option<&'static Slab> {
+        let (top, low) = indexes(address)?;
+        let leaf = ROOT[top].load(Acquire);
+        if leaf.is_null() {
+            return None;
+        }
+        // Safety: leaves are never freed; slab headers are leaked, never freed.
+        let slab = unsafe { (*leaf)[low].load(Acquire) };
+        unsafe { slab.as_ref() }
+    }
+
+    /// Records a new slab, for good. `slab.base` must be covered and aligned to SLAB_SIZE.
+    pub fn insert(slab: &'static Slab) {
+        let (top, low) = indexes(slab.base).expect("slab outside the table");
+        let mut leaf = ROOT[top].load(Acquire);
+        if leaf.is_null() {
+            let layout = std::alloc::Layout::new::<Leaf>();
+            // Safety: all-zero bytes are null AtomicPtrs; the layout is not zero-sized.
+            let fresh = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Leaf;
+            if fresh.is_null() {
+                std::alloc::handle_alloc_error(layout);
+            }
+            leaf = match ROOT[top].compare_exchange(std::ptr::null_mut(), fresh, AcqRel, Acquire) {
+                Ok(_) => fresh,
+                Err(theirs) => {
+                    // Safety: `fresh` was never shared.
+                    unsafe { std::alloc::dealloc(fresh as *mut u8, layout) };
+                    theirs
+                }
+            };
+        }
+        // Safety: `leaf` is a live leaf (never freed).
+        unsafe { (*leaf)[low].store(slab as *const Slab as *mut Slab, Release) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_are_taken_once_and_claimed_once() {
+        let slab = Slab::new(1 << SLAB_SHIFT, 7, 12, 1);
+        assert_eq!(slab.slots, 16);
+        let taken: Vec<_> = (0..16).map(|_| unsafe { slab.take_free() }.unwrap()).collect();
+        assert_eq!(unsafe { slab.take_free() }, None);
+        let mut sorted = taken.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..16).collect::<Vec<_>>());
+        slab.mark_live(3, 4000);
+        assert_eq!(slab.claim(4), Claim::NotLive, "taken but not yet live");
+        assert_eq!(slab.claim(3), Claim::Won(4000));
+        assert_eq!(slab.claim(3), Claim::NotLive);
+        assert!(!unsafe { slab.put_back_local(3) });
+        assert_eq!(unsafe { slab.take_free() }, Some(3));
+    }
+
+    #[test]
+    fn a_cleaned_block_is_released_only_through_the_table() {
+        let slab = Slab::new(2 << SLAB_SHIFT, 7, 4, 1);
+        let i = unsafe { slab.take_free() }.unwrap();
+        assert!(!slab.mark_cleaned(i), "free slots cannot get cleaners");
+        slab.mark_live(i, 10);
+        assert!(slab.mark_cleaned(i));
+        assert_eq!(slab.claim(i), Claim::Cleaned);
+        assert_eq!(slab.finish_cleaned(i), 10);
+        assert_eq!(slab.claim(i), Claim::NotLive);
+    }
+
+    #[test]
+    fn remote_frees_come_back_to_the_owner_and_empty_is_seen() {
+        let slab = Slab::new(3 << SLAB_SHIFT, 7, 13, 1);
+        let all: Vec<_> = (0..8).map(|_| unsafe { slab.take_free() }.unwrap()).collect();
+        for &i in &all {
+            slab.mark_live(i, 1);
+        }
+        std::thread::scope(|s| {
+            for &i in &all {
+                let slab = &slab;
+                s.spawn(move || {
+                    assert_eq!(slab.claim(i), Claim::Won(1));
+                    slab.put_back_remote(i);
+                });
+            }
+        });
+        assert!(unsafe { slab.is_empty() });
+        assert_eq!(unsafe { slab.take_free() }.map(|i| i < 8), Some(true));
+    }
+
+    #[test]
+    fn interior_addresses_are_no_slot_and_the_table_finds_slabs() {
+        let base = 0x7f00_1234_0000;
+        let slab: &'static Slab = Box::leak(Box::new(Slab::new(base, 7, 6, 1)));
+        table::insert(slab);
+        assert!(std::ptr::eq(table::find(base + 100).unwrap(), slab));
+        assert!(table::find(base + SLAB_SIZE).is_none());
+        assert!(table::find(usize::MAX).is_none());
+        assert_eq!(slab.slot_of(base + 128), Some(2));
+        assert_eq!(slab.slot_of(base + 129), None);
+    }
+}

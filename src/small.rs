@@ -1,0 +1,466 @@
+//! Small blocks (up to [`MAX_SMALL`] bytes): slots of slabs owned by per-thread heaps.
+//!
+//! The general path costs a shared quota counter, a table lock and a hash insert per block:
+//! ~60 ns on top of `calloc`, and far more when threads meet on the counter's cache line. Here a
+//! thread allocates from its own slabs and its own quota [`Credit`], and frees with one
+//! compare-and-swap on the slot's state word (see [`crate::slab`]). Nothing is shared between
+//! threads unless one frees another's block.
+//!
+//! Accounting stays exact: the quota is charged the block's size (not the slot's), and the
+//! counters (count, capacity, allocations) are kept per heap, written only by their thread, and
+//! summed for the stats. Slab memory itself is not charged, as `malloc`'s overhead is not.
+//!
+//! A heap lives in a thread-local and ends with its thread: its credit goes back to the budget,
+//! its counters are folded into the pool's, and its slabs become unowned, to be adopted by the
+//! next heap that needs a slab of that size. A thread that has no heap (it is ending) still
+//! frees through the remote path and allocates through the general path.
+
+use crate::quota::{Credit, Quota};
+use crate::slab::{table, Claim, Slab, SLAB_SIZE};
+use crate::{sysmem, Error, Result};
+use parking_lot::Mutex;
+use std::cell::RefCell;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::Arc;
+
+const MIN_CLASS_SHIFT: u32 = 4;
+const MAX_CLASS_SHIFT: u32 = 13;
+const CLASSES: usize = (MAX_CLASS_SHIFT - MIN_CLASS_SHIFT + 1) as usize;
+
+/// The largest block (size or alignment) served from slabs.
+pub const MAX_SMALL: usize = 1 << MAX_CLASS_SHIFT;
+
+/// Slabs are carved from mappings this big: fewer system calls, and too small for a transparent
+/// huge page to cover one, so a few small blocks never pin 2 MiB.
+const ARENA_SIZE: usize = 1 << 20;
+
+/// Heap ids, unique across pools; 0 means "no owner".
+static NEXT_HEAP: AtomicU64 = AtomicU64::new(1);
+static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
+
+/// The size class (as a shift) of a block of `size` bytes aligned to `alignment`, if small.
+pub fn class_of(size: usize, alignment: usize) -> Option<u32> {
+    let need = size.max(alignment);
+    (need <= MAX_SMALL).then(|| need.next_power_of_two().trailing_zeros().max(MIN_CLASS_SHIFT))
+}
+
+fn class_index(shift: u32) -> usize {
+    (shift - MIN_CLASS_SHIFT) as usize
+}
+
+/// Block counters of one heap. Only its thread writes them (load + store, no read-modify-write:
+/// nothing to contend); they wrap, and a heap that frees other threads' blocks goes "negative",
+/// which the sum over all heaps puts right. Aligned so that two heaps never share a cache line.
+#[derive(Default)]
+#[repr(align(128))]
+struct Counters {
+    count: AtomicU64,
+    capacity: AtomicU64,
+    allocations: AtomicU64,
+}
+
+impl Counters {
+    fn bump(counter: &AtomicU64, by: u64) {
+        counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
+    }
+
+    fn allocated(&self, size: usize) {
+        Self::bump(&self.count, 1);
+        Self::bump(&self.capacity, size as u64);
+        Self::bump(&self.allocations, 1);
+    }
+
+    fn released(&self, size: usize) {
+        Self::bump(&self.count, 1u64.wrapping_neg());
+        Self::bump(&self.capacity, (size as u64).wrapping_neg());
+    }
+
+    /// For counters several threads write (the pool's).
+    fn add_shared(&self, other: &Counters) {
+        self.count.fetch_add(other.count.load(SeqCst), SeqCst);
+        self.capacity.fetch_add(other.capacity.load(SeqCst), SeqCst);
+        self.allocations.fetch_add(other.allocations.load(SeqCst), SeqCst);
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SmallStats {
+    pub count: u64,
+    pub capacity: u64,
+    pub total_allocations: u64,
+}
+
+/// A live block in a slab, found by its address.
+#[derive(Clone, Copy)]
+pub struct Slot {
+    slab: &'static Slab,
+    index: usize,
+}
+
+impl Slot {
+    pub fn claim(&self) -> Claim {
+        self.slab.claim(self.index)
+    }
+
+    /// See [`Slab::mark_cleaned`].
+    pub fn mark_cleaned(&self) -> bool {
+        self.slab.mark_cleaned(self.index)
+    }
+}
+
+pub struct SmallBlocks {
+    id: u64,
+    quota: Arc<Quota>,
+    /// Per class: slabs no heap owns (their thread ended, or given up empty).
+    unowned: Vec<Mutex<Vec<&'static Slab>>>,
+    /// The rest of the current arena, not yet cut into slabs: [next, end).
+    arena: Mutex<(usize, usize)>,
+    /// Live heaps' counters, and the sum of ended heaps' plus heap-less frees.
+    heaps: Mutex<Vec<Arc<Counters>>>,
+    ended: Counters,
+}
+
+/// One thread's part of one pool.
+struct Heap {
+    id: u64,
+    pool: Arc<SmallBlocks>,
+    credit: Arc<Credit>,
+    counters: Arc<Counters>,
+    /// Per class: the slab allocations come from, other slabs it owns, one empty slab kept back.
+    current: [Option<&'static Slab>; CLASSES],
+    others: [Vec<&'static Slab>; CLASSES],
+    spare: [Option<&'static Slab>; CLASSES],
+}
+
+thread_local! {
+    static HEAPS: RefCell<Vec<Box<Heap>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl SmallBlocks {
+    pub fn new(quota: Arc<Quota>) -> Arc<SmallBlocks> {
+        Arc::new(SmallBlocks {
+            id: NEXT_POOL.fetch_add(1, SeqCst),
+            quota,
+            unowned: (0..CLASSES).map(|_| Mutex::new(Vec::new())).collect(),
+            arena: Mutex::new((0, 0)),
+            heaps: Mutex::new(Vec::new()),
+            ended: Counters::default(),
+        })
+    }
+
+    /// Runs `f` with this thread's heap, made on first use. None when the thread is ending.
+    /// `f` must not call out of the library (a cleaner, a hook), which could come back here.
+    fn with_heap<R>(self: &Arc<Self>, f: impl FnOnce(&mut Heap) -> R) -> Option<R> {
+        HEAPS
+            .try_with(|heaps| {
+                let mut heaps = heaps.try_borrow_mut().ok()?;
+                let heap = match heaps.iter().position(|h| h.pool.id == self.id) {
+                    Some(i) => &mut heaps[i],
+                    None => {
+                        heaps.push(Box::new(Heap::new(self.clone())));
+                        heaps.last_mut().expect("just pushed")
+                    }
+                };
+                Some(f(heap))
+            })
+            .ok()
+            .flatten()
+    }
+
+    /// Reserves `size` bytes and hands out a zeroed slot of class `shift`. None when this path
+    /// cannot serve (the thread is ending, or no slab could be mapped): nothing is left reserved
+    /// and the caller takes the general path.
+    pub fn allocate(self: &Arc<Self>, size: usize, shift: u32) -> Option<Result<NonNull<u8>>> {
+        let credit = self.with_heap(|heap| Arc::as_ptr(&heap.credit))?;
+        // Safety: the heap, and with it the credit, lives until this thread ends, and this
+        // thread is in this call. (The reservation may run the reclaim hook, which may come back
+        // into this pool: so no heap borrow is held across it.)
+        let credit = unsafe { &*credit };
+        if let Err(e) = self.quota.reserve_with(credit, size as u64) {
+            return Some(Err(e));
+        }
+        if let Err(e) = sysmem::fault::before_allocation() {
+            self.quota.release_with(credit, size as u64);
+            return Some(Err(e));
+        }
+        match self.with_heap(|heap| heap.take(size, shift)).flatten() {
+            Some(ptr) => Some(Ok(ptr)),
+            None => {
+                self.quota.release_with(credit, size as u64);
+                None
+            }
+        }
+    }
+
+    /// The slot starting at `address`: None if the address is not in this pool's slabs,
+    /// `Err(NotLive)` if it is inside a slot rather than at its start.
+    pub fn find(&self, address: usize) -> Option<Result<Slot>> {
+        let slab = table::find(address).filter(|s| s.pool == self.id)?;
+        Some(slab.slot_of(address).map(|index| Slot { slab, index }).ok_or(Error::NotLive))
+    }
+
+    /// Finishes releasing a block whose claim this caller won (`size` from the claim): the
+    /// slot becomes reusable, the bytes go back to the quota.
+    pub fn release(self: &Arc<Self>, slot: Slot, size: usize) {
+        let done = self.with_heap(|heap| heap.put_back(slot, size));
+        if done.is_none() {
+            slot.slab.put_back_remote(slot.index);
+            let gone = Counters::default();
+            gone.released(size);
+            self.ended.add_shared(&gone);
+            self.quota.release(size as u64);
+        }
+    }
+
+    /// Finishes releasing a block with cleaners, after they ran (it was claimed in the table).
+    pub fn release_cleaned(self: &Arc<Self>, slot: Slot) {
+        let size = slot.slab.finish_cleaned(slot.index);
+        self.release(slot, size);
+    }
+
+    pub fn stats(&self) -> SmallStats {
+        let sum = Counters::default();
+        let heaps = self.heaps.lock();
+        sum.add_shared(&self.ended);
+        for counters in heaps.iter() {
+            sum.add_shared(counters);
+        }
+        SmallStats {
+            count: sum.count.load(SeqCst),
+            capacity: sum.capacity.load(SeqCst),
+            total_allocations: sum.allocations.load(SeqCst),
+        }
+    }
+
+    /// A slab of class `shift` for heap `owner`: an unowned one, or a new one.
+    fn slab_for(&self, shift: u32, owner: u64) -> Option<&'static Slab> {
+        if let Some(slab) = self.unowned[class_index(shift)].lock().pop() {
+            slab.set_owner(owner);
+            return Some(slab);
+        }
+        let base = self.cut_slab()?;
+        let slab: &'static Slab = Box::leak(Box::new(Slab::new(base, self.id, shift, owner)));
+        table::insert(slab);
+        Some(slab)
+    }
+
+    fn cut_slab(&self) -> Option<usize> {
+        let mut arena = self.arena.lock();
+        if arena.0 == arena.1 {
+            let start = sysmem::map_region(ARENA_SIZE, SLAB_SIZE).ok()?;
+            if !table::covers(start + ARENA_SIZE - 1) {
+                // Beyond the 48-bit addresses the table covers (5-level paging): not ours to use.
+                sysmem::unmap_region(start, ARENA_SIZE);
+                return None;
+            }
+            *arena = (start, start + ARENA_SIZE);
+        }
+        let base = arena.0;
+        arena.0 += SLAB_SIZE;
+        Some(base)
+    }
+
+    /// A slab no heap owns any more.
+    fn give_up(&self, slab: &'static Slab, empty: bool) {
+        slab.set_owner(0);
+        if empty {
+            // Its pages go back to the system; they come back zeroed when touched again.
+            sysmem::discard(slab.base, SLAB_SIZE);
+        }
+        self.unowned[class_index(slab.class_shift)].lock().push(slab);
+    }
+}
+
+impl Heap {
+    fn new(pool: Arc<SmallBlocks>) -> Heap {
+        let counters = Arc::new(Counters::default());
+        pool.heaps.lock().push(counters.clone());
+        Heap {
+            id: NEXT_HEAP.fetch_add(1, SeqCst),
+            credit: pool.quota.new_credit(),
+            pool,
+            counters,
+            current: [None; CLASSES],
+            others: Default::default(),
+            spare: [None; CLASSES],
+        }
+    }
+
+    /// A zeroed slot of class `shift`, marked live with a block of `size` bytes.
+    fn take(&mut self, size: usize, shift: u32) -> Option<NonNull<u8>> {
+        let c = class_index(shift);
+        let (slab, index) = loop {
+            if let Some(slab) = self.current[c] {
+                // Safety: this heap owns its current slab.
+                if let Some(index) = unsafe { slab.take_free() } {
+                    break (slab, index);
+                }
+            }
+            let next = self.next_slab(c, shift)?;
+            if let Some(full) = self.current[c].replace(next) {
+                self.others[c].push(full);
+            }
+        };
+        let address = slab.slot_address(index);
+        // Safety: the slot is this heap's, `size` fits in it; earlier blocks there left data.
+        unsafe { std::ptr::write_bytes(address as *mut u8, 0, size) };
+        slab.mark_live(index, size);
+        self.counters.allocated(size);
+        NonNull::new(address as *mut u8)
+    }
+
+    /// Where allocation goes when the current slab is full: an owned slab with room, the slab
+    /// kept back, an unowned one, a new one.
+    fn next_slab(&mut self, c: usize, shift: u32) -> Option<&'static Slab> {
+        // Safety: this heap owns the slabs in `others`.
+        if let Some(i) = self.others[c].iter().position(|s| unsafe { s.has_free() }) {
+            return Some(self.others[c].swap_remove(i));
+        }
+        self.spare[c].take().or_else(|| self.pool.slab_for(shift, self.id))
+    }
+
+    fn put_back(&mut self, slot: Slot, size: usize) {
+        let slab = slot.slab;
+        self.counters.released(size);
+        if slab.owner() != self.id {
+            slab.put_back_remote(slot.index);
+        // Safety: this heap owns the slab.
+        } else if unsafe { slab.put_back_local(slot.index) } {
+            self.now_empty(slab);
+        }
+        self.pool.quota.release_with(&self.credit, size as u64);
+    }
+
+    /// Keeps one empty slab per class back (so a loop that fills and empties a slab does not
+    /// map and discard pages each time); further empty ones are given up.
+    fn now_empty(&mut self, slab: &'static Slab) {
+        let c = class_index(slab.class_shift);
+        if self.current[c].is_some_and(|s| std::ptr::eq(s, slab)) {
+            return;
+        }
+        if let Some(i) = self.others[c].iter().position(|s| std::ptr::eq(*s, slab)) {
+            self.others[c].swap_remove(i);
+        }
+        match self.spare[c] {
+            None => self.spare[c] = Some(slab),
+            Some(_) => self.pool.give_up(slab, true),
+        }
+    }
+}
+
+impl Drop for Heap {
+    fn drop(&mut self) {
+        self.pool.quota.retire_credit(&self.credit);
+        {
+            let mut heaps = self.pool.heaps.lock();
+            heaps.retain(|c| !Arc::ptr_eq(c, &self.counters));
+            self.pool.ended.add_shared(&self.counters);
+        }
+        let owned = self.current.iter_mut().chain(self.spare.iter_mut()).filter_map(Option::take);
+        let owned: Vec<_> = owned.chain(self.others.iter_mut().flat_map(std::mem::take)).collect();
+        for slab in owned {
+            // Safety: this heap still owns the slab.
+            let empty = unsafe { slab.is_empty() };
+            self.pool.give_up(slab, empty);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool() -> Arc<SmallBlocks> {
+        SmallBlocks::new(Arc::new(Quota::new(1 << 30)))
+    }
+
+    fn allocate(pool: &Arc<SmallBlocks>, size: usize) -> usize {
+        pool.allocate(size, class_of(size, 0).unwrap()).unwrap().unwrap().as_ptr() as usize
+    }
+
+    fn free(pool: &Arc<SmallBlocks>, address: usize) -> Result<()> {
+        let slot = pool.find(address).ok_or(Error::NotLive)??;
+        match slot.claim() {
+            Claim::Won(size) => Ok(pool.release(slot, size)),
+            _ => Err(Error::NotLive),
+        }
+    }
+
+    #[test]
+    fn classes_cover_sizes_and_alignments_up_to_8_kib() {
+        assert_eq!(class_of(0, 0), Some(4));
+        assert_eq!(class_of(17, 16), Some(5));
+        assert_eq!(class_of(64, 0), Some(6));
+        assert_eq!(class_of(10, 4096), Some(12));
+        assert_eq!(class_of(8192, 0), Some(13));
+        assert_eq!(class_of(8193, 0), None);
+        assert_eq!(class_of(1, 16384), None);
+    }
+
+    #[test]
+    fn blocks_are_zeroed_aligned_distinct_and_counted_exactly() {
+        let p = pool();
+        let mut live = Vec::new();
+        for i in 0..3000 {
+            let size = [0, 1, 48, 64, 500, 4096, 8192][i % 7];
+            let a = allocate(&p, size);
+            assert_eq!(a % class_of(size, 0).map_or(16, |s| 1 << s), 0);
+            // Safety: a live block of `size` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts_mut(a as *mut u8, size) };
+            assert!(bytes.iter().all(|&b| b == 0));
+            bytes.fill(0xEE);
+            live.push((a, size));
+        }
+        let mut sorted: Vec<_> = live.iter().map(|b| b.0).collect();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), 3000);
+        let s = p.stats();
+        assert_eq!((s.count, s.capacity), (3000, live.iter().map(|b| b.1 as u64).sum()));
+        assert_eq!(p.quota.stats().reserved, s.capacity);
+        for &(a, _) in &live {
+            free(&p, a).unwrap();
+            assert_eq!(free(&p, a), Err(Error::NotLive));
+        }
+        let s = p.stats();
+        assert_eq!((s.count, s.capacity, s.total_allocations), (0, 0, 3000));
+        assert_eq!(p.quota.stats().reserved, 0);
+    }
+
+    #[test]
+    fn other_pools_and_interiors_are_not_found() {
+        let (p, q) = (pool(), pool());
+        let a = allocate(&p, 100);
+        assert!(q.find(a).is_none());
+        assert!(matches!(p.find(a + 8), Some(Err(Error::NotLive))));
+        assert!(p.find(&p as *const _ as usize).is_none());
+        free(&p, a).unwrap();
+    }
+
+    #[test]
+    fn blocks_freed_by_other_threads_and_heaps_of_ended_threads_are_reused() {
+        let p = pool();
+        let blocks: Vec<usize> = std::thread::spawn({
+            let p = p.clone();
+            move || (0..5000).map(|_| allocate(&p, 64)).collect()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(p.stats().count, 5000);
+        std::thread::scope(|s| {
+            for part in blocks.chunks(1250) {
+                let p = &p;
+                s.spawn(move || part.iter().for_each(|&a| free(p, a).unwrap()));
+            }
+        });
+        let s = p.stats();
+        assert_eq!((s.count, s.capacity, s.total_allocations), (0, 0, 5000));
+        assert_eq!(p.quota.stats().reserved, 0);
+        // The ended thread's slabs are adopted rather than new ones mapped.
+        let again: Vec<_> = (0..5000).map(|_| allocate(&p, 64)).collect();
+        let reused = again.iter().filter(|a| blocks.contains(a)).count();
+        assert!(reused > 4000, "only {reused} slots reused");
+        again.into_iter().for_each(|a| free(&p, a).unwrap());
+    }
+}
