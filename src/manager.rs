@@ -8,7 +8,7 @@
 use crate::quota::{Hook, Quota};
 use crate::registry::{Action, Claimed, Registry};
 use crate::slab::Claim;
-use crate::small::{self, SmallBlocks};
+use crate::small::{self, Served, SmallBlocks};
 use crate::{limit, sysmem, Error, Result};
 use once_cell::sync::Lazy;
 use std::ptr::NonNull;
@@ -51,8 +51,12 @@ impl Manager {
     /// Reserve, allocate zeroed memory, record it. Nothing stays reserved on failure.
     pub fn allocate(&self, size: usize, alignment: usize) -> Result<NonNull<u8>> {
         let alignment = sysmem::check_request(size, alignment)?;
-        if let Some(served) = small::class_of(size, alignment).and_then(|shift| self.small.allocate(size, shift)) {
-            return served;
+        if let Some(shift) = small::class_of(size, alignment) {
+            match self.small.allocate(size, shift) {
+                Served::Block(ptr) => return Ok(ptr),
+                Served::Failed(e) => return Err(e),
+                Served::Elsewhere => {}
+            }
         }
         self.quota.reserve(size as u64)?;
         self.allocate_reserved(size, alignment)

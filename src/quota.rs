@@ -165,18 +165,26 @@ impl Quota {
         self.release(credit.bytes.swap(0, SeqCst));
     }
 
-    /// [`Quota::reserve`] for the thread owning `credit`: spends the credit when it covers
-    /// `bytes` (one uncontended compare-and-swap), otherwise refills it. Near the limit, or when
-    /// someone waits, it falls back to an exact reservation.
-    pub fn reserve_with(&self, credit: &Credit, bytes: u64) -> Result<()> {
+    /// Spends `bytes` of `credit` if it covers them and nobody waits: one uncontended
+    /// compare-and-swap. False: nothing changed, use [`Quota::reserve_with`].
+    pub fn spend(&self, credit: &Credit, bytes: u64) -> bool {
         if bytes == 0 {
+            return true;
+        }
+        let have = credit.bytes.load(Relaxed);
+        have >= bytes
+            && self.waiters.load(SeqCst) == 0
+            && credit.bytes.compare_exchange(have, have - bytes, SeqCst, Relaxed).is_ok()
+    }
+
+    /// [`Quota::reserve`] for the thread owning `credit`: spends the credit when it covers
+    /// `bytes`, otherwise refills it. Near the limit, or when someone waits, it falls back to an
+    /// exact reservation.
+    pub fn reserve_with(&self, credit: &Credit, bytes: u64) -> Result<()> {
+        if self.spend(credit, bytes) {
             return Ok(());
         }
         if self.waiters.load(SeqCst) == 0 {
-            let have = credit.bytes.load(Relaxed);
-            if have >= bytes && credit.bytes.compare_exchange(have, have - bytes, SeqCst, Relaxed).is_ok() {
-                return Ok(());
-            }
             // Out of credit (or it was just collected): spend what is left, take a new chunk.
             let have = credit.bytes.swap(0, SeqCst);
             if have >= bytes {

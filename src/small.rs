@@ -19,7 +19,7 @@ use crate::quota::{Credit, Quota};
 use crate::slab::{table, Claim, Slab, SLAB_SIZE};
 use crate::{sysmem, Error, Result};
 use parking_lot::Mutex;
-use std::cell::RefCell;
+use std::cell::UnsafeCell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Arc;
@@ -134,7 +134,16 @@ struct Heap {
 }
 
 thread_local! {
-    static HEAPS: RefCell<Vec<Box<Heap>>> = const { RefCell::new(Vec::new()) };
+    static HEAPS: UnsafeCell<Vec<(u64, Box<Heap>)>> = const { UnsafeCell::new(Vec::new()) };
+}
+
+/// What [`SmallBlocks::allocate`] did.
+pub enum Served {
+    Block(NonNull<u8>),
+    /// Nothing reserved, nothing allocated.
+    Failed(Error),
+    /// Not served here: the caller takes the general path (nothing is left reserved).
+    Elsewhere,
 }
 
 impl SmallBlocks {
@@ -149,48 +158,55 @@ impl SmallBlocks {
         })
     }
 
-    /// Runs `f` with this thread's heap, made on first use. None when the thread is ending.
-    /// `f` must not call out of the library (a cleaner, a hook), which could come back here.
-    fn with_heap<R>(self: &Arc<Self>, f: impl FnOnce(&mut Heap) -> R) -> Option<R> {
+    /// This thread's heap for this pool, made on first use; None when the thread is ending.
+    ///
+    /// A raw pointer, not a borrow: the caller dereferences it only for stretches that do not
+    /// call out of the library (a cleaner, a reclaim hook), so no two references to one heap
+    /// ever live at once. The heap is boxed and lives until its thread ends.
+    fn heap(self: &Arc<Self>) -> Option<*mut Heap> {
         HEAPS
             .try_with(|heaps| {
-                let mut heaps = heaps.try_borrow_mut().ok()?;
-                let heap = match heaps.iter().position(|h| h.pool.id == self.id) {
-                    Some(i) => &mut heaps[i],
-                    None => {
-                        heaps.push(Box::new(Heap::new(self.clone())));
-                        heaps.last_mut().expect("just pushed")
-                    }
-                };
-                Some(f(heap))
+                // Safety: as above; the list itself is touched only here and at thread end.
+                let heaps = unsafe { &mut *heaps.get() };
+                match heaps.iter_mut().find(|(pool, _)| *pool == self.id) {
+                    Some((_, heap)) => &mut **heap as *mut Heap,
+                    None => self.new_heap(heaps),
+                }
             })
             .ok()
-            .flatten()
     }
 
-    /// Reserves `size` bytes and hands out a zeroed slot of class `shift`. None when this path
-    /// cannot serve (the thread is ending, or no slab could be mapped): nothing is left reserved
-    /// and the caller takes the general path.
-    pub fn allocate(self: &Arc<Self>, size: usize, shift: u32) -> Option<Result<NonNull<u8>>> {
-        let credit = self.with_heap(|heap| Arc::as_ptr(&heap.credit))?;
-        // Safety: the heap, and with it the credit, lives until this thread ends, and this
-        // thread is in this call. (The reservation may run the reclaim hook, which may come back
-        // into this pool: so no heap borrow is held across it.)
-        let credit = unsafe { &*credit };
-        if let Err(e) = self.quota.reserve_with(credit, size as u64) {
-            return Some(Err(e));
-        }
-        if let Err(e) = sysmem::fault::before_allocation() {
-            self.quota.release_with(credit, size as u64);
-            return Some(Err(e));
-        }
-        match self.with_heap(|heap| heap.take(size, shift)).flatten() {
-            Some(ptr) => Some(Ok(ptr)),
-            None => {
-                self.quota.release_with(credit, size as u64);
-                None
+    #[cold]
+    #[inline(never)]
+    fn new_heap(self: &Arc<Self>, heaps: &mut Vec<(u64, Box<Heap>)>) -> *mut Heap {
+        heaps.push((self.id, Box::new(Heap::new(self.clone()))));
+        &mut *heaps.last_mut().expect("just pushed").1 as *mut Heap
+    }
+
+    /// Reserves `size` bytes and hands out a zeroed slot of class `shift`. [`Served::Elsewhere`]
+    /// when this path cannot serve (the thread is ending, or no slab could be mapped): nothing
+    /// is left reserved and the caller takes the general path.
+    pub fn allocate(self: &Arc<Self>, size: usize, shift: u32) -> Served {
+        let Some(heap) = self.heap() else { return Served::Elsewhere };
+        // Safety: see `heap`. `credit` lives as long as the heap.
+        let credit: &Credit = unsafe { &*Arc::as_ptr(&(*heap).credit) };
+        // The common case: the credit covers the block. Otherwise reserve (the reclaim hook may
+        // run and come back into this pool: no heap reference is held across it).
+        if !self.quota.spend(credit, size as u64) {
+            if let Err(e) = self.quota.reserve_with(credit, size as u64) {
+                return Served::Failed(e);
             }
         }
+        // Safety: see `heap`; nothing from here on calls out.
+        let heap = unsafe { &mut *heap };
+        let served = match sysmem::fault::before_allocation() {
+            Ok(()) => heap.take(size, shift).map_or(Served::Elsewhere, Served::Block),
+            Err(e) => Served::Failed(e),
+        };
+        if !matches!(served, Served::Block(_)) {
+            self.quota.release_with(credit, size as u64);
+        }
+        served
     }
 
     /// The slot starting at `address`: None if the address is not in this pool's slabs,
@@ -203,8 +219,10 @@ impl SmallBlocks {
     /// Finishes releasing a block whose claim this caller won (`size` from the claim): the
     /// slot becomes reusable, the bytes go back to the quota.
     pub fn release(self: &Arc<Self>, slot: Slot, size: usize) {
-        let done = self.with_heap(|heap| heap.put_back(slot, size));
-        if done.is_none() {
+        if let Some(heap) = self.heap() {
+            // Safety: see `heap`; putting back does not call out.
+            unsafe { &mut *heap }.put_back(slot, size);
+        } else {
             slot.slab.put_back_remote(slot.index);
             let gone = Counters::default();
             gone.released(size);
@@ -376,7 +394,10 @@ mod tests {
     }
 
     fn allocate(pool: &Arc<SmallBlocks>, size: usize) -> usize {
-        pool.allocate(size, class_of(size, 0).unwrap()).unwrap().unwrap().as_ptr() as usize
+        match pool.allocate(size, class_of(size, 0).unwrap()) {
+            Served::Block(p) => p.as_ptr() as usize,
+            _ => panic!("not served"),
+        }
     }
 
     fn free(pool: &Arc<SmallBlocks>, address: usize) -> Result<()> {
