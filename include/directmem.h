@@ -85,7 +85,8 @@ typedef struct dm_stats {
    */
   uint64_t count;
   /**
-   * Highest `reserved` seen.
+   * Highest `reserved` seen. While other threads allocate small blocks at the same moment it
+   * may include quota they took ahead of need (up to 128 KiB per thread).
    */
   uint64_t peak_reserved;
   /**
@@ -136,8 +137,11 @@ enum dm_status dm_unreserve(size_t bytes);
  *
  * `alignment`: 0 for the platform's max_align_t, else a power of two up to 1 GiB
  * (dm_page_size() for page alignment). The block is charged `size` bytes only. `size` 0 gives a
- * distinct live pointer, charged 0 bytes, that must be freed like any other. Blocks of 128 KiB and
- * more are fresh pages from the kernel: their cost does not grow with their size.
+ * distinct live pointer, charged 0 bytes, that must be freed like any other. Blocks of up to
+ * 8 KiB (size and alignment) come from the calling thread's own slabs, with no lock and no
+ * shared counter on the way; a thread takes quota for them in chunks of 64 KiB ahead of need
+ * (left out of dm_stats, and given back before any reservation fails or waits). Blocks of
+ * 128 KiB and more are fresh pages from the kernel: their cost does not grow with their size.
  *
  * Ownership: on DM_OK `*out` is a block the caller owns until it is released by dm_free or by
  * dm_clean of one of its cleaners; never pass it to free(). `*out` is written only on DM_OK.
@@ -228,7 +232,9 @@ enum dm_status dm_set_reclaim_hook(dm_reclaim_fn hook, void *ctx);
 enum dm_status dm_set_reclaim_timeout_ms(uint32_t millis);
 
 /**
- * Copies the library's counters into `*out`.
+ * Copies the library's counters into `*out`. Counters are gathered one after another (small
+ * blocks are counted per thread): the snapshot is exact when no other thread allocates or
+ * frees at that moment.
  *
  * Thread-safe. Returns DM_OK; DM_ERR_INVALID_ARGUMENT (NULL `out`); DM_ERR_INTERNAL.
  *

@@ -68,7 +68,8 @@ pub struct dm_stats {
     pub capacity: u64,
     /// Live allocations.
     pub count: u64,
-    /// Highest `reserved` seen.
+    /// Highest `reserved` seen. While other threads allocate small blocks at the same moment it
+    /// may include quota they took ahead of need (up to 128 KiB per thread).
     pub peak_reserved: u64,
     /// Allocations ever made.
     pub total_allocations: u64,
@@ -141,8 +142,11 @@ pub extern "C" fn dm_unreserve(bytes: usize) -> dm_status {
 ///
 /// `alignment`: 0 for the platform's max_align_t, else a power of two up to 1 GiB
 /// (dm_page_size() for page alignment). The block is charged `size` bytes only. `size` 0 gives a
-/// distinct live pointer, charged 0 bytes, that must be freed like any other. Blocks of 128 KiB and
-/// more are fresh pages from the kernel: their cost does not grow with their size.
+/// distinct live pointer, charged 0 bytes, that must be freed like any other. Blocks of up to
+/// 8 KiB (size and alignment) come from the calling thread's own slabs, with no lock and no
+/// shared counter on the way; a thread takes quota for them in chunks of 64 KiB ahead of need
+/// (left out of dm_stats, and given back before any reservation fails or waits). Blocks of
+/// 128 KiB and more are fresh pages from the kernel: their cost does not grow with their size.
 ///
 /// Ownership: on DM_OK `*out` is a block the caller owns until it is released by dm_free or by
 /// dm_clean of one of its cleaners; never pass it to free(). `*out` is written only on DM_OK.
@@ -282,7 +286,9 @@ pub extern "C" fn dm_set_reclaim_timeout_ms(millis: u32) -> dm_status {
     })
 }
 
-/// Copies the library's counters into `*out`.
+/// Copies the library's counters into `*out`. Counters are gathered one after another (small
+/// blocks are counted per thread): the snapshot is exact when no other thread allocates or
+/// frees at that moment.
 ///
 /// Thread-safe. Returns DM_OK; DM_ERR_INVALID_ARGUMENT (NULL `out`); DM_ERR_INTERNAL.
 ///

@@ -222,4 +222,35 @@ mod tests {
         m.free(b.as_ptr() as usize).unwrap();
         assert_eq!(m.free(b.as_ptr() as usize), Err(Error::NotLive));
     }
+
+    static RAN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+    unsafe extern "C" fn count(_: *mut std::ffi::c_void) {
+        RAN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    #[test]
+    fn small_blocks_with_cleaners_are_released_once_by_free_or_clean() {
+        let m = Manager::new(1 << 30);
+        let action = Action { function: Some(count), ctx: std::ptr::null_mut() };
+        let a = m.allocate(64, 0).unwrap().as_ptr() as usize;
+        let b = m.allocate(64, 0).unwrap().as_ptr() as usize;
+        let ha = m.register_cleaner(a, action).unwrap();
+        m.register_cleaner(a, action).unwrap();
+        let hb = m.register_cleaner(b, action).unwrap();
+        assert_eq!(m.register_cleaner(a + 16, action), Err(Error::NotLive));
+        m.free(a).unwrap();
+        assert_eq!(RAN.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(m.clean(ha), Err(Error::NotLive));
+        assert_eq!(m.free(a), Err(Error::NotLive));
+        m.clean(hb).unwrap();
+        assert_eq!(m.free(b), Err(Error::NotLive));
+        assert_eq!(RAN.load(std::sync::atomic::Ordering::SeqCst), 3);
+        let s = m.stats();
+        assert_eq!((s.reserved, s.capacity, s.count, s.live_cleaners, s.cleaners_run), (0, 0, 0, 0, 3));
+        // The slot is reusable, with no cleaner attached.
+        let c = m.allocate(64, 0).unwrap().as_ptr() as usize;
+        m.free(c).unwrap();
+        assert_eq!(RAN.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
 }

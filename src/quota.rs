@@ -644,4 +644,59 @@ mod tests {
         q.release(10);
         q.reserve(10).unwrap();
     }
+
+    #[test]
+    fn credit_is_left_out_of_the_stats_and_spent_without_touching_the_budget() {
+        let q = Quota::new(MIB);
+        let credit = q.new_credit();
+        q.reserve_with(&credit, 100).unwrap();
+        let taken = q.reserved.load(SeqCst);
+        assert_eq!(taken, 100 + CREDIT_CHUNK, "a chunk taken ahead");
+        assert_eq!((q.stats().reserved, q.stats().peak_reserved), (100, 100));
+        assert!(q.spend(&credit, 50));
+        assert_eq!(q.reserved.load(SeqCst), taken, "spent from the credit alone");
+        q.release_with(&credit, 150);
+        assert_eq!(q.stats().reserved, 0);
+        q.retire_credit(&credit);
+        assert_eq!(q.reserved.load(SeqCst), 0, "a retired credit goes back to the budget");
+    }
+
+    #[test]
+    fn other_threads_credit_is_collected_before_a_reservation_fails() {
+        let q = Arc::new(Quota::new(CREDIT_CHUNK + 100));
+        let q2 = q.clone();
+        // Another thread takes a chunk ahead and stays alive holding it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let credit = q2.new_credit();
+            q2.reserve_with(&credit, 10).unwrap();
+            q2.release_with(&credit, 10);
+            tx.send(()).unwrap();
+            done_rx.recv().unwrap();
+            q2.retire_credit(&credit);
+        });
+        rx.recv().unwrap();
+        assert!(q.reserved.load(SeqCst) > 100, "the holder has credit");
+        q.reserve(CREDIT_CHUNK + 100).unwrap();
+        assert_eq!(q.stats().limit_failures, 0);
+        done_tx.send(()).unwrap();
+        holder.join().unwrap();
+        assert_eq!(q.stats().reserved, CREDIT_CHUNK + 100);
+    }
+
+    #[test]
+    fn a_lowered_limit_holds_for_credit_too() {
+        let q = Quota::new(MIB);
+        let credit = q.new_credit();
+        q.reserve_with(&credit, 1000).unwrap();
+        q.set_limit(500);
+        assert!(!q.spend(&credit, 1), "set_limit collected the credit");
+        assert_eq!(q.reserve_with(&credit, 1), Err(Error::Limit));
+        // Freed while above the limit: back to the budget, not into the credit.
+        q.release_with(&credit, 1000);
+        assert_eq!(q.reserved.load(SeqCst), 0);
+        q.reserve_with(&credit, 500).unwrap();
+        assert_eq!(q.reserve_with(&credit, 1), Err(Error::Limit));
+    }
 }
