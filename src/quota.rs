@@ -166,8 +166,9 @@ impl Quota {
     }
 
     /// Spends `bytes` of `credit` if it covers them and nobody waits: one uncontended
-    /// compare-and-swap. False: nothing changed, use [`Quota::reserve_with`].
-    pub fn spend(&self, credit: &Credit, bytes: u64) -> bool {
+    /// compare-and-swap. False: nothing changed.
+    #[inline]
+    fn spend(&self, credit: &Credit, bytes: u64) -> bool {
         if bytes == 0 {
             return true;
         }
@@ -180,10 +181,17 @@ impl Quota {
     /// [`Quota::reserve`] for the thread owning `credit`: spends the credit when it covers
     /// `bytes`, otherwise refills it. Near the limit, or when someone waits, it falls back to an
     /// exact reservation.
+    #[inline]
     pub fn reserve_with(&self, credit: &Credit, bytes: u64) -> Result<()> {
         if self.spend(credit, bytes) {
             return Ok(());
         }
+        self.refill(credit, bytes)
+    }
+
+    /// The part of [`Quota::reserve_with`] off the fast path: the credit did not cover `bytes`.
+    #[inline(never)]
+    fn refill(&self, credit: &Credit, bytes: u64) -> Result<()> {
         if self.waiters.load(SeqCst) == 0 {
             // Out of credit (or it was just collected): spend what is left, take a new chunk.
             let have = credit.bytes.swap(0, SeqCst);

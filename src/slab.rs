@@ -125,13 +125,7 @@ impl Slab {
         if local.free_count == 0 && self.collect_remote(local) == 0 {
             return None;
         }
-        let bits = local.free[local.cursor];
-        if bits != 0 {
-            // The common case: the word of the last slot taken has more.
-            local.free[local.cursor] = bits & (bits - 1);
-            local.free_count -= 1;
-            return Some(local.cursor * 64 + bits.trailing_zeros() as usize);
-        }
+        // The search starts at the word of the last slot taken: usually it has more.
         let words = local.free.len();
         for w in (local.cursor..words).chain(0..local.cursor) {
             let bits = local.free[w];

@@ -76,11 +76,29 @@ impl Counters {
         Self::bump(&self.capacity, (size as u64).wrapping_neg());
     }
 
+    fn snapshot(&self) -> SmallStats {
+        SmallStats {
+            count: self.count.load(SeqCst),
+            capacity: self.capacity.load(SeqCst),
+            total_allocations: self.allocations.load(SeqCst),
+        }
+    }
+
     /// For counters several threads write (the pool's).
-    fn add_shared(&self, other: &Counters) {
-        self.count.fetch_add(other.count.load(SeqCst), SeqCst);
-        self.capacity.fetch_add(other.capacity.load(SeqCst), SeqCst);
-        self.allocations.fetch_add(other.allocations.load(SeqCst), SeqCst);
+    fn add_shared(&self, s: SmallStats) {
+        self.count.fetch_add(s.count, SeqCst);
+        self.capacity.fetch_add(s.capacity, SeqCst);
+        self.allocations.fetch_add(s.total_allocations, SeqCst);
+    }
+}
+
+impl SmallStats {
+    fn wrapping_add(self, o: SmallStats) -> SmallStats {
+        SmallStats {
+            count: self.count.wrapping_add(o.count),
+            capacity: self.capacity.wrapping_add(o.capacity),
+            total_allocations: self.total_allocations.wrapping_add(o.total_allocations),
+        }
     }
 }
 
@@ -200,12 +218,9 @@ impl SmallBlocks {
         let Some(heap) = self.heap() else { return Served::Elsewhere };
         // Safety: see `heap`. `credit` lives as long as the heap.
         let credit: &Credit = unsafe { &*Arc::as_ptr(&(*heap).credit) };
-        // The common case: the credit covers the block. Otherwise reserve (the reclaim hook may
-        // run and come back into this pool: no heap reference is held across it).
-        if !self.quota.spend(credit, size as u64) {
-            if let Err(e) = self.quota.reserve_with(credit, size as u64) {
-                return Served::Failed(e);
-            }
+        // The reclaim hook may run and come back into this pool: no heap reference is held across it.
+        if let Err(e) = self.quota.reserve_with(credit, size as u64) {
+            return Served::Failed(e);
         }
         // Safety: see `heap`; nothing from here on calls out.
         let heap = unsafe { &mut *heap };
@@ -234,9 +249,8 @@ impl SmallBlocks {
             unsafe { &mut *heap }.put_back(slot, size);
         } else {
             slot.slab.put_back_remote(slot.index);
-            let gone = Counters::default();
-            gone.released(size);
-            self.ended.add_shared(&gone);
+            let gone = SmallStats { count: 1u64.wrapping_neg(), capacity: (size as u64).wrapping_neg(), total_allocations: 0 };
+            self.ended.add_shared(gone);
             self.quota.release(size as u64);
         }
     }
@@ -248,17 +262,8 @@ impl SmallBlocks {
     }
 
     pub fn stats(&self) -> SmallStats {
-        let sum = Counters::default();
         let heaps = self.heaps.lock();
-        sum.add_shared(&self.ended);
-        for counters in heaps.iter() {
-            sum.add_shared(counters);
-        }
-        SmallStats {
-            count: sum.count.load(SeqCst),
-            capacity: sum.capacity.load(SeqCst),
-            total_allocations: sum.allocations.load(SeqCst),
-        }
+        heaps.iter().fold(self.ended.snapshot(), |sum, counters| sum.wrapping_add(counters.snapshot()))
     }
 
     /// A slab of class `shift` for heap `owner`: an unowned one, or a new one.
@@ -397,7 +402,7 @@ impl Drop for Heap {
         {
             let mut heaps = self.pool.heaps.lock();
             heaps.retain(|c| !Arc::ptr_eq(c, &self.counters));
-            self.pool.ended.add_shared(&self.counters);
+            self.pool.ended.add_shared(self.counters.snapshot());
         }
         let owned = self.current.iter_mut().chain(self.spare.iter_mut()).filter_map(Option::take);
         let owned: Vec<_> = owned.chain(self.others.iter_mut().flat_map(std::mem::take)).collect();
