@@ -12,6 +12,7 @@
 //! The boundaries are thin layers on top: [`ffi`] (the C ABI of `include/directmem.h`) and
 //! `jni` (the native half of the Java API `dev.directmem.DirectMemory`).
 
+mod credit;
 pub mod error;
 pub mod ffi;
 mod jni;

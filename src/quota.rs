@@ -23,7 +23,8 @@
 //! counted in `reserved` internally but not in what [`Quota::stats`] reports, and it never costs
 //! anyone memory: before a reservation fails or waits, all credit is collected back.
 
-use crate::{Error, Result};
+pub use crate::credit::Credit;
+use crate::{credit, Error, Result};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
@@ -39,13 +40,6 @@ pub const DEFAULT_RECLAIM_TIMEOUT_MS: u32 = 1000;
 /// How much a thread takes from the budget ahead of need when its credit runs out. It keeps
 /// at most twice this; anything more goes back to the shared counter.
 pub const CREDIT_CHUNK: u64 = 64 << 10;
-
-/// One thread's allowance of bytes taken from the budget ahead of need. Only its thread adds
-/// to it; any thread may collect it back to the budget ([`Quota::collect_credits`]).
-#[derive(Default)]
-pub struct Credit {
-    bytes: AtomicU64,
-}
 
 pub struct Quota {
     limit: AtomicU64,
@@ -162,20 +156,13 @@ impl Quota {
     /// Returns what is left of a credit to the budget and forgets the credit.
     pub fn retire_credit(&self, credit: &Arc<Credit>) {
         self.credits.lock().retain(|c| !Arc::ptr_eq(c, credit));
-        self.release(credit.bytes.swap(0, SeqCst));
+        self.release(credit.take_all());
     }
 
-    /// Spends `bytes` of `credit` if it covers them and nobody waits: one uncontended
-    /// compare-and-swap. False: nothing changed.
+    /// Spends `bytes` of `credit` if it covers them and nobody waits. False: nothing changed.
     #[inline]
     fn spend(&self, credit: &Credit, bytes: u64) -> bool {
-        if bytes == 0 {
-            return true;
-        }
-        let have = credit.bytes.load(Relaxed);
-        have >= bytes
-            && self.waiters.load(SeqCst) == 0
-            && credit.bytes.compare_exchange(have, have - bytes, SeqCst, Relaxed).is_ok()
+        bytes == 0 || (self.waiters.load(Relaxed) == 0 && credit.update(|have| have.checked_sub(bytes)).is_some())
     }
 
     /// [`Quota::reserve`] for the thread owning `credit`: spends the credit when it covers
@@ -194,13 +181,13 @@ impl Quota {
     fn refill(&self, credit: &Credit, bytes: u64) -> Result<()> {
         if self.waiters.load(SeqCst) == 0 {
             // Out of credit (or it was just collected): spend what is left, take a new chunk.
-            let have = credit.bytes.swap(0, SeqCst);
+            let have = credit.take_all();
             if have >= bytes {
-                credit.bytes.fetch_add(have - bytes, SeqCst);
+                credit.update(|now| Some(now + have - bytes));
                 return Ok(());
             }
             if self.try_take(bytes - have + CREDIT_CHUNK, CREDIT_CHUNK) {
-                credit.bytes.fetch_add(CREDIT_CHUNK, SeqCst);
+                credit.update(|now| Some(now + CREDIT_CHUNK));
                 return Ok(());
             }
             self.release(have);
@@ -212,24 +199,25 @@ impl Quota {
     /// grows past two chunks, someone waits for memory, or the limit was lowered below what is
     /// reserved (credit must be bytes within the limit); then all of it goes back to the budget.
     pub fn release_with(&self, credit: &Credit, bytes: u64) {
-        let after = credit.bytes.fetch_add(bytes, SeqCst) + bytes;
-        // SeqCst pairs with a waiter's increment of `waiters` before it collects credits: either
-        // we see the waiter here, or its collection sees the bytes we just added.
+        let after = credit.update(|have| Some(have + bytes)).unwrap_or(0) + bytes;
+        // Pairs with a waiter's increment of `waiters` before it collects credits (the update
+        // was atomic, or the collection's barrier made it visible): either we see the waiter
+        // here, or its collection finds the bytes we just added.
         if after > 2 * CREDIT_CHUNK
             || self.waiters.load(SeqCst) > 0
             || self.reserved.load(Relaxed) > self.limit.load(Relaxed)
         {
-            self.release(credit.bytes.swap(0, SeqCst));
+            self.release(credit.take_all());
         }
     }
 
     fn credit_total(&self) -> u64 {
-        self.credits.lock().iter().map(|c| c.bytes.load(SeqCst)).sum()
+        self.credits.lock().iter().map(|c| c.peek()).sum()
     }
 
     /// Brings every thread's credit back to the shared budget. Returns the bytes collected.
     pub fn collect_credits(&self) -> u64 {
-        let collected: u64 = self.credits.lock().iter().map(|c| c.bytes.swap(0, SeqCst)).sum();
+        let collected = credit::collect(&self.credits.lock());
         self.release(collected);
         collected
     }

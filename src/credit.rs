@@ -1,0 +1,166 @@
+//! A thread's quota credit: bytes taken from the budget ahead of need, which its thread spends
+//! and refills without a locked instruction, and which any thread can still collect back exactly.
+//!
+//! Spending with a compare-and-swap costs little in itself, but a locked instruction on x86
+//! waits for every earlier store to drain (here: the zeroing of the block just handed out), and
+//! an allocate + free pair did three. So the owner updates its credit with plain loads and stores
+//! and the rare collector pays instead, with an asymmetric barrier (the scheme of liburcu and
+//! folly's `asymmetricHeavyBarrier`):
+//! - the owner brackets each update with `busy` (a plain store and a compiler fence) and checks
+//!   `shared` inside the bracket; when `shared` is set it uses atomic read-modify-writes instead;
+//! - a collector sets `shared`, then runs `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which
+//!   makes every running thread of the process execute a full memory barrier. Afterwards either
+//!   the owner's `busy` is visible (the collector waits for the bracket to close, a few
+//!   instructions) or the owner sees `shared` (and uses atomics). Either way the collector's swap
+//!   never races a plain update, so no byte is lost or made up.
+//!
+//! Where `membarrier` is missing (kernels before 4.14, seccomp filters), `shared` stays set for
+//! good and every update is atomic, as before this scheme. Collectors are serialized by the
+//! caller (the quota's credit list lock).
+
+use once_cell::sync::Lazy;
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering::*};
+use std::sync::Arc;
+
+const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
+const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
+const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
+
+fn membarrier(cmd: libc::c_int) -> bool {
+    // Safety: membarrier takes no pointers.
+    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) == 0 }
+}
+
+/// Whether owners may update without atomics: the process registered for expedited barriers.
+static ASYMMETRIC: Lazy<bool> = Lazy::new(|| membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED));
+
+/// The collector's side: every thread of the process executes a full barrier before this returns.
+fn heavy_barrier() {
+    // A child after fork() starts unregistered: register and try again, then fall back to the
+    // slow global barrier. Only if the kernel refuses every kind is there no correct way on.
+    if membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
+        || (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
+        || membarrier(MEMBARRIER_CMD_GLOBAL)
+    {
+        return;
+    }
+    eprintln!("directmem: membarrier failed after registering; cannot collect quota credit safely");
+    std::process::abort();
+}
+
+pub struct Credit {
+    bytes: AtomicU64,
+    /// Set by the owner while it updates `bytes` with plain loads and stores.
+    busy: AtomicBool,
+    /// Set while a collector works (for good without `membarrier`): the owner uses atomics.
+    shared: AtomicBool,
+}
+
+impl Default for Credit {
+    fn default() -> Credit {
+        Credit { bytes: AtomicU64::new(0), busy: AtomicBool::new(false), shared: AtomicBool::new(!*ASYMMETRIC) }
+    }
+}
+
+impl Credit {
+    /// Owner only: replaces the credit `have` with `f(have)`, unless `f` says None. Returns the
+    /// credit before, if it was replaced.
+    #[inline]
+    pub fn update(&self, mut f: impl FnMut(u64) -> Option<u64>) -> Option<u64> {
+        self.busy.store(true, Relaxed);
+        // The light side of the barrier: only the compiler must keep `busy` before `shared`;
+        // the hardware's reordering is undone by the collector's membarrier.
+        compiler_fence(SeqCst);
+        let before = if !self.shared.load(Relaxed) {
+            let have = self.bytes.load(Relaxed);
+            f(have).map(|new| {
+                self.bytes.store(new, Relaxed);
+                have
+            })
+        } else {
+            self.bytes.fetch_update(SeqCst, SeqCst, f).ok()
+        };
+        compiler_fence(SeqCst);
+        self.busy.store(false, Release);
+        before
+    }
+
+    /// Owner only: empties the credit, returning what it held.
+    pub fn take_all(&self) -> u64 {
+        self.update(|_| Some(0)).unwrap_or(0)
+    }
+
+    /// Any thread: what the credit holds now (a hint while its owner is active).
+    pub fn peek(&self) -> u64 {
+        self.bytes.load(SeqCst)
+    }
+}
+
+/// Empties every credit in `credits` and returns the sum. Callers must not collect concurrently.
+pub fn collect(credits: &[Arc<Credit>]) -> u64 {
+    if credits.is_empty() {
+        return 0;
+    }
+    for credit in credits {
+        credit.shared.store(true, SeqCst);
+    }
+    if *ASYMMETRIC {
+        heavy_barrier();
+    }
+    let mut collected = 0;
+    for credit in credits {
+        while credit.busy.load(Acquire) {
+            std::hint::spin_loop();
+            std::thread::yield_now(); // the owner may have been descheduled inside its bracket
+        }
+        collected += credit.bytes.swap(0, SeqCst);
+    }
+    for credit in credits {
+        credit.shared.store(!*ASYMMETRIC, Release);
+    }
+    collected
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn updates_and_collections_racing_lose_and_invent_nothing() {
+        let credit = Arc::new(Credit::default());
+        let credits = vec![credit.clone()];
+        let done = AtomicBool::new(false);
+        let (added, collected) = std::thread::scope(|s| {
+            let collector = s.spawn(|| {
+                let mut collected = 0;
+                // Back to back, and with pauses long enough for the owner to be back at plain
+                // updates: races at both ends of the owner's bracket.
+                for round in 0.. {
+                    if done.load(SeqCst) {
+                        break;
+                    }
+                    collected += collect(&credits);
+                    (0..round % 2 * 500).for_each(|_| std::hint::spin_loop());
+                }
+                collected
+            });
+            // Adds a byte twice, then spends one if it can: what is spent leaves both sums. Some
+            // updates dawdle between their load and store, so a collector would hit them.
+            let mut added = 0;
+            for i in 0..1_000_000 {
+                if i % 3 != 2 {
+                    credit.update(|have| {
+                        (0..(i / 1000) % 2 * (i % 64)).for_each(|_| std::hint::spin_loop());
+                        Some(have + 1)
+                    });
+                    added += 1;
+                } else if credit.update(|have| have.checked_sub(1)).is_some() {
+                    added -= 1;
+                }
+            }
+            done.store(true, SeqCst);
+            (added, collector.join().unwrap())
+        });
+        assert_eq!(collected + credit.take_all(), added);
+    }
+}
