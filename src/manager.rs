@@ -49,6 +49,7 @@ impl Manager {
     }
 
     /// Reserve, allocate zeroed memory, record it. Nothing stays reserved on failure.
+    #[inline]
     pub fn allocate(&self, size: usize, alignment: usize) -> Result<NonNull<u8>> {
         let alignment = sysmem::check_request(size, alignment)?;
         if let Some(shift) = small::class_of(size, alignment) {
@@ -84,6 +85,7 @@ impl Manager {
     }
 
     /// Releases the live block starting at `address`: its cleaners run, its memory is freed.
+    #[inline]
     pub fn free(&self, address: usize) -> Result<()> {
         if let Some(slot) = self.small.find(address) {
             let slot = slot?;

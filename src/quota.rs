@@ -161,7 +161,7 @@ impl Quota {
 
     /// Spends `bytes` of `credit` if it covers them and nobody waits. False: nothing changed.
     #[inline]
-    fn spend(&self, credit: &Credit, bytes: u64) -> bool {
+    pub(crate) fn spend(&self, credit: &Credit, bytes: u64) -> bool {
         bytes == 0 || (self.waiters.load(Relaxed) == 0 && credit.update(|have| have.checked_sub(bytes)).is_some())
     }
 
@@ -198,6 +198,7 @@ impl Quota {
     /// [`Quota::release`] for the thread owning `credit`: the bytes go to the credit, unless it
     /// grows past two chunks, someone waits for memory, or the limit was lowered below what is
     /// reserved (credit must be bytes within the limit); then all of it goes back to the budget.
+    #[inline]
     pub fn release_with(&self, credit: &Credit, bytes: u64) {
         let after = credit.update(|have| Some(have + bytes)).unwrap_or(0) + bytes;
         // Pairs with a waiter's increment of `waiters` before it collects credits (the update
@@ -207,8 +208,14 @@ impl Quota {
             || self.waiters.load(SeqCst) > 0
             || self.reserved.load(Relaxed) > self.limit.load(Relaxed)
         {
-            self.release(credit.take_all());
+            self.return_credit(credit);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn return_credit(&self, credit: &Credit) {
+        self.release(credit.take_all());
     }
 
     fn credit_total(&self) -> u64 {

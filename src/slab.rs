@@ -97,6 +97,7 @@ impl Slab {
     }
 
     /// The slot starting at `address`, or None for an address inside a slot.
+    #[inline]
     pub fn slot_of(&self, address: usize) -> Option<usize> {
         let offset = address - self.base;
         if offset & ((1 << self.class_shift) - 1) != 0 { None } else { Some(offset >> self.class_shift) }
@@ -114,6 +115,22 @@ impl Slab {
     #[allow(clippy::mut_from_ref)]
     unsafe fn local(&self) -> &mut Local {
         &mut *self.local.get()
+    }
+
+    /// Owner: takes a free slot from its own bits only (no remote collection): the fast path.
+    ///
+    /// # Safety
+    /// The caller is the owner.
+    #[inline]
+    pub unsafe fn take_local(&self) -> Option<usize> {
+        let local = self.local();
+        let bits = *local.free.get(local.cursor)?;
+        if bits == 0 {
+            return None;
+        }
+        local.free[local.cursor] = bits & (bits - 1);
+        local.free_count -= 1;
+        Some(local.cursor * 64 + bits.trailing_zeros() as usize)
     }
 
     /// Owner: takes a free slot, collecting slots freed by other threads if need be.
@@ -161,6 +178,7 @@ impl Slab {
     }
 
     /// Any thread: tries to claim the live block in slot `index` for release.
+    #[inline]
     pub fn claim(&self, index: usize) -> Claim {
         let word = &self.state[index];
         let mut now = word.load(Acquire);
@@ -196,6 +214,7 @@ impl Slab {
     ///
     /// # Safety
     /// The caller is the owner.
+    #[inline]
     pub unsafe fn put_back_local(&self, index: usize) -> bool {
         let local = self.local();
         local.free[index / 64] |= 1 << (index % 64);
@@ -256,6 +275,7 @@ pub mod table {
     }
 
     /// The slab whose region holds `address`, if any.
+    #[inline]
     pub fn find(address: usize) -> Option<&'static Slab> {
         let (top, low) = indexes(address)?;
         let leaf = ROOT[top].load(Acquire);

@@ -40,6 +40,7 @@ static NEXT_HEAP: AtomicU64 = AtomicU64::new(1);
 static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
 
 /// The size class (as a shift) of a block of `size` bytes aligned to `alignment`, if small.
+#[inline]
 pub fn class_of(size: usize, alignment: usize) -> Option<u32> {
     let need = size.max(alignment);
     (need <= MAX_SMALL).then(|| need.next_power_of_two().trailing_zeros().max(MIN_CLASS_SHIFT))
@@ -183,20 +184,28 @@ impl SmallBlocks {
     /// A raw pointer, not a borrow: the caller dereferences it only for stretches that do not
     /// call out of the library (a cleaner, a reclaim hook), so no two references to one heap
     /// ever live at once. The heap is boxed and lives until its thread ends.
+    #[inline]
     fn heap(self: &Arc<Self>) -> Option<*mut Heap> {
         // Most threads use one pool: the last heap used is one thread-local read away.
-        if let Ok((pool, heap)) = LAST_HEAP.try_with(Cell::get) {
-            if pool == self.id {
-                return Some(heap);
-            }
+        match LAST_HEAP.try_with(Cell::get) {
+            Ok((pool, heap)) if pool == self.id => Some(heap),
+            _ => self.find_heap(),
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn find_heap(self: &Arc<Self>) -> Option<*mut Heap> {
         HEAPS
             .try_with(|heaps| {
-                // Safety: as above; the list itself is touched only here and at thread end.
+                // Safety: as in `heap`; the list itself is touched only here and at thread end.
                 let heaps = unsafe { &mut *heaps.get() };
                 let heap = match heaps.iter_mut().find(|(pool, _)| *pool == self.id) {
                     Some((_, heap)) => &mut **heap as *mut Heap,
-                    None => self.new_heap(heaps),
+                    None => {
+                        heaps.push((self.id, Box::new(Heap::new(self.clone()))));
+                        &mut *heaps.last_mut().expect("just pushed").1 as *mut Heap
+                    }
                 };
                 LAST_HEAP.set((self.id, heap));
                 heap
@@ -204,18 +213,23 @@ impl SmallBlocks {
             .ok()
     }
 
-    #[cold]
-    #[inline(never)]
-    fn new_heap(self: &Arc<Self>, heaps: &mut Vec<(u64, Box<Heap>)>) -> *mut Heap {
-        heaps.push((self.id, Box::new(Heap::new(self.clone()))));
-        &mut *heaps.last_mut().expect("just pushed").1 as *mut Heap
-    }
-
     /// Reserves `size` bytes and hands out a zeroed slot of class `shift`. [`Served::Elsewhere`]
     /// when this path cannot serve (the thread is ending, or no slab could be mapped): nothing
     /// is left reserved and the caller takes the general path.
+    #[inline]
     pub fn allocate(self: &Arc<Self>, size: usize, shift: u32) -> Served {
         let Some(heap) = self.heap() else { return Served::Elsewhere };
+        // Safety: see `heap`; the fast path does not call out.
+        match unsafe { &mut *heap }.take_fast(size, shift) {
+            Some(block) => Served::Block(block),
+            None => self.allocate_slow(heap, size, shift),
+        }
+    }
+
+    /// [`SmallBlocks::allocate`] when the credit or the current slab ran out.
+    #[cold]
+    #[inline(never)]
+    fn allocate_slow(self: &Arc<Self>, heap: *mut Heap, size: usize, shift: u32) -> Served {
         // Safety: see `heap`. `credit` lives as long as the heap.
         let credit: &Credit = unsafe { &*Arc::as_ptr(&(*heap).credit) };
         // The reclaim hook may run and come back into this pool: no heap reference is held across it.
@@ -236,6 +250,7 @@ impl SmallBlocks {
 
     /// The slot starting at `address`: None if the address is not in this pool's slabs,
     /// `Err(NotLive)` if it is inside a slot rather than at its start.
+    #[inline]
     pub fn find(&self, address: usize) -> Option<Result<Slot>> {
         let slab = table::find(address).filter(|s| s.pool == self.id)?;
         Some(slab.slot_of(address).map(|index| Slot { slab, index }).ok_or(Error::NotLive))
@@ -243,16 +258,23 @@ impl SmallBlocks {
 
     /// Finishes releasing a block whose claim this caller won (`size` from the claim): the
     /// slot becomes reusable, the bytes go back to the quota.
+    #[inline]
     pub fn release(self: &Arc<Self>, slot: Slot, size: usize) {
-        if let Some(heap) = self.heap() {
+        match self.heap() {
             // Safety: see `heap`; putting back does not call out.
-            unsafe { &mut *heap }.put_back(slot, size);
-        } else {
-            slot.slab.put_back_remote(slot.index);
-            let gone = SmallStats { count: 1u64.wrapping_neg(), capacity: (size as u64).wrapping_neg(), total_allocations: 0 };
-            self.ended.add_shared(gone);
-            self.quota.release(size as u64);
+            Some(heap) => unsafe { &mut *heap }.put_back(slot, size),
+            None => self.release_heapless(slot, size),
         }
+    }
+
+    /// A release by a thread that is ending and has no heap any more.
+    #[cold]
+    #[inline(never)]
+    fn release_heapless(&self, slot: Slot, size: usize) {
+        slot.slab.put_back_remote(slot.index);
+        let gone = SmallStats { count: 1u64.wrapping_neg(), capacity: (size as u64).wrapping_neg(), total_allocations: 0 };
+        self.ended.add_shared(gone);
+        self.quota.release(size as u64);
     }
 
     /// Finishes releasing a block with cleaners, after they ran (it was claimed in the table).
@@ -320,6 +342,21 @@ impl Heap {
         }
     }
 
+    /// The common case of an allocation, with nothing that can block or call out: a slot from
+    /// the current slab's own free bits, paid from the credit. None: take the slow path.
+    #[inline]
+    fn take_fast(&mut self, size: usize, shift: u32) -> Option<NonNull<u8>> {
+        let slab = self.current[class_index(shift)]?;
+        // Safety: this heap owns its current slab.
+        let index = unsafe { slab.take_local() }?;
+        if sysmem::fault::before_allocation().is_err() || !self.pool.quota.spend(&self.credit, size as u64) {
+            // Safety: as above; the slot was taken just now and never handed out.
+            unsafe { slab.put_back_local(index) };
+            return None;
+        }
+        Some(self.hand_out(slab, index, size, shift))
+    }
+
     /// A zeroed slot of class `shift`, marked live with a block of `size` bytes.
     fn take(&mut self, size: usize, shift: u32) -> Option<NonNull<u8>> {
         let c = class_index(shift);
@@ -335,21 +372,20 @@ impl Heap {
                 self.others[c].push(full);
             }
         };
+        Some(self.hand_out(slab, index, size, shift))
+    }
+
+    /// Zeroes slot `index` of `slab` (this heap's), marks it live with `size` bytes, counts it.
+    #[inline]
+    fn hand_out(&mut self, slab: &'static Slab, index: usize, size: usize, shift: u32) -> NonNull<u8> {
         let address = slab.slot_address(index);
         let block = address as *mut u8;
         // Safety: the slot is this heap's and `size` fits in it; earlier blocks left data there.
-        // The smallest classes are zeroed whole, with fixed-size stores instead of a memset call.
-        unsafe {
-            match shift {
-                4 => std::ptr::write_bytes(block, 0, 16),
-                5 => std::ptr::write_bytes(block, 0, 32),
-                6 => std::ptr::write_bytes(block, 0, 64),
-                _ => std::ptr::write_bytes(block, 0, size),
-            }
-        }
+        unsafe { zero(block, size, shift) };
         slab.mark_live(index, size);
         self.counters.allocated(size);
-        NonNull::new(address as *mut u8)
+        // Safety: slots lie in mapped slabs, never at address 0.
+        unsafe { NonNull::new_unchecked(block) }
     }
 
     /// Where allocation goes when the current slab is full: an owned slab with room, the slab
@@ -362,25 +398,29 @@ impl Heap {
         self.spare[c].take().or_else(|| self.pool.slab_for(shift, self.id))
     }
 
+    #[inline]
     fn put_back(&mut self, slot: Slot, size: usize) {
         let slab = slot.slab;
         self.counters.released(size);
         if slab.owner() != self.id {
             slab.put_back_remote(slot.index);
         // Safety: this heap owns the slab.
-        } else if unsafe { slab.put_back_local(slot.index) } {
+        } else if unsafe { slab.put_back_local(slot.index) } && !self.is_current(slab) {
             self.now_empty(slab);
         }
         self.pool.quota.release_with(&self.credit, size as u64);
     }
 
+    fn is_current(&self, slab: &'static Slab) -> bool {
+        self.current[class_index(slab.class_shift)].is_some_and(|s| std::ptr::eq(s, slab))
+    }
+
     /// Keeps one empty slab per class back (so a loop that fills and empties a slab does not
     /// map and discard pages each time); further empty ones are given up.
+    #[cold]
+    #[inline(never)]
     fn now_empty(&mut self, slab: &'static Slab) {
         let c = class_index(slab.class_shift);
-        if self.current[c].is_some_and(|s| std::ptr::eq(s, slab)) {
-            return;
-        }
         if let Some(i) = self.others[c].iter().position(|s| std::ptr::eq(*s, slab)) {
             self.others[c].swap_remove(i);
         }
@@ -389,6 +429,29 @@ impl Heap {
             Some(_) => self.pool.give_up(slab, true),
         }
     }
+}
+
+/// Zeroes the `size` bytes at `block`, a slot of class `shift`. The smallest classes are zeroed
+/// whole with vector stores: a memset call costs more than the block. (Written plainly, the
+/// compiler folds the cases into one memset call of a looked-up length.)
+///
+/// # Safety
+/// `block` is valid for writes of `max(size, 1 << shift)` bytes and aligned to 16.
+#[inline]
+unsafe fn zero(block: *mut u8, size: usize, shift: u32) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_setzero_si128, _mm_store_si128, __m128i};
+        let (z, b) = (_mm_setzero_si128(), block as *mut __m128i);
+        match shift {
+            4 => return _mm_store_si128(b, z),
+            5 => return [0, 1].iter().for_each(|&i| _mm_store_si128(b.add(i), z)),
+            6 => return [0, 1, 2, 3].iter().for_each(|&i| _mm_store_si128(b.add(i), z)),
+            _ => {}
+        }
+    }
+    let _ = shift;
+    std::ptr::write_bytes(block, 0, size);
 }
 
 impl Drop for Heap {

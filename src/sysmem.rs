@@ -48,6 +48,7 @@ unsafe impl Send for Memory {}
 
 /// Checks an allocation request and resolves alignment 0. Overflow of the size plus its
 /// alignment padding is refused here, before any quota is touched.
+#[inline]
 pub fn check_request(size: usize, alignment: usize) -> Result<usize> {
     let alignment = if alignment == 0 { DEFAULT_ALIGNMENT } else { alignment };
     if !alignment.is_power_of_two() || alignment > MAX_ALIGNMENT {
