@@ -90,7 +90,10 @@ impl Manager {
         if let Some(slot) = self.small.find(address) {
             let slot = slot?;
             match slot.claim() {
-                Claim::Won(size) => return Ok(self.small.release(slot, size)),
+                Claim::Won(size) => {
+                    self.small.release(slot, size);
+                    return Ok(());
+                }
                 Claim::NotLive => return Err(Error::NotLive),
                 Claim::Cleaned => {} // its cleaners are in the registry
             }

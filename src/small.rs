@@ -219,6 +219,9 @@ impl SmallBlocks {
     #[inline]
     pub fn allocate(self: &Arc<Self>, size: usize, shift: u32) -> Served {
         let Some(heap) = self.heap() else { return Served::Elsewhere };
+        if let Err(e) = sysmem::fault::before_allocation() {
+            return Served::Failed(e);
+        }
         // Safety: see `heap`; the fast path does not call out.
         match unsafe { &mut *heap }.take_fast(size, shift) {
             Some(block) => Served::Block(block),
@@ -238,14 +241,13 @@ impl SmallBlocks {
         }
         // Safety: see `heap`; nothing from here on calls out.
         let heap = unsafe { &mut *heap };
-        let served = match sysmem::fault::before_allocation() {
-            Ok(()) => heap.take(size, shift).map_or(Served::Elsewhere, Served::Block),
-            Err(e) => Served::Failed(e),
-        };
-        if !matches!(served, Served::Block(_)) {
-            self.quota.release_with(credit, size as u64);
+        match heap.take(size, shift) {
+            Some(block) => Served::Block(block),
+            None => {
+                self.quota.release_with(credit, size as u64);
+                Served::Elsewhere
+            }
         }
-        served
     }
 
     /// The slot starting at `address`: None if the address is not in this pool's slabs,
@@ -349,7 +351,7 @@ impl Heap {
         let slab = self.current[class_index(shift)]?;
         // Safety: this heap owns its current slab.
         let index = unsafe { slab.take_local() }?;
-        if sysmem::fault::before_allocation().is_err() || !self.pool.quota.spend(&self.credit, size as u64) {
+        if !self.pool.quota.spend(&self.credit, size as u64) {
             // Safety: as above; the slot was taken just now and never handed out.
             unsafe { slab.put_back_local(index) };
             return None;
@@ -495,7 +497,10 @@ mod tests {
     fn free(pool: &Arc<SmallBlocks>, address: usize) -> Result<()> {
         let slot = pool.find(address).ok_or(Error::NotLive)??;
         match slot.claim() {
-            Claim::Won(size) => Ok(pool.release(slot, size)),
+            Claim::Won(size) => {
+                pool.release(slot, size);
+                Ok(())
+            }
             _ => Err(Error::NotLive),
         }
     }
