@@ -80,3 +80,17 @@ fn c_test_programs_hold_up_to_misuse_and_races() {
         assert!(out.contains(&format!("{name}: OK")), "{name} printed:\n{out}");
     }
 }
+
+/// The C benchmark (benches/c/pairs.c) keeps building and running: a short round of every case,
+/// which must print its table and end with no block left.
+#[test]
+fn c_benchmark_builds_and_runs_quickly() {
+    let root = common::project_dir();
+    let lib = common::library_dir();
+    let exe = std::env::temp_dir().join(format!("directmem-pairs-{}", std::process::id()));
+    run(Command::new("gcc").args(["-O2", "-pthread", "-Wall", "-Werror"]).arg(format!("-I{}", root.join("include").display()))
+        .arg(root.join("benches/c/pairs.c")).arg(format!("-L{}", lib.display())).arg("-ldirectmem")
+        .arg(format!("-Wl,-rpath,{}", lib.display())).arg("-o").arg(&exe));
+    let out = run(Command::new(&exe).arg("quick"));
+    assert_eq!(out.lines().filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |")).count(), 6, "{out}");
+}
