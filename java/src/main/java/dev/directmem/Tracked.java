@@ -76,7 +76,8 @@ abstract class Tracked implements Runnable {
     /** The Cleaner's action: after {@link #free}, or when the GC found the buffer unreachable. */
     @Override
     public final void run() {
-        boolean byGc = STATE.compareAndSet(this, LIVE, RECLAIMED);
+        // After free() the state is FREED already: a plain read spares the free path a failing CAS.
+        boolean byGc = state == LIVE && STATE.compareAndSet(this, LIVE, RECLAIMED);
         release();
         if (byGc) {
             RECLAIMED_BY_GC.increment();
