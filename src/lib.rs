@@ -3,6 +3,7 @@
 //!
 //! The safe core knows nothing of C or Java:
 //! - [`quota`]: the byte budget, and the reclaim protocol when a reservation does not fit;
+//!   `credit`: a thread's share of it taken ahead of need, spent without locked instructions;
 //! - [`sysmem`]: zeroed, aligned memory from the system (heap for small blocks, fresh pages for big ones);
 //! - [`registry`]: the table of live blocks and their cleaners, which makes every release exactly-once;
 //! - `small` and `slab`: blocks of up to 8 KiB from per-thread slabs, with no shared state on
