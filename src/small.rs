@@ -547,6 +547,23 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_slot_comes_back_zeroed_whole_in_every_class() {
+        let p = pool();
+        for size in [1, 16, 17, 32, 48, 64, 65, 100, 4000, 8192] {
+            let a = allocate(&p, size);
+            // Safety: a live block of `size` bytes.
+            unsafe { std::ptr::write_bytes(a as *mut u8, 0xFF, size) };
+            free(&p, a).unwrap();
+            let b = allocate(&p, size);
+            assert_eq!(a, b, "the freed slot is the next one handed out");
+            // Safety: as above.
+            let bytes = unsafe { std::slice::from_raw_parts(b as *const u8, size) };
+            assert!(bytes.iter().all(|&x| x == 0), "{size} B block not zeroed");
+            free(&p, b).unwrap();
+        }
+    }
+
+    #[test]
     fn other_pools_and_interiors_are_not_found() {
         let (p, q) = (pool(), pool());
         let a = allocate(&p, 100);
