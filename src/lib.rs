@@ -5,6 +5,7 @@
 //! - [`quota`]: the byte budget, and the reclaim protocol when a reservation does not fit;
 //!   `credit`: a thread's share of it taken ahead of need, spent without locked instructions;
 //! - [`sysmem`]: zeroed, aligned memory from the system (heap for small blocks, fresh pages for big ones);
+//!   `mappings`: freed big blocks' addresses kept (their pages given back) for the next of that length;
 //! - [`registry`]: the table of live blocks and their cleaners, which makes every release exactly-once;
 //! - `small` and `slab`: blocks of up to 8 KiB from per-thread slabs, with no shared state on
 //!   the way (one compare-and-swap per free);
@@ -19,6 +20,7 @@ pub mod ffi;
 mod jni;
 pub mod limit;
 pub mod manager;
+mod mappings;
 pub mod quota;
 pub mod registry;
 mod slab;

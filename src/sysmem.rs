@@ -6,9 +6,10 @@
 //! kernel hands those out already zeroed, so allocation costs the same at 1 MiB as at 1 GiB,
 //! where the JDK's `allocateDirect` spends ~50 ms zeroing 64 MiB. (glibc's `calloc` would often
 //! do the same, but its mmap threshold moves up after the first free, after which big blocks come
-//! from the heap and get memset.)
+//! from the heap and get memset.) A freed mapping's pages go back to the system at once; its
+//! addresses may be kept for the next block of the same length (see [`crate::mappings`]).
 
-use crate::{Error, Result};
+use crate::{mappings, Error, Result};
 use once_cell::sync::Lazy;
 use std::ptr::NonNull;
 
@@ -92,6 +93,10 @@ pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
 fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     let page = page_size();
     let len = size.checked_add(page - 1).ok_or(Error::NoMemory)? & !(page - 1);
+    if let Some(start) = mappings::global().take(len, alignment) {
+        let ptr = NonNull::new(start as *mut u8).ok_or(Error::NoMemory)?;
+        return Ok(Memory { ptr, mapped_len: len });
+    }
     let start = map_region(len, alignment)?;
     if len >= HUGE_PAGE {
         // Transparent huge pages where the system leaves it to us (THP "madvise" mode): touching a
@@ -159,7 +164,7 @@ pub fn release(memory: Memory) {
         if memory.mapped_len == 0 {
             libc::free(memory.ptr.as_ptr() as *mut libc::c_void);
         } else {
-            libc::munmap(memory.ptr.as_ptr() as *mut libc::c_void, memory.mapped_len);
+            mappings::global().keep(memory.ptr.as_ptr() as usize, memory.mapped_len);
         }
     }
 }
