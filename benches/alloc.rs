@@ -38,7 +38,10 @@ fn calloc_pair(size: usize) {
     }
 }
 
-const PAIRS: [(&str, fn(usize)); 3] = [("directmem", dm_pair), ("malloc", malloc_pair), ("calloc", calloc_pair)];
+/// A named allocate+free pair of one size.
+type Pair = (&'static str, fn(usize));
+
+const PAIRS: [Pair; 3] = [("directmem", dm_pair), ("malloc", malloc_pair), ("calloc", calloc_pair)];
 
 fn single_thread(c: &mut Criterion) {
     dm_set_limit(u64::MAX);
