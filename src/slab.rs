@@ -42,6 +42,16 @@ pub enum Claim {
     NotLive,
 }
 
+/// Which of its owner's lists a slab is on, and where (so that it leaves the list in O(1)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Place {
+    Unlisted,
+    /// Has free slots of its own.
+    Partial(usize),
+    /// Had none when last looked at (other threads may have freed some since).
+    Full(usize),
+}
+
 /// The fields only the owning heap touches.
 struct Local {
     /// A set bit is a free slot this heap may hand out.
@@ -49,6 +59,7 @@ struct Local {
     free_count: u32,
     /// The first word that may have a set bit.
     cursor: usize,
+    place: Place,
 }
 
 pub struct Slab {
@@ -88,7 +99,7 @@ impl Slab {
             state: (0..slots).map(|_| AtomicU32::new(FREE)).collect(),
             remote: (0..words).map(|_| AtomicU64::new(0)).collect(),
             remote_count: AtomicU32::new(0),
-            local: UnsafeCell::new(Local { free, free_count: slots, cursor: 0 }),
+            local: UnsafeCell::new(Local { free, free_count: slots, cursor: 0, place: Place::Unlisted }),
         }
     }
 
@@ -209,17 +220,33 @@ impl Slab {
         (now >> STATE_BITS) as usize
     }
 
-    /// Owner: a claimed slot becomes free for this heap to hand out again. True when the whole
-    /// slab is now free.
+    /// Owner: a claimed slot becomes free for this heap to hand out again. Returns how many
+    /// slots the owner now has free (`slots`: the whole slab; 1: it had none).
     ///
     /// # Safety
     /// The caller is the owner.
     #[inline]
-    pub unsafe fn put_back_local(&self, index: usize) -> bool {
+    pub unsafe fn put_back_local(&self, index: usize) -> u32 {
         let local = self.local();
         local.free[index / 64] |= 1 << (index % 64);
         local.free_count += 1;
-        local.free_count == self.slots
+        local.free_count
+    }
+
+    /// Owner: which list the slab is on.
+    ///
+    /// # Safety
+    /// The caller is the owner.
+    pub unsafe fn place(&self) -> Place {
+        self.local().place
+    }
+
+    /// Owner: records which list the slab is on.
+    ///
+    /// # Safety
+    /// The caller is the owner.
+    pub unsafe fn set_place(&self, place: Place) {
+        self.local().place = place;
     }
 
     /// Any other thread: a claimed slot goes back through the remote bitmap.
@@ -329,7 +356,7 @@ mod tests {
         assert_eq!(slab.claim(4), Claim::NotLive, "taken but not yet live");
         assert_eq!(slab.claim(3), Claim::Won(4000));
         assert_eq!(slab.claim(3), Claim::NotLive);
-        assert!(!unsafe { slab.put_back_local(3) });
+        assert_eq!(unsafe { slab.put_back_local(3) }, 1);
         assert_eq!(unsafe { slab.take_free() }, Some(3));
     }
 

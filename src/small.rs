@@ -16,7 +16,7 @@
 //! frees through the remote path and allocates through the general path.
 
 use crate::quota::{Credit, Quota};
-use crate::slab::{table, Claim, Slab, SLAB_SIZE};
+use crate::slab::{table, Claim, Place, Slab, SLAB_SIZE};
 use crate::{sysmem, Error, Result};
 use parking_lot::Mutex;
 use std::cell::{Cell, UnsafeCell};
@@ -146,10 +146,49 @@ struct Heap {
     pool: Arc<SmallBlocks>,
     credit: Arc<Credit>,
     counters: Arc<Counters>,
-    /// Per class: the slab allocations come from, other slabs it owns, one empty slab kept back.
+    /// Per class: the slab allocations come from, the other slabs it owns (with free slots of
+    /// their own, or none when last looked at), one empty slab kept back.
     current: [Option<&'static Slab>; CLASSES],
-    others: [Vec<&'static Slab>; CLASSES],
+    partial: [SlabList; CLASSES],
+    full: [SlabList; CLASSES],
     spare: [Option<&'static Slab>; CLASSES],
+}
+
+/// Slabs of one class that one heap owns, in one state. Each slab records its position
+/// ([`Place`]), so that it leaves the list in O(1): finding room never means walking every slab.
+struct SlabList {
+    slabs: Vec<&'static Slab>,
+    partial: bool,
+}
+
+impl SlabList {
+    fn new(partial: bool) -> SlabList {
+        SlabList { slabs: Vec::new(), partial }
+    }
+
+    fn place(&self, index: usize) -> Place {
+        if self.partial { Place::Partial(index) } else { Place::Full(index) }
+    }
+
+    /// Safety (for all three): the caller's heap owns the slabs.
+    unsafe fn push(&mut self, slab: &'static Slab) {
+        slab.set_place(self.place(self.slabs.len()));
+        self.slabs.push(slab);
+    }
+
+    unsafe fn remove(&mut self, index: usize) -> &'static Slab {
+        let slab = self.slabs.swap_remove(index);
+        if let Some(moved) = self.slabs.get(index) {
+            moved.set_place(self.place(index));
+        }
+        slab.set_place(Place::Unlisted);
+        slab
+    }
+
+    unsafe fn pop(&mut self) -> Option<&'static Slab> {
+        let last = self.slabs.len().checked_sub(1)?;
+        Some(self.remove(last))
+    }
 }
 
 thread_local! {
@@ -339,7 +378,8 @@ impl Heap {
             pool,
             counters,
             current: [None; CLASSES],
-            others: Default::default(),
+            partial: std::array::from_fn(|_| SlabList::new(true)),
+            full: std::array::from_fn(|_| SlabList::new(false)),
             spare: [None; CLASSES],
         }
     }
@@ -371,7 +411,8 @@ impl Heap {
             }
             let next = self.next_slab(c, shift)?;
             if let Some(full) = self.current[c].replace(next) {
-                self.others[c].push(full);
+                // Safety: this heap owns the slab.
+                unsafe { self.full[c].push(full) };
             }
         };
         Some(self.hand_out(slab, index, size, shift))
@@ -393,9 +434,24 @@ impl Heap {
     /// Where allocation goes when the current slab is full: an owned slab with room, the slab
     /// kept back, an unowned one, a new one.
     fn next_slab(&mut self, c: usize, shift: u32) -> Option<&'static Slab> {
-        // Safety: this heap owns the slabs in `others`.
-        if let Some(i) = self.others[c].iter().position(|s| unsafe { s.has_free() }) {
-            return Some(self.others[c].swap_remove(i));
+        // Safety (throughout): this heap owns the slabs on its lists.
+        if let Some(slab) = unsafe { self.partial[c].pop() } {
+            return Some(slab);
+        }
+        // Slots freed by other threads show only when collected. Looking through the full slabs
+        // happens once the partial ones are used up, and moves every slab with such slots over,
+        // so its cost is shared by all the slots it finds (or by a whole new slab's).
+        let mut i = 0;
+        while i < self.full[c].slabs.len() {
+            if unsafe { self.full[c].slabs[i].has_free() } {
+                let slab = unsafe { self.full[c].remove(i) };
+                unsafe { self.partial[c].push(slab) };
+            } else {
+                i += 1;
+            }
+        }
+        if let Some(slab) = unsafe { self.partial[c].pop() } {
+            return Some(slab);
         }
         self.spare[c].take().or_else(|| self.pool.slab_for(shift, self.id))
     }
@@ -407,25 +463,44 @@ impl Heap {
         if slab.owner() != self.id {
             slab.put_back_remote(slot.index);
         // Safety: this heap owns the slab.
-        } else if unsafe { slab.put_back_local(slot.index) } && !self.is_current(slab) {
-            self.now_empty(slab);
+        } else {
+            // Safety: this heap owns the slab.
+            let free = unsafe { slab.put_back_local(slot.index) };
+            // The current slab (unlisted) stays put whatever its count: the common case.
+            if (free == 1 || free == slab.slots) && unsafe { slab.place() } != Place::Unlisted {
+                self.relist(slab, free);
+            }
         }
         self.pool.quota.release_with(&self.credit, size as u64);
     }
 
-    fn is_current(&self, slab: &'static Slab) -> bool {
-        self.current[class_index(slab.class_shift)].is_some_and(|s| std::ptr::eq(s, slab))
+    /// A slab of this heap got its first free slot back (onto the partial list), or its last
+    /// (kept back or given up). The current slab stays where it is.
+    #[cold]
+    #[inline(never)]
+    fn relist(&mut self, slab: &'static Slab, free: u32) {
+        let c = class_index(slab.class_shift);
+        // Safety: this heap owns the slab and its lists.
+        unsafe {
+            let (list, i) = match slab.place() {
+                Place::Partial(i) => (&mut self.partial[c], i),
+                Place::Full(i) => (&mut self.full[c], i),
+                Place::Unlisted => return,
+            };
+            if free == slab.slots {
+                list.remove(i);
+                self.now_empty(slab);
+            } else if !list.partial {
+                list.remove(i);
+                self.partial[c].push(slab);
+            }
+        }
     }
 
     /// Keeps one empty slab per class back (so a loop that fills and empties a slab does not
-    /// map and discard pages each time); further empty ones are given up.
-    #[cold]
-    #[inline(never)]
+    /// map and discard pages each time); further empty ones are given up. `slab` is on no list.
     fn now_empty(&mut self, slab: &'static Slab) {
         let c = class_index(slab.class_shift);
-        if let Some(i) = self.others[c].iter().position(|s| std::ptr::eq(*s, slab)) {
-            self.others[c].swap_remove(i);
-        }
         match self.spare[c] {
             None => self.spare[c] = Some(slab),
             Some(_) => self.pool.give_up(slab, true),
@@ -470,10 +545,14 @@ impl Drop for Heap {
             self.pool.ended.add_shared(self.counters.snapshot());
         }
         let owned = self.current.iter_mut().chain(self.spare.iter_mut()).filter_map(Option::take);
-        let owned: Vec<_> = owned.chain(self.others.iter_mut().flat_map(std::mem::take)).collect();
+        let listed = self.partial.iter_mut().chain(self.full.iter_mut()).flat_map(|l| std::mem::take(&mut l.slabs));
+        let owned: Vec<_> = owned.chain(listed).collect();
         for slab in owned {
             // Safety: this heap still owns the slab.
-            let empty = unsafe { slab.is_empty() };
+            let empty = unsafe {
+                slab.set_place(Place::Unlisted);
+                slab.is_empty()
+            };
             self.pool.give_up(slab, empty);
         }
     }
@@ -561,6 +640,63 @@ mod tests {
             assert!(bytes.iter().all(|&x| x == 0), "{size} B block not zeroed");
             free(&p, b).unwrap();
         }
+    }
+
+    /// Every slab the heap lists knows where it is, and none is in two places.
+    fn check_lists(p: &Arc<SmallBlocks>) {
+        // Safety: this thread's heap, not in use meanwhile.
+        let heap = unsafe { &*p.heap().unwrap() };
+        let mut all = Vec::new();
+        for c in 0..CLASSES {
+            for (list, kind) in [(&heap.partial[c], true), (&heap.full[c], false)] {
+                for (i, slab) in list.slabs.iter().enumerate() {
+                    let want = if kind { Place::Partial(i) } else { Place::Full(i) };
+                    assert_eq!(unsafe { slab.place() }, want);
+                    all.push(*slab as *const Slab);
+                }
+            }
+            for slab in heap.current[c].iter().chain(heap.spare[c].iter()) {
+                assert_eq!(unsafe { slab.place() }, Place::Unlisted);
+                all.push(*slab as *const Slab);
+            }
+        }
+        let count = all.len();
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), count, "a slab is in two places");
+    }
+
+    #[test]
+    fn slab_lists_stay_consistent_under_random_frees_and_allocations() {
+        let p = pool();
+        let sizes = [64, 4096];
+        let mut live: Vec<(usize, usize)> = (0..3000).map(|i| sizes[i % 2]).map(|s| (allocate(&p, s), s)).collect();
+        let mut rng = 7u64;
+        for step in 0..30_000 {
+            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let k = (rng >> 33) as usize % live.len();
+            let (old, size) = live[k];
+            // Safety: a live block of `size` bytes.
+            unsafe { std::ptr::write_bytes(old as *mut u8, 0x5A, size) };
+            free(&p, old).unwrap();
+            let new = allocate(&p, size);
+            // Safety: as above.
+            assert!(unsafe { std::slice::from_raw_parts(new as *const u8, size) }.iter().all(|&b| b == 0));
+            live[k] = (new, size);
+            if step % 5000 == 0 {
+                check_lists(&p);
+                let mut addresses: Vec<_> = live.iter().map(|b| b.0).collect();
+                addresses.sort();
+                addresses.dedup();
+                assert_eq!(addresses.len(), live.len(), "a live slot handed out twice");
+            }
+        }
+        for (a, _) in live {
+            free(&p, a).unwrap();
+        }
+        check_lists(&p);
+        let s = p.stats();
+        assert_eq!((s.count, s.capacity, s.total_allocations), (0, 0, 33_000));
     }
 
     #[test]
