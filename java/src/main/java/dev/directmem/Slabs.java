@@ -5,6 +5,7 @@ import java.lang.invoke.VarHandle;
 import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.Arrays;
+import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.atomic.AtomicReferenceArray;
 
 /**
@@ -156,6 +157,12 @@ final class Slabs {
         volatile Slab current;
         /** Every slab of this class not yet released. Guarded by this. */
         private final ArrayList<Slab> slabs = new ArrayList<>();
+        /**
+         * Slabs that got a slot back since they were last looked at (each at most once, see
+         * {@link Slab#queued}): where room is found when the current slab is full, without walking
+         * every slab. A slab with room is always here or current.
+         */
+        private final ConcurrentLinkedQueue<Slab> withRoom = new ConcurrentLinkedQueue<>();
 
         SizeClass(int shift) {
             this.shift = shift;
@@ -174,8 +181,9 @@ final class Slabs {
         }
 
         private synchronized ByteBuffer allocateSlow(int capacity) {
-            for (Slab slab : slabs) {
-                int slot = slab.claim();
+            for (Slab slab; (slab = withRoom.poll()) != null; ) {
+                slab.queued = false; // before the claim: a slot released after it queues the slab again
+                int slot = slab.claim(); // -1 if it filled up meanwhile, or was released
                 if (slot >= 0) {
                     current = slab;
                     return slab.handOut(slot, capacity);
@@ -215,14 +223,20 @@ final class Slabs {
     /**
      * One block from the library, cut into {@code slots} slots of {@code 1 << shift} bytes. The bitmap
      * alone says which slots are taken: one CAS to take a slot, one to give it back, nothing shared
-     * besides, which is what keeps a small buffer as cheap as the JDK's.
+     * besides (except that a slab getting a slot back joins its class's queue of slabs with room, if
+     * it is not on it yet), which is what keeps a small buffer as cheap as the JDK's.
      */
     private static final class Slab {
-        private static final VarHandle WORDS, OWNERS;
+        private static final VarHandle WORDS, OWNERS, QUEUED;
 
         static {
             WORDS = MethodHandles.arrayElementVarHandle(long[].class);
             OWNERS = MethodHandles.arrayElementVarHandle(Tracked[].class);
+            try {
+                QUEUED = MethodHandles.lookup().findVarHandle(Slab.class, "queued", boolean.class);
+            } catch (ReflectiveOperationException e) {
+                throw new ExceptionInInitializerError(e);
+            }
         }
 
         final SizeClass sizeClass;
@@ -249,6 +263,8 @@ final class Slabs {
         private volatile boolean retired;
         /** Where to start looking for a free bit (racy on purpose: only a hint). */
         private int hint;
+        /** Set while the slab is on its class's {@code withRoom} queue. */
+        volatile boolean queued;
 
         private Slab(SizeClass sizeClass, ByteBuffer memory, long cleaner) {
             this.sizeClass = sizeClass;
@@ -333,6 +349,9 @@ final class Slabs {
         private void releaseSlot(int slot, int dirtyBytes) {
             zero(slot << shift, dirtyBytes); // the next holder gets zeroed memory
             WORDS.getAndBitwiseAnd(taken, slot >>> 6, ~(1L << slot)); // publishes the zeros too
+            if (!queued && QUEUED.compareAndSet(this, false, true)) {
+                sizeClass.withRoom.add(this);
+            }
             // The current slab stays; any other goes back to the library once unused.
             if (sizeClass.current != this && isUnused()) {
                 sizeClass.releaseIfUnused(this, false);

@@ -76,6 +76,17 @@ class DirectMemoryTest {
     }
 
     @Test
+    void slotsFreedAcrossManySlabsAreFoundAgainBeforeANewSlabIsTaken() {
+        ByteBuffer[] buffers = new ByteBuffer[2048]; // 4 KiB each: 16 to a slab, 128 slabs
+        for (int i = 0; i < buffers.length; i++) buffers[i] = DirectMemory.allocate(4096);
+        long reserved = DirectMemory.stats().reserved();
+        for (int i = 0; i < buffers.length; i += 3) assertTrue(DirectMemory.free(buffers[i]));
+        for (int i = 0; i < buffers.length; i += 3) buffers[i] = DirectMemory.allocate(4096);
+        assertEquals(reserved, DirectMemory.stats().reserved(), "the freed slots were reused, no slab added");
+        for (ByteBuffer b : buffers) assertTrue(DirectMemory.free(b));
+    }
+
+    @Test
     void aFreedBufferRefusesUseInsteadOfTouchingFreedMemory() {
         for (int capacity : new int[] {64, 1 << 20}) {
             ByteBuffer b = DirectMemory.allocate(capacity);
