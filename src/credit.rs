@@ -14,6 +14,9 @@
 //!   instructions) or the owner sees `shared` (and uses atomics). Either way the collector's swap
 //!   never races a plain update, so no byte is lost or made up.
 //!
+//! Measured on a loop of 64 B allocate + free pairs: ~0.6 ns of ~19 ns per pair (3%). Small, but it
+//! leaves a free with one locked instruction, the claim that keeps racing double frees exact.
+//!
 //! Where `membarrier` is missing (kernels before 4.14, seccomp filters), `shared` stays set for
 //! good and every update is atomic, as before this scheme. Collectors are serialized by the
 //! caller (the quota's credit list lock).

@@ -9,7 +9,7 @@
 //!   the head of the queue asks again, so memory that became reclaimable after the last round
 //!   (a buffer dropped just after a GC) is still found; the JDK asks once, sleeps, and fails;
 //! - a thread that fails while others are queued starts no round sooner than one round's length
-//!   after the last one ended: the threads that round served often still hold what they are
+//!   (at most 100 ms) after the last one ended: the threads that round served often still hold what they are
 //!   about to drop, and one GC a moment later finds all of it (8 threads dropping 8 MiB buffers
 //!   under a 32 MiB limit: 4 buffers per GC instead of 2, and 1.3x the allocation rate);
 //! - waiters are woken when memory is actually returned ([`Quota::release`]), never by fixed
@@ -344,10 +344,11 @@ impl Quota {
         // is done and memory stays away for `reask_after`, the head asks again.
         let mut mark = if state.round_in_flight { state.rounds_started - 1 } else { state.rounds_started };
         // A newcomer that finds others queued starts no round sooner than one round's length after
-        // the last: the threads that round served may still hold the memory they are about to
-        // drop, and a round a moment later finds theirs too, rather than one round per thread.
+        // the last (capped at `reask_after`): the threads that round served may still hold the
+        // memory they are about to drop, and a round a moment later finds theirs too, rather
+        // than one round per thread.
         let not_before = match state.last_round {
-            Some((ended, took)) if state.queue.len() > 1 => ended + took,
+            Some((ended, took)) if state.queue.len() > 1 => ended + took.min(reask_after),
             _ => Instant::now(),
         };
         let mut next_ask: Option<Instant> = None;
