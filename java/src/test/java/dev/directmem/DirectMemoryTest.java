@@ -82,7 +82,9 @@ class DirectMemoryTest {
         long reserved = DirectMemory.stats().reserved();
         for (int i = 0; i < buffers.length; i += 3) assertTrue(DirectMemory.free(buffers[i]));
         for (int i = 0; i < buffers.length; i += 3) buffers[i] = DirectMemory.allocate(4096);
-        assertEquals(reserved, DirectMemory.stats().reserved(), "the freed slots were reused, no slab added");
+        // At most: a buffer dropped by an earlier test may be reclaimed meanwhile and its slab released.
+        long after = DirectMemory.stats().reserved();
+        assertTrue(after <= reserved, "the freed slots were reused, no slab added: " + reserved + " -> " + after);
         for (ByteBuffer b : buffers) assertTrue(DirectMemory.free(b));
     }
 
