@@ -62,6 +62,20 @@ struct Local {
     place: Place,
 }
 
+impl Local {
+    /// Takes the lowest free slot of word `w`, if it has one.
+    #[inline]
+    fn take_from(&mut self, w: usize) -> Option<usize> {
+        let bits = self.free[w];
+        if bits == 0 {
+            return None;
+        }
+        self.free[w] = bits & (bits - 1);
+        self.free_count -= 1;
+        Some(w * 64 + bits.trailing_zeros() as usize)
+    }
+}
+
 pub struct Slab {
     pub base: usize,
     /// The small-block pool this slab belongs to; a pointer into another pool's slab is foreign.
@@ -135,13 +149,7 @@ impl Slab {
     #[inline]
     pub unsafe fn take_local(&self) -> Option<usize> {
         let local = self.local();
-        let bits = *local.free.get(local.cursor)?;
-        if bits == 0 {
-            return None;
-        }
-        local.free[local.cursor] = bits & (bits - 1);
-        local.free_count -= 1;
-        Some(local.cursor * 64 + bits.trailing_zeros() as usize)
+        local.take_from(local.cursor)
     }
 
     /// Owner: takes a free slot, collecting slots freed by other threads if need be.
@@ -156,13 +164,9 @@ impl Slab {
         // The search starts at the word of the last slot taken: usually it has more.
         let words = local.free.len();
         for w in (local.cursor..words).chain(0..local.cursor) {
-            let bits = local.free[w];
-            if bits != 0 {
-                let bit = bits.trailing_zeros() as usize;
-                local.free[w] = bits & (bits - 1);
-                local.free_count -= 1;
+            if let Some(index) = local.take_from(w) {
                 local.cursor = w;
-                return Some(w * 64 + bit);
+                return Some(index);
             }
         }
         unreachable!("free_count said a slot was free");

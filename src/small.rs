@@ -462,7 +462,6 @@ impl Heap {
         self.counters.released(size);
         if slab.owner() != self.id {
             slab.put_back_remote(slot.index);
-        // Safety: this heap owns the slab.
         } else {
             // Safety: this heap owns the slab.
             let free = unsafe { slab.put_back_local(slot.index) };

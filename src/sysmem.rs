@@ -93,18 +93,20 @@ pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
 fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     let page = page_size();
     let len = size.checked_add(page - 1).ok_or(Error::NoMemory)? & !(page - 1);
-    if let Some(start) = mappings::global().take(len, alignment) {
-        let ptr = NonNull::new(start as *mut u8).ok_or(Error::NoMemory)?;
-        return Ok(Memory { ptr, mapped_len: len });
-    }
-    let start = map_region(len, alignment)?;
-    if len >= HUGE_PAGE {
-        // Transparent huge pages where the system leaves it to us (THP "madvise" mode): touching a
-        // big buffer then costs one fault per 2 MiB instead of one per 4 KiB page. A refusal (THP
-        // off, or an old kernel) changes nothing, so the result is ignored.
-        // Safety: the range is the mapping just made.
-        unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
-    }
+    let start = match mappings::global().take(len, alignment) {
+        Some(kept) => kept, // asked for huge pages when it was made, if it is that big
+        None => {
+            let start = map_region(len, alignment)?;
+            if len >= HUGE_PAGE {
+                // Transparent huge pages where the system leaves it to us (THP "madvise" mode):
+                // touching a big buffer then costs one fault per 2 MiB instead of one per 4 KiB
+                // page. A refusal (THP off, or an old kernel) changes nothing: result ignored.
+                // Safety: the range is the mapping just made.
+                unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+            }
+            start
+        }
+    };
     let ptr = NonNull::new(start as *mut u8).ok_or(Error::NoMemory)?;
     Ok(Memory { ptr, mapped_len: len })
 }
@@ -159,13 +161,12 @@ pub fn discard(start: usize, len: usize) {
 
 /// Gives memory back to the system.
 pub fn release(memory: Memory) {
-    // Safety: `memory` came from allocate_zeroed and is released exactly once (it is moved in).
-    unsafe {
-        if memory.mapped_len == 0 {
-            libc::free(memory.ptr.as_ptr() as *mut libc::c_void);
-        } else {
-            mappings::global().keep(memory.ptr.as_ptr() as usize, memory.mapped_len);
-        }
+    // `memory` came from allocate_zeroed and is released exactly once (it is moved in).
+    if memory.mapped_len == 0 {
+        // Safety: as above: heap memory from calloc or posix_memalign.
+        unsafe { libc::free(memory.ptr.as_ptr() as *mut libc::c_void) };
+    } else {
+        mappings::global().keep(memory.ptr.as_ptr() as usize, memory.mapped_len);
     }
 }
 
