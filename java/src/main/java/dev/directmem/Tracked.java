@@ -7,6 +7,7 @@ import java.lang.ref.Reference;
 import java.lang.ref.WeakReference;
 import java.nio.ByteBuffer;
 import java.util.concurrent.atomic.LongAdder;
+import java.util.concurrent.locks.LockSupport;
 
 /**
  * One live buffer's memory and how it goes back: by {@link DirectMemory#free} or, once the buffer is
@@ -16,10 +17,13 @@ import java.util.concurrent.atomic.LongAdder;
 abstract class Tracked implements Runnable {
     private static final System.Logger LOG = System.getLogger("dev.directmem");
     private static final boolean LEAK_DETECTION = Boolean.getBoolean("directmem.leakDetection");
+    /** The Cleaner's one thread; set when the Cleaner starts it. */
+    private static volatile Thread cleanerThread;
     private static final Cleaner CLEANER = Cleaner.create(runnable -> {
         Thread t = new Thread(runnable, "directmem-cleaner");
         t.setDaemon(true);
         t.setPriority(Thread.MAX_PRIORITY); // like the JDK's Reference Handler: waiters depend on it
+        cleanerThread = t;
         return t;
     });
     static final LongAdder RECLAIMED_BY_GC = new LongAdder();
@@ -86,6 +90,32 @@ abstract class Tracked implements Runnable {
                         + " bytes was reclaimed by the GC without DirectMemory.free", allocationSite);
             }
         }
+    }
+
+    /**
+     * Waits, at most {@code maxNanos}, while the Cleaner is running actions (or about to: blocked on a
+     * lock on its way); true if it was busy at all. The Cleaner's thread waits on its queue when it has
+     * nothing to do, and our actions never wait or sleep (they take monitors and call the library), so
+     * its state tells whether buffers a GC already found are still being freed.
+     */
+    static boolean awaitCleaner(long maxNanos) {
+        Thread cleaner = cleanerThread;
+        if (cleaner == null || cleaner == Thread.currentThread() || isIdle(cleaner)) {
+            return false;
+        }
+        long deadline = System.nanoTime() + maxNanos;
+        while (!isIdle(cleaner) && System.nanoTime() - deadline < 0) {
+            LockSupport.parkNanos(CLEANER_POLL_NANOS);
+        }
+        return true;
+    }
+
+    /** About one release of a big block: polling faster would only take the CPU from the Cleaner. */
+    private static final long CLEANER_POLL_NANOS = 20_000;
+
+    private static boolean isIdle(Thread thread) {
+        Thread.State state = thread.getState();
+        return state == Thread.State.WAITING || state == Thread.State.TIMED_WAITING || state == Thread.State.TERMINATED;
     }
 
     /** Gives the memory back; runs exactly once. */

@@ -1,6 +1,8 @@
 package dev.directmem;
 
 import java.io.File;
+import java.lang.management.GarbageCollectorMXBean;
+import java.lang.management.ManagementFactory;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
@@ -34,6 +36,15 @@ final class Support {
     static DirectMemoryStats statsAfterTrim() {
         Slabs.trim();
         return DirectMemory.stats();
+    }
+
+    /** Collections so far, by every collector of this JVM. */
+    static long gcCount() {
+        long count = 0;
+        for (GarbageCollectorMXBean gc : ManagementFactory.getGarbageCollectorMXBeans()) {
+            count += Math.max(0, gc.getCollectionCount());
+        }
+        return count;
     }
 
     record Outcome(int exit, String output) {}
