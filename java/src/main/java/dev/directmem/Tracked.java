@@ -1,7 +1,5 @@
 package dev.directmem;
 
-import java.lang.invoke.MethodHandles;
-import java.lang.invoke.VarHandle;
 import java.lang.ref.Cleaner;
 import java.lang.ref.Reference;
 import java.lang.ref.WeakReference;
@@ -28,21 +26,14 @@ abstract class Tracked implements Runnable {
     });
     static final LongAdder RECLAIMED_BY_GC = new LongAdder();
 
-    private static final int LIVE = 0, FREED = 1, RECLAIMED = 2;
-    private static final VarHandle STATE;
-
-    static {
-        try {
-            STATE = MethodHandles.lookup().findVarHandle(Tracked.class, "state", int.class);
-        } catch (ReflectiveOperationException e) {
-            throw new ExceptionInInitializerError(e);
-        }
-    }
-
     final int capacity;
     private final Throwable allocationSite;
-    @SuppressWarnings("unused") // through STATE
-    private volatile int state;
+    /**
+     * The thread that ran the release, set once, by {@link #run}: the Cleaner's, or the one whose
+     * {@link #free} did. A free tells by it whether the release was its own without an atomic: a
+     * thread always sees its own write, and no other thread writes its identity there.
+     */
+    private Thread releasedBy;
     private Cleaner.Cleanable cleanable;
     /** Tells this buffer from its slices and duplicates: never by equals or address alone. */
     private Reference<Object> identity;
@@ -70,20 +61,20 @@ abstract class Tracked implements Runnable {
 
     /** Releases the memory now; false if that has already been done (by another free). */
     final boolean free() {
-        if (!STATE.compareAndSet(this, LIVE, FREED)) {
+        if (releasedBy != null) {
             return false;
         }
-        cleanable.clean(); // unlinks it from the Cleaner and runs run(), here and now
-        return true;
+        cleanable.clean(); // unlinks it and runs run() here and now, unless a racing free got there first
+        return releasedBy == Thread.currentThread();
     }
 
     /** The Cleaner's action: after {@link #free}, or when the GC found the buffer unreachable. */
     @Override
     public final void run() {
-        // After free() the state is FREED already: a plain read spares the free path a failing CAS.
-        boolean byGc = state == LIVE && STATE.compareAndSet(this, LIVE, RECLAIMED);
+        Thread current = Thread.currentThread();
+        releasedBy = current;
         release();
-        if (byGc) {
+        if (current == cleanerThread) { // the GC found it: no free came first
             RECLAIMED_BY_GC.increment();
             if (allocationSite != null) {
                 LOG.log(System.Logger.Level.WARNING, "a direct buffer of " + capacity
