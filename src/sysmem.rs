@@ -172,19 +172,32 @@ fn advise_huge_pages(start: usize, len: usize, huge: bool) {
 /// pages cost 40% of the allocation rate. Less than half the pages resident counts as sparse.
 pub fn discard_for_reuse(start: usize, len: usize) {
     if len >= HUGE_PAGE {
-        if let Some(touched) = resident_pages(start, len) {
-            advise_huge_pages(start, len, touched * 2 >= len / page_size());
+        if let Some(dense) = mostly_resident(start, len) {
+            advise_huge_pages(start, len, dense);
         }
     }
     discard(start, len);
 }
 
-/// How many pages of a mapping of ours are in memory (`mincore`), or None if the system will not say.
-fn resident_pages(start: usize, len: usize) -> Option<usize> {
-    let mut pages = vec![0u8; len.div_ceil(page_size())];
-    // Safety: `start` is page-aligned and the range is mapped; the vector has one byte per page.
-    let rc = unsafe { libc::mincore(start as *mut libc::c_void, len, pages.as_mut_ptr()) };
-    (rc == 0).then(|| pages.iter().filter(|&&p| p & 1 != 0).count())
+/// Whether at least half the pages of a mapping of ours are in memory (`mincore`), judged by its
+/// first 8 MiB, or None if the system will not say. `mincore` costs time per page even where nothing
+/// was ever touched (~9 µs for all of 64 MiB here), and a buffer filled front to back is resident
+/// from its start.
+fn mostly_resident(start: usize, len: usize) -> Option<bool> {
+    const SAMPLE_PAGES: usize = 2048;
+    let mut status = [0u8; SAMPLE_PAGES];
+    let pages = SAMPLE_PAGES.min(len.div_ceil(page_size()));
+    // Safety: the range lies inside the caller's page-aligned mapping; `status` has a byte per page.
+    let rc = unsafe { libc::mincore(start as *mut libc::c_void, pages * page_size(), status.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // Bit 0 of each byte says resident; eight bytes at a time (bytes past `pages` stay zero).
+    let resident: u32 = status
+        .chunks_exact(8)
+        .map(|b| (u64::from_ne_bytes(b.try_into().unwrap()) & 0x0101_0101_0101_0101).count_ones())
+        .sum();
+    Some(resident as usize * 2 >= pages)
 }
 
 /// Gives memory back to the system.
