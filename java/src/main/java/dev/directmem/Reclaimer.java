@@ -6,7 +6,8 @@ import javax.management.ObjectName;
 
 /**
  * What the library's reclaim hook does in a JVM: ask for a garbage collection, so that unreachable
- * buffers are found and their Cleaners free them (which wakes the waiting allocations).
+ * buffers are found and their Cleaners free them (which wakes the waiting allocations), unless the
+ * Cleaner, still busy with what an earlier GC found, or the release of unused slabs frees enough.
  * Under {@code -XX:+DisableExplicitGC}, where {@code System.gc()} does nothing and the JDK's own
  * {@code allocateDirect} can never recover, the DiagnosticCommand MBean's {@code gcRun} still runs a GC
  * ({@code -Ddirectmem.gcFallback=false} turns that off).
@@ -27,8 +28,9 @@ final class Reclaimer {
         // Like the JDK's Bits.reserveMemory, which waits for reference processing before it asks for
         // a GC: buffers the last GC found may still be on their way back through the Cleaner. A GC now
         // would find none of them again and cost a full pause (in a drop loop, 4 rounds in 10 started
-        // so). If what comes back covers the shortfall, the caller retries without a GC.
-        if (Tracked.awaitCleaner(MAX_CLEANER_WAIT_NANOS) && available() - before >= bytesWanted) {
+        // so). If what came back (with the slabs) covers the shortfall, the caller retries without a GC.
+        Tracked.awaitCleaner(MAX_CLEANER_WAIT_NANOS);
+        if (available() - before >= bytesWanted) {
             return;
         }
         if (!EXPLICIT_GC_DISABLED) {
