@@ -14,9 +14,9 @@ use parking_lot::Mutex;
 pub const KEPT_MAX: usize = 16;
 pub const KEPT_BYTES_MAX: usize = 256 << 20;
 
-/// Kept mappings, oldest first: (start, length).
+/// Kept mappings, oldest first: (start, length, advised huge pages).
 pub struct Kept {
-    mappings: Mutex<Vec<(usize, usize)>>,
+    mappings: Mutex<Vec<(usize, usize, bool)>>,
 }
 
 static GLOBAL: Kept = Kept::new();
@@ -32,24 +32,26 @@ impl Kept {
     }
 
     /// A kept mapping of exactly `len` bytes starting at a multiple of `alignment`, now the
-    /// caller's (zeroed: its pages were discarded), or None.
-    pub fn take(&self, len: usize, alignment: usize) -> Option<usize> {
+    /// caller's (zeroed: its pages were discarded), with whether it is advised huge pages; or None.
+    pub fn take(&self, len: usize, alignment: usize) -> Option<(usize, bool)> {
         let mut kept = self.mappings.lock();
-        let i = kept.iter().rposition(|&(start, l)| l == len && start % alignment == 0)?;
-        Some(kept.remove(i).0)
+        let i = kept.iter().rposition(|&(start, l, _)| l == len && start % alignment == 0)?;
+        let (start, _, huge) = kept.remove(i);
+        Some((start, huge))
     }
 
-    /// Takes back a mapping the caller is done with: its pages go back to the system now, its
-    /// addresses are kept (or unmapped, when bigger than all that may be kept).
-    pub fn keep(&self, start: usize, len: usize) {
+    /// Takes back a mapping the caller is done with (`huge`: its huge-page advice): its pages go
+    /// back to the system now, its addresses are kept (or unmapped, when bigger than all that may
+    /// be kept).
+    pub fn keep(&self, start: usize, len: usize, huge: bool) {
         if len > KEPT_BYTES_MAX {
             unmap_region(start, len);
             return;
         }
-        discard_for_reuse(start, len);
+        let huge = discard_for_reuse(start, len, huge);
         let evicted = {
             let mut kept = self.mappings.lock();
-            kept.push((start, len));
+            kept.push((start, len, huge));
             let mut bytes: usize = kept.iter().map(|m| m.1).sum();
             let mut evicted = Vec::new();
             while kept.len() > KEPT_MAX || bytes > KEPT_BYTES_MAX {
@@ -60,7 +62,7 @@ impl Kept {
             evicted
         };
         // System calls outside the lock.
-        for (start, len) in evicted {
+        for (start, len, _) in evicted {
             unmap_region(start, len);
         }
     }
@@ -83,10 +85,10 @@ mod tests {
         let start = map_region(len, 1 << 20).unwrap();
         // Safety: the mapping is ours.
         unsafe { std::ptr::write_bytes(start as *mut u8, 0xAB, len) };
-        kept.keep(start, len);
+        kept.keep(start, len, false);
         assert_eq!(kept.take(len + page_size(), 1), None, "another length");
         assert_eq!(kept.take(len, 1 << 30), None, "not aligned enough");
-        assert_eq!(kept.take(len, 1 << 20), Some(start));
+        assert_eq!(kept.take(len, 1 << 20), Some((start, false)));
         assert_eq!(kept.take(len, 1 << 20), None, "taken once");
         // Safety: as above.
         let bytes = unsafe { std::slice::from_raw_parts(start as *const u8, len) };
@@ -100,17 +102,17 @@ mod tests {
         let len = page_size();
         let starts: Vec<usize> = (0..KEPT_MAX + 3).map(|_| map_region(len, page_size()).unwrap()).collect();
         for &s in &starts {
-            kept.keep(s, len);
+            kept.keep(s, len, false);
         }
         assert_eq!(kept.count(), KEPT_MAX);
         // The newest are kept; the three oldest went back to the system.
-        let mut taken: Vec<usize> = (0..KEPT_MAX).map(|_| kept.take(len, 1).unwrap()).collect();
+        let mut taken: Vec<usize> = (0..KEPT_MAX).map(|_| kept.take(len, 1).unwrap().0).collect();
         taken.sort();
         let mut newest = starts[3..].to_vec();
         newest.sort();
         assert_eq!(taken, newest);
         let big = map_region(KEPT_BYTES_MAX + page_size(), page_size()).unwrap();
-        kept.keep(big, KEPT_BYTES_MAX + page_size());
+        kept.keep(big, KEPT_BYTES_MAX + page_size(), false);
         assert_eq!(kept.count(), 0, "bigger than all that may be kept: unmapped at once");
         for s in taken {
             unmap_region(s, len);

@@ -42,6 +42,10 @@ pub struct Memory {
     pub ptr: NonNull<u8>,
     /// 0: heap memory (give back with `free`); otherwise the length of the mapping at `ptr`.
     mapped_len: usize,
+    /// Whether the mapping was last advised to have huge pages (2 MiB and more only), so that a
+    /// release changes the advice only when the block's use says so: `madvise` for it takes the
+    /// process's mmap lock for writing, stalling every other thread's page faults meanwhile.
+    huge_pages: bool,
 }
 
 // Safety: Memory is an owned region of process memory; which thread releases it does not matter.
@@ -86,25 +90,28 @@ pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
         }
         out
     };
-    NonNull::new(ptr as *mut u8).map(|ptr| Memory { ptr, mapped_len: 0 }).ok_or(Error::NoMemory)
+    NonNull::new(ptr as *mut u8).map(|ptr| Memory { ptr, mapped_len: 0, huge_pages: false }).ok_or(Error::NoMemory)
 }
 
 /// A fresh private mapping, trimmed so that it starts at a multiple of `alignment`.
 fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     let page = page_size();
     let len = size.checked_add(page - 1).ok_or(Error::NoMemory)? & !(page - 1);
-    let start = match mappings::global().take(len, alignment) {
-        Some(kept) => kept, // asked for huge pages when it was made, if it is that big
+    let (start, huge_pages) = match mappings::global().take(len, alignment) {
+        Some(kept) => kept, // advised by how its last block used it
         None => {
             let start = map_region(len, alignment)?;
             // Transparent huge pages where the system leaves it to us (THP "madvise" mode):
             // touching a big buffer then costs one fault per 2 MiB instead of one per 4 KiB page.
-            advise_huge_pages(start, len, true);
-            start
+            let huge = len >= HUGE_PAGE;
+            if huge {
+                advise_huge_pages(start, len, true);
+            }
+            (start, huge)
         }
     };
     let ptr = NonNull::new(start as *mut u8).ok_or(Error::NoMemory)?;
-    Ok(Memory { ptr, mapped_len: len })
+    Ok(Memory { ptr, mapped_len: len, huge_pages })
 }
 
 /// Maps `len` bytes (a multiple of the page size) of fresh zeroed memory starting at a multiple
@@ -155,14 +162,12 @@ pub fn discard(start: usize, len: usize) {
     unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
 }
 
-/// Asks for transparent huge pages on a mapping of ours, or asks for none, when it is big enough
-/// for them to matter. A refusal (THP off, or an old kernel) changes nothing: result ignored.
+/// Asks for transparent huge pages on a mapping of ours, or asks for none. A refusal (THP off, or
+/// an old kernel) changes nothing: result ignored.
 fn advise_huge_pages(start: usize, len: usize, huge: bool) {
-    if len >= HUGE_PAGE {
-        let advice = if huge { libc::MADV_HUGEPAGE } else { libc::MADV_NOHUGEPAGE };
-        // Safety: the range is a mapping the caller owns; the advice changes no contents.
-        unsafe { libc::madvise(start as *mut libc::c_void, len, advice) };
-    }
+    let advice = if huge { libc::MADV_HUGEPAGE } else { libc::MADV_NOHUGEPAGE };
+    // Safety: the range is a mapping the caller owns; the advice changes no contents.
+    unsafe { libc::madvise(start as *mut libc::c_void, len, advice) };
 }
 
 /// Sets a mapping up for its next block by how its last block used it (programs tend to reuse a
@@ -170,13 +175,17 @@ fn advise_huge_pages(start: usize, len: usize, huge: bool) {
 /// touched: one fault per 2 MiB instead of 512. When a few bytes here and there are, each touch
 /// zeroes 2 MiB instead of 4 KiB: in the drop loop (one byte written per 20 MiB buffer) huge
 /// pages cost 40% of the allocation rate. Less than half the pages resident counts as sparse.
-pub fn discard_for_reuse(start: usize, len: usize) {
+/// `huge` is the mapping's advice so far; returns the advice from now on.
+pub fn discard_for_reuse(start: usize, len: usize, huge: bool) -> bool {
+    let mut huge = huge;
     if len >= HUGE_PAGE {
-        if let Some(dense) = mostly_resident(start, len) {
+        if let Some(dense) = mostly_resident(start, len).filter(|&dense| dense != huge) {
             advise_huge_pages(start, len, dense);
+            huge = dense;
         }
     }
     discard(start, len);
+    huge
 }
 
 /// Whether at least half the pages of a mapping of ours are in memory (`mincore`), judged by its
@@ -207,7 +216,7 @@ pub fn release(memory: Memory) {
         // Safety: as above: heap memory from calloc or posix_memalign.
         unsafe { libc::free(memory.ptr.as_ptr() as *mut libc::c_void) };
     } else {
-        mappings::global().keep(memory.ptr.as_ptr() as usize, memory.mapped_len);
+        mappings::global().keep(memory.ptr.as_ptr() as usize, memory.mapped_len, memory.huge_pages);
     }
 }
 
@@ -309,14 +318,18 @@ mod tests {
         let bytes = start as *mut u8;
         // Safety: the mapping is ours and `len` bytes long.
         unsafe { bytes.add(4096).write(7) }; // one byte: sparse
-        discard_for_reuse(start, len);
+        assert!(!discard_for_reuse(start, len, true));
         assert_eq!((has("hg"), has("nh")), (false, thp), "sparse use: no huge pages next time");
         // Safety: as above.
         let page = unsafe { std::slice::from_raw_parts_mut(bytes, len) };
         assert!(page.iter().all(|&b| b == 0), "discarded pages read as zero");
         page.iter_mut().step_by(page_size()).for_each(|b| *b = 1); // every page: dense
-        discard_for_reuse(start, len);
+        assert!(discard_for_reuse(start, len, false));
         assert_eq!((has("hg"), has("nh")), (thp, false), "dense use: huge pages again");
+        page[0] = 1;
+        // Told the advice is "no huge pages" already, it leaves the mapping alone: no madvise.
+        assert!(!discard_for_reuse(start, len, false));
+        assert_eq!((has("hg"), has("nh")), (thp, false), "unchanged advice: no call");
         assert!(page.iter().all(|&b| b == 0));
         unmap_region(start, len);
     }
