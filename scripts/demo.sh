@@ -19,4 +19,4 @@ B=target/java-demo
 rm -rf "$B" && mkdir -p "$B"
 javac -d "$B/classes" $(find java/src/main/java -name '*.java')
 javac -d "$B/examples" -cp "$B/classes" java/examples/*.java
-java -Djava.library.path="$PWD/target/release" -cp "$B/classes:$B/examples" Demo
+java -Djava.library.path="$PWD/target/release" -Ddirectmem.jmx=true -cp "$B/classes:$B/examples" Demo

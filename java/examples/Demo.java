@@ -58,9 +58,15 @@ public class Demo {
         for (BufferPoolMXBean pool : ManagementFactory.getPlatformMXBeans(BufferPoolMXBean.class)) {
             System.out.printf("  %-10s count=%d capacity=%d used=%d%n", pool.getName(), pool.getCount(), pool.getTotalCapacity(), pool.getMemoryUsed());
         }
-        Object count = ManagementFactory.getPlatformMBeanServer().getAttribute(
-                new javax.management.ObjectName("java.nio:type=BufferPool,name=directmem"), "Count");
-        System.out.println("  directmem  count=" + count + " (java.nio:type=BufferPool,name=directmem)");
+        // Registered where JMX was in use when the library loaded, or with -Ddirectmem.jmx=true
+        // (scripts/demo.sh sets it): loading JMX just for it would slow every full GC.
+        javax.management.MBeanServer server = ManagementFactory.getPlatformMBeanServer();
+        javax.management.ObjectName name = new javax.management.ObjectName("java.nio:type=BufferPool,name=directmem");
+        if (server.isRegistered(name)) {
+            System.out.println("  directmem  count=" + server.getAttribute(name, "Count") + " (" + name + ")");
+        } else {
+            System.out.println("  directmem  not registered: JMX was not in use when directmem loaded (-Ddirectmem.jmx=true registers it)");
+        }
         DirectMemoryStats s = DirectMemory.stats();
         System.out.println("final stats: " + s);
     }

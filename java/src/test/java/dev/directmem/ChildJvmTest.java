@@ -19,6 +19,15 @@ class ChildJvmTest {
     }
 
     @Test
+    void theDemoRunsToTheEndAsTheReadmeRunsIt() throws Exception {
+        Support.Outcome o = Support.java(List.of("-Ddirectmem.jmx=true"), "Demo"); // as scripts/demo.sh runs it
+        assertEquals(0, o.exit(), o.output());
+        assertTrue(o.output().matches("(?s).*directmem  count=\\d+ \\(java.nio:type=BufferPool,name=directmem\\).*"), o.output());
+        assertTrue(o.output().contains(" 0 OutOfMemoryErrors"), o.output());
+        assertTrue(o.output().contains("final stats: "), o.output());
+    }
+
+    @Test
     void theBufferPoolMBeanIsRegisteredWhereJmxIsInUseOrWhenAskedFor() throws Exception {
         assertEquals("true", Support.java(List.of(), "dev.directmem.PrintMBean", "jmx-first").output().trim(),
                 "auto: the platform MBean server was up before the library loaded");
