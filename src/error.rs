@@ -21,6 +21,36 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// Every failure, for the bindings that look them up by name.
+    pub const ALL: [Error; 5] = [Error::InvalidArgument, Error::Limit, Error::NoMemory, Error::NotLive, Error::Internal];
+
+    /// The number every boundary uses for this failure (`dm_status` in C, `Native` in Java); 0 is
+    /// success. The C enum is checked against this in `ffi`'s tests.
+    pub const fn code(self) -> i32 {
+        match self {
+            Error::InvalidArgument => 1,
+            Error::Limit => 2,
+            Error::NoMemory => 3,
+            Error::NotLive => 4,
+            Error::Internal => 5,
+        }
+    }
+
+    /// The name a binding looks the code up by (Java: `Native.status("LIMIT")`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Error::InvalidArgument => "INVALID_ARGUMENT",
+            Error::Limit => "LIMIT",
+            Error::NoMemory => "NO_MEMORY",
+            Error::NotLive => "NOT_LIVE",
+            Error::Internal => "INTERNAL",
+        }
+    }
+
+    pub fn from_code(code: i32) -> Option<Error> {
+        Error::ALL.into_iter().find(|e| e.code() == code)
+    }
+
     /// The text `dm_status_message` returns for this failure (NUL-terminated for C).
     pub const fn message_with_nul(self) -> &'static str {
         match self {

@@ -307,14 +307,10 @@ pub unsafe extern "C" fn dm_get_stats(out: *mut dm_stats) -> dm_status {
 /// dm_status. The caller must not free it. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn dm_status_message(status: c_int) -> *const c_char {
-    let text = match status {
-        0 => "success\0",
-        1 => Error::InvalidArgument.message_with_nul(),
-        2 => Error::Limit.message_with_nul(),
-        3 => Error::NoMemory.message_with_nul(),
-        4 => Error::NotLive.message_with_nul(),
-        5 => Error::Internal.message_with_nul(),
-        _ => "unknown status\0",
+    let text = match Error::from_code(status) {
+        _ if status == dm_status::DM_OK as c_int => "success\0",
+        Some(e) => e.message_with_nul(),
+        None => "unknown status\0",
     };
     text.as_ptr() as *const c_char
 }
@@ -323,4 +319,20 @@ pub extern "C" fn dm_status_message(status: c_int) -> *const c_char {
 #[unsafe(no_mangle)]
 pub extern "C" fn dm_page_size() -> usize {
     sysmem::page_size()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_status_has_the_code_of_the_core_table() {
+        for e in Error::ALL {
+            assert_eq!(dm_status::from(e) as i32, e.code(), "{e:?}");
+            // Safety: dm_status_message returns a static NUL-terminated string for any input.
+            let text = unsafe { std::ffi::CStr::from_ptr(dm_status_message(e.code())) };
+            assert_eq!(text.to_str().unwrap(), e.message());
+        }
+        assert_eq!(dm_status::DM_OK as i32, 0);
+    }
 }

@@ -12,26 +12,25 @@
 
 use crate::error::Error;
 use crate::manager::{self, Stats};
-use crate::registry::Action;
 use jni::errors::ThrowRuntimeExAndDefault;
-use jni::objects::{JByteBuffer, JClass, JLongArray, JString};
+use jni::objects::{JByteBuffer, JClass, JObject, JString};
 use jni::sys::{jboolean, jint, jlong, jmethodID, jobject, jvalue, JNI_OK};
 use jni::EnvUnowned;
 use once_cell::sync::OnceCell;
-use std::ffi::c_void;
+use std::ffi::{c_void, CString};
 use std::sync::Arc;
 
-fn status(result: Result<(), Error>) -> jlong {
+fn status(result: Result<(), Error>) -> jint {
     match result {
         Ok(()) => 0,
-        Err(e) => crate::ffi::dm_status::from(e) as jlong,
+        Err(e) => e.code(),
     }
 }
 
-/// `Native.allocate0(int capacity, int alignment, boolean wait, long[] out)`: a tracked, zeroed block
-/// with one cleaner (no action: the Java side owns the release), wrapped in a direct ByteBuffer.
-/// Without `wait` a reservation that does not fit fails at once (the Java slabs then take the
-/// ordinary path, which reclaims and waits).
+/// `Native.allocate0(int capacity, int alignment, boolean wait)`: a tracked, zeroed block's address
+/// (> 0), or minus the failing status code. The Java side owns the block: it wraps it in a buffer
+/// (see `Buffers`) and frees it by address, exactly once, through `free0`. Without `wait` a
+/// reservation that does not fit fails at once with LIMIT instead of reclaiming and waiting.
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_allocate0<'local>(
     mut unowned: EnvUnowned<'local>,
@@ -39,52 +38,55 @@ pub extern "system" fn Java_dev_directmem_Native_allocate0<'local>(
     capacity: jint,
     alignment: jint,
     wait: jboolean,
-    out: JLongArray<'local>,
-) -> JByteBuffer<'local> {
+) -> jlong {
     unowned
-        .with_env(|env| -> jni::errors::Result<JByteBuffer<'local>> {
+        .with_env(|_env| -> jni::errors::Result<jlong> {
             let m = manager::global();
             let block = (|| {
                 let size = usize::try_from(capacity).map_err(|_| Error::InvalidArgument)?;
                 let alignment = usize::try_from(alignment).map_err(|_| Error::InvalidArgument)?;
-                let ptr = if wait { m.allocate(size, alignment)? } else { m.try_allocate(size, alignment)? };
-                let no_action = Action { function: None, ctx: std::ptr::null_mut() };
-                match m.register_cleaner(ptr.as_ptr() as usize, no_action) {
-                    Ok(cleaner) => Ok((ptr, size, cleaner)),
-                    Err(e) => {
-                        let _ = m.free(ptr.as_ptr() as usize);
-                        Err(e)
-                    }
-                }
+                if wait { m.allocate(size, alignment) } else { m.try_allocate(size, alignment) }
             })();
-            let (ptr, size, cleaner) = match block {
-                Ok(b) => b,
-                Err(e) => {
-                    out.set_region(env, 0, &[status(Err(e))])?;
-                    return Ok(JByteBuffer::null());
-                }
-            };
-            // Safety: `ptr` is a live block of `size` bytes that stays allocated until its cleaner
-            // runs, which the Java side arranges only once the buffer is unreachable or freed.
-            let buffer = unsafe { env.new_direct_byte_buffer(ptr.as_ptr(), size) }
-                .and_then(|buffer| out.set_region(env, 0, &[cleaner as jlong]).map(|()| buffer));
-            if buffer.is_err() {
-                let _ = m.clean(cleaner); // the Java side will never see it: release it now
-            }
-            buffer
+            Ok(match block {
+                Ok(ptr) => ptr.as_ptr() as jlong,
+                Err(e) => -jlong::from(e.code()),
+            })
         })
         .resolve::<ThrowRuntimeExAndDefault>()
 }
 
-/// `Native.clean0(long cleaner)`: true if this call released the block.
+/// `Native.free0(long address)`: frees the block at `address`; 0, or the failing status code.
 #[unsafe(no_mangle)]
-pub extern "system" fn Java_dev_directmem_Native_clean0<'local>(
+pub extern "system" fn Java_dev_directmem_Native_free0<'local>(
     mut unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
-    cleaner: jlong,
-) -> jboolean {
+    address: jlong,
+) -> jint {
     unowned
-        .with_env(|_env| -> jni::errors::Result<jboolean> { Ok(manager::global().clean(cleaner as u64).is_ok()) })
+        .with_env(|_env| -> jni::errors::Result<jint> {
+            let address = usize::try_from(address).map_err(|_| Error::InvalidArgument);
+            Ok(status(address.and_then(|a| manager::global().free(a))))
+        })
+        .resolve::<ThrowRuntimeExAndDefault>()
+}
+
+/// `Native.wrap0(long address, int capacity)`: JNI's `NewDirectByteBuffer`, the slowest of the ways
+/// `Buffers` makes a buffer (it runs the constructor through a call back into Java), and the one
+/// that needs no setting. Like the others it gives a buffer with no attachment, so every buffer
+/// derived from it keeps it reachable.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_dev_directmem_Native_wrap0<'local>(
+    mut unowned: EnvUnowned<'local>,
+    _class: JClass<'local>,
+    address: jlong,
+    capacity: jint,
+) -> JByteBuffer<'local> {
+    unowned
+        .with_env(|env| -> jni::errors::Result<JByteBuffer<'local>> {
+            // Safety: `address` is a live block of at least `capacity` bytes (from allocate0); the
+            // Java side frees it only once the buffer is unreachable or explicitly freed.
+            unsafe { env.new_direct_byte_buffer(address as *mut u8, capacity.max(0) as usize) }
+        })
         .resolve::<ThrowRuntimeExAndDefault>()
 }
 
@@ -105,7 +107,7 @@ pub extern "system" fn Java_dev_directmem_Native_address0<'local>(
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_limit0<'local>(mut unowned: EnvUnowned<'local>, _class: JClass<'local>) -> jlong {
     unowned
-        .with_env(|_env| -> jni::errors::Result<jlong> { Ok(manager::global().limit().min(i64::MAX as u64) as jlong) })
+        .with_env(|_env| -> jni::errors::Result<jlong> { Ok(clamp(manager::global().limit())) })
         .resolve::<ThrowRuntimeExAndDefault>()
 }
 
@@ -160,7 +162,7 @@ pub extern "system" fn Java_dev_directmem_Native_allocateOnNativeThread0<'local>
                             let _ = m.free(p.as_ptr() as usize);
                         }
                         Err(e) => {
-                            outcome = status(Err(e)) as jint;
+                            outcome = status(Err(e));
                             break;
                         }
                     }
@@ -168,30 +170,126 @@ pub extern "system" fn Java_dev_directmem_Native_allocateOnNativeThread0<'local>
                 let _ = report.send(outcome);
                 std::thread::sleep(std::time::Duration::from_millis(linger_millis.max(0) as u64));
             });
-            Ok(result.recv().unwrap_or(crate::ffi::dm_status::DM_ERR_INTERNAL as jint))
+            Ok(result.recv().unwrap_or(Error::Internal.code()))
         })
         .resolve::<ThrowRuntimeExAndDefault>()
 }
 
-/// `Native.stats0()`: the dm_stats fields, in header order.
+/// `Native.statsInto0(StatsFields)`: every counter written into the Java field of the same name
+/// ([`Stats::fields`] is the one list), so no position is shared between the two languages.
 #[unsafe(no_mangle)]
-pub extern "system" fn Java_dev_directmem_Native_stats0<'local>(
+pub extern "system" fn Java_dev_directmem_Native_statsInto0<'local>(
     mut unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
-) -> JLongArray<'local> {
+    target: JObject<'local>,
+) {
     unowned
-        .with_env(|env| -> jni::errors::Result<JLongArray<'local>> {
-            let s: Stats = manager::global().stats();
-            let fields = [
-                s.limit, s.reserved, s.capacity, s.count, s.peak_reserved, s.total_allocations,
-                s.live_cleaners, s.cleaners_run, s.reclaim_requests, s.limit_failures,
-            ]
-            .map(|v| v.min(i64::MAX as u64) as jlong);
-            let array = env.new_long_array(fields.len())?;
-            array.set_region(env, 0, &fields)?;
-            Ok(array)
+        .with_env(|env| -> jni::errors::Result<()> {
+            let stats: Stats = manager::global().stats();
+            let raw = env.get_raw();
+            for (name, value) in stats.fields() {
+                let name = CString::new(name).expect("field names have no NUL");
+                // Safety: `raw` is this thread's JNIEnv, `target` a live local reference; a missing
+                // field leaves NoSuchFieldError pending, which the caller's Java code sees.
+                unsafe {
+                    let fns = &**raw;
+                    let class = (fns.v1_1.GetObjectClass)(raw, target.as_raw());
+                    let field = (fns.v1_1.GetFieldID)(raw, class, name.as_ptr(), c"J".as_ptr());
+                    (fns.v1_1.DeleteLocalRef)(raw, class);
+                    if field.is_null() {
+                        return Err(jni::errors::Error::JavaException);
+                    }
+                    (fns.v1_1.SetLongField)(raw, target.as_raw(), field, clamp(value));
+                }
+            }
+            Ok(())
         })
         .resolve::<ThrowRuntimeExAndDefault>()
+}
+
+/// `Native.available0()`: bytes that fit under the limit now (0 when reserved is above it).
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_dev_directmem_Native_available0<'local>(
+    mut unowned: EnvUnowned<'local>,
+    _class: JClass<'local>,
+) -> jlong {
+    unowned
+        .with_env(|_env| -> jni::errors::Result<jlong> {
+            let s = manager::global().stats();
+            Ok(clamp(s.limit.saturating_sub(s.reserved)))
+        })
+        .resolve::<ThrowRuntimeExAndDefault>()
+}
+
+/// `Native.statusCode0(String name)`: the code of the failure named so in the core's table
+/// ([`Error::name`]), or -1 if there is none.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_dev_directmem_Native_statusCode0<'local>(
+    mut unowned: EnvUnowned<'local>,
+    _class: JClass<'local>,
+    name: JString<'local>,
+) -> jint {
+    unowned
+        .with_env(|env| -> jni::errors::Result<jint> {
+            let name = name.try_to_string(env)?;
+            Ok(Error::ALL.into_iter().find(|e| e.name() == name).map_or(-1, Error::code))
+        })
+        .resolve::<ThrowRuntimeExAndDefault>()
+}
+
+/// `Native.statusMessage0(int code)`: the core's text for a status code (as `dm_status_message`).
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_dev_directmem_Native_statusMessage0<'local>(
+    mut unowned: EnvUnowned<'local>,
+    _class: JClass<'local>,
+    code: jint,
+) -> JString<'local> {
+    unowned
+        .with_env(|env| -> jni::errors::Result<JString<'local>> {
+            env.new_string(Error::from_code(code).map_or("unknown status", Error::message))
+        })
+        .resolve::<ThrowRuntimeExAndDefault>()
+}
+
+/// `Native.forceGc0()`: a full collection through JVMTI's `ForceGarbageCollection`, which
+/// `-XX:+DisableExplicitGC` does not turn off (it governs `System.gc()` alone). Needs no
+/// capability and no agent; returns the JVMTI error code (0 on success), or -1 without JVMTI.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_dev_directmem_Native_forceGc0<'local>(
+    mut unowned: EnvUnowned<'local>,
+    _class: JClass<'local>,
+) -> jint {
+    unowned
+        .with_env(|env| -> jni::errors::Result<jint> {
+            const JVMTI_VERSION_1_2: jint = 0x3001_0200;
+            /// `ForceGarbageCollection` is function 108 of the JVMTI table, which starts at 1.
+            const FORCE_GARBAGE_COLLECTION: usize = 108 - 1;
+            let raw = env.get_raw();
+            // Safety: `raw` is this thread's JNIEnv; GetEnv with a JVMTI version yields a jvmtiEnv
+            // whose first word points to the function table of jvmti.h (stable since JVMTI 1.0);
+            // entry 108 has the type `jvmtiError (*)(jvmtiEnv*)`. The calling thread is attached.
+            unsafe {
+                let fns = &**raw;
+                let mut vm: *mut jni::sys::JavaVM = std::ptr::null_mut();
+                if (fns.v1_1.GetJavaVM)(raw, &mut vm) != JNI_OK {
+                    return Ok(-1);
+                }
+                let mut jvmti: *mut c_void = std::ptr::null_mut();
+                if ((**vm).v1_2.GetEnv)(vm, &mut jvmti, JVMTI_VERSION_1_2) != JNI_OK || jvmti.is_null() {
+                    return Ok(-1);
+                }
+                let table = *(jvmti as *const *const Option<unsafe extern "system" fn(*mut c_void) -> jint>);
+                match *table.add(FORCE_GARBAGE_COLLECTION) {
+                    Some(force) => Ok(force(jvmti)),
+                    None => Ok(-1),
+                }
+            }
+        })
+        .resolve::<ThrowRuntimeExAndDefault>()
+}
+
+fn clamp(value: u64) -> jlong {
+    jlong::try_from(value).unwrap_or(jlong::MAX)
 }
 
 /// `Native.parseSize0(String)`: the one size parser, shared with DM_MAX_MEMORY; -1 if invalid.
@@ -204,7 +302,7 @@ pub extern "system" fn Java_dev_directmem_Native_parseSize0<'local>(
     unowned
         .with_env(|env| -> jni::errors::Result<jlong> {
             let text = text.try_to_string(env)?;
-            Ok(crate::limit::parse_size(&text).filter(|&v| v <= i64::MAX as u64).map_or(-1, |v| v as jlong))
+            Ok(crate::limit::parse_size(&text).and_then(|v| jlong::try_from(v).ok()).unwrap_or(-1))
         })
         .resolve::<ThrowRuntimeExAndDefault>()
 }
@@ -276,7 +374,7 @@ fn reclaim_through_java(bytes: u64) {
         }
         let env = env as *mut jni::sys::JNIEnv;
         let fns = &**env;
-        let args = [jvalue { j: bytes.min(i64::MAX as u64) as jlong }];
+        let args = [jvalue { j: clamp(bytes) }];
         (fns.v1_1.CallStaticVoidMethodA)(env, r.class, r.method, args.as_ptr());
         if (fns.v1_2.ExceptionCheck)(env) {
             (fns.v1_1.ExceptionClear)(env);

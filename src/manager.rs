@@ -29,6 +29,25 @@ pub struct Stats {
     pub limit_failures: u64,
 }
 
+impl Stats {
+    /// Every counter with its name, in one place: the JNI binding fills the Java record's fields by
+    /// these names, so a counter added here cannot shift what Java reads.
+    pub fn fields(&self) -> [(&'static str, u64); 10] {
+        [
+            ("limit", self.limit),
+            ("reserved", self.reserved),
+            ("capacity", self.capacity),
+            ("count", self.count),
+            ("peakReserved", self.peak_reserved),
+            ("totalAllocations", self.total_allocations),
+            ("liveCleaners", self.live_cleaners),
+            ("cleanersRun", self.cleaners_run),
+            ("reclaimRequests", self.reclaim_requests),
+            ("limitFailures", self.limit_failures),
+        ]
+    }
+}
+
 pub struct Manager {
     quota: Arc<Quota>,
     small: Arc<SmallBlocks>,

@@ -1,10 +1,11 @@
 package dev.directmem;
 
+import com.sun.management.HotSpotDiagnosticMXBean;
+import com.sun.management.VMOption;
+import java.lang.management.ManagementFactory;
 import java.lang.ref.Reference;
-import java.lang.ref.WeakReference;
 import java.nio.ByteBuffer;
 import java.util.Objects;
-import java.util.concurrent.ConcurrentHashMap;
 
 /**
  * Off-heap {@link ByteBuffer}s allocated, tracked and limited by libdirectmem, freed by a
@@ -17,13 +18,15 @@ import java.util.concurrent.ConcurrentHashMap;
  * big buffers cost no zeroing (fresh pages from the kernel are already zero); C code in the same
  * process shares the limit and the counters.
  *
- * <p>Buffers of up to 64 KiB are slices of slabs (blocks of 64 KiB to 1 MiB, see {@code Slabs}), which
- * makes them as cheap as the JDK's; the limit and {@code reserved} count whole slabs, the memory really
- * taken, while {@code count} and {@code capacity} count buffers. C code calling {@code dm_stats} sees
- * each slab as one block.
+ * <p>Every buffer is one block of the library, charged its exact capacity: C code in the process sees
+ * each one in {@code dm_get_stats}. The buffer has no attachment of its own, so every slice, duplicate
+ * or view made from it (and from those) keeps it reachable: its block is freed only when none of them
+ * can reach it any more, or by {@link #free}. How the buffer object is made depends on the JDK and its
+ * flags (fastest with {@code --enable-native-access=ALL-UNNAMED} on JDK 22+, or
+ * {@code --add-opens java.base/java.nio=ALL-UNNAMED} before); see the README.
  *
  * <p>The limit is the system property {@code directmem.maxDirectMemorySize} ({@code 100m}, {@code 1g},
- * bytes) if set, else the JVM's {@code -XX:MaxDirectMemorySize} if set, else
+ * bytes) if set, else the JVM's {@code -XX:MaxDirectMemorySize} if set (0 included: no direct memory), else
  * {@code Runtime.getRuntime().maxMemory()}, the JDK's own default. Other properties:
  * {@code directmem.library.path} (the exact libdirectmem file to load), {@code directmem.gcFallback}
  * ({@code false} turns off the DisableExplicitGC fallback), {@code directmem.leakDetection}
@@ -35,8 +38,6 @@ import java.util.concurrent.ConcurrentHashMap;
  */
 public final class DirectMemory {
     private static final System.Logger LOG = System.getLogger("dev.directmem");
-    /** Live buffers with a block of their own, by identity (never by equals/hashCode). */
-    private static final ConcurrentHashMap<Key, Block> BLOCKS = new ConcurrentHashMap<>();
 
     /** How long an allocation waits for memory after asking for a GC; the JDK sleeps about 500 ms in total. */
     static final int RECLAIM_TIMEOUT_MS = Integer.getInteger("directmem.reclaimTimeoutMs", 400);
@@ -45,6 +46,7 @@ public final class DirectMemory {
         Native.setLimit0(initialLimit());
         Native.setReclaimTimeout0(RECLAIM_TIMEOUT_MS);
         Native.installReclaimHook0();
+        CleanerThread.start();
         DirectMemoryPool.registerIfWanted();
     }
 
@@ -75,26 +77,18 @@ public final class DirectMemory {
         if (alignment < 0 || (alignment & (alignment - 1)) != 0) {
             throw new IllegalArgumentException("alignment must be 0 or a power of two: " + alignment);
         }
-        ByteBuffer small = Slabs.allocate(capacity, alignment);
-        return small != null ? small : allocateBlock(capacity, alignment);
-    }
-
-    /** A block of its own from the library: big buffers, or small ones when no slab has room. */
-    private static ByteBuffer allocateBlock(int capacity, int alignment) {
-        long[] out = new long[1];
-        ByteBuffer buffer = Native.allocate0(capacity, alignment, true, out);
-        if (buffer == null) {
-            throw failure((int) out[0], capacity, alignment);
+        long address = Native.allocate0(capacity, alignment, true);
+        if (address <= 0) {
+            throw failure((int) -address, capacity, alignment);
         }
-        Block block = new Block(buffer, out[0], capacity);
         try {
-            block.track(buffer);
-            BLOCKS.put(block.key, block);
+            ByteBuffer buffer = Buffers.wrap(address, capacity);
+            LiveBlocks.add(new Block(buffer, address, capacity, CleanerThread.QUEUE));
+            return buffer;
         } catch (Throwable t) {
-            Native.clean0(block.cleaner); // never leak the block if tracking it failed
+            Native.free0(address); // never leak the block if making or tracking its buffer failed
             throw t;
         }
-        return buffer;
     }
 
     /**
@@ -102,7 +96,8 @@ public final class DirectMemory {
      * become 0, so later use of this buffer object throws ({@code IndexOutOfBoundsException},
      * {@code BufferOverflowException}, ...) instead of touching freed memory. Slices, duplicates and
      * views made earlier are not protected: using them afterwards is undefined behaviour, as after
-     * {@code Unsafe.invokeCleaner} (the memory may already belong to another buffer).
+     * {@code Unsafe.invokeCleaner} (the memory may already belong to another buffer). Views you keep
+     * are safe only as long as you do not free: then their root stays live until they are unreachable.
      *
      * @return true if this call freed it; false if it was already freed (taken to be so when the buffer is
      *         not live and its limit is 0); a later buffer that reuses the address is left intact
@@ -115,22 +110,19 @@ public final class DirectMemory {
         if (!buffer.isDirect()) {
             throw new IllegalArgumentException("not a direct buffer: " + buffer);
         }
-        Tracked tracked = Slabs.find(buffer);
-        if (tracked == null) {
-            tracked = BLOCKS.get(new Key(buffer));
-        }
-        if (tracked == null) {
-            if (buffer.limit() == 0) {
-                return false; // freed before (or empty and not ours: nothing to free either way)
-            }
-            throw new IllegalArgumentException("not a buffer returned by DirectMemory.allocate (a slice, duplicate, "
-                    + "view, or a direct buffer from elsewhere): " + buffer);
-        }
         try {
+            Block block = LiveBlocks.of(buffer, Buffers.address(buffer));
+            if (block == null) {
+                if (buffer.limit() == 0) {
+                    return false; // freed before (or empty and not ours: nothing to free either way)
+                }
+                throw new IllegalArgumentException("not a buffer returned by DirectMemory.allocate (a slice, duplicate, "
+                        + "view, or a direct buffer from elsewhere): " + buffer);
+            }
             buffer.limit(0); // before the release, so a racing free that misses the buffer sees it freed
-            return tracked.free();
+            return block.release();
         } finally {
-            Reference.reachabilityFence(buffer); // the GC's Cleaner must not win the race with this call
+            Reference.reachabilityFence(buffer); // the GC must not find it unreachable during this call
         }
     }
 
@@ -154,7 +146,7 @@ public final class DirectMemory {
 
     /** The counters of the library (shared with C code in this process), plus buffers reclaimed by the GC. */
     public static DirectMemoryStats stats() {
-        return DirectMemoryStats.of(Native.stats0(), Slabs.usage(), Tracked.RECLAIMED_BY_GC.sum());
+        return DirectMemoryStats.of(StatsFields.read(), Block.RECLAIMED_BY_GC.sum());
     }
 
     /** The native address of a direct buffer (for tests and diagnostics). */
@@ -162,32 +154,31 @@ public final class DirectMemory {
         return Native.address0(buffer);
     }
 
-    /** Buffers with a block of their own that are live (for tests). */
+    /** Live buffers (for tests). */
     static int liveBlocks() {
-        return BLOCKS.size();
+        return LiveBlocks.size();
     }
 
     private static Error failure(int status, int capacity, int alignment) {
-        switch (status) {
-            case Native.LIMIT: {
-                DirectMemoryStats s = stats();
-                String message = "Cannot reserve " + capacity + " bytes of direct buffer memory (allocated: "
-                        + s.reserved() + ", limit: " + s.limit() + ")";
-                if (Reclaimer.EXPLICIT_GC_DISABLED && !Reclaimer.GC_FALLBACK) {
-                    message += "; the JVM runs with -XX:+DisableExplicitGC and -Ddirectmem.gcFallback=false, "
-                            + "so unreachable buffers could not be reclaimed";
-                } else if (Reclaimer.EXPLICIT_GC_DISABLED) {
-                    message += "; the JVM runs with -XX:+DisableExplicitGC (directmem asked for a GC through gcRun)";
-                }
-                return new OutOfMemoryError(message);
+        if (status == Native.LIMIT) {
+            DirectMemoryStats s = stats();
+            String message = "Cannot reserve " + capacity + " bytes of direct buffer memory (allocated: "
+                    + s.reserved() + ", limit: " + s.limit() + ")";
+            if (Reclaimer.EXPLICIT_GC_DISABLED && !Reclaimer.GC_FALLBACK) {
+                message += "; the JVM runs with -XX:+DisableExplicitGC and -Ddirectmem.gcFallback=false, "
+                        + "so unreachable buffers could not be reclaimed";
+            } else if (Reclaimer.EXPLICIT_GC_DISABLED) {
+                message += "; the JVM runs with -XX:+DisableExplicitGC (directmem asked for a GC through JVMTI)";
             }
-            case Native.NO_MEMORY:
-                return new OutOfMemoryError("Cannot allocate " + capacity + " bytes of direct buffer memory: the system allocator refused");
-            case Native.INVALID_ARGUMENT:
-                throw new IllegalArgumentException("invalid capacity " + capacity + " or alignment " + alignment);
-            default:
-                return new InternalError("libdirectmem failed with status " + status);
+            return new OutOfMemoryError(message);
         }
+        if (status == Native.NO_MEMORY) {
+            return new OutOfMemoryError("Cannot allocate " + capacity + " bytes of direct buffer memory: " + Native.message(status));
+        }
+        if (status == Native.INVALID_ARGUMENT) {
+            throw new IllegalArgumentException("invalid capacity " + capacity + " or alignment " + alignment);
+        }
+        return new InternalError("libdirectmem failed: " + Native.message(status) + " (status " + status + ")");
     }
 
     private static long initialLimit() {
@@ -198,11 +189,10 @@ public final class DirectMemory {
             LOG.log(System.Logger.Level.WARNING, "ignoring directmem.maxDirectMemorySize=" + property
                     + ": expected bytes or a number with a k/m/g suffix");
         }
-        String vm = Reclaimer.vmOption("MaxDirectMemorySize");
-        if (vm != null) {
+        VMOption vm = vmOption("MaxDirectMemorySize");
+        if (vm != null && vm.getOrigin() != VMOption.Origin.DEFAULT) {
             try {
-                long bytes = Long.parseLong(vm);
-                if (bytes > 0) return bytes; // 0 means "not set"
+                return Long.parseLong(vm.getValue()); // set on the command line: 0 means no direct memory
             } catch (NumberFormatException ignored) {
                 // fall through to the JDK's default
             }
@@ -210,44 +200,11 @@ public final class DirectMemory {
         return Runtime.getRuntime().maxMemory();
     }
 
-    /** A weak, identity-compared key: the map never keeps a buffer alive and never confuses equal contents. */
-    private static final class Key extends WeakReference<ByteBuffer> {
-        private final int hash;
-
-        Key(ByteBuffer buffer) {
-            super(buffer);
-            hash = System.identityHashCode(buffer);
-        }
-
-        @Override
-        public int hashCode() {
-            return hash;
-        }
-
-        @Override
-        public boolean equals(Object o) {
-            if (this == o) return true;
-            if (!(o instanceof Key)) return false;
-            Object mine = get();
-            return mine != null && mine == ((Key) o).get();
-        }
-    }
-
-    /** A buffer with a block of its own; the block goes back through its library cleaner handle. */
-    private static final class Block extends Tracked {
-        final Key key;
-        final long cleaner;
-
-        Block(ByteBuffer buffer, long cleaner, int capacity) {
-            super(capacity);
-            this.key = new Key(buffer);
-            this.cleaner = cleaner;
-        }
-
-        @Override
-        void release() {
-            BLOCKS.remove(key);
-            Native.clean0(cleaner);
+    static VMOption vmOption(String name) {
+        try {
+            return ManagementFactory.getPlatformMXBean(HotSpotDiagnosticMXBean.class).getVMOption(name);
+        } catch (RuntimeException | LinkageError e) {
+            return null; // not HotSpot, or jdk.management absent
         }
     }
 }

@@ -2,25 +2,48 @@ package dev.directmem;
 
 import java.nio.ByteBuffer;
 
-/** The native half (src/jni.rs). Statuses are libdirectmem's dm_status values. */
+/**
+ * The native half (src/jni.rs). Status codes are looked up by name in the library's one table, so
+ * Java cannot drift from C's {@code dm_status}; {@link #message} is the library's text for each.
+ */
 final class Native {
-    static final int OK = 0, INVALID_ARGUMENT = 1, LIMIT = 2, NO_MEMORY = 3, NOT_LIVE = 4, INTERNAL = 5;
-
-    private Native() {}
-
     static {
         NativeLibrary.load();
     }
 
-    /**
-     * A tracked, zeroed block wrapped in a direct buffer, or null with the failing status in out[0]; on
-     * success out[0] is the block's cleaner handle. Without {@code wait}, a reservation that does not
-     * fit fails at once with LIMIT instead of reclaiming and waiting.
-     */
-    static native ByteBuffer allocate0(int capacity, int alignment, boolean wait, long[] out);
+    static final int OK = 0;
+    static final int INVALID_ARGUMENT = status("INVALID_ARGUMENT");
+    static final int LIMIT = status("LIMIT");
+    static final int NO_MEMORY = status("NO_MEMORY");
+    static final int NOT_LIVE = status("NOT_LIVE");
+    static final int INTERNAL = status("INTERNAL");
 
-    /** dm_clean: true if this call released the block. */
-    static native boolean clean0(long cleaner);
+    private Native() {}
+
+    private static int status(String name) {
+        int code = statusCode0(name);
+        if (code <= 0) {
+            throw new IllegalStateException("libdirectmem has no status named " + name + ": a library of another version?");
+        }
+        return code;
+    }
+
+    /** The library's description of a status code. */
+    static String message(int status) {
+        return statusMessage0(status);
+    }
+
+    /**
+     * A tracked, zeroed block's address (> 0), or minus the failing status. Without {@code wait}, a
+     * reservation that does not fit fails at once with LIMIT instead of reclaiming and waiting.
+     */
+    static native long allocate0(int capacity, int alignment, boolean wait);
+
+    /** Frees the block at {@code address}: OK, or the failing status (NOT_LIVE if it is not live). */
+    static native int free0(long address);
+
+    /** JNI's NewDirectByteBuffer over {@code capacity} bytes at {@code address}: a buffer with no attachment. */
+    static native ByteBuffer wrap0(long address, int capacity);
 
     /** The buffer's native address (0 if it is not direct). */
     static native long address0(ByteBuffer buffer);
@@ -29,7 +52,21 @@ final class Native {
 
     static native void setLimit0(long bytes);
 
+    /** Bytes that fit under the limit now. */
+    static native long available0();
+
     static native void setReclaimTimeout0(int millis);
+
+    /** Writes each counter of the library into the field of {@code target} with the same name. */
+    static native void statsInto0(StatsFields target);
+
+    /** The code of the status named so in the library's table, or -1. */
+    static native int statusCode0(String name);
+
+    static native String statusMessage0(int status);
+
+    /** A full GC through JVMTI, which {@code -XX:+DisableExplicitGC} does not turn off; 0 on success. */
+    static native int forceGc0();
 
     /**
      * Test support: a thread the JVM has never seen allocates and frees {@code size} bytes {@code rounds}
@@ -37,9 +74,6 @@ final class Native {
      * first failing status, or OK.
      */
     static native int allocateOnNativeThread0(long size, int rounds, int lingerMillis);
-
-    /** dm_stats fields, in header order. */
-    static native long[] stats0();
 
     /** The library's size parser (bytes, or k/m/g suffixes); -1 if the text does not parse. */
     static native long parseSize0(String text);

@@ -1,21 +1,21 @@
 package dev.directmem;
 
-import com.sun.management.HotSpotDiagnosticMXBean;
 import java.lang.management.ManagementFactory;
 import javax.management.ObjectName;
 
 /**
  * What the library's reclaim hook does in a JVM: ask for a garbage collection, so that unreachable
- * buffers are found and their Cleaners free them (which wakes the waiting allocations), unless the
- * Cleaner, still busy with what an earlier GC found, or the release of unused slabs frees enough.
- * Under {@code -XX:+DisableExplicitGC}, where {@code System.gc()} does nothing and the JDK's own
- * {@code allocateDirect} can never recover, the DiagnosticCommand MBean's {@code gcRun} still runs a GC
- * ({@code -Ddirectmem.gcFallback=false} turns that off).
+ * buffers are found and the {@link CleanerThread} frees them (which wakes the waiting allocations),
+ * unless that thread, still busy with what an earlier GC found, frees enough. Under
+ * {@code -XX:+DisableExplicitGC}, where {@code System.gc()} does nothing and the JDK's own
+ * {@code allocateDirect} can never recover, JVMTI's {@code ForceGarbageCollection} still runs one
+ * (the flag governs {@code System.gc()} alone); if JVMTI is not there, the DiagnosticCommand MBean's
+ * {@code gcRun} does. {@code -Ddirectmem.gcFallback=false} turns both off.
  */
 final class Reclaimer {
     static final boolean EXPLICIT_GC_DISABLED = vmFlag("DisableExplicitGC");
     static final boolean GC_FALLBACK = !"false".equalsIgnoreCase(System.getProperty("directmem.gcFallback"));
-    private static volatile boolean fallbackLogged;
+    private static volatile boolean fallbackLogged, gcRunLogged;
     /** How long a round waits for the Cleaner at most: a few full GC pauses' worth. */
     private static final long MAX_CLEANER_WAIT_NANOS = 10_000_000;
 
@@ -23,36 +23,45 @@ final class Reclaimer {
 
     /** Called by the library (on any thread, JVM or native) with the shortfall in bytes. */
     static void reclaim(long bytesWanted) {
-        long before = available();
-        Slabs.trim(); // slabs kept for reuse but holding no buffer go back first
+        long before = Native.available0();
         // Like the JDK's Bits.reserveMemory, which waits for reference processing before it asks for
-        // a GC: buffers the last GC found may still be on their way back through the Cleaner. A GC now
-        // would find none of them again and cost a full pause (in a drop loop, 4 rounds in 10 started
-        // so). If what came back (with the slabs) covers the shortfall, the caller retries without a GC.
-        Tracked.awaitCleaner(MAX_CLEANER_WAIT_NANOS);
-        if (available() - before >= bytesWanted) {
+        // a GC: buffers the last GC found may still be on their way back through the cleaner thread. A
+        // GC now would find none of them again and cost a full pause (in a drop loop, 4 rounds in 10
+        // started so). If what came back covers the shortfall, the caller retries without a GC.
+        CleanerThread.awaitIdle(MAX_CLEANER_WAIT_NANOS);
+        if (Native.available0() - before >= bytesWanted) {
             return;
         }
         if (!EXPLICIT_GC_DISABLED) {
             System.gc();
         } else if (GC_FALLBACK) {
-            gcRun();
+            forceGc();
         }
     }
 
-    /** Bytes that fit under the limit now. */
-    private static long available() {
-        long[] s = Native.stats0();
-        return s[0] - s[1]; // limit - reserved, in header order
+    /**
+     * A GC despite {@code -XX:+DisableExplicitGC}. JVMTI first: it is there at once, where the
+     * MBean server that {@code gcRun} needs takes longer to create than a reclaim round lasts.
+     */
+    private static void forceGc() {
+        if (!fallbackLogged) {
+            fallbackLogged = true;
+            System.getLogger("dev.directmem").log(System.Logger.Level.INFO,
+                    "-XX:+DisableExplicitGC is set: directmem reclaims direct memory through JVMTI's "
+                            + "ForceGarbageCollection (-Ddirectmem.gcFallback=false turns this off)");
+        }
+        int error = Native.forceGc0();
+        if (error != 0) {
+            gcRun(error);
+        }
     }
 
-    private static void gcRun() {
+    private static void gcRun(int jvmtiError) {
         try {
-            if (!fallbackLogged) {
-                fallbackLogged = true;
-                System.getLogger("dev.directmem").log(System.Logger.Level.INFO,
-                        "-XX:+DisableExplicitGC is set: directmem reclaims direct memory through the "
-                                + "DiagnosticCommand MBean's gcRun (-Ddirectmem.gcFallback=false turns this off)");
+            if (!gcRunLogged) {
+                gcRunLogged = true;
+                System.getLogger("dev.directmem").log(System.Logger.Level.INFO, "JVMTI's ForceGarbageCollection "
+                        + "failed (" + jvmtiError + "): directmem asks the DiagnosticCommand MBean's gcRun instead");
             }
             ManagementFactory.getPlatformMBeanServer().invoke(
                     new ObjectName("com.sun.management:type=DiagnosticCommand"), "gcRun", null, null);
@@ -62,15 +71,8 @@ final class Reclaimer {
         }
     }
 
-    static String vmOption(String name) {
-        try {
-            return ManagementFactory.getPlatformMXBean(HotSpotDiagnosticMXBean.class).getVMOption(name).getValue();
-        } catch (RuntimeException | LinkageError e) {
-            return null; // not HotSpot, or jdk.management absent
-        }
-    }
-
     private static boolean vmFlag(String name) {
-        return "true".equals(vmOption(name));
+        var option = DirectMemory.vmOption(name);
+        return option != null && "true".equals(option.getValue());
     }
 }

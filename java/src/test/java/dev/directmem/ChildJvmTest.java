@@ -13,6 +13,8 @@ class ChildJvmTest {
         assertEquals("33554432", Support.java(List.of("-XX:MaxDirectMemorySize=32m"), "dev.directmem.PrintLimit").output().trim());
         assertEquals("67108864", Support.java(List.of("-XX:MaxDirectMemorySize=32m", "-Ddirectmem.maxDirectMemorySize=64m"),
                 "dev.directmem.PrintLimit").output().trim(), "the property wins");
+        assertEquals("0", Support.java(List.of("-XX:MaxDirectMemorySize=0"), "dev.directmem.PrintLimit").output().trim(),
+                "0 on the command line means no direct memory, as in the JDK");
         Support.Outcome heap = Support.java(List.of(), "dev.directmem.PrintLimit", "maxMemory");
         String[] both = heap.output().trim().split("\\s+");
         assertEquals(both[1], both[0], "default is Runtime.maxMemory(): " + heap.output());
@@ -38,6 +40,21 @@ class ChildJvmTest {
     }
 
     @Test
+    void theBufferPoolMBeanAppearsWithinSecondsOfJmxStartingAfterTheLibrary() throws Exception {
+        Support.Outcome o = Support.java(List.of(), "dev.directmem.PrintMBean", "jmx-late");
+        assertTrue(o.output().trim().startsWith("true"), "auto: registered once the platform MBean server appeared: " + o.output());
+    }
+
+    @Test
+    void threadsDroppingBuffersUnderDisableExplicitGcNeverFail() throws Exception {
+        for (int run = 0; run < 2; run++) {
+            Support.Outcome o = Support.java(List.of("-XX:+DisableExplicitGC"), "dev.directmem.DropThreads", "4", "1", "128", "3");
+            assertEquals(0, o.exit(), o.output());
+            assertTrue(o.output().contains(" 0 errors"), o.output());
+        }
+    }
+
+    @Test
     void anUnparsableLimitPropertyIsReportedAndIgnored() throws Exception {
         Support.Outcome o = Support.java(List.of("-XX:MaxDirectMemorySize=32m", "-Ddirectmem.maxDirectMemorySize=lots"), "dev.directmem.PrintLimit");
         assertTrue(o.output().contains("ignoring directmem.maxDirectMemorySize=lots"), o.output());
@@ -45,7 +62,7 @@ class ChildJvmTest {
     }
 
     @Test
-    void dropLoopSurvivesDisableExplicitGcThroughTheGcRunFallback() throws Exception {
+    void dropLoopSurvivesDisableExplicitGcThroughJvmtiForceGarbageCollection() throws Exception {
         Support.Outcome o = Support.java(List.of("-XX:+DisableExplicitGC"), "DropLoop", "3");
         assertEquals(0, o.exit(), o.output());
         assertTrue(o.output().contains("no OutOfMemoryError"), o.output());

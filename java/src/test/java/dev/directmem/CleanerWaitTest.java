@@ -3,37 +3,24 @@ package dev.directmem;
 import static org.junit.jupiter.api.Assertions.*;
 
 import java.nio.ByteBuffer;
-import java.util.concurrent.CountDownLatch;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 
-/** A reclaim round lets the Cleaner finish what the last GC found before it asks for another GC. */
-class CleanerWaitTest {
-    /** A tracked object whose release takes a while, as a backlog of buffers would. */
-    private static final class SlowRelease extends Tracked {
-        final CountDownLatch started = new CountDownLatch(1);
-        volatile boolean done;
-
-        SlowRelease() {
-            super(0);
-        }
-
-        @Override
-        void release() {
-            started.countDown();
-            // Busy, as the Cleaner's own actions are (native calls and locks, never sleeping).
-            long end = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(300);
-            while (System.nanoTime() - end < 0) Thread.onSpinWait();
-            done = true;
-        }
-    }
-
+/** A reclaim round lets the cleaner thread finish what the last GC found before it asks for another GC. */
+class CleanerWaitTest extends SettledTest {
     @Test
-    void awaitCleanerReturnsOnlyOnceTheCleanerIsDone() throws Exception {
-        SlowRelease slow = new SlowRelease();
-        slow.track(ByteBuffer.allocate(1)); // the referent is dropped at once: the GC finds it
-        assertTrue(Support.gcUntil(() -> slow.started.getCount() == 0), "the Cleaner ran the release");
-        assertTrue(Tracked.awaitCleaner(TimeUnit.SECONDS.toNanos(10)), "the Cleaner was busy");
-        assertTrue(slow.done, "awaitCleaner returned before the Cleaner finished");
+    void awaitIdleReturnsOnlyOnceTheCleanerThreadIsDone() throws Exception {
+        // A backlog: many dropped buffers found by one GC, then a wait that must outlast their release.
+        List<ByteBuffer> buffers = new ArrayList<>();
+        for (int i = 0; i < 200_000; i++) buffers.add(DirectMemory.allocate(64));
+        buffers = null;
+        System.gc();
+        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
+        boolean sawBusy = false;
+        while (!sawBusy && System.nanoTime() < deadline) sawBusy = CleanerThread.awaitIdle(TimeUnit.SECONDS.toNanos(10));
+        assertTrue(sawBusy, "the cleaner thread was seen busy with the backlog");
+        assertEquals(0, DirectMemory.stats().count(), "awaitIdle returned before the cleaner thread finished");
     }
 }

@@ -23,19 +23,24 @@ final class Support {
         return condition.getAsBoolean();
     }
 
-    /** Every buffer dropped by earlier tests reclaimed and every cached slab released: nothing of ours is live. */
+    /**
+     * Every buffer dropped by earlier tests reclaimed: nothing of ours is live, and the library's
+     * count, capacity and reserved are exactly 0; no release was ever refused by the library.
+     */
     static void settle() throws InterruptedException {
         DirectMemory.setLimit(1L << 40);
         if (!gcUntil(() -> DirectMemory.stats().count() == 0 && DirectMemory.liveBlocks() == 0)) {
             throw new AssertionError("buffers still live after GC: " + DirectMemory.stats());
         }
-        Slabs.trim();
+        assertExactlyEmpty();
     }
 
-    /** The stats once slabs kept for reuse are released, as the reclaim hook does under pressure. */
-    static DirectMemoryStats statsAfterTrim() {
-        Slabs.trim();
-        return DirectMemory.stats();
+    /** count, capacity and reserved are 0, as C sees them too, and no release failed. */
+    static void assertExactlyEmpty() {
+        DirectMemoryStats s = DirectMemory.stats();
+        if (s.count() != 0 || s.capacity() != 0 || s.reserved() != 0 || Block.FAILED_RELEASES.sum() != 0) {
+            throw new AssertionError("not empty: " + s + ", failed releases " + Block.FAILED_RELEASES.sum());
+        }
     }
 
     /** Collections so far, by every collector of this JVM. */

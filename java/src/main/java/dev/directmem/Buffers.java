@@ -1,0 +1,162 @@
+package dev.directmem;
+
+import java.lang.invoke.MethodHandle;
+import java.lang.invoke.MethodHandles;
+import java.lang.invoke.MethodType;
+import java.nio.Buffer;
+import java.nio.ByteBuffer;
+import java.nio.ByteOrder;
+
+/**
+ * Makes the {@link ByteBuffer} over a library block, and reads a buffer's address back.
+ *
+ * <p>Every way used here gives a buffer with <em>no attachment</em>. The JDK hands each buffer derived
+ * from a buffer (slice, duplicate, read-only view, {@code asIntBuffer}, ..., and chains of them) the
+ * root's attachment, or the root itself when it has none; so a derived buffer keeps our buffer
+ * reachable, and the block is freed only once no derived buffer can reach it (JDK-8208362). A slice
+ * of a bigger buffer would not be kept so: its derived buffers would keep only the bigger one.
+ *
+ * <p>Three ways, fastest first; the first that works here is used, and {@link #KIND} names it:
+ * <ol>
+ *   <li>{@code ffm}, JDK 22+: {@code MemorySegment.ofAddress(a).reinterpret(n).asByteBuffer()}. Needs
+ *       native access for this module ({@code --enable-native-access=ALL-UNNAMED}), which loading a
+ *       JNI library on JDK 24+ takes anyway (on 24+, without the flag, the JVM warns once at load and
+ *       then grants it).</li>
+ *   <li>{@code constructor}: the JDK's private {@code DirectByteBuffer(long, int)} constructor (JDK 21+:
+ *       {@code (long, long)}), as JNI's NewDirectByteBuffer calls it, where {@code java.nio} is open to
+ *       this module ({@code --add-opens java.base/java.nio=ALL-UNNAMED}).</li>
+ *   <li>{@code jni}: NewDirectByteBuffer, which needs no setting and is slower (a call back into Java).</li>
+ * </ol>
+ * {@code -Ddirectmem.buffers=ffm|constructor|jni} picks one; if it cannot work here, the next is used.
+ */
+final class Buffers {
+    /** Which way this JVM uses: {@code ffm}, {@code constructor} or {@code jni}. */
+    static final String KIND;
+    /** (long address, int capacity) ByteBuffer. */
+    private static final MethodHandle WRAP;
+    /** (ByteBuffer) long: the address of the buffer's first byte (not of its position). */
+    private static final MethodHandle ADDRESS;
+
+    static {
+        String wanted = System.getProperty("directmem.buffers", "ffm");
+        String[] order = {"ffm", "constructor", "jni"};
+        MethodHandle[] chosen = null;
+        String kind = null;
+        StringBuilder why = new StringBuilder();
+        boolean reached = false;
+        for (String candidate : order) {
+            reached |= candidate.equals(wanted);
+            if (!reached) continue;
+            try {
+                chosen = handles(candidate);
+                probe(chosen);
+                kind = candidate;
+                break;
+            } catch (Throwable t) {
+                why.append(candidate).append(": ").append(t).append("; ");
+                chosen = null;
+            }
+        }
+        if (chosen == null) {
+            throw new IllegalStateException("no way to make a direct buffer over a native block: " + why);
+        }
+        KIND = kind;
+        WRAP = chosen[0];
+        ADDRESS = chosen[1];
+    }
+
+    private Buffers() {}
+
+    /** A big-endian buffer over {@code capacity} bytes at {@code address}, position 0, limit = capacity. */
+    static ByteBuffer wrap(long address, int capacity) {
+        try {
+            return (ByteBuffer) WRAP.invokeExact(address, capacity);
+        } catch (RuntimeException | Error e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    /** The address of a direct buffer's first byte (0 if it has none). */
+    static long address(ByteBuffer buffer) {
+        try {
+            return (long) ADDRESS.invokeExact(buffer);
+        } catch (RuntimeException | Error e) {
+            throw e;
+        } catch (Throwable t) {
+            throw new IllegalStateException(t);
+        }
+    }
+
+    private static MethodHandle[] handles(String kind) throws Exception {
+        MethodHandles.Lookup lookup = MethodHandles.lookup();
+        MethodType wrapType = MethodType.methodType(ByteBuffer.class, long.class, int.class);
+        MethodType addressType = MethodType.methodType(long.class, ByteBuffer.class);
+        switch (kind) {
+            case "ffm": {
+                if (Runtime.version().feature() < 22) throw new UnsupportedOperationException("JDK 22+ only");
+                Object module = Buffers.class.getModule();
+                if (!(boolean) Module.class.getMethod("isNativeAccessEnabled").invoke(module)) {
+                    throw new UnsupportedOperationException("native access is not enabled for " + module
+                            + " (--enable-native-access=ALL-UNNAMED, or the module's name)");
+                }
+                Class<?> segment = Class.forName("java.lang.foreign.MemorySegment");
+                MethodHandle ofAddress = lookup.findStatic(segment, "ofAddress", MethodType.methodType(segment, long.class));
+                MethodHandle reinterpret = lookup.findVirtual(segment, "reinterpret", MethodType.methodType(segment, long.class));
+                MethodHandle asByteBuffer = lookup.findVirtual(segment, "asByteBuffer", MethodType.methodType(ByteBuffer.class));
+                MethodHandle wrap = MethodHandles.filterReturnValue(
+                        MethodHandles.filterArguments(reinterpret, 0, ofAddress), asByteBuffer);
+                // ofBuffer's segment starts at the position: subtract it to get the buffer's first byte.
+                MethodHandle ofBuffer = lookup.findStatic(segment, "ofBuffer", MethodType.methodType(segment, Buffer.class));
+                MethodHandle segmentAddress = lookup.findVirtual(segment, "address", MethodType.methodType(long.class));
+                MethodHandle at = MethodHandles.filterReturnValue(ofBuffer, segmentAddress);
+                MethodHandle minus = lookup.findStatic(Buffers.class, "minusPosition", MethodType.methodType(long.class, long.class, ByteBuffer.class));
+                MethodHandle address = MethodHandles.foldArguments(minus, at.asType(addressType));
+                return new MethodHandle[] {MethodHandles.explicitCastArguments(wrap, wrapType), address};
+            }
+            case "constructor": {
+                if (!ByteBuffer.class.getModule().isOpen("java.nio", Buffers.class.getModule())) {
+                    throw new UnsupportedOperationException("java.nio is not open to " + Buffers.class.getModule()
+                            + " (--add-opens java.base/java.nio=ALL-UNNAMED)");
+                }
+                Class<?> direct = Class.forName("java.nio.DirectByteBuffer");
+                MethodHandles.Lookup nio = MethodHandles.privateLookupIn(direct, lookup);
+                MethodHandle constructor;
+                try {
+                    constructor = nio.findConstructor(direct, MethodType.methodType(void.class, long.class, int.class));
+                } catch (NoSuchMethodException e) { // JDK 21+
+                    constructor = nio.findConstructor(direct, MethodType.methodType(void.class, long.class, long.class));
+                }
+                MethodHandle address = MethodHandles.privateLookupIn(Buffer.class, lookup).findGetter(Buffer.class, "address", long.class);
+                return new MethodHandle[] {MethodHandles.explicitCastArguments(constructor, wrapType), address.asType(addressType)};
+            }
+            case "jni":
+                return new MethodHandle[] {
+                    lookup.findStatic(Native.class, "wrap0", wrapType), lookup.findStatic(Native.class, "address0", addressType)
+                };
+            default:
+                throw new IllegalArgumentException("directmem.buffers must be ffm, constructor or jni: " + kind);
+        }
+    }
+
+    @SuppressWarnings("unused") // through a method handle
+    private static long minusPosition(long address, ByteBuffer buffer) {
+        return address - buffer.position();
+    }
+
+    /**
+     * Checks a way: the buffer it makes is right, or it is not used. Nothing is read or written through
+     * the buffer, so any address will do (a real block could not be had when the limit is full).
+     */
+    private static void probe(MethodHandle[] handles) throws Throwable {
+        long address = 1L << 20;
+        ByteBuffer buffer = (ByteBuffer) handles[0].invokeExact(address, 16);
+        buffer.position(3);
+        if (!buffer.isDirect() || buffer.capacity() != 16 || buffer.limit() != 16 || buffer.order() != ByteOrder.BIG_ENDIAN
+                || buffer.isReadOnly() || Native.address0(buffer) != address
+                || (long) handles[1].invokeExact(buffer) != address) {
+            throw new IllegalStateException("the buffer made does not match its address and capacity: " + buffer);
+        }
+    }
+}

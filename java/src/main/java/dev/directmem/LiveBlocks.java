@@ -1,0 +1,111 @@
+package dev.directmem;
+
+import java.nio.ByteBuffer;
+
+/**
+ * The blocks of live Java buffers, by address: how {@link DirectMemory#free} finds a buffer's block
+ * (then tells the buffer from its slices and duplicates, which share the address, by the block's
+ * phantom reference), and what keeps each {@link Block} reachable until its release.
+ *
+ * <p>A chained hash table in 64 stripes, each under its own monitor, held only for a few loads and
+ * stores (never across a call into the library), so the {@link CleanerThread} never waits on an
+ * allocation for long. Addresses of live blocks are distinct, so an address finds at most one.
+ */
+final class LiveBlocks {
+    private static final int STRIPE_BITS = 6;
+    private static final Stripe[] STRIPES = new Stripe[1 << STRIPE_BITS];
+
+    static {
+        for (int i = 0; i < STRIPES.length; i++) STRIPES[i] = new Stripe();
+    }
+
+    private LiveBlocks() {}
+
+    private static final class Stripe {
+        Block[] buckets = new Block[64];
+        int size;
+    }
+
+    /** Fibonacci hashing: blocks sit 16 bytes to megabytes apart, so spread every bit of the address. */
+    private static long hash(long address) {
+        return address * 0x9E3779B97F4A7C15L;
+    }
+
+    private static Stripe stripe(long hash) {
+        return STRIPES[(int) (hash >>> (64 - STRIPE_BITS))];
+    }
+
+    private static int bucket(long hash, int length) {
+        return (int) (hash >>> 20) & (length - 1);
+    }
+
+    static void add(Block block) {
+        long h = hash(block.address);
+        Stripe s = stripe(h);
+        synchronized (s) {
+            if (s.size >= s.buckets.length) grow(s);
+            int i = bucket(h, s.buckets.length);
+            block.next = s.buckets[i];
+            s.buckets[i] = block;
+            s.size++;
+        }
+    }
+
+    /** The block of {@code buffer} itself (not of a slice or duplicate of it), or null. */
+    static Block of(ByteBuffer buffer, long address) {
+        long h = hash(address);
+        Stripe s = stripe(h);
+        synchronized (s) {
+            for (Block b = s.buckets[bucket(h, s.buckets.length)]; b != null; b = b.next) {
+                if (b.address == address) return b.refersTo(buffer) ? b : null;
+            }
+        }
+        return null;
+    }
+
+    /** Takes {@code block} out; true for exactly one caller. */
+    static boolean remove(Block block) {
+        long h = hash(block.address);
+        Stripe s = stripe(h);
+        synchronized (s) {
+            int i = bucket(h, s.buckets.length);
+            Block previous = null;
+            for (Block b = s.buckets[i]; b != null; previous = b, b = b.next) {
+                if (b == block) {
+                    if (previous == null) s.buckets[i] = b.next;
+                    else previous.next = b.next;
+                    b.next = null;
+                    s.size--;
+                    return true;
+                }
+            }
+        }
+        return false;
+    }
+
+    /** Live Java buffers (for tests). */
+    static int size() {
+        int size = 0;
+        for (Stripe s : STRIPES) {
+            synchronized (s) {
+                size += s.size;
+            }
+        }
+        return size;
+    }
+
+    private static void grow(Stripe s) {
+        Block[] old = s.buckets;
+        Block[] buckets = new Block[old.length * 2];
+        for (Block head : old) {
+            for (Block b = head; b != null; ) {
+                Block next = b.next;
+                int i = bucket(hash(b.address), buckets.length);
+                b.next = buckets[i];
+                buckets[i] = b;
+                b = next;
+            }
+        }
+        s.buckets = buckets;
+    }
+}
