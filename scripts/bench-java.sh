@@ -12,16 +12,24 @@ javac -d "$B/classes" $(find java/src/main/java -name '*.java')
 javac -nowarn -d "$B/bench" -cp "$B/classes" java/bench/Bench.java 2>/dev/null
 RAW=docs/benchmarks-java.raw.txt
 : > "$RAW"
-run() { # flags... -- case args...
+JDK25=$(ls -d /usr/lib/jvm/temurin-25* 2>/dev/null | head -1 || true)
+[ -n "$JDK25" ] || echo "!! no Temurin JDK 25 under /usr/lib/jvm: the JDK 25 rows are left out" >&2
+run() { # flags... -- case args...   (JAVA= picks the JVM)
   local flags=() ; while [ "$1" != "--" ]; do flags+=("$1"); shift; done; shift
   for fork in $(seq "$FORKS"); do
     for impl in jdk dm; do
-      java -Xmx1g -XX:MaxDirectMemorySize=100m "${flags[@]}" -Djava.library.path="$PWD/target/release" \
+      "${JAVA:-java}" -Xmx1g -XX:MaxDirectMemorySize=100m "${flags[@]}" -Djava.library.path="$PWD/target/release" \
         -cp "$B/classes:$B/bench" Bench "$impl" "$@" 2>&1 | sed "s/^RESULT /RESULT ${TAG:-} /" | tee -a "$RAW" | grep RESULT || true
     done
   done
 }
-for size in 64 4096 65536 1048576 67108864; do TAG=g1 run -- alloc-free $size; done
+# How the buffer object is made depends on the JDK and its flags (see Buffers.java): each way's row.
+for size in 64 4096 65536 1048576 67108864; do TAG=g1 run -- alloc-free $size; done  # JDK 17, no flag: unsafe
+for size in 64 4096 65536; do
+  TAG=jdk17-opens run --add-opens java.base/java.nio=ALL-UNNAMED -- alloc-free $size  # constructor
+  TAG=jdk17-jni run -Ddirectmem.buffers=jni -- alloc-free $size
+  if [ -n "$JDK25" ]; then JAVA="$JDK25/bin/java" TAG=jdk25-ffm run --enable-native-access=ALL-UNNAMED -- alloc-free $size; fi
+done
 TAG=g1 run -- touch-64m
 TAG=g1 run -- drop-loop
 TAG=disable-explicit-gc run -XX:+DisableExplicitGC -- drop-loop

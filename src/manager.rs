@@ -178,6 +178,12 @@ impl Manager {
         self.quota.set_reclaim_timeout(millis)
     }
 
+    /// Bytes that fit under the limit now (0 when reserved is above it); cheaper than [`Manager::stats`].
+    pub fn available(&self) -> u64 {
+        let q = self.quota.stats();
+        q.limit.saturating_sub(q.reserved)
+    }
+
     pub fn stats(&self) -> Stats {
         let q = self.quota.stats();
         let b = self.blocks.stats();

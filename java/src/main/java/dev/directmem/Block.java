@@ -9,9 +9,9 @@ import java.util.concurrent.atomic.LongAdder;
  * One Java buffer's block of the library, and the phantom reference that tells when the buffer is
  * unreachable, as the JDK's own {@code jdk.internal.ref.Cleaner} does for {@code DirectByteBuffer}.
  *
- * <p>Released exactly once: {@link #release} first takes the block out of {@link LiveBlocks}, and only
- * the one call that takes it out frees it, whether that is {@link DirectMemory#free} or the
- * {@link CleanerThread} after the GC found the buffer unreachable. Until then {@code LiveBlocks} keeps
+ * <p>Released exactly once: the block is first taken out of {@link LiveBlocks}, and only the one call
+ * that takes it out frees it, whether that is {@link DirectMemory#free} or the {@link CleanerThread}
+ * ({@link #release}) after the GC found the buffer unreachable. Until then {@code LiveBlocks} keeps
  * this reference reachable; afterwards nothing does, so the GC never enqueues a released block.
  */
 final class Block extends PhantomReference<ByteBuffer> {
@@ -39,12 +39,17 @@ final class Block extends PhantomReference<ByteBuffer> {
         if (!LiveBlocks.remove(this)) {
             return false;
         }
+        free();
+        return true;
+    }
+
+    /** Gives the memory back; only for the caller that took this block out of {@link LiveBlocks}. */
+    void free() {
         int status = Native.free0(address);
         if (status != Native.OK) {
             FAILED_RELEASES.increment();
             System.getLogger("dev.directmem").log(System.Logger.Level.ERROR, "freeing the block of a direct buffer at 0x"
                     + Long.toHexString(address) + " failed: " + Native.message(status));
         }
-        return true;
     }
 }

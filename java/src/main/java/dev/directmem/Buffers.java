@@ -16,7 +16,7 @@ import java.nio.ByteOrder;
  * reachable, and the block is freed only once no derived buffer can reach it (JDK-8208362). A slice
  * of a bigger buffer would not be kept so: its derived buffers would keep only the bigger one.
  *
- * <p>Three ways, fastest first; the first that works here is used, and {@link #KIND} names it:
+ * <p>Four ways, fastest first; the first that works here is used, and {@link #KIND} names it:
  * <ol>
  *   <li>{@code ffm}, JDK 22+: {@code MemorySegment.ofAddress(a).reinterpret(n).asByteBuffer()}. Needs
  *       native access for this module ({@code --enable-native-access=ALL-UNNAMED}), which loading a
@@ -25,9 +25,13 @@ import java.nio.ByteOrder;
  *   <li>{@code constructor}: the JDK's private {@code DirectByteBuffer(long, int)} constructor (JDK 21+:
  *       {@code (long, long)}), as JNI's NewDirectByteBuffer calls it, where {@code java.nio} is open to
  *       this module ({@code --add-opens java.base/java.nio=ALL-UNNAMED}).</li>
+ *   <li>{@code unsafe}, JDK 17 to 21 with no flag: the same buffer, its fields set through
+ *       {@code sun.misc.Unsafe} ({@link UnsafeBuffers}).</li>
  *   <li>{@code jni}: NewDirectByteBuffer, which needs no setting and is slower (a call back into Java).</li>
  * </ol>
- * {@code -Ddirectmem.buffers=ffm|constructor|jni} picks one; if it cannot work here, the next is used.
+ * {@code -Ddirectmem.buffers=ffm|constructor|unsafe|jni} picks where to start; if a way cannot work
+ * here, the next is used. Each is checked once at start against what JNI makes, and skipped if it
+ * differs.
  */
 final class Buffers {
     /** Which way this JVM uses: {@code ffm}, {@code constructor} or {@code jni}. */
@@ -39,7 +43,7 @@ final class Buffers {
 
     static {
         String wanted = System.getProperty("directmem.buffers", "ffm");
-        String[] order = {"ffm", "constructor", "jni"};
+        String[] order = {"ffm", "constructor", "unsafe", "jni"};
         MethodHandle[] chosen = null;
         String kind = null;
         StringBuilder why = new StringBuilder();
@@ -131,12 +135,17 @@ final class Buffers {
                 MethodHandle address = MethodHandles.privateLookupIn(Buffer.class, lookup).findGetter(Buffer.class, "address", long.class);
                 return new MethodHandle[] {MethodHandles.explicitCastArguments(constructor, wrapType), address.asType(addressType)};
             }
+            case "unsafe":
+                if (Runtime.version().feature() >= 22) throw new UnsupportedOperationException("JDK 17 to 21 only (ffm from 22)");
+                return new MethodHandle[] {
+                    lookup.findStatic(UnsafeBuffers.class, "wrap", wrapType), lookup.findStatic(UnsafeBuffers.class, "address", addressType)
+                };
             case "jni":
                 return new MethodHandle[] {
                     lookup.findStatic(Native.class, "wrap0", wrapType), lookup.findStatic(Native.class, "address0", addressType)
                 };
             default:
-                throw new IllegalArgumentException("directmem.buffers must be ffm, constructor or jni: " + kind);
+                throw new IllegalArgumentException("directmem.buffers must be ffm, constructor, unsafe or jni: " + kind);
         }
     }
 
@@ -153,7 +162,14 @@ final class Buffers {
         long address = 1L << 20;
         ByteBuffer buffer = (ByteBuffer) handles[0].invokeExact(address, 16);
         buffer.position(3);
-        if (!buffer.isDirect() || buffer.capacity() != 16 || buffer.limit() != 16 || buffer.order() != ByteOrder.BIG_ENDIAN
+        boolean markUnset;
+        try {
+            buffer.duplicate().reset();
+            markUnset = false;
+        } catch (java.nio.InvalidMarkException expected) {
+            markUnset = true;
+        }
+        if (!markUnset || buffer.position() != 3 || !buffer.isDirect() || buffer.capacity() != 16 || buffer.limit() != 16 || buffer.order() != ByteOrder.BIG_ENDIAN
                 || buffer.isReadOnly() || Native.address0(buffer) != address
                 || (long) handles[1].invokeExact(buffer) != address) {
             throw new IllegalStateException("the buffer made does not match its address and capacity: " + buffer);

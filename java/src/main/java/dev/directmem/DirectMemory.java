@@ -111,7 +111,7 @@ public final class DirectMemory {
             throw new IllegalArgumentException("not a direct buffer: " + buffer);
         }
         try {
-            Block block = LiveBlocks.of(buffer, Buffers.address(buffer));
+            Block block = LiveBlocks.takeOf(buffer, Buffers.address(buffer));
             if (block == null) {
                 if (buffer.limit() == 0) {
                     return false; // freed before (or empty and not ours: nothing to free either way)
@@ -119,8 +119,9 @@ public final class DirectMemory {
                 throw new IllegalArgumentException("not a buffer returned by DirectMemory.allocate (a slice, duplicate, "
                         + "view, or a direct buffer from elsewhere): " + buffer);
             }
-            buffer.limit(0); // before the release, so a racing free that misses the buffer sees it freed
-            return block.release();
+            buffer.limit(0);
+            block.free();
+            return true;
         } finally {
             Reference.reachabilityFence(buffer); // the GC must not find it unreachable during this call
         }

@@ -51,13 +51,23 @@ final class LiveBlocks {
         }
     }
 
-    /** The block of {@code buffer} itself (not of a slice or duplicate of it), or null. */
-    static Block of(ByteBuffer buffer, long address) {
+    /**
+     * Takes out the block of {@code buffer} itself (not of a slice or duplicate of it, which share its
+     * address) and returns it, or null if it has none here: one look under the stripe's monitor, for
+     * {@link DirectMemory#free}.
+     */
+    static Block takeOf(ByteBuffer buffer, long address) {
         long h = hash(address);
         Stripe s = stripe(h);
         synchronized (s) {
-            for (Block b = s.buckets[bucket(h, s.buckets.length)]; b != null; b = b.next) {
-                if (b.address == address) return b.refersTo(buffer) ? b : null;
+            int i = bucket(h, s.buckets.length);
+            Block previous = null;
+            for (Block b = s.buckets[i]; b != null; previous = b, b = b.next) {
+                if (b.address == address) {
+                    if (!b.refersTo(buffer)) return null;
+                    unlink(s, i, previous, b);
+                    return b;
+                }
             }
         }
         return null;
@@ -72,15 +82,19 @@ final class LiveBlocks {
             Block previous = null;
             for (Block b = s.buckets[i]; b != null; previous = b, b = b.next) {
                 if (b == block) {
-                    if (previous == null) s.buckets[i] = b.next;
-                    else previous.next = b.next;
-                    b.next = null;
-                    s.size--;
+                    unlink(s, i, previous, b);
                     return true;
                 }
             }
         }
         return false;
+    }
+
+    private static void unlink(Stripe s, int bucket, Block previous, Block b) {
+        if (previous == null) s.buckets[bucket] = b.next;
+        else previous.next = b.next;
+        b.next = null;
+        s.size--;
     }
 
     /** Live Java buffers (for tests). */
