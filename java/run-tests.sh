@@ -1,27 +1,47 @@
 #!/usr/bin/env bash
-# Builds the Java API jar against the debug libdirectmem, compiles the JUnit 5 tests and the
-# examples, and runs the suite in a real JVM. Prints the launcher's summary and "N passed, N failed".
+# Builds the Java API jar against the debug libdirectmem (compiled once, for release 17), compiles the
+# JUnit 5 tests and the examples, and runs the suite in a real JVM: on JDK 17, then on the Temurin
+# JDK 25 beside it (said loudly when it is missing). Prints each launcher's summary, and
+# "N passed, N failed" per JDK and in all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JUNIT=/usr/share/java/junit-platform-console-standalone.jar
 B=java/build
 cargo build -q
 rm -rf "$B/classes" "$B/test-classes" "$B/examples"
-javac -Xlint:all -Werror -d "$B/classes" $(find java/src/main/java -name '*.java')
+javac --release 17 -Xlint:all -Werror -d "$B/classes" $(find java/src/main/java -name '*.java')
 jar --create --file "$B/directmem.jar" -C "$B/classes" .
-javac -d "$B/examples" -cp "$B/directmem.jar" java/examples/*.java
-javac -d "$B/test-classes" -cp "$B/directmem.jar:$JUNIT" $(find java/src/test/java -name '*.java')
+javac --release 17 -d "$B/examples" -cp "$B/directmem.jar" java/examples/*.java
+javac --release 17 -d "$B/test-classes" -cp "$B/directmem.jar:$JUNIT" $(find java/src/test/java -name '*.java')
 
-set +e
-java -Xmx512m -Djava.library.path="$PWD/target/debug" \
-  -Ddirectmem.test.jar="$PWD/$B/directmem.jar" -Ddirectmem.test.examples="$PWD/$B/examples" \
-  -Ddirectmem.test.libdir="$PWD/target/debug" -Ddirectmem.test.classes="$PWD/$B/test-classes" \
-  -jar "$JUNIT" --class-path "$B/test-classes:$B/directmem.jar" --scan-class-path \
-  --disable-banner --details=tree 2>&1 | tee "$B/junit.log"
-rc=${PIPESTATUS[0]}
-set -e
-passed=$(grep -Eo '\[ +[0-9]+ tests successful' "$B/junit.log" | grep -Eo '[0-9]+' || echo 0)
-failed=$(grep -Eo '\[ +[0-9]+ tests failed' "$B/junit.log" | grep -Eo '[0-9]+' || echo 0)
-echo "$passed passed, $failed failed"
-if [ "$passed" -eq 0 ]; then echo "no Java test ran"; exit 1; fi
+total_passed=0 total_failed=0 rc=0
+suite() { # label java-binary jvm-flags...
+  local label=$1 java=$2; shift 2
+  local log="$B/junit-$label.log"
+  echo "== JUnit on $label ($("$java" -version 2>&1 | head -1))"
+  set +e
+  "$java" -Xmx512m "$@" -Djava.library.path="$PWD/target/debug" \
+    -Ddirectmem.test.jar="$PWD/$B/directmem.jar" -Ddirectmem.test.examples="$PWD/$B/examples" \
+    -Ddirectmem.test.libdir="$PWD/target/debug" -Ddirectmem.test.classes="$PWD/$B/test-classes" \
+    -jar "$JUNIT" --class-path "$B/test-classes:$B/directmem.jar" --scan-class-path \
+    --disable-banner --details=tree 2>&1 | tee "$log"
+  local status=${PIPESTATUS[0]}
+  set -e
+  local passed failed
+  passed=$(grep -Eo '\[ +[0-9]+ tests successful' "$log" | grep -Eo '[0-9]+' || echo 0)
+  failed=$(grep -Eo '\[ +[0-9]+ tests failed' "$log" | grep -Eo '[0-9]+' || echo 0)
+  echo "$label: $passed passed, $failed failed"
+  if [ "$passed" -eq 0 ]; then echo "$label: no Java test ran"; status=1; fi
+  total_passed=$((total_passed + passed)) total_failed=$((total_failed + failed))
+  [ "$status" -eq 0 ] || rc=1
+}
+
+suite jdk17 java
+JDK25=$(ls -d /usr/lib/jvm/temurin-25* 2>/dev/null | head -1 || true)
+if [ -n "$JDK25" ] && [ -x "$JDK25/bin/java" ]; then
+  suite jdk25 "$JDK25/bin/java" --enable-native-access=ALL-UNNAMED
+else
+  echo "!!!!!!!! Temurin JDK 25 not found under /usr/lib/jvm: the JUnit suite did NOT run on JDK 25 !!!!!!!!" >&2
+fi
+echo "$total_passed passed, $total_failed failed"
 exit $rc

@@ -46,6 +46,15 @@ class ChildJvmTest {
     }
 
     @Test
+    void threadsFreeingAndDroppingMixedSizesWhileOthersGcReleaseEachBufferOnce() throws Exception {
+        for (int run = 0; run < 2; run++) {
+            Support.Outcome o = Support.java(List.of(), "dev.directmem.MixedRace", "2");
+            assertEquals(0, o.exit(), o.output());
+            assertTrue(o.output().contains("clean: "), o.output());
+        }
+    }
+
+    @Test
     void threadsDroppingBuffersUnderDisableExplicitGcNeverFail() throws Exception {
         for (int run = 0; run < 2; run++) {
             Support.Outcome o = Support.java(List.of("-XX:+DisableExplicitGC"), "dev.directmem.DropThreads", "4", "1", "128", "3");
