@@ -41,6 +41,9 @@ final class Buffers {
     /** (ByteBuffer) long: the address of the buffer's first byte (not of its position). */
     private static final MethodHandle ADDRESS;
 
+    /** The largest capacity {@link #WRAP} takes ({@code asByteBuffer} refuses the last 8 sizes); above it, JNI. */
+    private static final int MAX_CAPACITY;
+
     static {
         String wanted = System.getProperty("directmem.buffers", "ffm");
         String[] order = {"ffm", "constructor", "unsafe", "jni"};
@@ -65,6 +68,7 @@ final class Buffers {
             throw new IllegalStateException("no way to make a direct buffer over a native block: " + why);
         }
         KIND = kind;
+        MAX_CAPACITY = kind.equals("ffm") ? Integer.MAX_VALUE - 8 : Integer.MAX_VALUE;
         WRAP = chosen[0];
         ADDRESS = chosen[1];
     }
@@ -73,6 +77,9 @@ final class Buffers {
 
     /** A big-endian buffer over {@code capacity} bytes at {@code address}, position 0, limit = capacity. */
     static ByteBuffer wrap(long address, int capacity) {
+        if (capacity > MAX_CAPACITY) {
+            return Native.wrap0(address, capacity); // the FFM way stops 8 bytes short of Integer.MAX_VALUE
+        }
         try {
             return (ByteBuffer) WRAP.invokeExact(address, capacity);
         } catch (RuntimeException | Error e) {

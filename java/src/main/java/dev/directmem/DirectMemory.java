@@ -119,7 +119,6 @@ public final class DirectMemory {
                 throw new IllegalArgumentException("not a buffer returned by DirectMemory.allocate (a slice, duplicate, "
                         + "view, or a direct buffer from elsewhere): " + buffer);
             }
-            buffer.limit(0);
             block.free();
             return true;
         } finally {

@@ -54,7 +54,8 @@ final class LiveBlocks {
     /**
      * Takes out the block of {@code buffer} itself (not of a slice or duplicate of it, which share its
      * address) and returns it, or null if it has none here: one look under the stripe's monitor, for
-     * {@link DirectMemory#free}.
+     * {@link DirectMemory#free}. The buffer's limit becomes 0 under that monitor, so a racing free of
+     * the same buffer, which finds no block once it gets the monitor, also sees it freed.
      */
     static Block takeOf(ByteBuffer buffer, long address) {
         long h = hash(address);
@@ -65,6 +66,7 @@ final class LiveBlocks {
             for (Block b = s.buckets[i]; b != null; previous = b, b = b.next) {
                 if (b.address == address) {
                     if (!b.refersTo(buffer)) return null;
+                    buffer.limit(0);
                     unlink(s, i, previous, b);
                     return b;
                 }

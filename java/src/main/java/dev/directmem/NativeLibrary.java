@@ -18,6 +18,13 @@ final class NativeLibrary {
             } else {
                 System.loadLibrary("directmem");
             }
+        } catch (IllegalCallerException e) { // JDK 24+ under --illegal-native-access=deny
+            IllegalCallerException failure = new IllegalCallerException("directmem loads a JNI library, which this JVM "
+                    + "allows only to modules granted native access: run with --enable-native-access=ALL-UNNAMED "
+                    + "(class path) or --enable-native-access=<your module>; an executable jar can say "
+                    + "'Enable-Native-Access: ALL-UNNAMED' in its manifest");
+            failure.initCause(e);
+            throw failure;
         } catch (UnsatisfiedLinkError e) {
             UnsatisfiedLinkError failure = new UnsatisfiedLinkError(
                     "cannot load libdirectmem; tried: " + String.join(", ", tried(path))

@@ -90,6 +90,7 @@ class ReclaimTest extends SettledTest {
     void explicitFreesRacingTheCleanerFromManyThreadsReleaseEachBufferOnce() throws Exception {
         DirectMemory.setLimit(1L << 40);
         long freedExplicitly = 0, total = 0, gcBefore = DirectMemory.stats().reclaimedByGc();
+        List<Throwable> errors = java.util.Collections.synchronizedList(new ArrayList<>());
         for (int round = 0; round < 20; round++) {
             int n = 200;
             java.util.concurrent.atomic.AtomicReferenceArray<ByteBuffer> slots = new java.util.concurrent.atomic.AtomicReferenceArray<>(n);
@@ -98,9 +99,13 @@ class ReclaimTest extends SettledTest {
             List<Thread> threads = new ArrayList<>();
             for (int t = 0; t < 4; t++) { // free from the front, racing each other
                 threads.add(new Thread(() -> {
-                    for (int i = 0; i < n; i++) {
-                        ByteBuffer b = slots.get(i);
-                        if (b != null && DirectMemory.free(b)) wins.incrementAndGet();
+                    try {
+                        for (int i = 0; i < n; i++) {
+                            ByteBuffer b = slots.get(i);
+                            if (b != null && DirectMemory.free(b)) wins.incrementAndGet();
+                        }
+                    } catch (Throwable e) { // a racing free must return false, never throw
+                        errors.add(e);
                     }
                 }));
             }
@@ -115,6 +120,7 @@ class ReclaimTest extends SettledTest {
             freedExplicitly += wins.get();
             total += n;
         }
+        assertEquals(List.of(), errors);
         assertTrue(Support.gcUntil(() -> DirectMemory.stats().count() == 0));
         DirectMemoryStats s = DirectMemory.stats();
         assertEquals(total, freedExplicitly + (s.reclaimedByGc() - gcBefore), "every buffer released exactly once");

@@ -60,6 +60,9 @@ final class Support {
         cmd.add(System.getProperty("java.home") + File.separator + "bin" + File.separator + "java");
         cmd.add("-Xmx256m");
         cmd.add("-Djava.library.path=" + System.getProperty("directmem.test.libdir"));
+        if (Runtime.version().feature() >= 22 && jvmArgs.stream().noneMatch(a -> a.contains("native-access"))) {
+            cmd.add("--enable-native-access=ALL-UNNAMED"); // as the README says to run on JDK 22+
+        }
         cmd.addAll(jvmArgs);
         cmd.add("-cp");
         cmd.add(System.getProperty("directmem.test.jar") + File.pathSeparator + System.getProperty("directmem.test.examples")
