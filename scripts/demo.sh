@@ -17,6 +17,15 @@ make -s -C c-examples run LIBDIR="$PWD/target/release" BUILD="$PWD/target/c-exam
 echo "== Java demo"
 B=target/java-demo
 rm -rf "$B" && mkdir -p "$B"
-javac -d "$B/classes" $(find java/src/main/java -name '*.java')
-javac -d "$B/examples" -cp "$B/classes" java/examples/*.java
+javac --release 17 -d "$B/classes" $(find java/src/main/java -name '*.java')
+javac --release 17 -d "$B/examples" -cp "$B/classes" java/examples/*.java
+echo "-- on $(java -version 2>&1 | head -1)"
 java -Djava.library.path="$PWD/target/release" -Ddirectmem.jmx=true -cp "$B/classes:$B/examples" Demo
+JDK25=$(ls -d /usr/lib/jvm/temurin-25* 2>/dev/null | head -1 || true)
+if [ -n "$JDK25" ] && [ -x "$JDK25/bin/java" ]; then
+  echo "-- on $("$JDK25/bin/java" -version 2>&1 | head -1)"
+  "$JDK25/bin/java" --enable-native-access=ALL-UNNAMED -Djava.library.path="$PWD/target/release" -Ddirectmem.jmx=true \
+    -cp "$B/classes:$B/examples" Demo
+else
+  echo "!!!!!!!! Temurin JDK 25 not found under /usr/lib/jvm: the demo ran on JDK 17 only !!!!!!!!" >&2
+fi

@@ -76,6 +76,10 @@ final class CleanerThread {
         return true;
     }
 
+    static Thread.State state() {
+        return THREAD.getState();
+    }
+
     private static boolean isIdle() {
         Thread.State state = THREAD.getState();
         return state == Thread.State.WAITING || state == Thread.State.TIMED_WAITING || state == Thread.State.TERMINATED;

@@ -39,6 +39,11 @@ final class LiveBlocks {
         return (int) (hash >>> 20) & (length - 1);
     }
 
+    /** The monitor that guards {@code address}'s bucket (tests hold it to keep the cleaner thread waiting). */
+    static Object monitorOf(long address) {
+        return stripe(hash(address));
+    }
+
     static void add(Block block) {
         long h = hash(block.address);
         Stripe s = stripe(h);

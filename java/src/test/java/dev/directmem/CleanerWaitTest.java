@@ -3,24 +3,40 @@ package dev.directmem;
 import static org.junit.jupiter.api.Assertions.*;
 
 import java.nio.ByteBuffer;
-import java.util.ArrayList;
-import java.util.List;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.concurrent.atomic.AtomicLong;
 import org.junit.jupiter.api.Test;
 
 /** A reclaim round lets the cleaner thread finish what the last GC found before it asks for another GC. */
 class CleanerWaitTest extends SettledTest {
     @Test
     void awaitIdleReturnsOnlyOnceTheCleanerThreadIsDone() throws Exception {
-        // A backlog: many dropped buffers found by one GC, then a wait that must outlast their release.
-        List<ByteBuffer> buffers = new ArrayList<>();
-        for (int i = 0; i < 200_000; i++) buffers.add(DirectMemory.allocate(64));
-        buffers = null;
-        System.gc();
-        long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(10);
-        boolean sawBusy = false;
-        while (!sawBusy && System.nanoTime() < deadline) sawBusy = CleanerThread.awaitIdle(TimeUnit.SECONDS.toNanos(10));
-        assertTrue(sawBusy, "the cleaner thread was seen busy with the backlog");
-        assertEquals(0, DirectMemory.stats().count(), "awaitIdle returned before the cleaner thread finished");
+        ByteBuffer dropped = DirectMemory.allocate(64);
+        Object monitor = LiveBlocks.monitorOf(Buffers.address(dropped));
+        dropped = null;
+        AtomicLong returnedAt = new AtomicLong();
+        AtomicBoolean sawBusy = new AtomicBoolean();
+        long releasedAt;
+        Thread waiter;
+        synchronized (monitor) { // the cleaner thread's release of the dropped buffer must wait for this
+            long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(20);
+            while (CleanerThread.state() != Thread.State.BLOCKED && System.nanoTime() < deadline) {
+                System.gc();
+                Thread.sleep(20);
+            }
+            assertEquals(Thread.State.BLOCKED, CleanerThread.state(), "the GC found the dropped buffer");
+            waiter = new Thread(() -> {
+                sawBusy.set(CleanerThread.awaitIdle(TimeUnit.SECONDS.toNanos(10)));
+                returnedAt.set(System.nanoTime());
+            });
+            waiter.start();
+            Thread.sleep(300);
+            releasedAt = System.nanoTime();
+        }
+        waiter.join();
+        assertTrue(sawBusy.get(), "awaitIdle saw the cleaner thread busy");
+        assertTrue(returnedAt.get() - releasedAt >= 0, "awaitIdle returned while the cleaner thread was still blocked");
+        assertTrue(Support.gcUntil(() -> DirectMemory.stats().count() == 0));
     }
 }
