@@ -7,6 +7,9 @@
  * Every function is thread-safe and catches Rust panics (DM_ERR_INTERNAL). Out-pointers are
  * written only on DM_OK. Blocks from dm_allocate are released only by dm_free or dm_clean, never by
  * free(). Link with -ldirectmem.
+ *
+ * Not async-signal-safe, like malloc: never call a dm_ function from a signal handler (one that
+ * interrupted a dm_ call on the same thread may be handed a block twice, or deadlock).
  */
 
 #ifndef DIRECTMEM_H
@@ -120,7 +123,8 @@ extern "C" {
  * (Bits.reserveMemory), e.g. for memory the caller maps itself. Undo with dm_unreserve.
  *
  * Thread-safe. May call the reclaim hook and wait (see dm_set_reclaim_hook).
- * Returns DM_OK (also for 0 bytes), DM_ERR_LIMIT, DM_ERR_INTERNAL.
+ * Returns DM_OK (also for 0 bytes); DM_ERR_INVALID_ARGUMENT when what is reserved plus `bytes`
+ * overflows 64 bits (not counted in `limit_failures`, no hook called); DM_ERR_LIMIT; DM_ERR_INTERNAL.
  */
 enum dm_status dm_reserve(size_t bytes);
 
@@ -211,11 +215,17 @@ enum dm_status dm_set_limit(uint64_t bytes);
  * - with no hook, it fails at once with DM_ERR_LIMIT;
  * - with a hook, the hook is called with the shortfall (one call in flight at a time; threads
  *   that fail meanwhile wait for that call), then the reservation is retried each time memory is
- *   returned, first come first served, until the reclaim timeout runs out (DM_ERR_LIMIT).
+ *   returned, first come first served, until the reclaim timeout runs out; at its deadline a
+ *   waiter still takes memory that fits, so DM_ERR_LIMIT means the limit would really be exceeded.
+ *   A queued request of at most a quarter of the first waiter's size may take free memory before
+ *   it while that waiter has waited less than half the timeout (so a small request does not wait
+ *   a whole slow hook call behind a big one; the big one is never starved).
  *
  * A request larger than the limit fails at once without calling the hook. The hook runs on the
- * failing thread with no library lock held and may call any dm_ function. `ctx` is passed to it
- * untouched and must stay valid while the hook is installed.
+ * failing thread with no library lock held and may call any dm_ function; a reservation it makes
+ * (dm_allocate, dm_reserve) is served at once if it fits and fails at once with DM_ERR_LIMIT if
+ * not (it cannot wait for the hook call it is part of). `ctx` is passed to it untouched and must
+ * stay valid while the hook is installed.
  * Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
  *
  * # Safety

@@ -7,10 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 JUNIT=/usr/share/java/junit-platform-console-standalone.jar
 B=java/build
-cargo build -q
 rm -rf "$B/classes" "$B/test-classes" "$B/examples"
-javac --release 17 -Xlint:all -Werror -d "$B/classes" $(find java/src/main/java -name '*.java')
-jar --create --file "$B/directmem.jar" -C "$B/classes" .
+bash scripts/build-jar.sh debug "$B/directmem.jar"   # the debug library inside, as users get the release one
 javac --release 17 -d "$B/examples" -cp "$B/directmem.jar" java/examples/*.java
 javac --release 17 -d "$B/test-classes" -cp "$B/directmem.jar:$JUNIT" $(find java/src/test/java -name '*.java')
 

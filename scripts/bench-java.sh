@@ -36,6 +36,10 @@ TAG=disable-explicit-gc run -XX:+DisableExplicitGC -- drop-loop
 TAG=g1 run -- keep-loop
 TAG=g1 run -XX:MaxDirectMemorySize=32m -- threads-8
 TAG=parallel run -XX:+UseParallelGC -XX:MaxDirectMemorySize=32m -- threads-8
+if [ -n "$JDK25" ]; then
+  JAVA="$JDK25/bin/java" TAG=jdk25 run --enable-native-access=ALL-UNNAMED -XX:MaxDirectMemorySize=32m -- vthreads-8
+  JAVA="$JDK25/bin/java" TAG=jdk25 run --enable-native-access=ALL-UNNAMED -XX:MaxDirectMemorySize=1m -- vthreads-64
+fi
 
 python3 - "$RAW" > docs/benchmarks-java.md <<'PY'
 import sys, statistics, collections

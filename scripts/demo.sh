@@ -14,18 +14,17 @@ fi
 cargo build --release -q
 echo "== C examples"
 make -s -C c-examples run LIBDIR="$PWD/target/release" BUILD="$PWD/target/c-examples"
-echo "== Java demo"
+echo "== Java demo (one jar, the library inside it: no library path)"
 B=target/java-demo
 rm -rf "$B" && mkdir -p "$B"
-javac --release 17 -d "$B/classes" $(find java/src/main/java -name '*.java')
-javac --release 17 -d "$B/examples" -cp "$B/classes" java/examples/*.java
+bash scripts/build-jar.sh release target/directmem.jar
+javac --release 17 -d "$B/examples" -cp target/directmem.jar java/examples/*.java
 echo "-- on $(java -version 2>&1 | head -1)"
-java -Djava.library.path="$PWD/target/release" -Ddirectmem.jmx=true -cp "$B/classes:$B/examples" Demo
+java -Ddirectmem.jmx=true -cp "target/directmem.jar:$B/examples" Demo
 JDK25=$(ls -d /usr/lib/jvm/temurin-25* 2>/dev/null | head -1 || true)
 if [ -n "$JDK25" ] && [ -x "$JDK25/bin/java" ]; then
   echo "-- on $("$JDK25/bin/java" -version 2>&1 | head -1)"
-  "$JDK25/bin/java" --enable-native-access=ALL-UNNAMED -Djava.library.path="$PWD/target/release" -Ddirectmem.jmx=true \
-    -cp "$B/classes:$B/examples" Demo
+  "$JDK25/bin/java" --enable-native-access=ALL-UNNAMED -Ddirectmem.jmx=true -cp "target/directmem.jar:$B/examples" Demo
 else
   echo "!!!!!!!! Temurin JDK 25 not found under /usr/lib/jvm: the demo ran on JDK 17 only !!!!!!!!" >&2
 fi

@@ -37,6 +37,12 @@ fn membarrier(cmd: libc::c_int) -> bool {
 /// Whether owners may update without atomics: the process registered for expedited barriers.
 static ASYMMETRIC: Lazy<bool> = Lazy::new(|| membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED));
 
+/// Makes sure the one-time registration is done: a child of fork() must not find it half done by
+/// a thread that does not exist there (it would wait for it forever).
+pub(crate) fn init() {
+    Lazy::force(&ASYMMETRIC);
+}
+
 /// The collector's side: every thread of the process executes a full barrier before this returns.
 fn heavy_barrier() {
     // A child after fork() starts unregistered: register and try again, then fall back to the

@@ -4,6 +4,9 @@
 //! and turns the outcome into a `dm_status`. [`boundary`] wraps every export so that a Rust panic
 //! becomes `DM_ERR_INTERNAL` instead of unwinding into C. Out-pointers are written only on success.
 //! The names are C's, as the header shows them, because the header is the contract.
+//!
+//! Like `malloc`, no dm_ function is async-signal-safe: calling one from a signal handler that
+//! interrupted the library (a dm_ call on the same thread) may hand a block out twice or deadlock.
 #![allow(non_camel_case_types)]
 
 use crate::manager::{self, Stats};
@@ -123,7 +126,8 @@ fn non_null<T>(p: *mut T) -> Result<*mut T> {
 /// (Bits.reserveMemory), e.g. for memory the caller maps itself. Undo with dm_unreserve.
 ///
 /// Thread-safe. May call the reclaim hook and wait (see dm_set_reclaim_hook).
-/// Returns DM_OK (also for 0 bytes), DM_ERR_LIMIT, DM_ERR_INTERNAL.
+/// Returns DM_OK (also for 0 bytes); DM_ERR_INVALID_ARGUMENT when what is reserved plus `bytes`
+/// overflows 64 bits (not counted in `limit_failures`, no hook called); DM_ERR_LIMIT; DM_ERR_INTERNAL.
 #[unsafe(no_mangle)]
 pub extern "C" fn dm_reserve(bytes: usize) -> dm_status {
     boundary(|| manager::global().reserve(bytes as u64))
@@ -239,11 +243,17 @@ pub extern "C" fn dm_set_limit(bytes: u64) -> dm_status {
 /// - with no hook, it fails at once with DM_ERR_LIMIT;
 /// - with a hook, the hook is called with the shortfall (one call in flight at a time; threads
 ///   that fail meanwhile wait for that call), then the reservation is retried each time memory is
-///   returned, first come first served, until the reclaim timeout runs out (DM_ERR_LIMIT).
+///   returned, first come first served, until the reclaim timeout runs out; at its deadline a
+///   waiter still takes memory that fits, so DM_ERR_LIMIT means the limit would really be exceeded.
+///   A queued request of at most a quarter of the first waiter's size may take free memory before
+///   it while that waiter has waited less than half the timeout (so a small request does not wait
+///   a whole slow hook call behind a big one; the big one is never starved).
 ///
 /// A request larger than the limit fails at once without calling the hook. The hook runs on the
-/// failing thread with no library lock held and may call any dm_ function. `ctx` is passed to it
-/// untouched and must stay valid while the hook is installed.
+/// failing thread with no library lock held and may call any dm_ function; a reservation it makes
+/// (dm_allocate, dm_reserve) is served at once if it fits and fails at once with DM_ERR_LIMIT if
+/// not (it cannot wait for the hook call it is part of). `ctx` is passed to it untouched and must
+/// stay valid while the hook is installed.
 /// Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
 ///
 /// # Safety

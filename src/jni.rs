@@ -239,6 +239,18 @@ pub extern "system" fn Java_dev_directmem_Native_statusMessage0<'local>(
         .resolve::<ThrowRuntimeExAndDefault>()
 }
 
+/// `Native.version0()`: the library's version, which the Java side compares with the one its jar
+/// was built for.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_dev_directmem_Native_version0<'local>(
+    mut unowned: EnvUnowned<'local>,
+    _class: JClass<'local>,
+) -> JString<'local> {
+    unowned
+        .with_env(|env| -> jni::errors::Result<JString<'local>> { env.new_string(env!("CARGO_PKG_VERSION")) })
+        .resolve::<ThrowRuntimeExAndDefault>()
+}
+
 /// `Native.forceGc0()`: a full collection through JVMTI's `ForceGarbageCollection`, which
 /// `-XX:+DisableExplicitGC` does not turn off (it governs `System.gc()` alone). Needs no
 /// capability and no agent; returns the JVMTI error code (0 on success), or -1 without JVMTI.
@@ -344,17 +356,21 @@ pub extern "system" fn Java_dev_directmem_Native_installReclaimHook0<'local>(
         .resolve::<ThrowRuntimeExAndDefault>()
 }
 
-/// The reclaim hook: `Reclaimer.reclaim(bytes)` on this thread, attaching it as a daemon if the JVM
-/// does not know it yet. Java exceptions are cleared: a failed GC request just means waiting.
+/// The reclaim hook: `Reclaimer.reclaim(bytes)` on this thread. A thread the JVM does not know yet
+/// (a C thread allocating in the same process) is attached as a daemon for the call and detached
+/// right after: left attached, every short-lived C thread that once needed a round would stay in
+/// the JVM's thread list for good. Java exceptions are cleared: a failed GC request just means waiting.
 fn reclaim_through_java(bytes: u64) {
     let Some(r) = RECLAIMER.get() else { return };
     // Safety: `r.vm` is the live JavaVM (the library cannot be unloaded while the JVM runs); the
     // env obtained is this thread's; `class` and `method` were checked when the hook was installed.
+    // A thread is detached only if this call attached it, and only after its Java frames returned.
     unsafe {
         let invoke = &**r.vm;
         let mut env: *mut c_void = std::ptr::null_mut();
         let mut rc = (invoke.v1_2.GetEnv)(r.vm, &mut env, jni::sys::JNI_VERSION_1_8);
-        if rc == jni::sys::JNI_EDETACHED {
+        let attached_here = rc == jni::sys::JNI_EDETACHED;
+        if attached_here {
             rc = (invoke.v1_4.AttachCurrentThreadAsDaemon)(r.vm, &mut env, std::ptr::null_mut());
         }
         if rc != JNI_OK || env.is_null() {
@@ -366,6 +382,9 @@ fn reclaim_through_java(bytes: u64) {
         (fns.v1_1.CallStaticVoidMethodA)(env, r.class, r.method, args.as_ptr());
         if (fns.v1_2.ExceptionCheck)(env) {
             (fns.v1_1.ExceptionClear)(env);
+        }
+        if attached_here {
+            (invoke.v1_1.DetachCurrentThread)(r.vm);
         }
     }
 }

@@ -15,6 +15,7 @@
 //! `jni` (the native half of the Java API `dev.directmem.DirectMemory`).
 
 mod credit;
+mod fork;
 pub mod error;
 pub mod ffi;
 mod jni;

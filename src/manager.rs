@@ -54,7 +54,10 @@ pub struct Manager {
     blocks: Registry,
 }
 
-static GLOBAL: Lazy<Manager> = Lazy::new(|| Manager::new(limit::default_limit()));
+static GLOBAL: Lazy<Manager> = Lazy::new(|| {
+    crate::fork::install();
+    Manager::new(limit::default_limit())
+});
 
 /// The process-wide manager behind `dm_*` and `dev.directmem.DirectMemory`.
 pub fn global() -> &'static Manager {
@@ -82,10 +85,15 @@ impl Manager {
         self.allocate_reserved(size, alignment)
     }
 
-    /// Like [`Manager::allocate`], but `Err(Limit)` at once where that would reclaim and wait.
+    /// Like [`Manager::allocate`], but `Err(Limit)` at once where that would reclaim and wait
+    /// (credit that threads took ahead is collected first, as before any refusal). The JVM binding
+    /// uses it for virtual threads, which must wait in Java, where they can unmount.
     pub fn try_allocate(&self, size: usize, alignment: usize) -> Result<NonNull<u8>> {
         let alignment = sysmem::check_request(size, alignment)?;
-        self.quota.try_reserve(size as u64)?;
+        if self.quota.try_reserve(size as u64).is_err() {
+            self.quota.collect_credits();
+            self.quota.try_reserve(size as u64)?;
+        }
         self.allocate_reserved(size, alignment)
     }
 
@@ -176,6 +184,14 @@ impl Manager {
 
     pub fn set_reclaim_timeout_ms(&self, millis: u32) {
         self.quota.set_reclaim_timeout(millis)
+    }
+
+    /// Every lock of this manager, in the one order [`crate::fork`] takes them.
+    pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
+        let mut locks: Vec<_> = self.quota.locks().into();
+        locks.extend(self.small.locks());
+        locks.extend(self.blocks.locks());
+        locks
     }
 
     /// Bytes that fit under the limit now (0 when reserved is above it); cheaper than [`Manager::stats`].

@@ -33,6 +33,12 @@ impl Kept {
 
     /// A kept mapping of exactly `len` bytes starting at a multiple of `alignment`, now the
     /// caller's (zeroed: its pages were discarded), with whether it is advised huge pages; or None.
+    /// Its lock, for [`crate::fork`].
+    pub(crate) fn lock(&self) -> &parking_lot::RawMutex {
+        // Safety: the raw lock is only locked and unlocked as a whole by `fork`'s handlers.
+        unsafe { self.mappings.raw() }
+    }
+
     pub fn take(&self, len: usize, alignment: usize) -> Option<(usize, bool)> {
         let mut kept = self.mappings.lock();
         let i = kept.iter().rposition(|&(start, l, _)| l == len && start % alignment == 0)?;

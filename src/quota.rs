@@ -13,9 +13,19 @@
 //!   about to drop, and one GC a moment later finds all of it (8 threads dropping 8 MiB buffers
 //!   under a 32 MiB limit: 4 buffers per GC instead of 2, and 1.3x the allocation rate);
 //! - waiters are woken when memory is actually returned ([`Quota::release`]), never by fixed
-//!   sleeps, and only the head of the queue may take memory: first come, first served, and a
+//!   sleeps, and the head of the queue takes memory first: first come, first served, and a
 //!   newcomer whose request would fit still queues behind them (the JDK's spurious OOMs come from
 //!   newcomers taking what a sleeping waiter was waiting for);
+//! - bounded barging, as the handoff of Linux's mutexes and `parking_lot`'s fair unlock bound
+//!   theirs: a queued request of at most a quarter of the head's may take memory that fits
+//!   before the head, while the head has waited less than half its timeout. A 16-byte request
+//!   does not wait a whole (slow) round behind a 600 KiB one while its 16 bytes are free, and the
+//!   big one cannot be starved: it loses at most a quarter of its size per barger, for half its
+//!   time, and then nobody passes it; equal requests (the JDK's spurious-OOM case) never pass;
+//! - a waiter at its deadline takes memory that fits, head or not: `Limit` means the limit would
+//!   really be exceeded;
+//! - a reservation made from inside the hook (on the thread that runs the round) is served at
+//!   once if it fits and refused at once if not: it cannot queue behind its own thread's ticket;
 //! - no lock is held while the hook runs or while a thread waits, so a hook or another thread
 //!   that frees memory can never deadlock against a waiter.
 //!
@@ -61,10 +71,23 @@ pub struct Quota {
     credits: Mutex<Vec<Arc<Credit>>>,
 }
 
+/// A queued reservation: its ticket, its size, and when it joined the queue.
+#[derive(Clone, Copy)]
+struct Waiter {
+    ticket: u64,
+    bytes: u64,
+    since: Instant,
+}
+
+thread_local! {
+    /// How many hook calls this thread is inside of: a reservation made there must not queue.
+    static IN_HOOK: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
 #[derive(Default)]
 struct ReclaimState {
     hook: Option<Hook>,
-    queue: VecDeque<u64>,
+    queue: VecDeque<Waiter>,
     next_ticket: u64,
     round_in_flight: bool,
     rounds_started: u64,
@@ -98,6 +121,13 @@ impl Quota {
             memory_returned: Condvar::new(),
             credits: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Its locks, in the order [`crate::fork`] takes them (credits before state: collecting
+    /// credit wakes waiters under the state lock).
+    pub(crate) fn locks(&self) -> [&parking_lot::RawMutex; 2] {
+        // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
+        unsafe { [self.credits.raw(), self.state.raw()] }
     }
 
     /// `reserved` and `peak_reserved` leave out credit taken ahead of need, so they are exact
@@ -240,9 +270,17 @@ impl Quota {
         if self.try_reserve(bytes).is_ok() {
             return Ok(());
         }
+        if IN_HOOK.with(|depth| depth.get() > 0) {
+            // Inside the hook its own thread holds a ticket: served now if it fits, else refused.
+            let fits = self.try_take(bytes, 0) || (self.collect_credits() > 0 && self.try_take(bytes, 0));
+            return if fits { Ok(()) } else { Err(self.fail()) };
+        }
         // Credit taken ahead by threads is the first memory to reclaim: it costs no one anything.
         if self.collect_credits() > 0 && self.try_reserve(bytes).is_ok() {
             return Ok(());
+        }
+        if self.reserved.load(SeqCst).checked_add(bytes).is_none() {
+            return Err(Error::InvalidArgument); // reserved + bytes overflows: no limit could hold it
         }
         if bytes > self.limit.load(SeqCst) {
             return Err(self.fail()); // no amount of reclaiming can help
@@ -319,7 +357,7 @@ impl Quota {
         }
         let ticket = state.next_ticket;
         state.next_ticket += 1;
-        state.queue.push_back(ticket);
+        state.queue.push_back(Waiter { ticket, bytes, since: Instant::now() });
         self.waiters.fetch_add(1, SeqCst);
         // Leaves the queue however this ends, a panic in the hook included. `wait_turn` consumes
         // the lock guard, so it is released before the slot's Drop takes the lock again.
@@ -353,8 +391,8 @@ impl Quota {
         };
         let mut next_ask: Option<Instant> = None;
         loop {
-            let head = state.queue.front() == Some(&ticket);
-            if head && self.try_take(bytes, 0) {
+            let head = state.queue.front().map(|w| w.ticket) == Some(ticket);
+            if (head || self.may_pass_the_head(&state, bytes, timeout)) && self.try_take(bytes, 0) {
                 return Ok(());
             }
             let now = Instant::now();
@@ -377,13 +415,15 @@ impl Quota {
                 drop(state);
                 {
                     let _round = Round { quota: self, started: Instant::now() };
+                    let _inside = InHook::enter();
                     hook(self.shortfall(bytes));
                 }
                 state = self.state.lock();
                 continue; // retry at once: the hook may have freed synchronously
             }
             if now >= deadline {
-                return Err(self.fail());
+                // Head or not: at its deadline a waiter takes what fits before it says Limit.
+                return if self.try_take(bytes, 0) { Ok(()) } else { Err(self.fail()) };
             }
             let mut wake_at = next_ask.map_or(deadline, |at| at.min(deadline));
             if now < not_before && state.rounds_completed <= mark {
@@ -391,6 +431,33 @@ impl Quota {
             }
             self.memory_returned.wait_until(&mut state, wake_at);
         }
+    }
+}
+
+impl Quota {
+    /// Bounded barging (module docs): a request of at most a quarter of the head's may take
+    /// memory before it while the head has waited less than half its timeout.
+    fn may_pass_the_head(&self, state: &ReclaimState, bytes: u64, timeout: Duration) -> bool {
+        match state.queue.front() {
+            Some(head) => bytes.saturating_mul(4) <= head.bytes && head.since.elapsed() < timeout / 2,
+            None => true,
+        }
+    }
+}
+
+/// Marks this thread as inside a hook call for as long as it lives (a panic included).
+struct InHook;
+
+impl InHook {
+    fn enter() -> InHook {
+        IN_HOOK.with(|depth| depth.set(depth.get() + 1));
+        InHook
+    }
+}
+
+impl Drop for InHook {
+    fn drop(&mut self) {
+        IN_HOOK.with(|depth| depth.set(depth.get() - 1));
     }
 }
 
@@ -403,7 +470,7 @@ struct QueueSlot<'a> {
 impl Drop for QueueSlot<'_> {
     fn drop(&mut self) {
         let mut state = self.quota.state.lock();
-        if let Some(i) = state.queue.iter().position(|&t| t == self.ticket) {
+        if let Some(i) = state.queue.iter().position(|w| w.ticket == self.ticket) {
             state.queue.remove(i);
         }
         self.quota.waiters.fetch_sub(1, SeqCst);
@@ -652,20 +719,86 @@ mod tests {
         q.reserve(90).unwrap();
         q.set_hook(Some(Arc::new(|_| {})));
         let q2 = q.clone();
-        let big = std::thread::spawn(move || q2.reserve(50)); // waits for 40 more bytes
+        let big = std::thread::spawn(move || q2.reserve(12)); // waits for 2 more bytes
         while q.waiters.load(SeqCst) == 0 {
             std::thread::yield_now();
         }
         let q3 = q.clone();
-        let small = std::thread::spawn(move || q3.reserve(5)); // would fit, must queue
+        // Fits, but is more than a quarter of the head's request: must queue.
+        let small = std::thread::spawn(move || q3.reserve(5));
         while q.waiters.load(SeqCst) < 2 {
             std::thread::yield_now();
         }
+        std::thread::sleep(Duration::from_millis(20));
         assert_eq!(q.stats().reserved, 90, "the newcomer did not jump the queue");
         q.release(90);
         big.join().unwrap().unwrap();
         small.join().unwrap().unwrap();
-        assert_eq!(q.stats().reserved, 55);
+        assert_eq!(q.stats().reserved, 17);
+    }
+
+    #[test]
+    fn a_request_of_a_quarter_of_the_heads_or_less_passes_it_while_memory_for_it_is_free() {
+        let q = Arc::new(Quota::new(100));
+        q.set_reclaim_timeout(10_000);
+        q.reserve(80).unwrap();
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let g = gate.clone();
+        // A slow round: the hook holds the big request's round until the test lets it go.
+        q.set_hook(Some(Arc::new(move |_| {
+            g.wait();
+            g.wait();
+        })));
+        let q2 = q.clone();
+        let big = std::thread::spawn(move || q2.reserve(60));
+        gate.wait(); // the round is in flight
+        let started = Instant::now();
+        q.reserve(5).unwrap(); // 5 * 4 <= 60, and 5 bytes are free: served now, not after the round
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(q.stats().reserved, 85);
+        gate.wait();
+        q.release(85);
+        big.join().unwrap().unwrap();
+        assert_eq!(q.stats().reserved, 60);
+    }
+
+    #[test]
+    fn a_reservation_inside_the_hook_is_served_at_once_when_it_fits() {
+        let q = Arc::new(Quota::new(1000));
+        q.set_reclaim_timeout(10_000);
+        q.reserve(600).unwrap();
+        let q2 = q.clone();
+        let nested = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let n = nested.clone();
+        q.set_hook(Some(Arc::new(move |_| {
+            n.lock().unwrap().push(q2.reserve(64)); // fits: 336 free
+            n.lock().unwrap().push(q2.reserve(10_000)); // never fits: refused at once
+            q2.release(600);
+        })));
+        let started = Instant::now();
+        q.reserve(600).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(5), "no wait behind its own ticket");
+        assert_eq!(*nested.lock().unwrap(), vec![Ok(()), Err(Error::Limit)]);
+        assert_eq!(q.stats().reserved, 664);
+    }
+
+    #[test]
+    fn a_waiter_at_its_deadline_takes_memory_that_fits_even_behind_the_head() {
+        let q = Arc::new(Quota::new(100));
+        q.set_reclaim_timeout(2_000);
+        q.reserve(90).unwrap();
+        q.set_hook(Some(Arc::new(|_| {})));
+        let q2 = q.clone();
+        let big = std::thread::spawn(move || q2.reserve(20)); // can never fit while 90 are held
+        while q.waiters.load(SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        q.set_reclaim_timeout(100); // the newcomer's deadline comes long before the head's
+        // 8 bytes fit, but 8 * 4 > 20: it queues, and at its deadline it takes them anyway.
+        assert_eq!(q.reserve(8), Ok(()));
+        assert_eq!(q.waiters.load(SeqCst), 1, "the head was still queued");
+        assert_eq!(big.join().unwrap(), Err(Error::Limit));
+        assert_eq!(q.stats().reserved, 98);
     }
 
     #[test]

@@ -97,6 +97,12 @@ fn shard_of(address: usize) -> usize {
 }
 
 impl Registry {
+    /// The shard locks, for [`crate::fork`]: no other lock is taken while one is held.
+    pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
+        // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
+        self.shards.iter().map(|m| unsafe { m.raw() }).collect()
+    }
+
     /// Records a freshly allocated block.
     pub fn insert(&self, memory: Memory, size: usize) {
         let address = memory.ptr.as_ptr() as usize;

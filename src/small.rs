@@ -324,6 +324,16 @@ impl SmallBlocks {
         self.release(slot, size);
     }
 
+    /// Its locks, for [`crate::fork`]: none is taken while another is held.
+    pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
+        // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
+        unsafe {
+            let mut locks = vec![self.heaps.raw(), self.arena.raw()];
+            locks.extend(self.unowned.iter().map(|m| m.raw()));
+            locks
+        }
+    }
+
     pub fn stats(&self) -> SmallStats {
         let heaps = self.heaps.lock();
         heaps.iter().fold(self.ended.snapshot(), |sum, counters| sum.wrapping_add(counters.snapshot()))

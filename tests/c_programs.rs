@@ -75,7 +75,7 @@ fn c_test_programs_hold_up_to_misuse_and_races() {
     run(Command::new("make").arg("-s").arg("-C").arg(common::project_dir().join("tests/c"))
         .arg(format!("LIBDIR={}", common::library_dir().display()))
         .arg(format!("BUILD={}", build.display())));
-    for name in ["abuse", "races"] {
+    for name in ["abuse", "races", "quota_hooks", "fork"] {
         let out = run(&mut Command::new(build.join(name)));
         assert!(out.contains(&format!("{name}: OK")), "{name} printed:\n{out}");
     }

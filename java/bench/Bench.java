@@ -23,7 +23,9 @@ public class Bench {
             case "touch-64m": touch(); break;
             case "drop-loop": dropLoop(); break;
             case "keep-loop": keepLoop(); break;
-            case "threads-8": threads(); break;
+            case "threads-8": threads(false); break;
+            case "vthreads-8": threads(true); break;
+            case "vthreads-64": virtualSlots(); break;
             default: throw new IllegalArgumentException(name);
         }
     }
@@ -104,14 +106,14 @@ public class Bench {
         }
     }
 
-    /** 8 threads dropping 8 MiB buffers under a 32 MiB limit for 5 s: allocations/s and OOMs. */
-    static void threads() throws InterruptedException {
+    /** 8 threads (virtual ones if asked) dropping 8 MiB buffers under a 32 MiB limit for 5 s: allocations/s and OOMs. */
+    static void threads(boolean virtual) throws Exception {
         if (!jdk) DirectMemory.setLimit(32L << 20);
         AtomicLong allocations = new AtomicLong(), ooms = new AtomicLong();
         long end = System.nanoTime() + 5_000_000_000L;
         List<Thread> threads = new ArrayList<>();
         for (int i = 0; i < 8; i++) {
-            Thread t = new Thread(() -> {
+            Thread t = thread(virtual, () -> {
                 while (System.nanoTime() < end) {
                     try {
                         allocate(8 << 20).put(0, (byte) 1);
@@ -125,8 +127,49 @@ public class Bench {
             t.start();
         }
         for (Thread t : threads) t.join();
-        result("threads-8-rate", allocations.get() / 5.0, "allocs/s");
-        result("threads-8-ooms", ooms.get(), "OOMs");
+        String name = virtual ? "vthreads-8" : "threads-8";
+        result(name + "-rate", allocations.get() / 5.0, "allocs/s");
+        result(name + "-ooms", ooms.get(), "OOMs");
+    }
+
+    /**
+     * Issue 14's load: 64 virtual threads, 11 rounds each of a 256 KiB buffer held across a 2 ms sleep
+     * and freed, under a 1 MiB limit (the script sets -XX:MaxDirectMemorySize=1m for the JDK):
+     * seconds for the whole load, and the OutOfMemoryErrors.
+     */
+    static void virtualSlots() throws Exception {
+        if (!jdk) DirectMemory.setLimit(1L << 20);
+        AtomicLong ooms = new AtomicLong();
+        long t0 = System.nanoTime();
+        List<Thread> threads = new ArrayList<>();
+        for (int i = 0; i < 64; i++) {
+            Thread t = thread(true, () -> {
+                for (int r = 0; r < 11; r++) {
+                    try {
+                        ByteBuffer b = allocate(256 << 10);
+                        b.put(0, (byte) 1);
+                        Thread.sleep(2);
+                        free(b);
+                    } catch (OutOfMemoryError e) {
+                        ooms.incrementAndGet();
+                    } catch (InterruptedException e) {
+                        return;
+                    }
+                }
+            });
+            threads.add(t);
+            t.start();
+        }
+        for (Thread t : threads) t.join();
+        result("vthreads-64-seconds", (System.nanoTime() - t0) / 1e9, "s");
+        result("vthreads-64-ooms", ooms.get(), "OOMs");
+    }
+
+    /** A new, unstarted thread; a virtual one through Thread.ofVirtual() (JDK 21+, found by reflection). */
+    static Thread thread(boolean virtual, Runnable body) throws Exception {
+        if (!virtual) return new Thread(body);
+        Object builder = Thread.class.getMethod("ofVirtual").invoke(null);
+        return (Thread) Class.forName("java.lang.Thread$Builder").getMethod("unstarted", Runnable.class).invoke(builder, body);
     }
 
     static sun.misc.Unsafe unsafe() {

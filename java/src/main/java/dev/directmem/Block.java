@@ -34,22 +34,26 @@ final class Block extends PhantomReference<ByteBuffer> {
         this.allocationSite = LEAK_DETECTION ? new Throwable("direct buffer allocated here") : null;
     }
 
-    /** Frees the block unless that was done already; true if this call did. */
+    /** After the GC found the buffer unreachable: frees the block unless that was done already; true if this call did. */
     boolean release() {
         if (!LiveBlocks.remove(this)) {
             return false;
         }
-        free();
+        free(false);
         return true;
     }
 
-    /** Gives the memory back; only for the caller that took this block out of {@link LiveBlocks}. */
-    void free() {
+    /**
+     * Gives the memory back; only for the caller that took this block out of {@link LiveBlocks}.
+     * {@code explicit}: by {@link DirectMemory#free}, not after the GC.
+     */
+    void free(boolean explicit) {
         int status = Native.free0(address);
         if (status != Native.OK) {
             FAILED_RELEASES.increment();
             System.getLogger("dev.directmem").log(System.Logger.Level.ERROR, "freeing the block of a direct buffer at 0x"
                     + Long.toHexString(address) + " failed: " + Native.message(status));
         }
+        VirtualWait.wake(explicit);
     }
 }

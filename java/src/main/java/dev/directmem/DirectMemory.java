@@ -77,7 +77,13 @@ public final class DirectMemory {
         if (alignment < 0 || (alignment & (alignment - 1)) != 0) {
             throw new IllegalArgumentException("alignment must be 0 or a power of two: " + alignment);
         }
-        long address = Native.allocate0(capacity, alignment, true);
+        // A virtual thread must not wait inside the library: it would pin its carrier (VirtualWait).
+        long address;
+        if (!VirtualWait.onVirtualThread()) {
+            address = Native.allocate0(capacity, alignment, true);
+        } else if (VirtualWait.othersWait() || (address = Native.allocate0(capacity, alignment, false)) == -Native.LIMIT) {
+            address = VirtualWait.allocate(capacity, alignment);
+        }
         if (address <= 0) {
             throw failure((int) -address, capacity, alignment);
         }
@@ -119,7 +125,7 @@ public final class DirectMemory {
                 throw new IllegalArgumentException("not a buffer returned by DirectMemory.allocate (a slice, duplicate, "
                         + "view, or a direct buffer from elsewhere): " + buffer);
             }
-            block.free();
+            block.free(true);
             return true;
         } finally {
             Reference.reachabilityFence(buffer); // the GC must not find it unreachable during this call

@@ -9,6 +9,7 @@ import java.nio.ByteBuffer;
 final class Native {
     static {
         NativeLibrary.load();
+        checkVersion();
     }
 
     static final int OK = 0;
@@ -27,6 +28,33 @@ final class Native {
         }
         return code;
     }
+
+    /**
+     * The jar records the library version it was built with ({@code dev/directmem/version}, written by
+     * scripts/build-jar.sh); a library of another version, found first on java.library.path, is
+     * refused with both versions named. Classes not from such a jar skip the check.
+     */
+    private static void checkVersion() {
+        String built = builtFor();
+        String loaded = version0();
+        if (built != null && !built.equals(loaded)) {
+            throw new UnsatisfiedLinkError("libdirectmem " + loaded + " was loaded, but this directmem jar was built for "
+                    + built + ": put the matching library first (-D" + NativeLibrary.PATH_PROPERTY
+                    + "=...), or drop the other one from java.library.path so that the jar's own copy is used");
+        }
+    }
+
+    /** The library version this jar was built with, or null outside such a jar. */
+    static String builtFor() {
+        try (var in = Native.class.getResourceAsStream("version")) {
+            return in == null ? null : new String(in.readAllBytes(), java.nio.charset.StandardCharsets.UTF_8).trim();
+        } catch (java.io.IOException e) {
+            return null;
+        }
+    }
+
+    /** The library's version (Cargo.toml's). */
+    static native String version0();
 
     /** The library's description of a status code. */
     static String message(int status) {

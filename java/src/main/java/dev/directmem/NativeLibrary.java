@@ -1,50 +1,132 @@
 package dev.directmem;
 
 import java.io.File;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.nio.file.attribute.PosixFilePermissions;
+import java.security.MessageDigest;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Locale;
 
-/** Loads libdirectmem: the file named by {@code -Ddirectmem.library.path}, else {@code System.loadLibrary("directmem")}. */
+/**
+ * Loads libdirectmem, in this order:
+ * <ol>
+ *   <li>the exact file named by {@code -Ddirectmem.library.path}, if set (nothing else is tried);</li>
+ *   <li>{@code System.loadLibrary("directmem")}, that is {@code java.library.path};</li>
+ *   <li>the copy inside this jar, {@code /dev/directmem/native/<os>-<arch>/libdirectmem.so}, extracted once
+ *       to {@code <java.io.tmpdir>/directmem-<user>/<sha-256 of the file>/} (private to the user; named by
+ *       its content, so an upgrade never loads a stale copy, and JVMs starting at once each write a
+ *       temporary file and move it into place atomically).</li>
+ * </ol>
+ * A failure lists every place tried, each with its own error attached.
+ */
 final class NativeLibrary {
     static final String PATH_PROPERTY = "directmem.library.path";
+    /** The folder inside the jar for this platform; more platforms join as more folders. */
+    static final String RESOURCE = "/dev/directmem/native/" + platform() + "/" + System.mapLibraryName("directmem");
 
     private NativeLibrary() {}
 
     static void load() {
         String path = System.getProperty(PATH_PROPERTY);
+        List<String> tried = new ArrayList<>();
+        List<Throwable> failures = new ArrayList<>();
         try {
             if (path != null) {
+                tried.add(new File(path).getAbsolutePath() + " (from -D" + PATH_PROPERTY + ")");
                 System.load(new File(path).getAbsolutePath());
-            } else {
-                System.loadLibrary("directmem");
+                return;
             }
+            try {
+                System.loadLibrary("directmem");
+                return;
+            } catch (UnsatisfiedLinkError e) {
+                tried.addAll(libraryPath());
+                failures.add(e);
+            }
+            tried.add("the copy in the jar, " + RESOURCE);
+            Path extracted = extract();
+            if (extracted != null) {
+                tried.set(tried.size() - 1, tried.get(tried.size() - 1) + ", extracted to " + extracted);
+                System.load(extracted.toString());
+                return;
+            }
+            failures.add(new UnsatisfiedLinkError("no " + RESOURCE + " in the jar (a jar built without the native library?)"));
         } catch (IllegalCallerException e) { // JDK 24+ under --illegal-native-access=deny
             IllegalCallerException failure = new IllegalCallerException("directmem loads a JNI library, which this JVM "
                     + "allows only to modules granted native access: run with --enable-native-access=ALL-UNNAMED "
-                    + "(class path) or --enable-native-access=<your module>; an executable jar can say "
+                    + "(class path) or --enable-native-access=dev.directmem (module path); an executable jar can say "
                     + "'Enable-Native-Access: ALL-UNNAMED' in its manifest");
             failure.initCause(e);
             throw failure;
-        } catch (UnsatisfiedLinkError e) {
-            UnsatisfiedLinkError failure = new UnsatisfiedLinkError(
-                    "cannot load libdirectmem; tried: " + String.join(", ", tried(path))
-                            + " (set -D" + PATH_PROPERTY + "=/path/to/libdirectmem.so or -Djava.library.path)");
-            failure.addSuppressed(e);
-            throw failure;
+        } catch (UnsatisfiedLinkError | IOException e) {
+            failures.add(e);
         }
+        UnsatisfiedLinkError failure = new UnsatisfiedLinkError("cannot load libdirectmem; tried: " + String.join(", ", tried)
+                + " (set -D" + PATH_PROPERTY + "=/path/to/libdirectmem.so or -Djava.library.path)");
+        failures.forEach(failure::addSuppressed);
+        throw failure;
     }
 
-    private static List<String> tried(String path) {
+    private static List<String> libraryPath() {
         List<String> tried = new ArrayList<>();
-        if (path != null) {
-            tried.add(new File(path).getAbsolutePath() + " (from -D" + PATH_PROPERTY + ")");
-            return tried;
-        }
         String name = System.mapLibraryName("directmem");
         for (String dir : System.getProperty("java.library.path", "").split(File.pathSeparator)) {
             if (!dir.isEmpty()) tried.add(new File(dir, name).getPath());
         }
         if (tried.isEmpty()) tried.add(name + " (java.library.path is empty)");
         return tried;
+    }
+
+    /** The library in the jar, as a file of its own; null if the jar has none. */
+    private static Path extract() throws IOException {
+        byte[] library;
+        try (InputStream in = NativeLibrary.class.getResourceAsStream(RESOURCE)) {
+            if (in == null) return null;
+            library = in.readAllBytes();
+        }
+        Path base = Path.of(System.getProperty("directmem.extractDir",
+                System.getProperty("java.io.tmpdir") + File.separator + "directmem-" + System.getProperty("user.name")));
+        Path dir = base.resolve(sha256(library));
+        Path target = dir.resolve(System.mapLibraryName("directmem"));
+        if (Files.isRegularFile(target) && Files.size(target) == library.length) {
+            return target; // named by its content: a copy that is there whole is this very library
+        }
+        Files.createDirectories(dir);
+        try {
+            Files.setPosixFilePermissions(base, PosixFilePermissions.fromString("rwx------"));
+        } catch (UnsupportedOperationException | IOException ignored) {
+            // not POSIX, or another user's folder: the content check above still holds
+        }
+        Path temporary = Files.createTempFile(dir, "libdirectmem", ".tmp");
+        try {
+            Files.write(temporary, library);
+            Files.move(temporary, target, StandardCopyOption.ATOMIC_MOVE, StandardCopyOption.REPLACE_EXISTING);
+        } finally {
+            Files.deleteIfExists(temporary);
+        }
+        return target;
+    }
+
+    private static String sha256(byte[] bytes) {
+        try {
+            StringBuilder hex = new StringBuilder();
+            for (byte b : MessageDigest.getInstance("SHA-256").digest(bytes)) hex.append(String.format("%02x", b));
+            return hex.toString();
+        } catch (java.security.NoSuchAlgorithmException e) {
+            throw new IllegalStateException(e); // every JDK has SHA-256
+        }
+    }
+
+    /** {@code linux-x86_64}, {@code linux-aarch64}, ...: the resource folder of this platform. */
+    static String platform() {
+        String os = System.getProperty("os.name", "").toLowerCase(Locale.ROOT).replaceAll("\\s", "");
+        String arch = System.getProperty("os.arch", "").toLowerCase(Locale.ROOT);
+        if (arch.equals("amd64")) arch = "x86_64";
+        return os + "-" + arch;
     }
 }

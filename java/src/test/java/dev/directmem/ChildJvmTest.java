@@ -100,8 +100,13 @@ class ChildJvmTest {
         assertNotEquals(0, o.exit());
         assertTrue(o.output().contains("UnsatisfiedLinkError"), o.output());
         assertTrue(o.output().contains("/nonexistent/libdirectmem.so"), o.output());
-        Support.Outcome p = Support.java(List.of("-Djava.library.path=/nowhere:/else"), "dev.directmem.PrintLimit");
+        Support.Outcome fromJar = Support.java(List.of("-Djava.library.path=/nowhere:/else"), "dev.directmem.PrintLimit");
+        assertEquals(0, fromJar.exit(), "not on java.library.path: the jar's own copy is used: " + fromJar.output());
+        Support.Outcome p = Support.java(List.of("-Djava.library.path=/nowhere:/else", "-Ddirectmem.extractDir=/proc/directmem"),
+                "dev.directmem.PrintLimit");
+        assertNotEquals(0, p.exit());
         assertTrue(p.output().contains("/nowhere/libdirectmem.so") && p.output().contains("/else/libdirectmem.so"), p.output());
+        assertTrue(p.output().contains("the copy in the jar"), p.output());
     }
 
     @Test

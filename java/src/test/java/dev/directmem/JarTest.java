@@ -1,0 +1,61 @@
+package dev.directmem;
+
+import static org.junit.jupiter.api.Assertions.*;
+
+import java.io.File;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+
+/** One jar that just works: the library inside it is found with no setting, on the JDK running the suite. */
+class JarTest {
+    private static Process start(Path extractDir) throws Exception {
+        List<String> cmd = new ArrayList<>(List.of(System.getProperty("java.home") + "/bin/java"));
+        if (Runtime.version().feature() >= 22) cmd.add("--enable-native-access=ALL-UNNAMED");
+        cmd.addAll(List.of("-Ddirectmem.extractDir=" + extractDir, "-cp",
+                System.getProperty("directmem.test.jar") + File.pathSeparator + System.getProperty("directmem.test.classes"),
+                "dev.directmem.AllocateOnce"));
+        return new ProcessBuilder(cmd).redirectErrorStream(true).start(); // no java.library.path given
+    }
+
+    private static String finish(Process p) throws Exception {
+        assertTrue(p.waitFor(60, TimeUnit.SECONDS));
+        String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+        assertEquals(0, p.exitValue(), out);
+        return out;
+    }
+
+    @Test
+    void theJarAloneLoadsItsOwnLibrary() throws Exception {
+        Path dir = Files.createTempDirectory("directmem-extract");
+        String out = finish(start(dir));
+        assertTrue(out.contains("freed true"), out);
+        assertTrue(out.contains("count=0"), out);
+        assertFalse(out.contains("WARNING"), out);
+        try (var files = Files.walk(dir)) {
+            assertEquals(1, files.filter(f -> f.getFileName().toString().equals("libdirectmem.so")).count(), "extracted once");
+        }
+    }
+
+    @Test
+    void twoJvmsStartingAtOnceOnAnEmptyFolderBothLoad() throws Exception {
+        for (int round = 0; round < 3; round++) {
+            Path dir = Files.createTempDirectory("directmem-extract");
+            Process a = start(dir), b = start(dir);
+            assertTrue(finish(a).contains("freed true"));
+            assertTrue(finish(b).contains("freed true"));
+            try (var files = Files.walk(dir)) {
+                assertEquals(List.of(), files.filter(f -> f.toString().endsWith(".tmp")).toList(), "no temporary file left");
+            }
+        }
+    }
+
+    @Test
+    void theJarSaysWhichLibraryVersionItWasBuiltFor() {
+        assertEquals(Native.version0(), Native.builtFor(), "the suite runs against the jar's own build");
+    }
+}

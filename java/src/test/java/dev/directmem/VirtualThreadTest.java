@@ -1,0 +1,56 @@
+package dev.directmem;
+
+import static org.junit.jupiter.api.Assertions.*;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import java.nio.ByteBuffer;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+import org.junit.jupiter.api.Test;
+
+/**
+ * Virtual threads waiting for memory unmount (issue 14): more waiters than carriers must not pin
+ * every carrier while the virtual threads that hold memory wait to be mounted again to free it.
+ * JDK 21+ (skipped, not passed, on 17: the suite also runs on JDK 25).
+ */
+class VirtualThreadTest extends SettledTest {
+    private static final int KIB = 1024;
+
+    @Test
+    void sixtyFourVirtualThreadsSharingFourSlotsNeverFail() throws Exception {
+        assumeTrue(Runtime.version().feature() >= 21, "virtual threads need JDK 21+");
+        DirectMemory.setLimit(1024L * KIB); // four 256 KiB buffers at once
+        AtomicLong done = new AtomicLong(), errors = new AtomicLong();
+        ExecutorService executor = (ExecutorService) Executors.class.getMethod("newVirtualThreadPerTaskExecutor").invoke(null);
+        List<Future<?>> futures = new ArrayList<>();
+        try {
+            for (int t = 0; t < 64; t++) {
+                futures.add(executor.submit(() -> {
+                    for (int i = 0; i < 10; i++) {
+                        try {
+                            ByteBuffer b = DirectMemory.allocate(256 * KIB);
+                            b.put(0, (byte) 1);
+                            Thread.sleep(2); // held across a sleep: its virtual thread unmounts
+                            DirectMemory.free(b);
+                            done.incrementAndGet();
+                        } catch (OutOfMemoryError e) {
+                            errors.incrementAndGet();
+                        } catch (InterruptedException e) {
+                            return;
+                        }
+                    }
+                }));
+            }
+            for (Future<?> f : futures) f.get(60, TimeUnit.SECONDS);
+        } finally {
+            executor.shutdownNow();
+        }
+        assertEquals(0, errors.get(), done.get() + " allocations succeeded");
+        assertEquals(640, done.get());
+    }
+}

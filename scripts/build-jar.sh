@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds directmem.jar: the Java API (compiled once, for release 17, with its module-info), and
+# libdirectmem for this platform inside it, under dev/directmem/native/<os>-<arch>/.
+# Usage: bash scripts/build-jar.sh [release|debug] [output jar]   (default: release, target/directmem.jar)
+# Then: java -cp target/directmem.jar:. App   (JDK 22+: add --enable-native-access=ALL-UNNAMED)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+profile=${1:-release}
+out=${2:-target/directmem.jar}
+if [ "$profile" = release ]; then cargo build --release -q; else cargo build -q; fi
+version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+case "$(uname -m)" in x86_64|amd64) arch=x86_64 ;; *) arch=$(uname -m) ;; esac
+platform="$(uname -s | tr '[:upper:]' '[:lower:]')-$arch"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+classes=$work/classes
+javac --release 17 -Xlint:all -Werror -d "$classes" $(find java/src/main/java -name '*.java')
+mkdir -p "$classes/dev/directmem/native/$platform"
+cp "target/$profile/libdirectmem.so" "$classes/dev/directmem/native/$platform/"
+printf '%s\n' "$version" > "$classes/dev/directmem/version"
+printf 'Implementation-Title: directmem\nImplementation-Version: %s\n' "$version" > "$work/manifest"
+mkdir -p "$(dirname "$out")"
+rm -f "$out"
+jar --create --file "$out" --manifest "$work/manifest" --module-version "$version" -C "$classes" .
+echo "$out: directmem $version, libdirectmem for $platform inside"

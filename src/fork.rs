@@ -1,0 +1,62 @@
+//! Fork safety, as glibc's malloc, jemalloc and mimalloc have it: `pthread_atfork` handlers that
+//! take every lock of the process-wide manager (and of the kept mappings) just before `fork()`,
+//! so that no lock is held by a thread that does not exist in the child, and the data each guards
+//! is whole. The parent then unlocks them; the child resets them to unlocked in place (other
+//! threads may have been parked on them in the parent: the child must not try to wake them).
+//!
+//! What holds in the child: every dm_ function works; blocks allocated before the fork are
+//! live copies (free them in the child as in the parent); other threads' small-block slabs and
+//! quota credit stay theirs, counted, and are reached as usual (frees from the child work). Not
+//! covered: `fork()` from inside a reclaim hook or a cleaner action that another thread waits on
+//! (the child gets no such waiter), and, like malloc, a signal handler calling dm_ functions.
+
+use crate::{manager, mappings};
+use parking_lot::lock_api::RawMutex as _;
+use std::sync::Once;
+
+static INSTALL: Once = Once::new();
+
+/// Registers the handlers once; called when the process-wide manager is made.
+pub(crate) fn install() {
+    INSTALL.call_once(|| {
+        // Safety: the three handlers are `extern "C"` functions that never unwind.
+        let rc = unsafe { libc::pthread_atfork(Some(prepare), Some(parent), Some(child)) };
+        if rc != 0 {
+            eprintln!("directmem: pthread_atfork failed ({rc}): using the library in a child of fork() may deadlock");
+        }
+    });
+}
+
+fn locks() -> Vec<&'static parking_lot::RawMutex> {
+    let mut locks = manager::global().locks();
+    locks.push(mappings::global().lock());
+    locks
+}
+
+extern "C" fn prepare() {
+    // One-time initialisations another thread may be in the middle of: finished before the fork,
+    // or the child would wait for a thread it does not have.
+    crate::credit::init();
+    crate::sysmem::page_size();
+    // Safety of the order: only the quota nests (credits, then state), and `locks` lists those
+    // first; every other lock is taken alone, so taking them one by one cannot deadlock.
+    for lock in locks() {
+        lock.lock();
+    }
+}
+
+extern "C" fn parent() {
+    for lock in locks() {
+        // Safety: `prepare` took every one of them on this thread.
+        unsafe { lock.unlock() };
+    }
+}
+
+extern "C" fn child() {
+    for lock in locks() {
+        // Safety: this thread holds it (taken in `prepare`) and is the only thread there is. A
+        // plain unlock could try to wake threads parked on it in the parent, which do not exist
+        // here, through parking_lot's table, whose locks they may hold: write the unlocked state.
+        unsafe { (lock as *const parking_lot::RawMutex as *mut parking_lot::RawMutex).write(parking_lot::RawMutex::INIT) };
+    }
+}

@@ -1,0 +1,133 @@
+/* The quota's contract around the reclaim hook (issue 13), as a C user meets it:
+ * - a reservation made inside the hook is served at once when it fits (it used to queue behind its
+ *   own thread's ticket: DM_ERR_LIMIT after the whole timeout, the outer call 1 s late);
+ * - while one slow hook call runs for a big request, a small request whose bytes are free is
+ *   served (it used to fail with DM_ERR_LIMIT after the timeout, with the memory free);
+ * - reserved + size overflowing 64 bits is DM_ERR_INVALID_ARGUMENT, not a limit failure;
+ * - a request larger than the limit fails at once without calling the hook.
+ * Times are only checked against bounds far above what the fix takes and far below the timeouts. */
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+#include <unistd.h>
+#include "check.h"
+
+#define KIB 1024u
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* 1. Nested reservations. */
+static void *held;
+static dm_status nested_alloc = DM_ERR_INTERNAL, nested_reserve = DM_ERR_INTERNAL;
+
+static void nested_hook(void *ctx, size_t wanted) {
+    (void)ctx;
+    (void)wanted;
+    void *p;
+    nested_alloc = dm_allocate(64, 0, &p);
+    if (nested_alloc == DM_OK) CHECK(dm_free(p));
+    nested_reserve = dm_reserve(4096);
+    if (nested_reserve == DM_OK) CHECK(dm_unreserve(4096));
+    if (held) {
+        CHECK(dm_free(held));
+        held = NULL;
+    }
+}
+
+static void nested_calls_inside_the_hook(void) {
+    CHECK(dm_set_limit(1024 * KIB));
+    CHECK(dm_set_reclaim_timeout_ms(5000));
+    CHECK(dm_allocate(600 * KIB, 0, &held));
+    CHECK(dm_set_reclaim_hook(nested_hook, NULL));
+    double t0 = now_s();
+    void *p;
+    CHECK(dm_allocate(600 * KIB, 0, &p));
+    double took = now_s() - t0;
+    EXPECT(nested_alloc, DM_OK);
+    EXPECT(nested_reserve, DM_OK);
+    ASSERT(took < 2.5); /* before: the whole 5 s timeout */
+    CHECK(dm_free(p));
+    CHECK(dm_set_reclaim_hook(NULL, NULL));
+    printf("nested: dm_allocate(64) and dm_reserve(4096) inside the hook served; outer call %.3f s\n", took);
+}
+
+/* 2. A small request during a slow round for a big one. */
+static volatile int round_entered;
+
+static void slow_hook(void *ctx, size_t wanted) {
+    (void)ctx;
+    (void)wanted;
+    round_entered = 1;
+    sleep(2);
+}
+
+static void *big_request(void *out) {
+    void *p = NULL;
+    *(dm_status *)out = dm_allocate(600 * KIB, 0, &p);
+    if (p) CHECK(dm_free(p));
+    return NULL;
+}
+
+static void a_small_request_is_served_during_a_slow_round(void) {
+    CHECK(dm_set_limit(1024 * KIB));
+    CHECK(dm_set_reclaim_timeout_ms(1000));
+    void *used;
+    CHECK(dm_allocate(800 * KIB, 0, &used));
+    CHECK(dm_set_reclaim_hook(slow_hook, NULL));
+    dm_status big = DM_ERR_INTERNAL;
+    pthread_t t;
+    ASSERT(pthread_create(&t, NULL, big_request, &big) == 0);
+    struct timespec ms = {0, 1000000};
+    while (!round_entered) nanosleep(&ms, NULL);
+    double t0 = now_s();
+    void *small;
+    CHECK(dm_allocate(16, 0, &small)); /* before: DM_ERR_LIMIT after 1.01 s with 200 KiB free */
+    double took = now_s() - t0;
+    ASSERT(took < 0.5);
+    CHECK(dm_free(small));
+    ASSERT(pthread_join(t, NULL) == 0);
+    EXPECT(big, DM_ERR_LIMIT); /* 600 KiB never fit while 800 KiB were held */
+    CHECK(dm_free(used));
+    CHECK(dm_set_reclaim_hook(NULL, NULL));
+    printf("slow round: dm_allocate(16) served in %.3f s while the round for 600 KiB slept\n", took);
+}
+
+/* 3. Overflow and over-limit requests. */
+static int hook_calls;
+
+static void counting_hook(void *ctx, size_t wanted) {
+    (void)ctx;
+    (void)wanted;
+    hook_calls++;
+}
+
+static void overflow_and_over_limit_requests(void) {
+    CHECK(dm_set_limit(UINT64_MAX));
+    CHECK(dm_set_reclaim_hook(counting_hook, NULL));
+    CHECK(dm_reserve(1024 * KIB));
+    uint64_t failures = stats_now().limit_failures;
+    EXPECT(dm_reserve(SIZE_MAX), DM_ERR_INVALID_ARGUMENT);
+    ASSERT(stats_now().limit_failures == failures);
+    CHECK(dm_set_limit(1024 * KIB));
+    void *p;
+    EXPECT(dm_allocate(2048 * KIB, 0, &p), DM_ERR_LIMIT);
+    EXPECT(dm_reserve(2048 * KIB), DM_ERR_LIMIT);
+    ASSERT(hook_calls == 0);
+    CHECK(dm_unreserve(1024 * KIB));
+    CHECK(dm_set_reclaim_hook(NULL, NULL));
+    printf("overflow: DM_ERR_INVALID_ARGUMENT, not counted; over the limit: refused, hook not called\n");
+}
+
+int main(void) {
+    nested_calls_inside_the_hook();
+    a_small_request_is_served_during_a_slow_round();
+    overflow_and_over_limit_requests();
+    dm_stats s = stats_now();
+    ASSERT(s.reserved == 0 && s.count == 0);
+    printf("quota_hooks: OK\n");
+    return 0;
+}
