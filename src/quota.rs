@@ -279,11 +279,13 @@ impl Quota {
         if self.collect_credits() > 0 && self.try_reserve(bytes).is_ok() {
             return Ok(());
         }
-        if self.reserved.load(SeqCst).checked_add(bytes).is_none() {
-            return Err(Error::InvalidArgument); // reserved + bytes overflows: no limit could hold it
-        }
         if bytes > self.limit.load(SeqCst) {
             return Err(self.fail()); // no amount of reclaiming can help
+        }
+        if self.reserved.load(SeqCst).checked_add(bytes).is_none() {
+            // Under a limit near 2^64 (the default is physical memory): reserved + bytes would
+            // overflow, which is a bad size, not a full quota.
+            return Err(Error::InvalidArgument);
         }
         self.reserve_slow(bytes)
     }

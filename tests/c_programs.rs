@@ -6,6 +6,10 @@ mod common;
 use std::process::Command;
 
 fn run(cmd: &mut Command) -> String {
+    // cargo puts target/debug before target/debug/deps on LD_LIBRARY_PATH, which wins over the
+    // programs' RUNPATH: a libdirectmem.so left there by an earlier `cargo build` would be tested
+    // instead of this build's.
+    cmd.env_remove("LD_LIBRARY_PATH");
     let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "{cmd:?} failed ({}):\n{text}", out.status);

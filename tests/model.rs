@@ -141,6 +141,8 @@ impl Model {
                 let a = if alignment == 0 { 16 } else { alignment };
                 let want = if null_out || !a.is_power_of_two() || a > 1 << 30 || size.checked_add(a).is_none_or(|t| t > isize::MAX as usize) {
                     DM_ERR_INVALID_ARGUMENT
+                } else if size > 0 && size as u64 <= self.limit && self.reserved().checked_add(size as u64).is_none() {
+                    DM_ERR_INVALID_ARGUMENT // reserved + size overflows 64 bits: a bad size, not a full quota
                 } else if size > 0 && self.reserved().checked_add(size as u64).is_none_or(|r| r > self.limit) {
                     DM_ERR_LIMIT
                 } else if size >= 1 << 40 {
@@ -219,8 +221,15 @@ impl Model {
             }
             Op::Reserve(n) => {
                 let got = dm_reserve(n);
-                let fits = self.reserved().checked_add(n as u64).is_some_and(|r| r <= self.limit);
-                prop_assert_eq!(got, if n == 0 || fits { DM_OK } else { DM_ERR_LIMIT }, "{:?}", op);
+                let after = self.reserved().checked_add(n as u64);
+                let want = if n == 0 || after.is_some_and(|r| r <= self.limit) {
+                    DM_OK
+                } else if n as u64 <= self.limit && after.is_none() {
+                    DM_ERR_INVALID_ARGUMENT // reserved + n overflows 64 bits: a bad size, not a full quota
+                } else {
+                    DM_ERR_LIMIT
+                };
+                prop_assert_eq!(got, want, "{:?}", op);
                 if got == DM_OK {
                     self.held += n as u64;
                 }
