@@ -8,7 +8,8 @@ use std::ffi::c_void;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-const SIZES: [(usize, &str); 5] = [(64, "64B"), (4 << 10, "4KiB"), (64 << 10, "64KiB"), (1 << 20, "1MiB"), (64 << 20, "64MiB")];
+const SIZES: [(usize, &str); 5] =
+    [(64, "64B"), (4 << 10, "4KiB"), (64 << 10, "64KiB"), (1 << 20, "1MiB"), (64 << 20, "64MiB")];
 
 fn dm_pair(size: usize) {
     let mut p: *mut c_void = std::ptr::null_mut();

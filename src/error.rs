@@ -22,7 +22,8 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     /// Every failure, for the bindings that look them up by name.
-    pub const ALL: [Error; 5] = [Error::InvalidArgument, Error::Limit, Error::NoMemory, Error::NotLive, Error::Internal];
+    pub const ALL: [Error; 5] =
+        [Error::InvalidArgument, Error::Limit, Error::NoMemory, Error::NotLive, Error::Internal];
 
     /// The number every boundary uses for this failure (`dm_status` in C, `Native` in Java); 0 is
     /// success. The C enum is checked against this in `ffi`'s tests.
@@ -57,7 +58,9 @@ impl Error {
             Error::InvalidArgument => "invalid argument\0",
             Error::Limit => "direct memory limit exceeded, even after reclaiming\0",
             Error::NoMemory => "the system allocator refused the request\0",
-            Error::NotLive => "not a live block or cleaner (never allocated here, already released, or an interior pointer)\0",
+            Error::NotLive => {
+                "not a live block or cleaner (never allocated here, already released, or an interior pointer)\0"
+            }
             Error::Internal => "internal error (a panic was caught at the library boundary)\0",
         }
     }

@@ -119,7 +119,11 @@ fn write_out<T>(out: *mut T, value: T) {
 }
 
 fn non_null<T>(p: *mut T) -> Result<*mut T> {
-    if p.is_null() { Err(Error::InvalidArgument) } else { Ok(p) }
+    if p.is_null() {
+        Err(Error::InvalidArgument)
+    } else {
+        Ok(p)
+    }
 }
 
 /// Accounts for `bytes` of direct memory held by the caller without allocating them

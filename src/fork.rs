@@ -57,6 +57,8 @@ extern "C" fn child() {
         // Safety: this thread holds it (taken in `prepare`) and is the only thread there is. A
         // plain unlock could try to wake threads parked on it in the parent, which do not exist
         // here, through parking_lot's table, whose locks they may hold: write the unlocked state.
-        unsafe { (lock as *const parking_lot::RawMutex as *mut parking_lot::RawMutex).write(parking_lot::RawMutex::INIT) };
+        unsafe {
+            (lock as *const parking_lot::RawMutex as *mut parking_lot::RawMutex).write(parking_lot::RawMutex::INIT)
+        };
     }
 }

@@ -51,7 +51,11 @@ pub extern "system" fn Java_dev_directmem_Native_allocate0(
         let block = (|| {
             let size = usize::try_from(capacity).map_err(|_| Error::InvalidArgument)?;
             let alignment = usize::try_from(alignment).map_err(|_| Error::InvalidArgument)?;
-            if wait { m.allocate(size, alignment) } else { m.try_allocate(size, alignment) }
+            if wait {
+                m.allocate(size, alignment)
+            } else {
+                m.try_allocate(size, alignment)
+            }
         })();
         match block {
             Ok(ptr) => ptr.as_ptr() as jlong,
@@ -62,7 +66,11 @@ pub extern "system" fn Java_dev_directmem_Native_allocate0(
 
 /// `Native.free0(long address)`: frees the block at `address`; 0, or the failing status code.
 #[unsafe(no_mangle)]
-pub extern "system" fn Java_dev_directmem_Native_free0(_env: *mut jni::sys::JNIEnv, _class: jni::sys::jclass, address: jlong) -> jint {
+pub extern "system" fn Java_dev_directmem_Native_free0(
+    _env: *mut jni::sys::JNIEnv,
+    _class: jni::sys::jclass,
+    address: jlong,
+) -> jint {
     without_env(Error::Internal.code(), || {
         let address = usize::try_from(address).map_err(|_| Error::InvalidArgument);
         status(address.and_then(|a| manager::global().free(a)))
@@ -101,7 +109,10 @@ pub extern "system" fn Java_dev_directmem_Native_address0(
 }
 
 #[unsafe(no_mangle)]
-pub extern "system" fn Java_dev_directmem_Native_limit0<'local>(mut unowned: EnvUnowned<'local>, _class: JClass<'local>) -> jlong {
+pub extern "system" fn Java_dev_directmem_Native_limit0<'local>(
+    mut unowned: EnvUnowned<'local>,
+    _class: JClass<'local>,
+) -> jlong {
     unowned
         .with_env(|_env| -> jni::errors::Result<jlong> { Ok(clamp(manager::global().limit())) })
         .resolve::<ThrowRuntimeExAndDefault>()
@@ -205,7 +216,10 @@ pub extern "system" fn Java_dev_directmem_Native_statsInto0<'local>(
 
 /// `Native.available0()`: bytes that fit under the limit now (0 when reserved is above it).
 #[unsafe(no_mangle)]
-pub extern "system" fn Java_dev_directmem_Native_available0(_env: *mut jni::sys::JNIEnv, _class: jni::sys::jclass) -> jlong {
+pub extern "system" fn Java_dev_directmem_Native_available0(
+    _env: *mut jni::sys::JNIEnv,
+    _class: jni::sys::jclass,
+) -> jlong {
     without_env(0, || clamp(manager::global().available()))
 }
 

@@ -15,9 +15,9 @@
 //! `jni` (the native half of the Java API `dev.directmem.DirectMemory`).
 
 mod credit;
-mod fork;
 pub mod error;
 pub mod ffi;
+mod fork;
 mod jni;
 pub mod limit;
 pub mod manager;

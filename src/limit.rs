@@ -35,9 +35,7 @@ pub fn physical_memory() -> u64 {
 pub fn default_limit() -> u64 {
     match std::env::var("DM_MAX_MEMORY") {
         Ok(text) => parse_size(&text).unwrap_or_else(|| {
-            eprintln!(
-                "directmem: ignoring DM_MAX_MEMORY={text:?}: expected bytes or a number with a k/m/g suffix"
-            );
+            eprintln!("directmem: ignoring DM_MAX_MEMORY={text:?}: expected bytes or a number with a k/m/g suffix");
             physical_memory()
         }),
         Err(_) => physical_memory(),

@@ -175,9 +175,7 @@ impl Quota {
     /// Gives back bytes taken with [`Quota::reserve_raw`]. More than is held is refused and
     /// changes nothing.
     pub fn unreserve_raw(&self, bytes: u64) -> Result<()> {
-        self.held
-            .fetch_update(SeqCst, SeqCst, |held| held.checked_sub(bytes))
-            .map_err(|_| Error::InvalidArgument)?;
+        self.held.fetch_update(SeqCst, SeqCst, |held| held.checked_sub(bytes)).map_err(|_| Error::InvalidArgument)?;
         self.release(bytes);
         Ok(())
     }
@@ -327,9 +325,9 @@ impl Quota {
     /// Takes `bytes` if they fit; `ahead` of them are credit, left out of the peak.
     fn try_take(&self, bytes: u64, ahead: u64) -> bool {
         let limit = self.limit.load(SeqCst);
-        let taken = self.reserved.fetch_update(SeqCst, SeqCst, |reserved| {
-            reserved.checked_add(bytes).filter(|&after| after <= limit)
-        });
+        let taken = self
+            .reserved
+            .fetch_update(SeqCst, SeqCst, |reserved| reserved.checked_add(bytes).filter(|&after| after <= limit));
         match taken {
             Ok(before) => {
                 let after = before + bytes - ahead;
@@ -796,7 +794,7 @@ mod tests {
             std::thread::yield_now();
         }
         q.set_reclaim_timeout(100); // the newcomer's deadline comes long before the head's
-        // 8 bytes fit, but 8 * 4 > 20: it queues, and at its deadline it takes them anyway.
+                                    // 8 bytes fit, but 8 * 4 > 20: it queues, and at its deadline it takes them anyway.
         assert_eq!(q.reserve(8), Ok(()));
         assert_eq!(q.waiters.load(SeqCst), 1, "the head was still queued");
         assert_eq!(big.join().unwrap(), Err(Error::Limit));

@@ -123,7 +123,12 @@ impl Registry {
 
     /// Attaches a cleaner to the slab slot at `address`. Its first cleaner makes an entry, if
     /// `hand_over` (run under the shard lock) hands the slot's release over to the table.
-    pub fn register_slot_cleaner(&self, address: usize, action: Action, hand_over: impl FnOnce() -> bool) -> Result<u64> {
+    pub fn register_slot_cleaner(
+        &self,
+        address: usize,
+        action: Action,
+        hand_over: impl FnOnce() -> bool,
+    ) -> Result<u64> {
         self.register(address, action, hand_over)
     }
 

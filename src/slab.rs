@@ -125,7 +125,11 @@ impl Slab {
     #[inline]
     pub fn slot_of(&self, address: usize) -> Option<usize> {
         let offset = address - self.base;
-        if offset & ((1 << self.class_shift) - 1) != 0 { None } else { Some(offset >> self.class_shift) }
+        if offset & ((1 << self.class_shift) - 1) != 0 {
+            None
+        } else {
+            Some(offset >> self.class_shift)
+        }
     }
 
     pub fn owner(&self) -> u64 {

@@ -167,7 +167,11 @@ impl SlabList {
     }
 
     fn place(&self, index: usize) -> Place {
-        if self.partial { Place::Partial(index) } else { Place::Full(index) }
+        if self.partial {
+            Place::Partial(index)
+        } else {
+            Place::Full(index)
+        }
     }
 
     /// Safety (for all three): the caller's heap owns the slabs.
@@ -313,7 +317,8 @@ impl SmallBlocks {
     #[inline(never)]
     fn release_heapless(&self, slot: Slot, size: usize) {
         slot.slab.put_back_remote(slot.index);
-        let gone = SmallStats { count: 1u64.wrapping_neg(), capacity: (size as u64).wrapping_neg(), total_allocations: 0 };
+        let gone =
+            SmallStats { count: 1u64.wrapping_neg(), capacity: (size as u64).wrapping_neg(), total_allocations: 0 };
         self.ended.add_shared(gone);
         self.quota.release(size as u64);
     }
@@ -527,7 +532,7 @@ impl Heap {
 unsafe fn zero(block: *mut u8, size: usize, shift: u32) {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::x86_64::{_mm_setzero_si128, _mm_store_si128, __m128i};
+        use std::arch::x86_64::{__m128i, _mm_setzero_si128, _mm_store_si128};
         let (z, b) = (_mm_setzero_si128(), block as *mut __m128i);
         match shift {
             4 => return _mm_store_si128(b, z),

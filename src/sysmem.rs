@@ -28,7 +28,11 @@ pub const DEFAULT_ALIGNMENT: usize = std::mem::align_of::<libc::max_align_t>();
 static PAGE_SIZE: Lazy<usize> = Lazy::new(|| {
     // Safety: sysconf has no preconditions.
     let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 { size as usize } else { 4096 }
+    if size > 0 {
+        size as usize
+    } else {
+        4096
+    }
 });
 
 pub fn page_size() -> usize {
@@ -70,8 +74,8 @@ pub fn check_request(size: usize, alignment: usize) -> Result<usize> {
 pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     fault::before_allocation()?;
     let size = size.max(1); // mapped blocks too: a zero-length mapping would be no block at all
-    // Big alignments too: a mapping's slack is given back to the system, while memalign keeps it
-    // (and valgrind's memalign refuses alignments of 16 MiB and more).
+                            // Big alignments too: a mapping's slack is given back to the system, while memalign keeps it
+                            // (and valgrind's memalign refuses alignments of 16 MiB and more).
     if size >= MAP_THRESHOLD || alignment >= MAP_THRESHOLD {
         // Big mappings start on a huge-page boundary, so that huge pages can cover all of them.
         let natural = if size >= HUGE_PAGE { HUGE_PAGE } else { page_size() };
@@ -233,10 +237,14 @@ pub mod fault {
     }
 
     pub(crate) fn before_allocation() -> crate::Result<()> {
-        let hit = COUNTDOWN
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| if n == 0 { None } else { Some(n - 1) })
-            .map_or(false, |before| before == 1);
-        if hit { Err(crate::Error::NoMemory) } else { Ok(()) }
+        let hit =
+            COUNTDOWN.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| if n == 0 { None } else { Some(n - 1) })
+                == Ok(1);
+        if hit {
+            Err(crate::Error::NoMemory)
+        } else {
+            Ok(())
+        }
     }
 }
 

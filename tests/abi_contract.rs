@@ -28,19 +28,47 @@ fn bad_input_gets_its_documented_status_and_changes_nothing() {
     let out_ptr = &mut out as *mut *mut c_void;
     let c_out_ptr = &mut c_out as *mut dm_cleaner;
     let cases: Vec<Case> = vec![
-        ("allocate: NULL out", Box::new(|| unsafe { dm_allocate(16, 0, std::ptr::null_mut()) }), DM_ERR_INVALID_ARGUMENT),
+        (
+            "allocate: NULL out",
+            Box::new(|| unsafe { dm_allocate(16, 0, std::ptr::null_mut()) }),
+            DM_ERR_INVALID_ARGUMENT,
+        ),
         ("allocate: alignment 3", Box::new(|| unsafe { dm_allocate(16, 3, out_ptr) }), DM_ERR_INVALID_ARGUMENT),
-        ("allocate: alignment 2 GiB", Box::new(|| unsafe { dm_allocate(16, 2 << 30, out_ptr) }), DM_ERR_INVALID_ARGUMENT),
+        (
+            "allocate: alignment 2 GiB",
+            Box::new(|| unsafe { dm_allocate(16, 2 << 30, out_ptr) }),
+            DM_ERR_INVALID_ARGUMENT,
+        ),
         ("allocate: SIZE_MAX", Box::new(|| unsafe { dm_allocate(usize::MAX, 0, out_ptr) }), DM_ERR_INVALID_ARGUMENT),
-        ("allocate: SIZE_MAX - 8 page-aligned", Box::new(|| unsafe { dm_allocate(usize::MAX - 8, 4096, out_ptr) }), DM_ERR_INVALID_ARGUMENT),
+        (
+            "allocate: SIZE_MAX - 8 page-aligned",
+            Box::new(|| unsafe { dm_allocate(usize::MAX - 8, 4096, out_ptr) }),
+            DM_ERR_INVALID_ARGUMENT,
+        ),
         ("allocate: above the limit", Box::new(|| unsafe { dm_allocate(1 << 40, 0, out_ptr) }), DM_ERR_LIMIT),
-        ("free: interior pointer", Box::new(|| unsafe { dm_free((live as *mut u8).add(1) as *mut c_void) }), DM_ERR_NOT_LIVE),
+        (
+            "free: interior pointer",
+            Box::new(|| unsafe { dm_free((live as *mut u8).add(1) as *mut c_void) }),
+            DM_ERR_NOT_LIVE,
+        ),
         ("free: already freed", Box::new(|| unsafe { dm_free(freed) }), DM_ERR_NOT_LIVE),
         ("free: stack pointer", Box::new(|| unsafe { dm_free(local_ptr) }), DM_ERR_NOT_LIVE),
         ("free: wild pointer", Box::new(|| unsafe { dm_free(8 as *mut c_void) }), DM_ERR_NOT_LIVE),
-        ("register: NULL out", Box::new(|| unsafe { dm_cleaner_register(live, None, std::ptr::null_mut(), std::ptr::null_mut()) }), DM_ERR_INVALID_ARGUMENT),
-        ("register: freed block", Box::new(|| unsafe { dm_cleaner_register(freed, None, std::ptr::null_mut(), c_out_ptr) }), DM_ERR_NOT_LIVE),
-        ("register: NULL block", Box::new(|| unsafe { dm_cleaner_register(std::ptr::null_mut(), None, std::ptr::null_mut(), c_out_ptr) }), DM_ERR_NOT_LIVE),
+        (
+            "register: NULL out",
+            Box::new(|| unsafe { dm_cleaner_register(live, None, std::ptr::null_mut(), std::ptr::null_mut()) }),
+            DM_ERR_INVALID_ARGUMENT,
+        ),
+        (
+            "register: freed block",
+            Box::new(|| unsafe { dm_cleaner_register(freed, None, std::ptr::null_mut(), c_out_ptr) }),
+            DM_ERR_NOT_LIVE,
+        ),
+        (
+            "register: NULL block",
+            Box::new(|| unsafe { dm_cleaner_register(std::ptr::null_mut(), None, std::ptr::null_mut(), c_out_ptr) }),
+            DM_ERR_NOT_LIVE,
+        ),
         ("clean: 0", Box::new(|| dm_clean(0)), DM_ERR_NOT_LIVE),
         ("clean: never issued", Box::new(|| dm_clean(u64::MAX)), DM_ERR_NOT_LIVE),
         ("clean: neighbour of a live handle", Box::new(|| dm_clean(cleaner + 1)), DM_ERR_NOT_LIVE),
@@ -165,7 +193,10 @@ fn an_action_may_free_other_blocks() {
     let first = allocate(64, 0);
     let chain = Chain { next: second };
     let mut h = 0;
-    assert_eq!(unsafe { dm_cleaner_register(first, Some(free_next), &chain as *const Chain as *mut c_void, &mut h) }, DM_OK);
+    assert_eq!(
+        unsafe { dm_cleaner_register(first, Some(free_next), &chain as *const Chain as *mut c_void, &mut h) },
+        DM_OK
+    );
     free(first);
     assert_eq!(stats().count, 0);
 }

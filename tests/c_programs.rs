@@ -35,22 +35,38 @@ fn header_compiles_alone_as_strict_c99_and_cpp17() {
     let src = dir.join("only_header.c");
     std::fs::write(&src, "#include \"directmem.h\"\nint main(void) { return (int)DM_OK; }\n").unwrap();
     let include = format!("-I{}", root.join("include").display());
-    run(Command::new("gcc").args(["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", &include, "-c", "-o"])
-        .arg(dir.join("c.o")).arg(&src));
-    run(Command::new("g++").args(["-std=c++17", "-Wall", "-Wextra", "-Wpedantic", "-Werror", &include, "-x", "c++", "-c", "-o"])
-        .arg(dir.join("cpp.o")).arg(&src));
+    run(Command::new("gcc")
+        .args(["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", &include, "-c", "-o"])
+        .arg(dir.join("c.o"))
+        .arg(&src));
+    run(Command::new("g++")
+        .args(["-std=c++17", "-Wall", "-Wextra", "-Wpedantic", "-Werror", &include, "-x", "c++", "-c", "-o"])
+        .arg(dir.join("cpp.o"))
+        .arg(&src));
     // C++ sees the functions with C linkage (extern "C" guards): linking against the library works.
     let main = dir.join("link.cpp");
-    std::fs::write(&main, "#include \"directmem.h\"\nint main() { dm_stats s; return dm_get_stats(&s) == DM_OK ? 0 : 1; }\n").unwrap();
+    std::fs::write(
+        &main,
+        "#include \"directmem.h\"\nint main() { dm_stats s; return dm_get_stats(&s) == DM_OK ? 0 : 1; }\n",
+    )
+    .unwrap();
     let lib = common::library_dir();
-    run(Command::new("g++").args(["-std=c++17", "-Werror", &include, "-o"]).arg(dir.join("link")).arg(&main)
-        .arg(format!("-L{}", lib.display())).arg("-ldirectmem").arg(format!("-Wl,-rpath,{}", lib.display())));
+    run(Command::new("g++")
+        .args(["-std=c++17", "-Werror", &include, "-o"])
+        .arg(dir.join("link"))
+        .arg(&main)
+        .arg(format!("-L{}", lib.display()))
+        .arg("-ldirectmem")
+        .arg(format!("-Wl,-rpath,{}", lib.display())));
     run(&mut Command::new(dir.join("link")));
 }
 
 fn build_examples() -> std::path::PathBuf {
     let build = std::env::temp_dir().join(format!("directmem-examples-{}", std::process::id()));
-    run(Command::new("make").arg("-s").arg("-C").arg(common::project_dir().join("c-examples"))
+    run(Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(common::project_dir().join("c-examples"))
         .arg(format!("LIBDIR={}", common::library_dir().display()))
         .arg(format!("BUILD={}", build.display())));
     build
@@ -76,7 +92,10 @@ fn every_c_example_builds_and_runs_to_ok() {
 #[test]
 fn c_test_programs_hold_up_to_misuse_and_races() {
     let build = std::env::temp_dir().join(format!("directmem-ctests-{}", std::process::id()));
-    run(Command::new("make").arg("-s").arg("-C").arg(common::project_dir().join("tests/c"))
+    run(Command::new("make")
+        .arg("-s")
+        .arg("-C")
+        .arg(common::project_dir().join("tests/c"))
         .arg(format!("LIBDIR={}", common::library_dir().display()))
         .arg(format!("BUILD={}", build.display())));
     for name in ["abuse", "races", "quota_hooks", "fork"] {
@@ -92,9 +111,15 @@ fn c_benchmark_builds_and_runs_quickly() {
     let root = common::project_dir();
     let lib = common::library_dir();
     let exe = std::env::temp_dir().join(format!("directmem-pairs-{}", std::process::id()));
-    run(Command::new("gcc").args(["-O2", "-pthread", "-Wall", "-Werror"]).arg(format!("-I{}", root.join("include").display()))
-        .arg(root.join("benches/c/pairs.c")).arg(format!("-L{}", lib.display())).arg("-ldirectmem")
-        .arg(format!("-Wl,-rpath,{}", lib.display())).arg("-o").arg(&exe));
+    run(Command::new("gcc")
+        .args(["-O2", "-pthread", "-Wall", "-Werror"])
+        .arg(format!("-I{}", root.join("include").display()))
+        .arg(root.join("benches/c/pairs.c"))
+        .arg(format!("-L{}", lib.display()))
+        .arg("-ldirectmem")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-o")
+        .arg(&exe));
     let out = run(Command::new(&exe).arg("quick"));
     assert_eq!(out.lines().filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |")).count(), 6, "{out}");
 }

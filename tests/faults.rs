@@ -18,7 +18,10 @@ fn a_refused_system_allocation_rolls_back_and_the_next_one_works() {
         assert_eq!(unsafe { dm_allocate(size, 0, &mut p) }, DM_ERR_NO_MEMORY);
         assert!(p.is_null());
         let now = stats();
-        assert_eq!((now.reserved, now.count, now.total_allocations), (before.reserved, before.count, before.total_allocations));
+        assert_eq!(
+            (now.reserved, now.count, now.total_allocations),
+            (before.reserved, before.count, before.total_allocations)
+        );
         free(allocate(size, 0));
     }
 }

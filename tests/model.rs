@@ -42,10 +42,26 @@ enum Handle {
 
 fn op() -> impl Strategy<Value = Op> {
     let size = prop_oneof![
-        Just(0usize), 1usize..100, 100usize..5000, Just(200 << 10), Just(1 << 20),
-        Just(usize::MAX), Just(isize::MAX as usize), Just(1usize << 45)
+        Just(0usize),
+        1usize..100,
+        100usize..5000,
+        Just(200 << 10),
+        Just(1 << 20),
+        Just(usize::MAX),
+        Just(isize::MAX as usize),
+        Just(1usize << 45)
     ];
-    let alignment = prop_oneof![Just(0usize), Just(1), Just(8), Just(64), Just(4096), Just(1 << 16), Just(3), Just(24), Just(1 << 31)];
+    let alignment = prop_oneof![
+        Just(0usize),
+        Just(1),
+        Just(8),
+        Just(64),
+        Just(4096),
+        Just(1 << 16),
+        Just(3),
+        Just(24),
+        Just(1 << 31)
+    ];
     let target = prop_oneof![
         4 => any::<usize>().prop_map(Target::Live),
         1 => any::<usize>().prop_map(Target::Interior),
@@ -106,12 +122,18 @@ impl Model {
     }
 
     fn pick<T>(v: &[T], i: usize) -> Option<&T> {
-        if v.is_empty() { None } else { Some(&v[i % v.len()]) }
+        if v.is_empty() {
+            None
+        } else {
+            Some(&v[i % v.len()])
+        }
     }
 
     fn pointer(&self, t: Target, foreign: *mut u8) -> (*mut c_void, Option<usize>) {
         match t {
-            Target::Live(i) if !self.live.is_empty() => (self.live[i % self.live.len()].ptr as *mut c_void, Some(i % self.live.len())),
+            Target::Live(i) if !self.live.is_empty() => {
+                (self.live[i % self.live.len()].ptr as *mut c_void, Some(i % self.live.len()))
+            }
             Target::Interior(i) => match Self::pick(&self.live, i) {
                 Some(b) => ((b.ptr as usize + 1 + i % b.size.max(1)) as *mut c_void, None),
                 None => (foreign as *mut c_void, None),
@@ -139,10 +161,15 @@ impl Model {
                 let out_ptr = if null_out { std::ptr::null_mut() } else { &mut out as *mut _ };
                 let got = unsafe { dm_allocate(size, alignment, out_ptr) };
                 let a = if alignment == 0 { 16 } else { alignment };
-                let want = if null_out || !a.is_power_of_two() || a > 1 << 30 || size.checked_add(a).is_none_or(|t| t > isize::MAX as usize) {
+                let bad_request = null_out
+                    || !a.is_power_of_two()
+                    || a > 1 << 30
+                    || size.checked_add(a).is_none_or(|t| t > isize::MAX as usize);
+                // reserved + size overflowing 64 bits is a bad size, not a full quota.
+                let overflows =
+                    size > 0 && size as u64 <= self.limit && self.reserved().checked_add(size as u64).is_none();
+                let want = if bad_request || overflows {
                     DM_ERR_INVALID_ARGUMENT
-                } else if size > 0 && size as u64 <= self.limit && self.reserved().checked_add(size as u64).is_none() {
-                    DM_ERR_INVALID_ARGUMENT // reserved + size overflows 64 bits: a bad size, not a full quota
                 } else if size > 0 && self.reserved().checked_add(size as u64).is_none_or(|r| r > self.limit) {
                     DM_ERR_LIMIT
                 } else if size >= 1 << 40 {
@@ -180,7 +207,13 @@ impl Model {
                 let ctx = *next_ctx;
                 let out = if null_out { std::ptr::null_mut() } else { &mut h as *mut _ };
                 let got = unsafe { dm_cleaner_register(p, Some(count), ctx as *mut c_void, out) };
-                let want = if null_out { DM_ERR_INVALID_ARGUMENT } else if live.is_some() { DM_OK } else { DM_ERR_NOT_LIVE };
+                let want = if null_out {
+                    DM_ERR_INVALID_ARGUMENT
+                } else if live.is_some() {
+                    DM_OK
+                } else {
+                    DM_ERR_NOT_LIVE
+                };
                 prop_assert_eq!(got, want, "{:?}", op);
                 if got == DM_OK {
                     prop_assert!(h != 0);
@@ -192,7 +225,12 @@ impl Model {
             Op::Clean(which) => {
                 let (h, block) = match which {
                     Handle::Live(i) => {
-                        let owners: Vec<(usize, dm_cleaner)> = self.live.iter().enumerate().flat_map(|(b, blk)| blk.handles.iter().map(move |&h| (b, h))).collect();
+                        let owners: Vec<(usize, dm_cleaner)> = self
+                            .live
+                            .iter()
+                            .enumerate()
+                            .flat_map(|(b, blk)| blk.handles.iter().map(move |&h| (b, h)))
+                            .collect();
                         match Self::pick(&owners, i) {
                             Some(&(b, h)) => (h, Some(b)),
                             None => (0, None),
@@ -302,4 +340,3 @@ proptest! {
         prop_assert_eq!((s.reserved, s.capacity, s.count, s.live_cleaners), (0, 0, 0, 0));
     }
 }
-

@@ -3,7 +3,7 @@ import dev.directmem.DirectMemoryStats;
 import java.nio.ByteBuffer;
 
 /**
- * The DirectBufferOOM drop loop (MECHANISM.md section 4): 20 MiB buffers allocated and dropped under a
+ * The DirectBufferOOM drop loop (docs/mechanism.md section 4): 20 MiB buffers allocated and dropped under a
  * 100 MiB limit. The JDK survives it only while System.gc() works; run it with -XX:+DisableExplicitGC
  * to see directmem keep going where allocateDirect fails on the 6th allocation.
  * Usage: DropLoop [seconds=5] [jdk]

@@ -8,7 +8,7 @@ import java.util.List;
 import java.util.concurrent.atomic.AtomicLong;
 import org.junit.jupiter.api.Test;
 
-/** The experiments of MECHANISM.md section 4, with directmem: where the JDK fails, this must not. */
+/** The experiments of docs/mechanism.md section 4, with directmem: where the JDK fails, this must not. */
 class ReclaimTest extends SettledTest {
     private static final int MIB = 1 << 20;
 
