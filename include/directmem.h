@@ -18,6 +18,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version this header belongs to; dm_version() returns DM_VERSION_NUMBER of the library
+ * actually loaded. */
+#define DM_VERSION_MAJOR 0
+#define DM_VERSION_MINOR 1
+#define DM_VERSION_PATCH 0
+#define DM_VERSION_NUMBER (DM_VERSION_MAJOR * 10000 + DM_VERSION_MINOR * 100 + DM_VERSION_PATCH)
+
+
 /**
  * Outcome of every fallible dm_ function. `dm_status_message` describes each one.
  */
@@ -252,6 +260,14 @@ enum dm_status dm_set_reclaim_timeout_ms(uint32_t millis);
  * `out` must be NULL or point to writable storage for a dm_stats.
  */
 enum dm_status dm_get_stats(struct dm_stats *out);
+
+/**
+ * The version of the library actually loaded, as DM_VERSION_NUMBER (major * 10000 + minor * 100
+ * + patch): compare it with the DM_VERSION_NUMBER of the header a program was compiled with.
+ *
+ * Thread-safe; cannot fail.
+ */
+uint32_t dm_version(void);
 
 /**
  * A static, NUL-terminated description of a status. Never NULL, also for values that are not a

@@ -11,6 +11,8 @@ command -v gcc >/dev/null || need+=(gcc)
 command -v g++ >/dev/null || need+=(g++)
 command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
 [ -f /usr/share/java/junit-platform-console-standalone.jar ] || need+=(junit5)
+command -v cmake >/dev/null || need+=(cmake)
+command -v pkg-config >/dev/null || need+=(pkg-config)
 if [ ${#need[@]} -gt 0 ]; then
   echo "== installing: ${need[*]}"
   apt-get update -qq
@@ -35,6 +37,9 @@ echo "== C examples and C test programs under valgrind"
 cargo build -q
 make -s -C c-examples valgrind LIBDIR="$PWD/target/debug" BUILD="$PWD/target/c-examples-valgrind"
 make -s -C tests/c valgrind LIBDIR="$PWD/target/debug" BUILD="$PWD/target/c-tests-valgrind"
+
+echo "== install into a temporary prefix, then link from outside the tree: pkg-config, static, CMake"
+bash tests/install/run.sh
 
 if [ -x java/run-tests.sh ]; then
   echo "== Java suite (JUnit 5, real JVM, real library)"

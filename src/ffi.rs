@@ -317,6 +317,18 @@ pub unsafe extern "C" fn dm_get_stats(out: *mut dm_stats) -> dm_status {
     })
 }
 
+/// The version of the library actually loaded, as DM_VERSION_NUMBER (major * 10000 + minor * 100
+/// + patch): compare it with the DM_VERSION_NUMBER of the header a program was compiled with.
+///
+/// Thread-safe; cannot fail.
+#[unsafe(no_mangle)]
+pub extern "C" fn dm_version() -> u32 {
+    let part = |text: &str| text.parse::<u32>().unwrap_or(0);
+    part(env!("CARGO_PKG_VERSION_MAJOR")) * 10000
+        + part(env!("CARGO_PKG_VERSION_MINOR")) * 100
+        + part(env!("CARGO_PKG_VERSION_PATCH"))
+}
+
 /// A static, NUL-terminated description of a status. Never NULL, also for values that are not a
 /// dm_status. The caller must not free it. Thread-safe.
 #[unsafe(no_mangle)]

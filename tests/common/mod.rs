@@ -51,6 +51,11 @@ pub fn library_dir() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().to_path_buf();
     assert!(dir.join("libdirectmem.so").exists(), "no libdirectmem.so in {}", dir.display());
+    // Programs linked against it look for its soname, libdirectmem.so.MAJOR, at run time.
+    let soname = dir.join(format!("libdirectmem.so.{}", env!("CARGO_PKG_VERSION_MAJOR")));
+    if std::fs::symlink_metadata(&soname).is_err() {
+        let _ = std::os::unix::fs::symlink("libdirectmem.so", &soname); // a racing test may have made it
+    }
     dir
 }
 
