@@ -72,7 +72,7 @@ fn build_examples() -> std::path::PathBuf {
     build
 }
 
-const EXAMPLES: [&str; 4] = ["alloc_stats", "cleaners", "reclaim_cache", "threads"];
+const EXAMPLES: [&str; 5] = ["alloc_stats", "cleaners", "reclaim_cache", "threads", "cpp_containers"];
 
 #[test]
 fn every_c_example_builds_and_runs_to_ok() {
@@ -98,9 +98,10 @@ fn c_test_programs_hold_up_to_misuse_and_races() {
         .arg(common::project_dir().join("tests/c"))
         .arg(format!("LIBDIR={}", common::library_dir().display()))
         .arg(format!("BUILD={}", build.display())));
-    for name in ["abuse", "races", "quota_hooks", "fork"] {
+    for name in ["abuse", "races", "quota_hooks", "fork", "cpp_layer17", "cpp_layer20"] {
         let out = run(&mut Command::new(build.join(name)));
-        assert!(out.contains(&format!("{name}: OK")), "{name} printed:\n{out}");
+        let program = name.trim_end_matches(char::is_numeric);
+        assert!(out.contains(&format!("{program}: OK")), "{name} printed:\n{out}");
     }
 }
 

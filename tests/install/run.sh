@@ -2,7 +2,8 @@
 # Installs directmem into a temporary prefix (scripts/install.sh), checks what was installed (files,
 # soname links, only dm_* and JNI symbols exported), then builds c-examples/version_check.c from a
 # folder outside the source tree three ways, and runs each: plain cc with the .pc file, CMake
-# find_package (shared and static targets), and a static link of libdirectmem.a.
+# find_package (shared and static targets), and a static link of libdirectmem.a; and the C++ example
+# with the installed directmem.hpp.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 src=$PWD
@@ -14,7 +15,7 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 major=${version%%.*}
 fail() { echo "install test: $*" >&2; exit 1; }
 
-for f in lib/libdirectmem.so.$version lib/libdirectmem.a include/directmem.h lib/pkgconfig/directmem.pc \
+for f in lib/libdirectmem.so.$version lib/libdirectmem.a include/directmem.h include/directmem.hpp lib/pkgconfig/directmem.pc \
          lib/cmake/directmem/directmemConfig.cmake lib/cmake/directmem/directmemConfigVersion.cmake; do
   [ -f "$prefix/$f" ] || fail "missing $f"
 done
@@ -27,7 +28,7 @@ echo "installed: $(nm -D --defined-only "$prefix/lib/libdirectmem.so.$version" |
 
 # A user's project, outside the source tree.
 mkdir -p "$work/app/cmake"
-cp "$src/c-examples/version_check.c" "$work/app/"
+cp "$src/c-examples/version_check.c" "$src/c-examples/cpp_containers.cpp" "$work/app/"
 cp "$src/c-examples/cmake/CMakeLists.txt" "$work/app/cmake/"
 cd "$work/app"
 export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
@@ -36,6 +37,10 @@ echo "== cc with pkg-config"
 cc -std=c99 -Wall -Wextra -Werror version_check.c $(pkg-config --cflags --libs directmem) -Wl,-rpath,"$prefix/lib" -o with_pc
 ./with_pc
 ldd ./with_pc | grep -q "libdirectmem.so.$major => $prefix/lib/libdirectmem.so.$major" || fail "not linked to the installed soname"
+
+echo "== C++ with pkg-config"
+c++ -std=c++17 -Wall -Wextra -Werror cpp_containers.cpp $(pkg-config --cflags --libs directmem) -Wl,-rpath,"$prefix/lib" -o cpp
+./cpp | tail -1
 
 echo "== static link"
 cc -std=c99 -Wall -Wextra -Werror version_check.c $(pkg-config --cflags directmem) "$prefix/lib/libdirectmem.a" \
