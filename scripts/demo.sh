@@ -28,3 +28,5 @@ if [ -n "$JDK25" ] && [ -x "$JDK25/bin/java" ]; then
 else
   echo "!!!!!!!! Temurin JDK 25 not found under /usr/lib/jvm: the demo ran on JDK 17 only !!!!!!!!" >&2
 fi
+echo "== one limit for Java and native code: a JNI codec of its own that links -ldirectmem"
+bash c-examples/jni_codec/run.sh release

@@ -41,6 +41,10 @@ make -s -C tests/c valgrind LIBDIR="$PWD/target/debug" BUILD="$PWD/target/c-test
 echo "== install into a temporary prefix, then link from outside the tree: pkg-config, static, CMake"
 bash tests/install/run.sh
 
+echo "== a JNI library of its own sharing the JVM's limit (c-examples/jni_codec)"
+bash c-examples/jni_codec/run.sh debug | tee /tmp/directmem-codec.log
+grep -q "codec: OK" /tmp/directmem-codec.log
+
 if [ -x java/run-tests.sh ]; then
   echo "== Java suite (JUnit 5, real JVM, real library)"
   java/run-tests.sh
