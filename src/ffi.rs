@@ -190,6 +190,48 @@ pub unsafe extern "C" fn dm_free(ptr: *mut c_void) -> dm_status {
     boundary(|| if ptr.is_null() { Ok(()) } else { manager::global().free(ptr as usize) })
 }
 
+/// Resizes the live block starting at `ptr` to `new_size` bytes, for allocator hooks shaped like
+/// realloc (SQLite's xRealloc, Lua's lua_Alloc, zlib's). The block moves: `*out` is a new block
+/// (default alignment) holding the first min(old, new) bytes, the rest zeroed; the quota is
+/// charged the new size and the old block is freed. `ptr` NULL: as dm_allocate(new_size, 0, out).
+/// On any failure nothing changes and `ptr` stays valid.
+///
+/// Thread-safe. May call the reclaim hook and wait. Returns DM_OK and writes `*out`;
+/// DM_ERR_INVALID_ARGUMENT (NULL `out`, a size that overflows, or a block with cleaners: their
+/// handles would not follow it); DM_ERR_NOT_LIVE (`ptr` not the start of a live block);
+/// DM_ERR_LIMIT; DM_ERR_NO_MEMORY; DM_ERR_INTERNAL.
+///
+/// # Safety
+/// `out` must be NULL or valid for writing one pointer; `ptr` is only looked up, never
+/// dereferenced unless live.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dm_reallocate(ptr: *mut c_void, new_size: usize, out: *mut *mut c_void) -> dm_status {
+    boundary(|| {
+        let out = non_null(out)?;
+        let m = manager::global();
+        let block = if ptr.is_null() { m.allocate(new_size, 0)? } else { m.reallocate(ptr as usize, new_size)? };
+        write_out(out, block.as_ptr() as *mut c_void);
+        Ok(())
+    })
+}
+
+/// Writes the size of the live block starting at `ptr` (what it was allocated or resized with)
+/// to `*size` (SQLite's xSize).
+///
+/// Thread-safe. Returns DM_OK; DM_ERR_INVALID_ARGUMENT (NULL `size`); DM_ERR_NOT_LIVE;
+/// DM_ERR_INTERNAL.
+///
+/// # Safety
+/// `size` must be NULL or valid for writing one size_t; `ptr` is only looked up.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dm_block_size(ptr: *const c_void, size: *mut usize) -> dm_status {
+    boundary(|| {
+        let size = non_null(size)?;
+        write_out(size, manager::global().block_size(ptr as usize)?);
+        Ok(())
+    })
+}
+
 /// Attaches a cleaner to the live block starting at `ptr` (jdk.internal.ref.Cleaner): when the
 /// block is released, by dm_free or by dm_clean of any of its cleaners, `action(ctx)` is called
 /// once. `action` may be NULL (the cleaner is then just a handle that releases the block).

@@ -130,6 +130,40 @@ impl Manager {
         Ok(())
     }
 
+    /// The size of the live block starting at `address` (what it was allocated or resized with).
+    pub fn block_size(&self, address: usize) -> Result<usize> {
+        self.size_and_cleaners(address).map(|(size, _)| size)
+    }
+
+    fn size_and_cleaners(&self, address: usize) -> Result<(usize, bool)> {
+        match self.small.find(address) {
+            Some(slot) => slot?.live_size().ok_or(Error::NotLive),
+            None => self.blocks.size_of(address),
+        }
+    }
+
+    /// Resizes the live block at `address` to `new_size`: a new zeroed block (default alignment)
+    /// with the first min(old, new) bytes copied, then the old one freed. On any failure the old
+    /// block stays as it was. A block with cleaners is refused (`InvalidArgument`): its handles
+    /// name its place in the block table, which a move would change.
+    pub fn reallocate(&self, address: usize, new_size: usize) -> Result<NonNull<u8>> {
+        let (old_size, has_cleaners) = self.size_and_cleaners(address)?;
+        if has_cleaners {
+            return Err(Error::InvalidArgument);
+        }
+        let new = self.allocate(new_size, 0)?;
+        // Safety: both blocks are live, at least min(old, new) bytes long, and distinct.
+        unsafe { std::ptr::copy_nonoverlapping(address as *const u8, new.as_ptr(), old_size.min(new_size)) };
+        match self.free(address) {
+            Ok(()) => Ok(new),
+            Err(e) => {
+                // Freed by another thread meanwhile (a race the caller made): give the copy back.
+                let _ = self.free(new.as_ptr() as usize);
+                Err(e)
+            }
+        }
+    }
+
     /// Releases the block a live cleaner is attached to, exactly as [`Manager::free`] does.
     pub fn clean(&self, cleaner: u64) -> Result<()> {
         let claimed = self.blocks.claim_by_cleaner(cleaner)?;
@@ -267,6 +301,40 @@ mod tests {
         m.free(a.as_ptr() as usize).unwrap();
         m.free(b.as_ptr() as usize).unwrap();
         assert_eq!(m.free(b.as_ptr() as usize), Err(Error::NotLive));
+    }
+
+    #[test]
+    fn reallocate_keeps_the_bytes_zeroes_the_rest_and_charges_the_new_size() {
+        let m = Manager::new(1 << 30);
+        for (from, to) in [(10, 5000), (5000, 10), (100, 300_000), (300_000, 64), (0, 16), (64, 64)] {
+            let p = m.allocate(from, 0).unwrap().as_ptr();
+            // Safety: `p` is a live block of `from` bytes.
+            unsafe { std::ptr::write_bytes(p, 0x5a, from) };
+            let q = m.reallocate(p as usize, to).unwrap().as_ptr();
+            // Safety: `q` is a live block of `to` bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(q, to) };
+            assert!(bytes[..from.min(to)].iter().all(|&b| b == 0x5a), "{from} -> {to}: copied");
+            assert!(bytes[from.min(to)..].iter().all(|&b| b == 0), "{from} -> {to}: zeroed");
+            assert_eq!(m.block_size(q as usize), Ok(to));
+            assert_eq!((m.stats().count, m.stats().reserved), (1, to as u64));
+            assert!(m.block_size(p as usize).is_err() || p == q, "the old block is gone");
+            m.free(q as usize).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_refused_reallocate_leaves_the_block_as_it_was() {
+        let m = Manager::new(10_000);
+        let p = m.allocate(6000, 0).unwrap().as_ptr() as usize;
+        assert_eq!(m.reallocate(p, 8000), Err(Error::Limit)); // 6000 + 8000 do not fit at once
+        assert_eq!(m.block_size(p), Ok(6000));
+        assert_eq!(m.reallocate(p + 16, 10), Err(Error::NotLive));
+        let action = Action { function: None, ctx: std::ptr::null_mut() };
+        m.register_cleaner(p, action).unwrap();
+        assert_eq!(m.reallocate(p, 10), Err(Error::InvalidArgument), "a block with cleaners does not move");
+        m.free(p).unwrap();
+        assert_eq!(m.block_size(p), Err(Error::NotLive));
+        assert_eq!((m.stats().count, m.stats().reserved), (0, 0));
     }
 
     static RAN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

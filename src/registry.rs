@@ -147,6 +147,13 @@ impl Registry {
         Ok(handle)
     }
 
+    /// The size of the live block starting at `address`, and whether it has cleaners.
+    pub fn size_of(&self, address: usize) -> Result<(usize, bool)> {
+        let shard = self.shards[shard_of(address)].lock();
+        let block = shard.blocks.get(&address).ok_or(Error::NotLive)?;
+        Ok((block.size, !block.cleaners.is_empty()))
+    }
+
     /// Takes the live block starting at `address` out of the table.
     pub fn claim_by_address(&self, address: usize) -> Result<Claimed> {
         let mut shard = self.shards[shard_of(address)].lock();

@@ -213,6 +213,17 @@ impl Slab {
         }
     }
 
+    /// Any thread: the size of the block in slot `index`, and whether it has cleaners; None if the
+    /// slot holds no block.
+    pub fn live_size(&self, index: usize) -> Option<(usize, bool)> {
+        let now = self.state[index].load(Acquire);
+        match now & STATE_MASK {
+            LIVE => Some(((now >> STATE_BITS) as usize, false)),
+            CLEANED => Some(((now >> STATE_BITS) as usize, true)),
+            _ => None,
+        }
+    }
+
     /// Any thread, under the block table's lock: LIVE -> CLEANED. False if the block is not live.
     pub fn mark_cleaned(&self, index: usize) -> bool {
         let word = &self.state[index];

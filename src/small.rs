@@ -122,6 +122,11 @@ impl Slot {
         self.slab.claim(self.index)
     }
 
+    /// See [`Slab::live_size`].
+    pub fn live_size(&self) -> Option<(usize, bool)> {
+        self.slab.live_size(self.index)
+    }
+
     /// See [`Slab::mark_cleaned`].
     pub fn mark_cleaned(&self) -> bool {
         self.slab.mark_cleaned(self.index)
