@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 JUNIT=/usr/share/java/junit-platform-console-standalone.jar
 B=java/build
 rm -rf "$B/classes" "$B/test-classes" "$B/examples"
-bash scripts/build-jar.sh debug "$B/directmem.jar"   # the debug library inside, as users get the release one
+# The debug library inside, as users get the release one, with the natives only the tests call.
+CARGO_FEATURES=test-natives bash scripts/build-jar.sh debug "$B/directmem.jar"
 javac --release 17 -d "$B/examples" -cp "$B/directmem.jar" java/examples/*.java
 javac --release 17 -d "$B/test-classes" -cp "$B/directmem.jar:$JUNIT" $(find java/src/test/java -name '*.java')
 

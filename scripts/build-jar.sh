@@ -7,7 +7,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 profile=${1:-release}
 out=${2:-target/directmem.jar}
-if [ "$profile" = release ]; then cargo build --release -q; else cargo build -q; fi
+features=()
+[ -z "${CARGO_FEATURES:-}" ] || features=(--features "$CARGO_FEATURES")  # java/run-tests.sh: test-natives
+if [ "$profile" = release ]; then cargo build --release -q "${features[@]}"; else cargo build -q "${features[@]}"; fi
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 case "$(uname -m)" in x86_64|amd64) arch=x86_64 ;; *) arch=$(uname -m) ;; esac
 platform="$(uname -s | tr '[:upper:]' '[:lower:]')-$arch"

@@ -26,7 +26,7 @@ for tool in rustfmt clippy; do
 done
 cargo fmt --check
 cargo clippy -q --all-targets -- -D warnings
-cargo clippy -q --all-targets --features fault-injection -- -D warnings
+cargo clippy -q --all-targets --features fault-injection,test-natives -- -D warnings
 
 echo "== cargo test (unit, C ABI contract, C programs, model tests)"
 cargo test --no-fail-fast 2>&1

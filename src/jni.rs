@@ -149,6 +149,7 @@ pub extern "system" fn Java_dev_directmem_Native_setReclaimTimeout0<'local>(
 /// `Native.allocateOnNativeThread0(long size, int rounds, int lingerMillis)`: test support for the
 /// reclaim hook's daemon attachment. A plain Rust thread, unknown to the JVM, allocates and frees like
 /// a C thread, reports, then stays alive `lingerMillis` (it must not keep the JVM from exiting).
+#[cfg(feature = "test-natives")]
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_allocateOnNativeThread0<'local>(
     mut unowned: EnvUnowned<'local>,

@@ -97,7 +97,8 @@ final class Native {
     static native int forceGc0();
 
     /**
-     * Test support: a thread the JVM has never seen allocates and frees {@code size} bytes {@code rounds}
+     * Test support, present only in a library built with the {@code test-natives} feature (the test
+     * suite's; calling it elsewhere throws UnsatisfiedLinkError): a thread the JVM has never seen allocates and frees {@code size} bytes {@code rounds}
      * times, as a C thread in this process would, then lives on for {@code lingerMillis}; returns the
      * first failing status, or OK.
      */
