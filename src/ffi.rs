@@ -191,10 +191,12 @@ pub unsafe extern "C" fn dm_free(ptr: *mut c_void) -> dm_status {
 }
 
 /// Resizes the live block starting at `ptr` to `new_size` bytes, for allocator hooks shaped like
-/// realloc (SQLite's xRealloc, Lua's lua_Alloc, zlib's). The block moves: `*out` is a new block
-/// (default alignment) holding the first min(old, new) bytes, the rest zeroed; the quota is
-/// charged the new size and the old block is freed. `ptr` NULL: as dm_allocate(new_size, 0, out).
-/// On any failure nothing changes and `ptr` stays valid.
+/// realloc (SQLite's xRealloc, Lua's lua_Alloc, zlib's). A block of up to 8 KiB that stays in its
+/// size class (powers of two) is resized in place (`*out` == `ptr`); otherwise it moves: `*out`
+/// is a new block (default alignment) holding the first min(old, new) bytes, and the old block is
+/// freed. Bytes beyond the old size are zero either way, and the quota is charged the difference.
+/// `ptr` NULL: as dm_allocate(new_size, 0, out). On any failure nothing changes and `ptr` stays
+/// valid.
 ///
 /// Thread-safe. May call the reclaim hook and wait. Returns DM_OK and writes `*out`;
 /// DM_ERR_INVALID_ARGUMENT (NULL `out`, a size that overflows, or a block with cleaners: their

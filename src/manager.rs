@@ -142,14 +142,20 @@ impl Manager {
         }
     }
 
-    /// Resizes the live block at `address` to `new_size`: a new zeroed block (default alignment)
-    /// with the first min(old, new) bytes copied, then the old one freed. On any failure the old
-    /// block stays as it was. A block with cleaners is refused (`InvalidArgument`): its handles
-    /// name its place in the block table, which a move would change.
+    /// Resizes the live block at `address` to `new_size`: in place when a small block stays in
+    /// its size class; otherwise a new zeroed block (default alignment) with the first
+    /// min(old, new) bytes copied, then the old one freed. On any failure the old block stays as
+    /// it was. A block with cleaners is refused (`InvalidArgument`): its handles name its place
+    /// in the block table, which a move would change.
     pub fn reallocate(&self, address: usize, new_size: usize) -> Result<NonNull<u8>> {
         let (old_size, has_cleaners) = self.size_and_cleaners(address)?;
         if has_cleaners {
             return Err(Error::InvalidArgument);
+        }
+        if let Some(Ok(slot)) = self.small.find(address) {
+            if self.small.resize_in_place(&slot, old_size, new_size)? {
+                return NonNull::new(address as *mut u8).ok_or(Error::Internal);
+            }
         }
         let new = self.allocate(new_size, 0)?;
         // Safety: both blocks are live, at least min(old, new) bytes long, and distinct.
@@ -323,10 +329,34 @@ mod tests {
     }
 
     #[test]
+    fn a_small_block_resized_within_its_class_stays_in_place_and_comes_back_zeroed() {
+        let m = Manager::new(1 << 30);
+        let p = m.allocate(100, 0).unwrap().as_ptr();
+        // Safety: `p` is a live block of 100 bytes.
+        unsafe { std::ptr::write_bytes(p, 0x77, 100) };
+        let q = m.reallocate(p as usize, 70).unwrap().as_ptr(); // same 128-byte class: shrinks in place
+        assert_eq!(q, p);
+        assert_eq!((m.block_size(p as usize), m.stats().reserved, m.stats().capacity), (Ok(70), 70, 70));
+        let r = m.reallocate(p as usize, 128).unwrap().as_ptr(); // grows in place
+        assert_eq!(r, p);
+        // Safety: `r` is a live block of 128 bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(r, 128) };
+        assert!(
+            bytes[..70].iter().all(|&b| b == 0x77) && bytes[70..].iter().all(|&b| b == 0),
+            "the bytes cut off came back zeroed"
+        );
+        assert_eq!((m.stats().reserved, m.stats().capacity), (128, 128));
+        let s = m.reallocate(p as usize, 129).unwrap().as_ptr(); // the next class: moves
+        assert_ne!(s, p);
+        m.free(s as usize).unwrap();
+        assert_eq!((m.stats().count, m.stats().reserved, m.stats().capacity), (0, 0, 0));
+    }
+
+    #[test]
     fn a_refused_reallocate_leaves_the_block_as_it_was() {
         let m = Manager::new(10_000);
         let p = m.allocate(6000, 0).unwrap().as_ptr() as usize;
-        assert_eq!(m.reallocate(p, 8000), Err(Error::Limit)); // 6000 + 8000 do not fit at once
+        assert_eq!(m.reallocate(p, 9000), Err(Error::Limit)); // moves (past 8 KiB): 6000 + 9000 do not fit
         assert_eq!(m.block_size(p), Ok(6000));
         assert_eq!(m.reallocate(p + 16, 10), Err(Error::NotLive));
         let action = Action { function: None, ctx: std::ptr::null_mut() };

@@ -224,6 +224,15 @@ impl Slab {
         }
     }
 
+    /// Any thread: a live block of `old` bytes in slot `index` becomes one of `new` bytes (both
+    /// within the slot). False if the slot no longer holds that block (freed meanwhile, or it got
+    /// cleaners).
+    pub fn resize(&self, index: usize, old: usize, new: usize) -> bool {
+        let from = LIVE | ((old as u32) << STATE_BITS);
+        let to = LIVE | ((new as u32) << STATE_BITS);
+        self.state[index].compare_exchange(from, to, AcqRel, Acquire).is_ok()
+    }
+
     /// Any thread, under the block table's lock: LIVE -> CLEANED. False if the block is not live.
     pub fn mark_cleaned(&self, index: usize) -> bool {
         let word = &self.state[index];

@@ -328,6 +328,38 @@ impl SmallBlocks {
         self.quota.release(size as u64);
     }
 
+    /// Resizes the live block of `old` bytes in `slot` to `new` bytes in place, when `new` needs the
+    /// same class (no room wasted, none missing). `Ok(false)`: not in place (another class, or it
+    /// has cleaners); the caller moves it. The quota is charged or given the difference; bytes
+    /// that come into the block are zeroed (earlier contents from before a shrink must not show).
+    pub fn resize_in_place(self: &Arc<Self>, slot: &Slot, old: usize, new: usize) -> Result<bool> {
+        if class_of(new, 0) != Some(slot.slab.class_shift) || slot.live_size() != Some((old, false)) {
+            return Ok(false);
+        }
+        if new > old {
+            self.quota.reserve((new - old) as u64)?;
+        }
+        if !slot.slab.resize(slot.index, old, new) {
+            if new > old {
+                self.quota.release((new - old) as u64);
+            }
+            return Err(Error::NotLive); // freed (or given cleaners) by another thread meanwhile
+        }
+        if new > old {
+            // Safety: the slot holds `new` bytes from its start, which this caller's block owns.
+            unsafe { std::ptr::write_bytes((slot.slab.slot_address(slot.index) + old) as *mut u8, 0, new - old) };
+        } else {
+            self.quota.release((old - new) as u64);
+        }
+        let change = (new as u64).wrapping_sub(old as u64);
+        match self.heap() {
+            // Safety: see `heap`; the counters are this thread's.
+            Some(heap) => Counters::bump(&unsafe { &*heap }.counters.capacity, change),
+            None => self.ended.add_shared(SmallStats { count: 0, capacity: change, total_allocations: 0 }),
+        }
+        Ok(true)
+    }
+
     /// Finishes releasing a block with cleaners, after they ran (it was claimed in the table).
     pub fn release_cleaned(self: &Arc<Self>, slot: Slot) {
         let size = slot.slab.finish_cleaned(slot.index);
