@@ -11,7 +11,7 @@
 
 use crate::manager::{self, Stats};
 use crate::registry::Action;
-use crate::{sysmem, Error, Result};
+use crate::{Error, Result};
 use std::ffi::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
@@ -388,7 +388,7 @@ pub extern "C" fn dm_status_message(status: c_int) -> *const c_char {
 /// The system's page size in bytes: the alignment to ask for page-aligned blocks. Thread-safe.
 #[unsafe(no_mangle)]
 pub extern "C" fn dm_page_size() -> usize {
-    sysmem::page_size()
+    crate::os::page_size()
 }
 
 #[cfg(test)]

@@ -37,7 +37,7 @@ extern "C" fn prepare() {
     // One-time initialisations another thread may be in the middle of: finished before the fork,
     // or the child would wait for a thread it does not have.
     crate::credit::init();
-    crate::sysmem::page_size();
+    crate::os::page_size();
     // Safety of the order: only the quota nests (credits, then state), and `locks` lists those
     // first; every other lock is taken alone, so taking them one by one cannot deadlock.
     for lock in locks() {

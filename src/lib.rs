@@ -4,6 +4,8 @@
 //! The safe core knows nothing of C or Java:
 //! - [`quota`]: the byte budget, and the reclaim protocol when a reservation does not fit;
 //!   `credit`: a thread's share of it taken ahead of need, spent without locked instructions;
+//! - `os`: the operating system's memory primitives (page size, map, unmap, discard, huge-page
+//!   advice, residency), used by the layers above it and using none of them;
 //! - [`sysmem`]: zeroed, aligned memory from the system (heap for small blocks, fresh pages for big ones);
 //!   `mappings`: freed big blocks' addresses kept (their pages given back) for the next of that length;
 //! - [`registry`]: the table of live blocks and their cleaners, which makes every release exactly-once;
@@ -22,6 +24,7 @@ mod jni;
 pub mod limit;
 pub mod manager;
 mod mappings;
+mod os;
 pub mod quota;
 pub mod registry;
 mod slab;

@@ -26,7 +26,7 @@ pub fn physical_memory() -> u64 {
     if pages <= 0 {
         return u64::MAX;
     }
-    (pages as u64).saturating_mul(crate::sysmem::page_size() as u64)
+    (pages as u64).saturating_mul(crate::os::page_size() as u64)
 }
 
 /// The limit a new process starts with: `DM_MAX_MEMORY` if it parses, else physical memory.

@@ -8,7 +8,7 @@
 //! (`vm.overcommit_memory=2`) commit charge; hence the bounds: at most [`KEPT_MAX`] mappings and
 //! [`KEPT_BYTES_MAX`] bytes, the oldest unmapped first.
 
-use crate::sysmem::{discard_for_reuse, unmap_region};
+use crate::os::{discard_for_reuse, unmap_region};
 use parking_lot::Mutex;
 
 pub const KEPT_MAX: usize = 16;
@@ -82,7 +82,7 @@ impl Kept {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysmem::{map_region, page_size};
+    use crate::os::{map_region, page_size};
 
     #[test]
     fn a_kept_mapping_comes_back_zeroed_for_the_same_length_and_alignment_only() {

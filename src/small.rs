@@ -396,10 +396,10 @@ impl SmallBlocks {
     fn cut_slab(&self) -> Option<usize> {
         let mut arena = self.arena.lock();
         if arena.0 == arena.1 {
-            let start = sysmem::map_region(ARENA_SIZE, SLAB_SIZE).ok()?;
+            let start = crate::os::map_region(ARENA_SIZE, SLAB_SIZE).ok()?;
             if !table::covers(start + ARENA_SIZE - 1) {
                 // Beyond the 48-bit addresses the table covers (5-level paging): not ours to use.
-                sysmem::unmap_region(start, ARENA_SIZE);
+                crate::os::unmap_region(start, ARENA_SIZE);
                 return None;
             }
             *arena = (start, start + ARENA_SIZE);
@@ -414,7 +414,7 @@ impl SmallBlocks {
         slab.set_owner(0);
         if empty {
             // Its pages go back to the system; they come back zeroed when touched again.
-            sysmem::discard(slab.base, SLAB_SIZE);
+            crate::os::discard(slab.base, SLAB_SIZE);
         }
         self.unowned[class_index(slab.class_shift)].lock().push(slab);
     }

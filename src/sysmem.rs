@@ -9,8 +9,8 @@
 //! from the heap and get memset.) A freed mapping's pages go back to the system at once; its
 //! addresses may be kept for the next block of the same length (see [`crate::mappings`]).
 
+use crate::os::{advise_huge_pages, map_region, page_size, HUGE_PAGE};
 use crate::{mappings, Error, Result};
-use once_cell::sync::Lazy;
 use std::ptr::NonNull;
 
 /// Largest alignment a caller may ask for.
@@ -19,25 +19,8 @@ pub const MAX_ALIGNMENT: usize = 1 << 30;
 /// From this size on, blocks are their own mapping.
 pub const MAP_THRESHOLD: usize = 128 << 10;
 
-/// The transparent huge page size on x86-64 and most arm64 kernels; mappings this big ask for them.
-const HUGE_PAGE: usize = 2 << 20;
-
 /// What alignment 0 stands for: the platform's `max_align_t`, which `calloc` already meets.
 pub const DEFAULT_ALIGNMENT: usize = std::mem::align_of::<libc::max_align_t>();
-
-static PAGE_SIZE: Lazy<usize> = Lazy::new(|| {
-    // Safety: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 {
-        size as usize
-    } else {
-        4096
-    }
-});
-
-pub fn page_size() -> usize {
-    *PAGE_SIZE
-}
 
 /// Memory obtained from the system, released only through [`release`].
 #[derive(Debug)]
@@ -116,101 +99,6 @@ fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     };
     let ptr = NonNull::new(start as *mut u8).ok_or(Error::NoMemory)?;
     Ok(Memory { ptr, mapped_len: len, huge_pages })
-}
-
-/// Maps `len` bytes (a multiple of the page size) of fresh zeroed memory starting at a multiple
-/// of `alignment` (a power of two, at least the page size). Returns the start.
-pub fn map_region(len: usize, alignment: usize) -> Result<usize> {
-    let page = page_size();
-    let slack = alignment.max(page) - page; // room so that an aligned start exists inside
-    let total = len.checked_add(slack).ok_or(Error::NoMemory)?;
-    // Safety: an anonymous private mapping touches no existing memory.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            total,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    if base == libc::MAP_FAILED {
-        return Err(Error::NoMemory);
-    }
-    let base = base as usize;
-    let start = (base + alignment - 1) & !(alignment - 1);
-    // Safety: both ranges lie inside the mapping just made and are page-aligned.
-    unsafe {
-        if start > base {
-            libc::munmap(base as *mut libc::c_void, start - base);
-        }
-        let tail = base + total - (start + len);
-        if tail > 0 {
-            libc::munmap((start + len) as *mut libc::c_void, tail);
-        }
-    }
-    Ok(start)
-}
-
-/// Unmaps a region from [`map_region`].
-pub fn unmap_region(start: usize, len: usize) {
-    // Safety: the caller owns the region and nothing refers to it any more.
-    unsafe { libc::munmap(start as *mut libc::c_void, len) };
-}
-
-/// Gives the pages of a mapped range back to the system while keeping the addresses: they read
-/// as zero when touched again. The caller owns the range and keeps no data in it.
-pub fn discard(start: usize, len: usize) {
-    // Safety: as above; MADV_DONTNEED on private anonymous memory only drops its contents.
-    unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
-}
-
-/// Asks for transparent huge pages on a mapping of ours, or asks for none. A refusal (THP off, or
-/// an old kernel) changes nothing: result ignored.
-fn advise_huge_pages(start: usize, len: usize, huge: bool) {
-    let advice = if huge { libc::MADV_HUGEPAGE } else { libc::MADV_NOHUGEPAGE };
-    // Safety: the range is a mapping the caller owns; the advice changes no contents.
-    unsafe { libc::madvise(start as *mut libc::c_void, len, advice) };
-}
-
-/// Sets a mapping up for its next block by how its last block used it (programs tend to reuse a
-/// length for one purpose), then discards its pages. Huge pages pay off when most pages get
-/// touched: one fault per 2 MiB instead of 512. When a few bytes here and there are, each touch
-/// zeroes 2 MiB instead of 4 KiB: in the drop loop (one byte written per 20 MiB buffer) huge
-/// pages cost 40% of the allocation rate. Less than half the pages resident counts as sparse.
-/// `huge` is the mapping's advice so far; returns the advice from now on.
-pub fn discard_for_reuse(start: usize, len: usize, huge: bool) -> bool {
-    let mut huge = huge;
-    if len >= HUGE_PAGE {
-        if let Some(dense) = mostly_resident(start, len).filter(|&dense| dense != huge) {
-            advise_huge_pages(start, len, dense);
-            huge = dense;
-        }
-    }
-    discard(start, len);
-    huge
-}
-
-/// Whether at least half the pages of a mapping of ours are in memory (`mincore`), judged by its
-/// first 8 MiB, or None if the system will not say. `mincore` costs time per page even where nothing
-/// was ever touched (~9 µs for all of 64 MiB here), and a buffer filled front to back is resident
-/// from its start.
-fn mostly_resident(start: usize, len: usize) -> Option<bool> {
-    const SAMPLE_PAGES: usize = 2048;
-    let mut status = [0u8; SAMPLE_PAGES];
-    let pages = SAMPLE_PAGES.min(len.div_ceil(page_size()));
-    // Safety: the range lies inside the caller's page-aligned mapping; `status` has a byte per page.
-    let rc = unsafe { libc::mincore(start as *mut libc::c_void, pages * page_size(), status.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // Bit 0 of each byte says resident; eight bytes at a time (bytes past `pages` stay zero).
-    let resident: u32 = status
-        .chunks_exact(8)
-        .map(|b| (u64::from_ne_bytes(b.try_into().unwrap()) & 0x0101_0101_0101_0101).count_ones())
-        .sum();
-    Some(resident as usize * 2 >= pages)
 }
 
 /// Gives memory back to the system.
@@ -299,49 +187,6 @@ mod tests {
     }
 
     /// The VmFlags of the mapping that holds `address`, from /proc/self/smaps.
-    fn vm_flags(address: usize) -> Vec<String> {
-        let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
-        let mut inside = false;
-        for line in smaps.lines() {
-            if let Some((range, _)) = line.split_once(' ').filter(|(r, _)| r.contains('-') && !r.ends_with(':')) {
-                let (from, to) = range.split_once('-').unwrap();
-                let (from, to) = (usize::from_str_radix(from, 16).unwrap(), usize::from_str_radix(to, 16).unwrap());
-                inside = (from..to).contains(&address);
-            } else if let Some(flags) = line.strip_prefix("VmFlags:").filter(|_| inside) {
-                return flags.split_whitespace().map(String::from).collect();
-            }
-        }
-        panic!("no mapping holds {address:#x}");
-    }
-
-    #[test]
-    fn a_kept_mapping_gets_huge_pages_only_if_its_last_block_touched_most_of_it() {
-        let len = 8 << 20;
-        let start = map_region(len, HUGE_PAGE).unwrap();
-        advise_huge_pages(start, len, true);
-        // Without kernel THP support there is no advice to give: only the zeroing is checked.
-        let thp = std::path::Path::new("/sys/kernel/mm/transparent_hugepage").exists();
-        let has = |flag: &str| vm_flags(start).iter().any(|f| f == flag);
-        assert_eq!(has("hg"), thp, "a new big mapping asks for huge pages");
-        let bytes = start as *mut u8;
-        // Safety: the mapping is ours and `len` bytes long.
-        unsafe { bytes.add(4096).write(7) }; // one byte: sparse
-        assert!(!discard_for_reuse(start, len, true));
-        assert_eq!((has("hg"), has("nh")), (false, thp), "sparse use: no huge pages next time");
-        // Safety: as above.
-        let page = unsafe { std::slice::from_raw_parts_mut(bytes, len) };
-        assert!(page.iter().all(|&b| b == 0), "discarded pages read as zero");
-        page.iter_mut().step_by(page_size()).for_each(|b| *b = 1); // every page: dense
-        assert!(discard_for_reuse(start, len, false));
-        assert_eq!((has("hg"), has("nh")), (thp, false), "dense use: huge pages again");
-        page[0] = 1;
-        // Told the advice is "no huge pages" already, it leaves the mapping alone: no madvise.
-        assert!(!discard_for_reuse(start, len, false));
-        assert_eq!((has("hg"), has("nh")), (thp, false), "unchanged advice: no call");
-        assert!(page.iter().all(|&b| b == 0));
-        unmap_region(start, len);
-    }
-
     #[test]
     fn gigabyte_alignment_works() {
         assert_zeroed_and_aligned(MAP_THRESHOLD, MAX_ALIGNMENT);
