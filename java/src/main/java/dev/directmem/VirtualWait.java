@@ -77,7 +77,6 @@ final class VirtualWait {
                     return Native.allocate0(capacity, alignment, false); // the limit must really be in the way
                 }
                 // Explicit frees lately: memory flows back by itself, so wait for it quietly first.
-                // Explicit frees lately: memory flows back by itself, so wait for it quietly first.
                 boolean flowing = System.nanoTime() - lastExplicitFree < FLOWING_NANOS;
                 if (flowing) LockSupport.parkNanos(Math.min(left, QUIET_NANOS));
                 if (QUEUE.peek() == me && FREES.get() == seen && ROUND.compareAndSet(false, true)) {
@@ -87,7 +86,7 @@ final class VirtualWait {
                         ROUND.set(false);
                     }
                 } else if (!flowing) {
-                    LockSupport.parkNanos(Math.min(left, QUIET_NANOS)); // a round is in flight: wait for what it frees
+                    LockSupport.parkNanos(Math.min(left, QUIET_NANOS)); // not the head, or a round is in flight
                 }
             }
         } finally {
