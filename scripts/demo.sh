@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The main job on a fresh machine: build libdirectmem (release), run the C examples, then the Java
 # demo (directmem beside the JDK's allocateDirect: explicit free, 64 MiB allocation, drop loop, keep
-# loop, 8 threads under a tight limit, the BufferPool MBean).
+# loop, 8 threads under a tight limit, the BufferPool MBean) on JDK 17 and on JDK 25 when present, and the
+# JNI codec that shares the JVM's limit (c-examples/jni_codec).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
