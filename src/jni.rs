@@ -195,22 +195,21 @@ pub extern "system" fn Java_dev_directmem_Native_statsInto0<'local>(
         .with_env(|env| -> jni::errors::Result<()> {
             let stats: Stats = manager::global().stats();
             let raw = env.get_raw();
-            for (name, value) in stats.fields() {
+            // Safety (throughout): `raw` is this thread's JNIEnv and `target` a live local
+            // reference; a missing field leaves NoSuchFieldError pending, which the Java caller sees.
+            let fns = unsafe { &**raw };
+            let class = unsafe { (fns.v1_1.GetObjectClass)(raw, target.as_raw()) };
+            let written = stats.fields().into_iter().try_for_each(|(name, value)| {
                 let name = CString::new(name).expect("field names have no NUL");
-                // Safety: `raw` is this thread's JNIEnv, `target` a live local reference; a missing
-                // field leaves NoSuchFieldError pending, which the caller's Java code sees.
-                unsafe {
-                    let fns = &**raw;
-                    let class = (fns.v1_1.GetObjectClass)(raw, target.as_raw());
-                    let field = (fns.v1_1.GetFieldID)(raw, class, name.as_ptr(), c"J".as_ptr());
-                    (fns.v1_1.DeleteLocalRef)(raw, class);
-                    if field.is_null() {
-                        return Err(jni::errors::Error::JavaException);
-                    }
-                    (fns.v1_1.SetLongField)(raw, target.as_raw(), field, clamp(value));
+                let field = unsafe { (fns.v1_1.GetFieldID)(raw, class, name.as_ptr(), c"J".as_ptr()) };
+                if field.is_null() {
+                    return Err(jni::errors::Error::JavaException);
                 }
-            }
-            Ok(())
+                unsafe { (fns.v1_1.SetLongField)(raw, target.as_raw(), field, clamp(value)) };
+                Ok(())
+            });
+            unsafe { (fns.v1_1.DeleteLocalRef)(raw, class) };
+            written
         })
         .resolve::<ThrowRuntimeExAndDefault>()
 }

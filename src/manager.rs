@@ -90,10 +90,7 @@ impl Manager {
     /// uses it for virtual threads, which must wait in Java, where they can unmount.
     pub fn try_allocate(&self, size: usize, alignment: usize) -> Result<NonNull<u8>> {
         let alignment = sysmem::check_request(size, alignment)?;
-        if self.quota.try_reserve(size as u64).is_err() {
-            self.quota.collect_credits();
-            self.quota.try_reserve(size as u64)?;
-        }
+        self.quota.try_reserve_collecting(size as u64)?;
         self.allocate_reserved(size, alignment)
     }
 
@@ -132,13 +129,9 @@ impl Manager {
 
     /// The size of the live block starting at `address` (what it was allocated or resized with).
     pub fn block_size(&self, address: usize) -> Result<usize> {
-        self.size_and_cleaners(address).map(|(size, _)| size)
-    }
-
-    fn size_and_cleaners(&self, address: usize) -> Result<(usize, bool)> {
         match self.small.find(address) {
-            Some(slot) => slot?.live_size().ok_or(Error::NotLive),
-            None => self.blocks.size_of(address),
+            Some(slot) => slot?.live_size().map(|(size, _)| size).ok_or(Error::NotLive),
+            None => self.blocks.size_of(address).map(|(size, _)| size),
         }
     }
 
@@ -148,14 +141,19 @@ impl Manager {
     /// it was. A block with cleaners is refused (`InvalidArgument`): its handles name its place
     /// in the block table, which a move would change.
     pub fn reallocate(&self, address: usize, new_size: usize) -> Result<NonNull<u8>> {
-        let (old_size, has_cleaners) = self.size_and_cleaners(address)?;
+        let (old_size, has_cleaners) = match self.small.find(address) {
+            Some(slot) => {
+                let slot = slot?;
+                let (size, has_cleaners) = slot.live_size().ok_or(Error::NotLive)?;
+                if !has_cleaners && self.small.resize_in_place(&slot, size, new_size)? {
+                    return NonNull::new(address as *mut u8).ok_or(Error::Internal);
+                }
+                (size, has_cleaners)
+            }
+            None => self.blocks.size_of(address)?,
+        };
         if has_cleaners {
             return Err(Error::InvalidArgument);
-        }
-        if let Some(Ok(slot)) = self.small.find(address) {
-            if self.small.resize_in_place(&slot, old_size, new_size)? {
-                return NonNull::new(address as *mut u8).ok_or(Error::Internal);
-            }
         }
         let new = self.allocate(new_size, 0)?;
         // Safety: both blocks are live, at least min(old, new) bytes long, and distinct.

@@ -265,17 +265,12 @@ impl Quota {
 
     /// Takes `bytes` from the budget, reclaiming and waiting if need be (see the module docs).
     pub fn reserve(&self, bytes: u64) -> Result<()> {
-        if self.try_reserve(bytes).is_ok() {
+        if self.try_reserve_collecting(bytes).is_ok() {
             return Ok(());
         }
         if IN_HOOK.with(|depth| depth.get() > 0) {
             // Inside the hook its own thread holds a ticket: served now if it fits, else refused.
-            let fits = self.try_take(bytes, 0) || (self.collect_credits() > 0 && self.try_take(bytes, 0));
-            return if fits { Ok(()) } else { Err(self.fail()) };
-        }
-        // Credit taken ahead by threads is the first memory to reclaim: it costs no one anything.
-        if self.collect_credits() > 0 && self.try_reserve(bytes).is_ok() {
-            return Ok(());
+            return self.take_now(bytes);
         }
         if bytes > self.limit.load(SeqCst) {
             return Err(self.fail()); // no amount of reclaiming can help
@@ -288,9 +283,24 @@ impl Quota {
         self.reserve_slow(bytes)
     }
 
+    /// [`Quota::try_reserve`], and once more after collecting the threads' credit: credit taken
+    /// ahead is the first memory to reclaim, it costs no one anything.
+    pub fn try_reserve_collecting(&self, bytes: u64) -> Result<()> {
+        self.try_reserve(bytes).or_else(|e| if self.collect_credits() > 0 { self.try_reserve(bytes) } else { Err(e) })
+    }
+
+    /// Takes `bytes` if they fit now, queue or not (credit collected if need be); otherwise a
+    /// counted `Limit`. For reservations that must not wait: with no hook, or inside the hook.
+    fn take_now(&self, bytes: u64) -> Result<()> {
+        if self.try_take(bytes, 0) || (self.collect_credits() > 0 && self.try_take(bytes, 0)) {
+            Ok(())
+        } else {
+            Err(self.fail())
+        }
+    }
+
     /// Takes `bytes` only if they fit now and nobody is queued: no reclaim round, no waiting, and
-    /// a refusal is not counted as a limit failure (the caller has another way to get memory; the
-    /// JVM binding uses this for its slabs and falls back to [`Quota::reserve`]).
+    /// a refusal is not counted as a limit failure (the caller has another way to get memory).
     pub fn try_reserve(&self, bytes: u64) -> Result<()> {
         if bytes == 0 || (self.waiters.load(SeqCst) == 0 && self.try_take(bytes, 0)) {
             Ok(())
@@ -352,8 +362,7 @@ impl Quota {
         if state.hook.is_none() {
             // Without a hook nothing will be reclaimed: no queue, no waiting.
             drop(state);
-            let fits = self.try_take(bytes, 0) || (self.collect_credits() > 0 && self.try_take(bytes, 0));
-            return if fits { Ok(()) } else { Err(self.fail()) };
+            return self.take_now(bytes);
         }
         let ticket = state.next_ticket;
         state.next_ticket += 1;
@@ -392,7 +401,7 @@ impl Quota {
         let mut next_ask: Option<Instant> = None;
         loop {
             let head = state.queue.front().map(|w| w.ticket) == Some(ticket);
-            if (head || self.may_pass_the_head(&state, bytes, timeout)) && self.try_take(bytes, 0) {
+            if (head || state.may_pass_the_head(bytes, timeout)) && self.try_take(bytes, 0) {
                 return Ok(());
             }
             let now = Instant::now();
@@ -434,11 +443,11 @@ impl Quota {
     }
 }
 
-impl Quota {
+impl ReclaimState {
     /// Bounded barging (module docs): a request of at most a quarter of the head's may take
     /// memory before it while the head has waited less than half its timeout.
-    fn may_pass_the_head(&self, state: &ReclaimState, bytes: u64, timeout: Duration) -> bool {
-        match state.queue.front() {
+    fn may_pass_the_head(&self, bytes: u64, timeout: Duration) -> bool {
+        match self.queue.front() {
             Some(head) => bytes.saturating_mul(4) <= head.bytes && head.since.elapsed() < timeout / 2,
             None => true,
         }
