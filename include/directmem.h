@@ -21,7 +21,7 @@
 /* The version this header belongs to; dm_version() returns DM_VERSION_NUMBER of the library
  * actually loaded. */
 #define DM_VERSION_MAJOR 0
-#define DM_VERSION_MINOR 1
+#define DM_VERSION_MINOR 2
 #define DM_VERSION_PATCH 0
 #define DM_VERSION_NUMBER (DM_VERSION_MAJOR * 10000 + DM_VERSION_MINOR * 100 + DM_VERSION_PATCH)
 
@@ -120,6 +120,16 @@ typedef struct dm_stats {
    * Times DM_ERR_LIMIT was returned.
    */
   uint64_t limit_failures;
+  /**
+   * Bytes the live allocations take from the system: their slots, heap chunks and mappings
+   * (`capacity` plus what rounding up to those costs). Not limited; slab headers are left out.
+   */
+  uint64_t occupied;
+  /**
+   * Bytes kept in memory for reuse that no allocation uses: empty slabs whose pages are kept a
+   * short while (see dm_trim). Not limited: never a cause of DM_ERR_LIMIT.
+   */
+  uint64_t cached;
 } dm_stats;
 
 #ifdef __cplusplus
@@ -292,6 +302,21 @@ enum dm_status dm_set_reclaim_timeout_ms(uint32_t millis);
  * `out` must be NULL or point to writable storage for a dm_stats.
  */
 enum dm_status dm_get_stats(struct dm_stats *out);
+
+/**
+ * Gives memory kept for reuse back to the system now: the pages of empty slabs (the `cached`
+ * bytes of dm_stats, otherwise given back by themselves ~100 ms after they emptied, as the
+ * library is used) and the addresses of freed big blocks kept for the next block that fits
+ * (their pages went back at once). Like glibc's `malloc_trim`: for a program about to idle or
+ * to be measured. Live blocks are untouched. If `given_back` is not NULL, the cached bytes given
+ * back are stored there.
+ *
+ * Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
+ *
+ * # Safety
+ * `given_back` must be NULL or point to a writable uint64_t.
+ */
+enum dm_status dm_trim(uint64_t *given_back);
 
 /**
  * The version of the library actually loaded, as DM_VERSION_NUMBER (major * 10000 + minor * 100

@@ -28,6 +28,7 @@ mod os;
 pub mod quota;
 pub mod registry;
 mod slab;
+mod slab_pool;
 mod small;
 pub mod sysmem;
 

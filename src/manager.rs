@@ -27,12 +27,14 @@ pub struct Stats {
     pub cleaners_run: u64,
     pub reclaim_requests: u64,
     pub limit_failures: u64,
+    pub occupied: u64,
+    pub cached: u64,
 }
 
 impl Stats {
     /// Every counter with its name, in one place: the JNI binding fills the Java record's fields by
     /// these names, so a counter added here cannot shift what Java reads.
-    pub fn fields(&self) -> [(&'static str, u64); 10] {
+    pub fn fields(&self) -> [(&'static str, u64); 12] {
         [
             ("limit", self.limit),
             ("reserved", self.reserved),
@@ -44,6 +46,8 @@ impl Stats {
             ("cleanersRun", self.cleaners_run),
             ("reclaimRequests", self.reclaim_requests),
             ("limitFailures", self.limit_failures),
+            ("occupied", self.occupied),
+            ("cached", self.cached),
         ]
     }
 }
@@ -238,6 +242,12 @@ impl Manager {
         q.limit.saturating_sub(q.reserved)
     }
 
+    /// Gives memory kept for reuse back to the system (see `dm_trim`); returns the cached bytes given back.
+    pub fn trim(&self) -> u64 {
+        crate::mappings::global().unmap_all();
+        self.small.trim()
+    }
+
     pub fn stats(&self) -> Stats {
         let q = self.quota.stats();
         let b = self.blocks.stats();
@@ -253,6 +263,8 @@ impl Manager {
             cleaners_run: b.cleaners_run,
             reclaim_requests: q.reclaim_requests,
             limit_failures: q.limit_failures,
+            occupied: b.occupied + s.occupied,
+            cached: self.small.cached_bytes(),
         }
     }
 }

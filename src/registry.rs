@@ -52,6 +52,7 @@ struct Shard {
     cleaners: FxHashMap<u64, usize>,
     count: u64,
     capacity: u64,
+    occupied: u64,
     total_allocations: u64,
 }
 
@@ -67,6 +68,8 @@ pub struct Claimed {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RegistryStats {
     pub capacity: u64,
+    /// Bytes the live blocks take from the system.
+    pub occupied: u64,
     pub count: u64,
     pub total_allocations: u64,
     pub live_cleaners: u64,
@@ -109,6 +112,7 @@ impl Registry {
         let mut shard = self.shards[shard_of(address)].lock();
         shard.count += 1;
         shard.capacity += size as u64;
+        shard.occupied += memory.footprint() as u64;
         shard.total_allocations += 1;
         let previous = shard.blocks.insert(address, Block { memory: Some(memory), size, cleaners: Vec::new() });
         // The system allocator cannot hand out a live address twice, unless the program freed one
@@ -170,9 +174,10 @@ impl Registry {
 
     fn claim(&self, shard: &mut Shard, address: usize) -> Result<Claimed> {
         let block = shard.blocks.remove(&address).ok_or(Error::NotLive)?;
-        if block.memory.is_some() {
+        if let Some(memory) = &block.memory {
             shard.count -= 1;
             shard.capacity -= block.size as u64;
+            shard.occupied -= memory.footprint() as u64;
         }
         if !block.cleaners.is_empty() {
             for (handle, _) in &block.cleaners {
@@ -209,6 +214,7 @@ impl Registry {
         for shard in self.shards.iter() {
             let shard = shard.lock();
             stats.capacity += shard.capacity;
+            stats.occupied += shard.occupied;
             stats.count += shard.count;
             stats.total_allocations += shard.total_allocations;
         }

@@ -20,7 +20,7 @@
 //! foreign or stale pointer safe without a lock.
 
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 
 pub const SLAB_SHIFT: u32 = 16;
 pub const SLAB_SIZE: usize = 1 << SLAB_SHIFT;
@@ -88,6 +88,8 @@ pub struct Slab {
     remote: Box<[AtomicU64]>,
     /// Bits in `remote` not yet collected (a hint: it may run ahead of or behind the bits).
     remote_count: AtomicU32,
+    /// Unowned and full when given up, on no list (see [`crate::slab_pool`]).
+    parked: AtomicBool,
     local: UnsafeCell<Local>,
 }
 
@@ -113,6 +115,7 @@ impl Slab {
             state: (0..slots).map(|_| AtomicU32::new(FREE)).collect(),
             remote: (0..words).map(|_| AtomicU64::new(0)).collect(),
             remote_count: AtomicU32::new(0),
+            parked: AtomicBool::new(false),
             local: UnsafeCell::new(Local { free, free_count: slots, cursor: 0, place: Place::Unlisted }),
         }
     }
@@ -138,6 +141,16 @@ impl Slab {
 
     pub fn set_owner(&self, owner: u64) {
         self.owner.store(owner, SeqCst)
+    }
+
+    /// Whether the slab is parked (see [`crate::slab_pool`]).
+    pub fn is_parked(&self) -> bool {
+        self.parked.load(SeqCst)
+    }
+
+    /// Parks or unparks the slab; returns whether it was parked.
+    pub fn set_parked(&self, parked: bool) -> bool {
+        self.parked.swap(parked, SeqCst)
     }
 
     /// Safety: the caller is the owner (or holds the unowned slab exclusively).

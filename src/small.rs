@@ -17,6 +17,7 @@
 
 use crate::quota::{Credit, Quota};
 use crate::slab::{table, Claim, Place, Slab, SLAB_SIZE};
+use crate::slab_pool::SlabPool;
 use crate::{sysmem, Error, Result};
 use parking_lot::Mutex;
 use std::cell::{Cell, UnsafeCell};
@@ -58,6 +59,8 @@ fn class_index(shift: u32) -> usize {
 struct Counters {
     count: AtomicU64,
     capacity: AtomicU64,
+    /// Bytes of the live blocks' slots.
+    occupied: AtomicU64,
     allocations: AtomicU64,
 }
 
@@ -66,21 +69,24 @@ impl Counters {
         counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
     }
 
-    fn allocated(&self, size: usize) {
+    fn allocated(&self, size: usize, shift: u32) {
         Self::bump(&self.count, 1);
         Self::bump(&self.capacity, size as u64);
+        Self::bump(&self.occupied, 1 << shift);
         Self::bump(&self.allocations, 1);
     }
 
-    fn released(&self, size: usize) {
+    fn released(&self, size: usize, shift: u32) {
         Self::bump(&self.count, 1u64.wrapping_neg());
         Self::bump(&self.capacity, (size as u64).wrapping_neg());
+        Self::bump(&self.occupied, (1u64 << shift).wrapping_neg());
     }
 
     fn snapshot(&self) -> SmallStats {
         SmallStats {
             count: self.count.load(SeqCst),
             capacity: self.capacity.load(SeqCst),
+            occupied: self.occupied.load(SeqCst),
             total_allocations: self.allocations.load(SeqCst),
         }
     }
@@ -89,6 +95,7 @@ impl Counters {
     fn add_shared(&self, s: SmallStats) {
         self.count.fetch_add(s.count, SeqCst);
         self.capacity.fetch_add(s.capacity, SeqCst);
+        self.occupied.fetch_add(s.occupied, SeqCst);
         self.allocations.fetch_add(s.total_allocations, SeqCst);
     }
 }
@@ -98,6 +105,7 @@ impl SmallStats {
         SmallStats {
             count: self.count.wrapping_add(o.count),
             capacity: self.capacity.wrapping_add(o.capacity),
+            occupied: self.occupied.wrapping_add(o.occupied),
             total_allocations: self.total_allocations.wrapping_add(o.total_allocations),
         }
     }
@@ -107,6 +115,8 @@ impl SmallStats {
 pub struct SmallStats {
     pub count: u64,
     pub capacity: u64,
+    /// Bytes of the live blocks' slots.
+    pub occupied: u64,
     pub total_allocations: u64,
 }
 
@@ -136,8 +146,8 @@ impl Slot {
 pub struct SmallBlocks {
     id: u64,
     quota: Arc<Quota>,
-    /// Per class: slabs no heap owns (their thread ended, or given up empty).
-    unowned: Vec<Mutex<Vec<&'static Slab>>>,
+    /// Slabs no heap owns (their thread ended, or given up empty).
+    unowned: SlabPool,
     /// The rest of the current arena, not yet cut into slabs: [next, end).
     arena: Mutex<(usize, usize)>,
     /// Live heaps' counters, and the sum of ended heaps' plus heap-less frees.
@@ -220,7 +230,7 @@ impl SmallBlocks {
         Arc::new(SmallBlocks {
             id: NEXT_POOL.fetch_add(1, SeqCst),
             quota,
-            unowned: (0..CLASSES).map(|_| Mutex::new(Vec::new())).collect(),
+            unowned: SlabPool::new(MIN_CLASS_SHIFT, CLASSES),
             arena: Mutex::new((0, 0)),
             heaps: Mutex::new(Vec::new()),
             ended: Counters::default(),
@@ -321,9 +331,13 @@ impl SmallBlocks {
     #[cold]
     #[inline(never)]
     fn release_heapless(&self, slot: Slot, size: usize) {
-        slot.slab.put_back_remote(slot.index);
-        let gone =
-            SmallStats { count: 1u64.wrapping_neg(), capacity: (size as u64).wrapping_neg(), total_allocations: 0 };
+        self.put_back_remote(slot);
+        let gone = SmallStats {
+            count: 1u64.wrapping_neg(),
+            capacity: (size as u64).wrapping_neg(),
+            occupied: (1u64 << slot.slab.class_shift).wrapping_neg(),
+            total_allocations: 0,
+        };
         self.ended.add_shared(gone);
         self.quota.release(size as u64);
     }
@@ -355,7 +369,7 @@ impl SmallBlocks {
         match self.heap() {
             // Safety: see `heap`; the counters are this thread's.
             Some(heap) => Counters::bump(&unsafe { &*heap }.counters.capacity, change),
-            None => self.ended.add_shared(SmallStats { count: 0, capacity: change, total_allocations: 0 }),
+            None => self.ended.add_shared(SmallStats { capacity: change, ..SmallStats::default() }),
         }
         Ok(true)
     }
@@ -371,7 +385,7 @@ impl SmallBlocks {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
         unsafe {
             let mut locks = vec![self.heaps.raw(), self.arena.raw()];
-            locks.extend(self.unowned.iter().map(|m| m.raw()));
+            locks.extend(self.unowned.locks());
             locks
         }
     }
@@ -381,10 +395,28 @@ impl SmallBlocks {
         heaps.iter().fold(self.ended.snapshot(), |sum, counters| sum.wrapping_add(counters.snapshot()))
     }
 
+    /// A slot goes back to a slab this thread's heap does not own.
+    #[inline]
+    fn put_back_remote(&self, slot: Slot) {
+        slot.slab.put_back_remote(slot.index);
+        if slot.slab.is_parked() {
+            self.unowned.unpark(slot.slab);
+        }
+    }
+
+    /// Gives the pages of the empty slabs kept for reuse back to the system; returns the bytes.
+    pub fn trim(&self) -> u64 {
+        self.unowned.trim()
+    }
+
+    /// Bytes of empty slabs kept with their pages for reuse.
+    pub fn cached_bytes(&self) -> u64 {
+        self.unowned.cached_bytes()
+    }
+
     /// A slab of class `shift` for heap `owner`: an unowned one, or a new one.
     fn slab_for(&self, shift: u32, owner: u64) -> Option<&'static Slab> {
-        if let Some(slab) = self.unowned[class_index(shift)].lock().pop() {
-            slab.set_owner(owner);
+        if let Some(slab) = self.unowned.adopt(shift, owner) {
             return Some(slab);
         }
         let base = self.cut_slab()?;
@@ -407,16 +439,6 @@ impl SmallBlocks {
         let base = arena.0;
         arena.0 += SLAB_SIZE;
         Some(base)
-    }
-
-    /// A slab no heap owns any more.
-    fn give_up(&self, slab: &'static Slab, empty: bool) {
-        slab.set_owner(0);
-        if empty {
-            // Its pages go back to the system; they come back zeroed when touched again.
-            crate::os::discard(slab.base, SLAB_SIZE);
-        }
-        self.unowned[class_index(slab.class_shift)].lock().push(slab);
     }
 }
 
@@ -478,7 +500,7 @@ impl Heap {
         // Safety: the slot is this heap's and `size` fits in it; earlier blocks left data there.
         unsafe { zero(block, size, shift) };
         slab.mark_live(index, size);
-        self.counters.allocated(size);
+        self.counters.allocated(size, shift);
         // Safety: slots lie in mapped slabs, never at address 0.
         unsafe { NonNull::new_unchecked(block) }
     }
@@ -511,9 +533,9 @@ impl Heap {
     #[inline]
     fn put_back(&mut self, slot: Slot, size: usize) {
         let slab = slot.slab;
-        self.counters.released(size);
+        self.counters.released(size, slab.class_shift);
         if slab.owner() != self.id {
-            slab.put_back_remote(slot.index);
+            self.pool.put_back_remote(slot);
         } else {
             // Safety: this heap owns the slab.
             let free = unsafe { slab.put_back_local(slot.index) };
@@ -554,7 +576,7 @@ impl Heap {
         let c = class_index(slab.class_shift);
         match self.spare[c] {
             None => self.spare[c] = Some(slab),
-            Some(_) => self.pool.give_up(slab, true),
+            Some(_) => self.pool.unowned.give_up(slab, true),
         }
     }
 }
@@ -604,7 +626,7 @@ impl Drop for Heap {
                 slab.set_place(Place::Unlisted);
                 slab.is_empty()
             };
-            self.pool.give_up(slab, empty);
+            self.pool.unowned.give_up(slab, empty);
         }
     }
 }

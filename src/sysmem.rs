@@ -38,6 +38,18 @@ pub struct Memory {
 // Safety: Memory is an owned region of process memory; which thread releases it does not matter.
 unsafe impl Send for Memory {}
 
+impl Memory {
+    /// Bytes the block takes from the system: its mapping's length, or what the C heap gave it.
+    pub fn footprint(&self) -> usize {
+        if self.mapped_len != 0 {
+            self.mapped_len
+        } else {
+            // Safety: heap memory from calloc or posix_memalign, live.
+            unsafe { libc::malloc_usable_size(self.ptr.as_ptr() as *mut libc::c_void) }
+        }
+    }
+}
+
 /// Checks an allocation request and resolves alignment 0. Overflow of the size plus its
 /// alignment padding is refused here, before any quota is touched.
 #[inline]
@@ -95,7 +107,11 @@ fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
         // mapping fail.
         None => match map_region(len, alignment) {
             Ok(start) => (start, len, false),
-            Err(_) => (mappings::global().unmap_all().then(|| map_region(len, alignment)).ok_or(Error::NoMemory)??, len, false),
+            Err(_) => (
+                mappings::global().unmap_all().then(|| map_region(len, alignment)).ok_or(Error::NoMemory)??,
+                len,
+                false,
+            ),
         },
     };
     let ptr = NonNull::new(start as *mut u8).ok_or(Error::NoMemory)?;

@@ -5,8 +5,10 @@ package dev.directmem;
  * process (every Java buffer is one block there, charged its exact capacity), plus
  * {@code reclaimedByGc}, the buffers the garbage collector freed without an explicit
  * {@link DirectMemory#free}. {@code liveCleaners} and {@code cleanersRun} count the library's cleaners
- * ({@code dm_cleaner_register}); a Java buffer's release is Java's own and not among them. Exact when
- * no thread allocates or frees while it is taken.
+ * ({@code dm_cleaner_register}); a Java buffer's release is Java's own and not among them.
+ * {@code occupied} is what the live blocks take from the system (their capacity rounded up to slots,
+ * heap chunks and pages); {@code cached}, memory kept a short while for reuse that no block uses
+ * (empty slabs). Neither is limited. Exact when no thread allocates or frees while it is taken.
  */
 public record DirectMemoryStats(
         long limit,
@@ -19,10 +21,12 @@ public record DirectMemoryStats(
         long cleanersRun,
         long reclaimRequests,
         long limitFailures,
+        long occupied,
+        long cached,
         long reclaimedByGc) {
 
     static DirectMemoryStats of(StatsFields f, long reclaimedByGc) {
         return new DirectMemoryStats(f.limit, f.reserved, f.capacity, f.count, f.peakReserved, f.totalAllocations,
-                f.liveCleaners, f.cleanersRun, f.reclaimRequests, f.limitFailures, reclaimedByGc);
+                f.liveCleaners, f.cleanersRun, f.reclaimRequests, f.limitFailures, f.occupied, f.cached, reclaimedByGc);
     }
 }

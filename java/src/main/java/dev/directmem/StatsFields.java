@@ -17,6 +17,8 @@ final class StatsFields {
     long cleanersRun = -1;
     long reclaimRequests = -1;
     long limitFailures = -1;
+    long occupied = -1;
+    long cached = -1;
 
     static StatsFields read() {
         StatsFields fields = new StatsFields();

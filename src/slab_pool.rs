@@ -1,0 +1,254 @@
+//! Slabs no heap owns: given up by a heap (its thread ended, or it had more empty ones than it
+//! keeps), waiting to be adopted by the next heap that needs a slab of their class.
+//!
+//! Three kinds, so that adopting one never means walking the others:
+//! - **with room** (per class): some slots free. Adopted first: their memory is in use already.
+//! - **parked**: full when given up. On no list at all (a thread that leaves a million live blocks
+//!   behind leaves ~1,000 full slabs, which a list would make every new thread walk). The first
+//!   slot another thread frees in one puts it back on its class's list ([`SlabPool::unpark`]).
+//! - **empty, still resident**: kept with their pages for [`DECAY`] (newest reused first), so a
+//!   program that frees a batch and allocates the next one, or ends a thread and starts another,
+//!   reuses pages instead of faulting fresh zeroed ones in. Afterwards, or beyond
+//!   [`RESIDENT_MAX`] slabs, their pages go back to the system and they join the list with room.
+//!   Decay is driven by the pool's own traffic (each time a slab is given up or adopted), as in
+//!   jemalloc and mimalloc without a background thread; [`SlabPool::trim`] gives everything back now.
+//!
+//! Slab memory is not charged to the quota (only blocks are), so what is kept here can never make a
+//! reservation fail; it shows in the stats as `cached`.
+
+use crate::os::discard;
+use crate::slab::{Slab, SLAB_SIZE};
+use parking_lot::Mutex;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::time::{Duration, Instant};
+
+/// How long an empty slab keeps its pages.
+pub const DECAY: Duration = Duration::from_millis(100);
+
+/// The most empty slabs kept with their pages (16 MiB of 64 KiB slabs).
+pub const RESIDENT_MAX: usize = 256;
+
+pub struct SlabPool {
+    /// Per class (index): unowned slabs with free slots.
+    room: Vec<Mutex<Vec<&'static Slab>>>,
+    /// Empty slabs with their pages, oldest first, with when they were given up.
+    resident: Mutex<VecDeque<(&'static Slab, Instant)>>,
+    /// Bytes in `resident`, for the stats without the lock.
+    resident_bytes: AtomicU64,
+    min_shift: u32,
+}
+
+impl SlabPool {
+    /// A pool for classes `min_shift .. min_shift + classes`.
+    pub fn new(min_shift: u32, classes: usize) -> SlabPool {
+        SlabPool {
+            room: (0..classes).map(|_| Mutex::new(Vec::new())).collect(),
+            resident: Mutex::new(VecDeque::new()),
+            resident_bytes: AtomicU64::new(0),
+            min_shift,
+        }
+    }
+
+    fn room(&self, shift: u32) -> &Mutex<Vec<&'static Slab>> {
+        &self.room[(shift - self.min_shift) as usize]
+    }
+
+    /// An unowned slab of class `shift`, now owned by `owner`: one with room, else an empty
+    /// resident one; None if there is neither.
+    pub fn adopt(&self, shift: u32, owner: u64) -> Option<&'static Slab> {
+        let slab = self.room(shift).lock().pop().or_else(|| self.take_resident(shift));
+        if let Some(slab) = slab {
+            slab.set_owner(owner);
+        }
+        slab
+    }
+
+    fn take_resident(&self, shift: u32) -> Option<&'static Slab> {
+        let (slab, expired) = {
+            let mut resident = self.resident.lock();
+            let slab = resident.iter().rposition(|(s, _)| s.class_shift == shift).and_then(|i| resident.remove(i));
+            if slab.is_some() {
+                self.resident_bytes.fetch_sub(SLAB_SIZE as u64, Relaxed);
+            }
+            (slab.map(|(s, _)| s), self.expire(&mut resident, Instant::now()))
+        };
+        self.give_back(expired);
+        slab
+    }
+
+    /// Takes back a slab its heap gives up; `empty`: every slot is free. The caller owned it and
+    /// lets go of it here.
+    pub fn give_up(&self, slab: &'static Slab, empty: bool) {
+        slab.set_owner(0);
+        if empty {
+            let expired = {
+                let mut resident = self.resident.lock();
+                let now = Instant::now();
+                resident.push_back((slab, now));
+                self.resident_bytes.fetch_add(SLAB_SIZE as u64, Relaxed);
+                self.expire(&mut resident, now)
+            };
+            self.give_back(expired);
+            return;
+        }
+        let mut room = self.room(slab.class_shift).lock();
+        // Parked first, then looked at: a slot freed meanwhile is either seen here or its freer
+        // sees the slab parked (both sides SeqCst), so a parked slab never has unnoticed room.
+        slab.set_parked(true);
+        // Safety: the slab is unowned and this caller still holds it exclusively (no heap can
+        // adopt it: it is on no list).
+        if unsafe { slab.has_free() } {
+            slab.set_parked(false);
+            room.push(slab);
+        }
+    }
+
+    /// Another thread freed a slot of `slab`, which is parked: it goes back on its class's list.
+    /// Called after the slot's bit is set.
+    #[cold]
+    pub fn unpark(&self, slab: &'static Slab) {
+        let mut room = self.room(slab.class_shift).lock();
+        if slab.set_parked(false) {
+            room.push(slab);
+        }
+    }
+
+    /// The empty slabs past their time or beyond the bound, taken out of `resident`.
+    fn expire(&self, resident: &mut VecDeque<(&'static Slab, Instant)>, now: Instant) -> Vec<&'static Slab> {
+        let mut expired = Vec::new();
+        while let Some(&(slab, since)) = resident.front() {
+            if resident.len() <= RESIDENT_MAX && now.duration_since(since) < DECAY {
+                break;
+            }
+            resident.pop_front();
+            self.resident_bytes.fetch_sub(SLAB_SIZE as u64, Relaxed);
+            expired.push(slab);
+        }
+        expired
+    }
+
+    /// Gives the pages of empty slabs back to the system (outside any lock: one system call each)
+    /// and lists them with room.
+    fn give_back(&self, slabs: Vec<&'static Slab>) {
+        for slab in slabs {
+            discard(slab.base, SLAB_SIZE);
+            self.room(slab.class_shift).lock().push(slab);
+        }
+    }
+
+    /// Gives the pages of every empty slab kept back to the system now. Returns the bytes.
+    pub fn trim(&self) -> u64 {
+        let all: Vec<_> = self.resident.lock().drain(..).map(|(s, _)| s).collect();
+        let bytes = (all.len() * SLAB_SIZE) as u64;
+        self.resident_bytes.fetch_sub(bytes, Relaxed);
+        self.give_back(all);
+        bytes
+    }
+
+    /// Bytes of empty slabs kept with their pages.
+    pub fn cached_bytes(&self) -> u64 {
+        self.resident_bytes.load(Relaxed)
+    }
+
+    /// Its locks, for [`crate::fork`]: none is taken while another is held.
+    pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
+        // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
+        unsafe {
+            let mut locks = vec![self.resident.raw()];
+            locks.extend(self.room.iter().map(|m| m.raw()));
+            locks
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::os::{map_region, unmap_region};
+
+    /// A slab of 4 KiB slots (16 of them) over fresh pages, owned by heap 1, with `live` slots taken.
+    fn slab(live: usize) -> &'static Slab {
+        let base = map_region(SLAB_SIZE, SLAB_SIZE).unwrap();
+        let slab: &'static Slab = Box::leak(Box::new(Slab::new(base, 0, 12, 1)));
+        for _ in 0..live {
+            // Safety: heap 1 (this test) owns it.
+            let index = unsafe { slab.take_free() }.unwrap();
+            slab.mark_live(index, 4096);
+        }
+        slab
+    }
+
+    #[test]
+    fn a_full_slab_is_parked_until_another_thread_frees_a_slot_in_it() {
+        let pool = SlabPool::new(4, 10);
+        let full = slab(16);
+        pool.give_up(full, false);
+        assert!(full.is_parked());
+        assert!(pool.adopt(12, 2).is_none(), "a full slab is never adopted");
+        // Another thread frees slot 3: the freer finds it parked and lists it.
+        assert_eq!(full.claim(3), crate::slab::Claim::Won(4096));
+        full.put_back_remote(3);
+        pool.unpark(full);
+        assert!(!full.is_parked());
+        let adopted = pool.adopt(12, 2).expect("listed with room");
+        assert!(std::ptr::eq(adopted, full));
+        assert_eq!(adopted.owner(), 2);
+        // Safety: heap 2 (this test) owns it now.
+        assert_eq!(unsafe { adopted.take_free() }, Some(3));
+        unmap_region(full.base, SLAB_SIZE);
+    }
+
+    #[test]
+    fn a_slab_with_room_is_listed_at_once_and_a_second_unpark_does_nothing() {
+        let pool = SlabPool::new(4, 10);
+        let some = slab(5);
+        pool.give_up(some, false);
+        assert!(!some.is_parked());
+        pool.unpark(some); // a freer that saw it parked a moment ago: must not list it twice
+        assert!(std::ptr::eq(pool.adopt(12, 2).unwrap(), some));
+        assert!(pool.adopt(12, 2).is_none());
+        unmap_region(some.base, SLAB_SIZE);
+    }
+
+    #[test]
+    fn an_empty_slab_keeps_its_pages_for_the_decay_time_then_gives_them_back() {
+        let pool = SlabPool::new(4, 10);
+        let (a, b) = (slab(0), slab(0));
+        // Safety: the slab's memory is ours.
+        unsafe { (a.base as *mut u8).write(0xAB) };
+        pool.give_up(a, true);
+        assert_eq!(pool.cached_bytes(), SLAB_SIZE as u64);
+        assert!(pool.adopt(13, 2).is_none(), "another class");
+        let again = pool.adopt(12, 2).expect("kept");
+        assert!(std::ptr::eq(again, a));
+        // Safety: as above.
+        assert_eq!(unsafe { (a.base as *const u8).read() }, 0xAB, "its pages were kept");
+        assert_eq!(pool.cached_bytes(), 0);
+        pool.give_up(a, true);
+        std::thread::sleep(DECAY + Duration::from_millis(20));
+        pool.give_up(b, true); // the pool's traffic expires the older one
+        assert_eq!(pool.cached_bytes(), SLAB_SIZE as u64);
+        // Safety: as above.
+        assert_eq!(unsafe { (a.base as *const u8).read() }, 0, "its pages went back");
+        assert_eq!(pool.trim(), SLAB_SIZE as u64);
+        assert_eq!(pool.cached_bytes(), 0);
+        let mut adopted: Vec<_> = (0..2).map(|_| pool.adopt(12, 2).unwrap().base).collect();
+        adopted.sort();
+        let mut want = vec![a.base, b.base];
+        want.sort();
+        assert_eq!(adopted, want, "both listed with room after giving their pages back");
+        unmap_region(a.base, SLAB_SIZE);
+        unmap_region(b.base, SLAB_SIZE);
+    }
+
+    #[test]
+    fn no_more_than_the_bound_keeps_its_pages() {
+        let pool = SlabPool::new(4, 10);
+        let slabs: Vec<_> = (0..RESIDENT_MAX + 3).map(|_| slab(0)).collect();
+        slabs.iter().for_each(|s| pool.give_up(s, true));
+        assert_eq!(pool.cached_bytes(), (RESIDENT_MAX * SLAB_SIZE) as u64);
+        pool.trim();
+        slabs.iter().for_each(|s| unmap_region(s.base, SLAB_SIZE));
+    }
+}
