@@ -194,7 +194,7 @@ enum dm_status dm_free(void *ptr);
 /**
  * Resizes the live block starting at `ptr` to `new_size` bytes, for allocator hooks shaped like
  * realloc (SQLite's xRealloc, Lua's lua_Alloc, zlib's). A block of up to 8 KiB that stays in its
- * size class (powers of two) is resized in place (`*out` == `ptr`); otherwise it moves: `*out`
+ * size class (four per doubling: ..., 80, 96, 112, 128, 160, ...) is resized in place (`*out` == `ptr`); otherwise it moves: `*out`
  * is a new block (default alignment) holding the first min(old, new) bytes, and the old block is
  * freed. Bytes beyond the old size are zero either way, and the quota is charged the difference.
  * `ptr` NULL: as dm_allocate(new_size, 0, out). On any failure nothing changes and `ptr` stays
@@ -209,7 +209,9 @@ enum dm_status dm_free(void *ptr);
  * `out` must be NULL or valid for writing one pointer; `ptr` is only looked up, never
  * dereferenced unless live.
  */
-enum dm_status dm_reallocate(void *ptr, size_t new_size, void **out);
+enum dm_status dm_reallocate(void *ptr,
+                             size_t new_size,
+                             void **out);
 
 /**
  * Writes the size of the live block starting at `ptr` (what it was allocated or resized with)

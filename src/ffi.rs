@@ -200,7 +200,7 @@ pub unsafe extern "C" fn dm_free(ptr: *mut c_void) -> dm_status {
 
 /// Resizes the live block starting at `ptr` to `new_size` bytes, for allocator hooks shaped like
 /// realloc (SQLite's xRealloc, Lua's lua_Alloc, zlib's). A block of up to 8 KiB that stays in its
-/// size class (powers of two) is resized in place (`*out` == `ptr`); otherwise it moves: `*out`
+/// size class (four per doubling: ..., 80, 96, 112, 128, 160, ...) is resized in place (`*out` == `ptr`); otherwise it moves: `*out`
 /// is a new block (default alignment) holding the first min(old, new) bytes, and the old block is
 /// freed. Bytes beyond the old size are zero either way, and the quota is charged the difference.
 /// `ptr` NULL: as dm_allocate(new_size, 0, out). On any failure nothing changes and `ptr` stays

@@ -27,6 +27,7 @@ mod mappings;
 mod os;
 pub mod quota;
 pub mod registry;
+mod size_class;
 mod slab;
 mod slab_pool;
 mod small;

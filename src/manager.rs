@@ -1,5 +1,5 @@
 //! One direct-memory manager: the quota, the system memory, the block registry and the
-//! small-block slabs composed. Blocks of up to [`small::MAX_SMALL`] bytes come from this
+//! small-block slabs composed. Blocks of up to [`crate::size_class::MAX_SMALL`] bytes come from this
 //! thread's slabs; bigger ones (or when a slab cannot be had) from the system, recorded in the
 //! registry. Releases find which by the address.
 //! The process has one ([`global`]), shared by the C ABI and the JVM bindings; tests build their
@@ -78,8 +78,8 @@ impl Manager {
     #[inline]
     pub fn allocate(&self, size: usize, alignment: usize) -> Result<NonNull<u8>> {
         let alignment = sysmem::check_request(size, alignment)?;
-        if let Some(shift) = small::class_of(size, alignment) {
-            match self.small.allocate(size, shift) {
+        if let Some(class) = small::class_of(size, alignment) {
+            match self.small.allocate(size, class) {
                 Served::Block(ptr) => return Ok(ptr),
                 Served::Failed(e) => return Err(e),
                 Served::Elsewhere => {}
@@ -344,19 +344,19 @@ mod tests {
         let p = m.allocate(100, 0).unwrap().as_ptr();
         // Safety: `p` is a live block of 100 bytes.
         unsafe { std::ptr::write_bytes(p, 0x77, 100) };
-        let q = m.reallocate(p as usize, 70).unwrap().as_ptr(); // same 128-byte class: shrinks in place
+        let q = m.reallocate(p as usize, 97).unwrap().as_ptr(); // same 112-byte class: shrinks in place
         assert_eq!(q, p);
-        assert_eq!((m.block_size(p as usize), m.stats().reserved, m.stats().capacity), (Ok(70), 70, 70));
-        let r = m.reallocate(p as usize, 128).unwrap().as_ptr(); // grows in place
+        assert_eq!((m.block_size(p as usize), m.stats().reserved, m.stats().capacity), (Ok(97), 97, 97));
+        let r = m.reallocate(p as usize, 112).unwrap().as_ptr(); // grows in place
         assert_eq!(r, p);
-        // Safety: `r` is a live block of 128 bytes.
-        let bytes = unsafe { std::slice::from_raw_parts(r, 128) };
+        // Safety: `r` is a live block of 112 bytes.
+        let bytes = unsafe { std::slice::from_raw_parts(r, 112) };
         assert!(
-            bytes[..70].iter().all(|&b| b == 0x77) && bytes[70..].iter().all(|&b| b == 0),
+            bytes[..97].iter().all(|&b| b == 0x77) && bytes[97..].iter().all(|&b| b == 0),
             "the bytes cut off came back zeroed"
         );
-        assert_eq!((m.stats().reserved, m.stats().capacity), (128, 128));
-        let s = m.reallocate(p as usize, 129).unwrap().as_ptr(); // the next class: moves
+        assert_eq!((m.stats().reserved, m.stats().capacity), (112, 112));
+        let s = m.reallocate(p as usize, 113).unwrap().as_ptr(); // the next class: moves
         assert_ne!(s, p);
         m.free(s as usize).unwrap();
         assert_eq!((m.stats().count, m.stats().reserved, m.stats().capacity), (0, 0, 0));

@@ -19,6 +19,7 @@
 //! looked up in the [`table`] always reaches a valid header: that is what makes a free of a
 //! foreign or stale pointer safe without a lock.
 
+use crate::size_class;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 
@@ -80,7 +81,11 @@ pub struct Slab {
     pub base: usize,
     /// The small-block pool this slab belongs to; a pointer into another pool's slab is foreign.
     pub pool: u64,
-    pub class_shift: u32,
+    /// Its size class (see [`crate::size_class`]) and that class's slot size.
+    pub class: usize,
+    pub slot_size: u32,
+    /// For the division of an offset by the slot size ([`size_class::divide`]).
+    magic: u64,
     pub slots: u32,
     /// The owning heap's id, 0 when unowned.
     owner: AtomicU64,
@@ -99,17 +104,20 @@ unsafe impl Sync for Slab {}
 
 impl Slab {
     /// A header for the region at `base`, every slot free, owned by `owner`.
-    pub fn new(base: usize, pool: u64, class_shift: u32, owner: u64) -> Slab {
-        let slots = (SLAB_SIZE >> class_shift) as u32;
+    pub fn new(base: usize, pool: u64, class: usize, owner: u64) -> Slab {
+        let slot_size = size_class::SIZES[class];
+        let slots = SLAB_SIZE as u32 / slot_size;
         let words = (slots as usize).div_ceil(64);
         let mut free = vec![u64::MAX; words].into_boxed_slice();
         if slots % 64 != 0 {
-            free[0] = (1 << slots) - 1;
+            free[words - 1] = (1 << (slots % 64)) - 1;
         }
         Slab {
             base,
             pool,
-            class_shift,
+            class,
+            slot_size,
+            magic: size_class::magic(slot_size),
             slots,
             owner: AtomicU64::new(owner),
             state: (0..slots).map(|_| AtomicU32::new(FREE)).collect(),
@@ -121,18 +129,16 @@ impl Slab {
     }
 
     pub fn slot_address(&self, index: usize) -> usize {
-        self.base + (index << self.class_shift)
+        self.base + index * self.slot_size as usize
     }
 
-    /// The slot starting at `address`, or None for an address inside a slot.
+    /// The slot starting at `address` (which lies in this slab's region), or None for an address
+    /// inside a slot or in the slab's tail that no slot covers.
     #[inline]
     pub fn slot_of(&self, address: usize) -> Option<usize> {
-        let offset = address - self.base;
-        if offset & ((1 << self.class_shift) - 1) != 0 {
-            None
-        } else {
-            Some(offset >> self.class_shift)
-        }
+        let offset = (address - self.base) as u32;
+        let index = size_class::divide(offset, self.magic);
+        (index * self.slot_size == offset && index < self.slots).then_some(index as usize)
     }
 
     pub fn owner(&self) -> u64 {
@@ -384,9 +390,32 @@ pub mod table {
 mod tests {
     use super::*;
 
+    fn class(size: usize) -> usize {
+        size_class::class_of(size, 0).unwrap()
+    }
+
+    #[test]
+    fn a_slab_of_a_class_between_powers_of_two_hands_out_each_whole_slot_once() {
+        for (size, slots) in [(80, 819), (5120, 12), (7168, 9), (48, 1365)] {
+            let base = 5 << SLAB_SHIFT;
+            let slab = Slab::new(base, 7, class(size), 1);
+            assert_eq!(slab.slots, slots);
+            let mut taken: Vec<_> = std::iter::from_fn(|| unsafe { slab.take_free() }).collect();
+            taken.sort();
+            assert_eq!(taken, (0..slots as usize).collect::<Vec<_>>(), "{size} B slots");
+            for i in 0..slots as usize {
+                assert_eq!(slab.slot_address(i), base + i * size);
+                assert_eq!(slab.slot_of(base + i * size), Some(i));
+                assert_eq!(slab.slot_of(base + i * size + 16), None, "inside slot {i}");
+            }
+            // The tail no whole slot covers holds no block.
+            assert_eq!(slab.slot_of(base + slots as usize * size), None);
+        }
+    }
+
     #[test]
     fn slots_are_taken_once_and_claimed_once() {
-        let slab = Slab::new(1 << SLAB_SHIFT, 7, 12, 1);
+        let slab = Slab::new(1 << SLAB_SHIFT, 7, class(4096), 1);
         assert_eq!(slab.slots, 16);
         let taken: Vec<_> = (0..16).map(|_| unsafe { slab.take_free() }.unwrap()).collect();
         assert_eq!(unsafe { slab.take_free() }, None);
@@ -403,7 +432,7 @@ mod tests {
 
     #[test]
     fn a_cleaned_block_is_released_only_through_the_table() {
-        let slab = Slab::new(2 << SLAB_SHIFT, 7, 4, 1);
+        let slab = Slab::new(2 << SLAB_SHIFT, 7, class(16), 1);
         let i = unsafe { slab.take_free() }.unwrap();
         assert!(!slab.mark_cleaned(i), "free slots cannot get cleaners");
         slab.mark_live(i, 10);
@@ -415,7 +444,7 @@ mod tests {
 
     #[test]
     fn remote_frees_come_back_to_the_owner_and_empty_is_seen() {
-        let slab = Slab::new(3 << SLAB_SHIFT, 7, 13, 1);
+        let slab = Slab::new(3 << SLAB_SHIFT, 7, class(8192), 1);
         let all: Vec<_> = (0..8).map(|_| unsafe { slab.take_free() }.unwrap()).collect();
         for &i in &all {
             slab.mark_live(i, 1);
@@ -436,7 +465,7 @@ mod tests {
     #[test]
     fn interior_addresses_are_no_slot_and_the_table_finds_slabs() {
         let base = 0x7f00_1234_0000;
-        let slab: &'static Slab = Box::leak(Box::new(Slab::new(base, 7, 6, 1)));
+        let slab: &'static Slab = Box::leak(Box::new(Slab::new(base, 7, class(64), 1)));
         table::insert(slab);
         assert!(std::ptr::eq(table::find(base + 100).unwrap(), slab));
         assert!(table::find(base + SLAB_SIZE).is_none());

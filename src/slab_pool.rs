@@ -17,6 +17,7 @@
 //! reservation fail; it shows in the stats as `cached`.
 
 use crate::os::discard;
+use crate::size_class::CLASSES;
 use crate::slab::{Slab, SLAB_SIZE};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
@@ -31,43 +32,36 @@ pub const RESIDENT_MAX: usize = 256;
 
 pub struct SlabPool {
     /// Per class (index): unowned slabs with free slots.
-    room: Vec<Mutex<Vec<&'static Slab>>>,
+    room: [Mutex<Vec<&'static Slab>>; CLASSES],
     /// Empty slabs with their pages, oldest first, with when they were given up.
     resident: Mutex<VecDeque<(&'static Slab, Instant)>>,
     /// Bytes in `resident`, for the stats without the lock.
     resident_bytes: AtomicU64,
-    min_shift: u32,
 }
 
 impl SlabPool {
-    /// A pool for classes `min_shift .. min_shift + classes`.
-    pub fn new(min_shift: u32, classes: usize) -> SlabPool {
+    pub fn new() -> SlabPool {
         SlabPool {
-            room: (0..classes).map(|_| Mutex::new(Vec::new())).collect(),
+            room: std::array::from_fn(|_| Mutex::new(Vec::new())),
             resident: Mutex::new(VecDeque::new()),
             resident_bytes: AtomicU64::new(0),
-            min_shift,
         }
     }
 
-    fn room(&self, shift: u32) -> &Mutex<Vec<&'static Slab>> {
-        &self.room[(shift - self.min_shift) as usize]
-    }
-
-    /// An unowned slab of class `shift`, now owned by `owner`: one with room, else an empty
-    /// resident one; None if there is neither.
-    pub fn adopt(&self, shift: u32, owner: u64) -> Option<&'static Slab> {
-        let slab = self.room(shift).lock().pop().or_else(|| self.take_resident(shift));
+    /// An unowned slab of `class`, now owned by `owner`: one with room, else an empty resident
+    /// one; None if there is neither.
+    pub fn adopt(&self, class: usize, owner: u64) -> Option<&'static Slab> {
+        let slab = self.room[class].lock().pop().or_else(|| self.take_resident(class));
         if let Some(slab) = slab {
             slab.set_owner(owner);
         }
         slab
     }
 
-    fn take_resident(&self, shift: u32) -> Option<&'static Slab> {
+    fn take_resident(&self, class: usize) -> Option<&'static Slab> {
         let (slab, expired) = {
             let mut resident = self.resident.lock();
-            let slab = resident.iter().rposition(|(s, _)| s.class_shift == shift).and_then(|i| resident.remove(i));
+            let slab = resident.iter().rposition(|(s, _)| s.class == class).and_then(|i| resident.remove(i));
             if slab.is_some() {
                 self.resident_bytes.fetch_sub(SLAB_SIZE as u64, Relaxed);
             }
@@ -92,7 +86,7 @@ impl SlabPool {
             self.give_back(expired);
             return;
         }
-        let mut room = self.room(slab.class_shift).lock();
+        let mut room = self.room[slab.class].lock();
         // Parked first, then looked at: a slot freed meanwhile is either seen here or its freer
         // sees the slab parked (both sides SeqCst), so a parked slab never has unnoticed room.
         slab.set_parked(true);
@@ -108,7 +102,7 @@ impl SlabPool {
     /// Called after the slot's bit is set.
     #[cold]
     pub fn unpark(&self, slab: &'static Slab) {
-        let mut room = self.room(slab.class_shift).lock();
+        let mut room = self.room[slab.class].lock();
         if slab.set_parked(false) {
             room.push(slab);
         }
@@ -133,7 +127,7 @@ impl SlabPool {
     fn give_back(&self, slabs: Vec<&'static Slab>) {
         for slab in slabs {
             discard(slab.base, SLAB_SIZE);
-            self.room(slab.class_shift).lock().push(slab);
+            self.room[slab.class].lock().push(slab);
         }
     }
 
@@ -166,11 +160,14 @@ impl SlabPool {
 mod tests {
     use super::*;
     use crate::os::{map_region, unmap_region};
+    use crate::size_class::class_of;
+
+    const FOUR_KIB: usize = 27;
 
     /// A slab of 4 KiB slots (16 of them) over fresh pages, owned by heap 1, with `live` slots taken.
     fn slab(live: usize) -> &'static Slab {
         let base = map_region(SLAB_SIZE, SLAB_SIZE).unwrap();
-        let slab: &'static Slab = Box::leak(Box::new(Slab::new(base, 0, 12, 1)));
+        let slab: &'static Slab = Box::leak(Box::new(Slab::new(base, 0, class_of(4096, 0).unwrap(), 1)));
         for _ in 0..live {
             // Safety: heap 1 (this test) owns it.
             let index = unsafe { slab.take_free() }.unwrap();
@@ -181,17 +178,18 @@ mod tests {
 
     #[test]
     fn a_full_slab_is_parked_until_another_thread_frees_a_slot_in_it() {
-        let pool = SlabPool::new(4, 10);
+        assert_eq!(class_of(4096, 0), Some(FOUR_KIB));
+        let pool = SlabPool::new();
         let full = slab(16);
         pool.give_up(full, false);
         assert!(full.is_parked());
-        assert!(pool.adopt(12, 2).is_none(), "a full slab is never adopted");
+        assert!(pool.adopt(FOUR_KIB, 2).is_none(), "a full slab is never adopted");
         // Another thread frees slot 3: the freer finds it parked and lists it.
         assert_eq!(full.claim(3), crate::slab::Claim::Won(4096));
         full.put_back_remote(3);
         pool.unpark(full);
         assert!(!full.is_parked());
-        let adopted = pool.adopt(12, 2).expect("listed with room");
+        let adopted = pool.adopt(FOUR_KIB, 2).expect("listed with room");
         assert!(std::ptr::eq(adopted, full));
         assert_eq!(adopted.owner(), 2);
         // Safety: heap 2 (this test) owns it now.
@@ -201,26 +199,26 @@ mod tests {
 
     #[test]
     fn a_slab_with_room_is_listed_at_once_and_a_second_unpark_does_nothing() {
-        let pool = SlabPool::new(4, 10);
+        let pool = SlabPool::new();
         let some = slab(5);
         pool.give_up(some, false);
         assert!(!some.is_parked());
         pool.unpark(some); // a freer that saw it parked a moment ago: must not list it twice
-        assert!(std::ptr::eq(pool.adopt(12, 2).unwrap(), some));
-        assert!(pool.adopt(12, 2).is_none());
+        assert!(std::ptr::eq(pool.adopt(FOUR_KIB, 2).unwrap(), some));
+        assert!(pool.adopt(FOUR_KIB, 2).is_none());
         unmap_region(some.base, SLAB_SIZE);
     }
 
     #[test]
     fn an_empty_slab_keeps_its_pages_for_the_decay_time_then_gives_them_back() {
-        let pool = SlabPool::new(4, 10);
+        let pool = SlabPool::new();
         let (a, b) = (slab(0), slab(0));
         // Safety: the slab's memory is ours.
         unsafe { (a.base as *mut u8).write(0xAB) };
         pool.give_up(a, true);
         assert_eq!(pool.cached_bytes(), SLAB_SIZE as u64);
-        assert!(pool.adopt(13, 2).is_none(), "another class");
-        let again = pool.adopt(12, 2).expect("kept");
+        assert!(pool.adopt(FOUR_KIB + 1, 2).is_none(), "another class");
+        let again = pool.adopt(FOUR_KIB, 2).expect("kept");
         assert!(std::ptr::eq(again, a));
         // Safety: as above.
         assert_eq!(unsafe { (a.base as *const u8).read() }, 0xAB, "its pages were kept");
@@ -233,7 +231,7 @@ mod tests {
         assert_eq!(unsafe { (a.base as *const u8).read() }, 0, "its pages went back");
         assert_eq!(pool.trim(), SLAB_SIZE as u64);
         assert_eq!(pool.cached_bytes(), 0);
-        let mut adopted: Vec<_> = (0..2).map(|_| pool.adopt(12, 2).unwrap().base).collect();
+        let mut adopted: Vec<_> = (0..2).map(|_| pool.adopt(FOUR_KIB, 2).unwrap().base).collect();
         adopted.sort();
         let mut want = vec![a.base, b.base];
         want.sort();
@@ -244,7 +242,7 @@ mod tests {
 
     #[test]
     fn no_more_than_the_bound_keeps_its_pages() {
-        let pool = SlabPool::new(4, 10);
+        let pool = SlabPool::new();
         let slabs: Vec<_> = (0..RESIDENT_MAX + 3).map(|_| slab(0)).collect();
         slabs.iter().for_each(|s| pool.give_up(s, true));
         assert_eq!(pool.cached_bytes(), (RESIDENT_MAX * SLAB_SIZE) as u64);

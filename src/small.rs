@@ -16,6 +16,8 @@
 //! frees through the remote path and allocates through the general path.
 
 use crate::quota::{Credit, Quota};
+pub use crate::size_class::class_of;
+use crate::size_class::CLASSES;
 use crate::slab::{table, Claim, Place, Slab, SLAB_SIZE};
 use crate::slab_pool::SlabPool;
 use crate::{sysmem, Error, Result};
@@ -25,13 +27,6 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Arc;
 
-const MIN_CLASS_SHIFT: u32 = 4;
-const MAX_CLASS_SHIFT: u32 = 13;
-const CLASSES: usize = (MAX_CLASS_SHIFT - MIN_CLASS_SHIFT + 1) as usize;
-
-/// The largest block (size or alignment) served from slabs.
-pub const MAX_SMALL: usize = 1 << MAX_CLASS_SHIFT;
-
 /// Slabs are carved from mappings this big: fewer system calls, and too small for a transparent
 /// huge page to cover one, so a few small blocks never pin 2 MiB.
 const ARENA_SIZE: usize = 1 << 20;
@@ -39,17 +34,6 @@ const ARENA_SIZE: usize = 1 << 20;
 /// Heap ids, unique across pools; 0 means "no owner".
 static NEXT_HEAP: AtomicU64 = AtomicU64::new(1);
 static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
-
-/// The size class (as a shift) of a block of `size` bytes aligned to `alignment`, if small.
-#[inline]
-pub fn class_of(size: usize, alignment: usize) -> Option<u32> {
-    let need = size.max(alignment);
-    (need <= MAX_SMALL).then(|| need.next_power_of_two().trailing_zeros().max(MIN_CLASS_SHIFT))
-}
-
-fn class_index(shift: u32) -> usize {
-    (shift - MIN_CLASS_SHIFT) as usize
-}
 
 /// Block counters of one heap. Only its thread writes them (load + store, no read-modify-write:
 /// nothing to contend); they wrap, and a heap that frees other threads' blocks goes "negative",
@@ -69,17 +53,17 @@ impl Counters {
         counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
     }
 
-    fn allocated(&self, size: usize, shift: u32) {
+    fn allocated(&self, size: usize, slot_size: u32) {
         Self::bump(&self.count, 1);
         Self::bump(&self.capacity, size as u64);
-        Self::bump(&self.occupied, 1 << shift);
+        Self::bump(&self.occupied, slot_size as u64);
         Self::bump(&self.allocations, 1);
     }
 
-    fn released(&self, size: usize, shift: u32) {
+    fn released(&self, size: usize, slot_size: u32) {
         Self::bump(&self.count, 1u64.wrapping_neg());
         Self::bump(&self.capacity, (size as u64).wrapping_neg());
-        Self::bump(&self.occupied, (1u64 << shift).wrapping_neg());
+        Self::bump(&self.occupied, (slot_size as u64).wrapping_neg());
     }
 
     fn snapshot(&self) -> SmallStats {
@@ -230,7 +214,7 @@ impl SmallBlocks {
         Arc::new(SmallBlocks {
             id: NEXT_POOL.fetch_add(1, SeqCst),
             quota,
-            unowned: SlabPool::new(MIN_CLASS_SHIFT, CLASSES),
+            unowned: SlabPool::new(),
             arena: Mutex::new((0, 0)),
             heaps: Mutex::new(Vec::new()),
             ended: Counters::default(),
@@ -271,26 +255,26 @@ impl SmallBlocks {
             .ok()
     }
 
-    /// Reserves `size` bytes and hands out a zeroed slot of class `shift`. [`Served::Elsewhere`]
+    /// Reserves `size` bytes and hands out a zeroed slot of `class`. [`Served::Elsewhere`]
     /// when this path cannot serve (the thread is ending, or no slab could be mapped): nothing
     /// is left reserved and the caller takes the general path.
     #[inline]
-    pub fn allocate(self: &Arc<Self>, size: usize, shift: u32) -> Served {
+    pub fn allocate(self: &Arc<Self>, size: usize, class: usize) -> Served {
         let Some(heap) = self.heap() else { return Served::Elsewhere };
         if let Err(e) = sysmem::fault::before_allocation() {
             return Served::Failed(e);
         }
         // Safety: see `heap`; the fast path does not call out.
-        match unsafe { &mut *heap }.take_fast(size, shift) {
+        match unsafe { &mut *heap }.take_fast(size, class) {
             Some(block) => Served::Block(block),
-            None => self.allocate_slow(heap, size, shift),
+            None => self.allocate_slow(heap, size, class),
         }
     }
 
     /// [`SmallBlocks::allocate`] when the credit or the current slab ran out.
     #[cold]
     #[inline(never)]
-    fn allocate_slow(self: &Arc<Self>, heap: *mut Heap, size: usize, shift: u32) -> Served {
+    fn allocate_slow(self: &Arc<Self>, heap: *mut Heap, size: usize, class: usize) -> Served {
         // Safety: see `heap`. `credit` lives as long as the heap.
         let credit: &Credit = unsafe { &*Arc::as_ptr(&(*heap).credit) };
         // The reclaim hook may run and come back into this pool: no heap reference is held across it.
@@ -299,7 +283,7 @@ impl SmallBlocks {
         }
         // Safety: see `heap`; nothing from here on calls out.
         let heap = unsafe { &mut *heap };
-        match heap.take(size, shift) {
+        match heap.take(size, class) {
             Some(block) => Served::Block(block),
             None => {
                 self.quota.release_with(credit, size as u64);
@@ -335,7 +319,7 @@ impl SmallBlocks {
         let gone = SmallStats {
             count: 1u64.wrapping_neg(),
             capacity: (size as u64).wrapping_neg(),
-            occupied: (1u64 << slot.slab.class_shift).wrapping_neg(),
+            occupied: (slot.slab.slot_size as u64).wrapping_neg(),
             total_allocations: 0,
         };
         self.ended.add_shared(gone);
@@ -347,7 +331,7 @@ impl SmallBlocks {
     /// has cleaners); the caller moves it. The quota is charged or given the difference; bytes
     /// that come into the block are zeroed (earlier contents from before a shrink must not show).
     pub fn resize_in_place(self: &Arc<Self>, slot: &Slot, old: usize, new: usize) -> Result<bool> {
-        if class_of(new, 0) != Some(slot.slab.class_shift) || slot.live_size() != Some((old, false)) {
+        if class_of(new, 0) != Some(slot.slab.class) || slot.live_size() != Some((old, false)) {
             return Ok(false);
         }
         if new > old {
@@ -414,13 +398,13 @@ impl SmallBlocks {
         self.unowned.cached_bytes()
     }
 
-    /// A slab of class `shift` for heap `owner`: an unowned one, or a new one.
-    fn slab_for(&self, shift: u32, owner: u64) -> Option<&'static Slab> {
-        if let Some(slab) = self.unowned.adopt(shift, owner) {
+    /// A slab of `class` for heap `owner`: an unowned one, or a new one.
+    fn slab_for(&self, class: usize, owner: u64) -> Option<&'static Slab> {
+        if let Some(slab) = self.unowned.adopt(class, owner) {
             return Some(slab);
         }
         let base = self.cut_slab()?;
-        let slab: &'static Slab = Box::leak(Box::new(Slab::new(base, self.id, shift, owner)));
+        let slab: &'static Slab = Box::leak(Box::new(Slab::new(base, self.id, class, owner)));
         table::insert(slab);
         Some(slab)
     }
@@ -461,8 +445,8 @@ impl Heap {
     /// The common case of an allocation, with nothing that can block or call out: a slot from
     /// the current slab's own free bits, paid from the credit. None: take the slow path.
     #[inline]
-    fn take_fast(&mut self, size: usize, shift: u32) -> Option<NonNull<u8>> {
-        let slab = self.current[class_index(shift)]?;
+    fn take_fast(&mut self, size: usize, class: usize) -> Option<NonNull<u8>> {
+        let slab = self.current[class]?;
         // Safety: this heap owns its current slab.
         let index = unsafe { slab.take_local() }?;
         if !self.pool.quota.spend(&self.credit, size as u64) {
@@ -470,12 +454,11 @@ impl Heap {
             unsafe { slab.put_back_local(index) };
             return None;
         }
-        Some(self.hand_out(slab, index, size, shift))
+        Some(self.hand_out(slab, index, size))
     }
 
-    /// A zeroed slot of class `shift`, marked live with a block of `size` bytes.
-    fn take(&mut self, size: usize, shift: u32) -> Option<NonNull<u8>> {
-        let c = class_index(shift);
+    /// A zeroed slot of class `c`, marked live with a block of `size` bytes.
+    fn take(&mut self, size: usize, c: usize) -> Option<NonNull<u8>> {
         let (slab, index) = loop {
             if let Some(slab) = self.current[c] {
                 // Safety: this heap owns its current slab.
@@ -483,31 +466,31 @@ impl Heap {
                     break (slab, index);
                 }
             }
-            let next = self.next_slab(c, shift)?;
+            let next = self.next_slab(c)?;
             if let Some(full) = self.current[c].replace(next) {
                 // Safety: this heap owns the slab.
                 unsafe { self.full[c].push(full) };
             }
         };
-        Some(self.hand_out(slab, index, size, shift))
+        Some(self.hand_out(slab, index, size))
     }
 
     /// Zeroes slot `index` of `slab` (this heap's), marks it live with `size` bytes, counts it.
     #[inline]
-    fn hand_out(&mut self, slab: &'static Slab, index: usize, size: usize, shift: u32) -> NonNull<u8> {
+    fn hand_out(&mut self, slab: &'static Slab, index: usize, size: usize) -> NonNull<u8> {
         let address = slab.slot_address(index);
         let block = address as *mut u8;
         // Safety: the slot is this heap's and `size` fits in it; earlier blocks left data there.
-        unsafe { zero(block, size, shift) };
+        unsafe { zero(block, size, slab.slot_size) };
         slab.mark_live(index, size);
-        self.counters.allocated(size, shift);
+        self.counters.allocated(size, slab.slot_size);
         // Safety: slots lie in mapped slabs, never at address 0.
         unsafe { NonNull::new_unchecked(block) }
     }
 
     /// Where allocation goes when the current slab is full: an owned slab with room, the slab
     /// kept back, an unowned one, a new one.
-    fn next_slab(&mut self, c: usize, shift: u32) -> Option<&'static Slab> {
+    fn next_slab(&mut self, c: usize) -> Option<&'static Slab> {
         // Safety (throughout): this heap owns the slabs on its lists.
         if let Some(slab) = unsafe { self.partial[c].pop() } {
             return Some(slab);
@@ -527,13 +510,13 @@ impl Heap {
         if let Some(slab) = unsafe { self.partial[c].pop() } {
             return Some(slab);
         }
-        self.spare[c].take().or_else(|| self.pool.slab_for(shift, self.id))
+        self.spare[c].take().or_else(|| self.pool.slab_for(c, self.id))
     }
 
     #[inline]
     fn put_back(&mut self, slot: Slot, size: usize) {
         let slab = slot.slab;
-        self.counters.released(size, slab.class_shift);
+        self.counters.released(size, slab.slot_size);
         if slab.owner() != self.id {
             self.pool.put_back_remote(slot);
         } else {
@@ -552,7 +535,7 @@ impl Heap {
     #[cold]
     #[inline(never)]
     fn relist(&mut self, slab: &'static Slab, free: u32) {
-        let c = class_index(slab.class_shift);
+        let c = slab.class;
         // Safety: this heap owns the slab and its lists.
         unsafe {
             let (list, i) = match slab.place() {
@@ -573,7 +556,7 @@ impl Heap {
     /// Keeps one empty slab per class back (so a loop that fills and empties a slab does not
     /// map and discard pages each time); further empty ones are given up. `slab` is on no list.
     fn now_empty(&mut self, slab: &'static Slab) {
-        let c = class_index(slab.class_shift);
+        let c = slab.class;
         match self.spare[c] {
             None => self.spare[c] = Some(slab),
             Some(_) => self.pool.unowned.give_up(slab, true),
@@ -581,26 +564,27 @@ impl Heap {
     }
 }
 
-/// Zeroes the `size` bytes at `block`, a slot of class `shift`. The smallest classes are zeroed
-/// whole with vector stores: a memset call costs more than the block. (Written plainly, the
-/// compiler folds the cases into one memset call of a looked-up length.)
+/// Zeroes the `size` bytes at `block`, a slot of `slot_size` bytes. Slots of up to 64 B are
+/// zeroed whole with vector stores: a memset call costs more than the block. (Written plainly,
+/// the compiler folds the cases into one memset call of a looked-up length.)
 ///
 /// # Safety
-/// `block` is valid for writes of `max(size, 1 << shift)` bytes and aligned to 16.
+/// `block` is valid for writes of `slot_size` bytes (at least `size`) and aligned to 16.
 #[inline]
-unsafe fn zero(block: *mut u8, size: usize, shift: u32) {
+unsafe fn zero(block: *mut u8, size: usize, slot_size: u32) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{__m128i, _mm_setzero_si128, _mm_store_si128};
         let (z, b) = (_mm_setzero_si128(), block as *mut __m128i);
-        match shift {
-            4 => return _mm_store_si128(b, z),
-            5 => return [0, 1].iter().for_each(|&i| _mm_store_si128(b.add(i), z)),
-            6 => return [0, 1, 2, 3].iter().for_each(|&i| _mm_store_si128(b.add(i), z)),
+        match slot_size {
+            16 => return _mm_store_si128(b, z),
+            32 => return [0, 1].iter().for_each(|&i| _mm_store_si128(b.add(i), z)),
+            48 => return [0, 1, 2].iter().for_each(|&i| _mm_store_si128(b.add(i), z)),
+            64 => return [0, 1, 2, 3].iter().for_each(|&i| _mm_store_si128(b.add(i), z)),
             _ => {}
         }
     }
-    let _ = shift;
+    let _ = slot_size;
     std::ptr::write_bytes(block, 0, size);
 }
 
@@ -658,24 +642,14 @@ mod tests {
     }
 
     #[test]
-    fn classes_cover_sizes_and_alignments_up_to_8_kib() {
-        assert_eq!(class_of(0, 0), Some(4));
-        assert_eq!(class_of(17, 16), Some(5));
-        assert_eq!(class_of(64, 0), Some(6));
-        assert_eq!(class_of(10, 4096), Some(12));
-        assert_eq!(class_of(8192, 0), Some(13));
-        assert_eq!(class_of(8193, 0), None);
-        assert_eq!(class_of(1, 16384), None);
-    }
-
-    #[test]
     fn blocks_are_zeroed_aligned_distinct_and_counted_exactly() {
         let p = pool();
         let mut live = Vec::new();
         for i in 0..3000 {
             let size = [0, 1, 48, 64, 500, 4096, 8192][i % 7];
             let a = allocate(&p, size);
-            assert_eq!(a % class_of(size, 0).map_or(16, |s| 1 << s), 0);
+            let slot = crate::size_class::SIZES[class_of(size, 0).unwrap()] as usize;
+            assert_eq!(a % (slot & slot.wrapping_neg()).min(4096), 0, "aligned as its slot size allows");
             // Safety: a live block of `size` bytes.
             let bytes = unsafe { std::slice::from_raw_parts_mut(a as *mut u8, size) };
             assert!(bytes.iter().all(|&b| b == 0));

@@ -1,5 +1,6 @@
 /* What the library keeps for reuse, as a C user sees it (issue 13):
- * - `occupied` says what the live blocks take (never less than their capacity, 0 when none is live);
+ * - `occupied` says what the live blocks take: never less than their capacity, at most 1.25 x it
+ *   + 16 B per block at every size, 0 when none is live;
  * - a freed batch's empty slabs keep their pages for the next batch, shown as `cached`, not charged
  *   to the quota (a batch of the whole limit still fits afterwards);
  * - dm_trim gives them back now: `cached` drops to 0, the pages leave memory (mincore). */
@@ -21,17 +22,27 @@ static int resident(void *p) {
 
 int main(void) {
     static void *blocks[BATCH];
-    CHECK(dm_set_limit((uint64_t)BATCH * SIZE));
 
+    /* What live blocks occupy: at most 1.25 x their bytes + 16 B each, at every size (slots of
+     * four classes per doubling, heap chunks, page-rounded mappings). */
+    static const size_t sizes[] = {1, 16, 17, 64, 100, 200, 1000, 4097, 5000, 8192, 20000, 200000, 1 << 20};
     void *p;
-    CHECK(dm_allocate(100, 0, &p));
-    dm_stats s = stats_now();
-    ASSERT(s.capacity == 100 && s.occupied >= 100 && s.occupied <= 256);
-    CHECK(dm_free(p));
-    CHECK(dm_allocate(1 << 20, 0, &p));
-    s = stats_now();
-    ASSERT(s.occupied == 1 << 20);
-    CHECK(dm_free(p));
+    for (size_t k = 0; k < sizeof sizes / sizeof *sizes; k++) {
+        enum { N = 50 };
+        static void *some[N];
+        for (int i = 0; i < N; i++) CHECK(dm_allocate(sizes[k], 0, &some[i]));
+        dm_stats s = stats_now();
+        ASSERT(s.capacity == N * sizes[k] && s.occupied >= s.capacity);
+        if (s.occupied * 4 > s.capacity * 5 + N * 64) {
+            fprintf(stderr, "%zu B blocks occupy %llu bytes for %llu\n", sizes[k], (unsigned long long)s.occupied,
+                    (unsigned long long)s.capacity);
+            return 1;
+        }
+        for (int i = 0; i < N; i++) CHECK(dm_free(some[i]));
+        ASSERT(stats_now().occupied == 0);
+    }
+    dm_stats s;
+    CHECK(dm_set_limit((uint64_t)BATCH * SIZE));
 
     for (int round = 0; round < 2; round++) {
         for (int i = 0; i < BATCH; i++) {
