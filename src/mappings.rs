@@ -8,17 +8,32 @@
 //!
 //! What is kept costs no memory, only address space, and under strict overcommit
 //! (`vm.overcommit_memory=2`) commit charge; hence the bounds: at most [`KEPT_MAX`] mappings and
-//! [`KEPT_BYTES_MAX`] bytes, the oldest unmapped first.
+//! [`KEPT_BYTES_MAX`] bytes, the oldest unmapped first, and all of them unmapped before a new
+//! mapping is reported as failed.
 
 use crate::os::{discard_for_reuse, unmap_region};
 use parking_lot::Mutex;
+use std::collections::BTreeMap;
 
-pub const KEPT_MAX: usize = 64;
-pub const KEPT_BYTES_MAX: usize = 256 << 20;
+/// At most this many mappings are kept, and at most [`KEPT_BYTES_MAX`] bytes of addresses: a
+/// program that frees a batch of a thousand 1 MiB blocks finds them all again for the next batch
+/// (jemalloc retains such addresses too). They cost no memory, only address space.
+pub const KEPT_MAX: usize = 1024;
+pub const KEPT_BYTES_MAX: usize = 1 << 30;
 
-/// Kept mappings, oldest first: (start, length, advised huge pages).
+/// Kept mappings, found by best fit and evicted oldest first.
+#[derive(Default)]
+struct Index {
+    /// (length, start) -> (age, advised huge pages)
+    by_fit: BTreeMap<(usize, usize), (u64, bool)>,
+    /// age -> (length, start)
+    by_age: BTreeMap<u64, (usize, usize)>,
+    bytes: usize,
+    next_age: u64,
+}
+
 pub struct Kept {
-    mappings: Mutex<Vec<(usize, usize, bool)>>,
+    index: Mutex<Option<Index>>,
 }
 
 static GLOBAL: Kept = Kept::new();
@@ -30,25 +45,28 @@ pub fn global() -> &'static Kept {
 
 impl Kept {
     pub const fn new() -> Kept {
-        Kept { mappings: Mutex::new(Vec::new()) }
+        Kept { index: Mutex::new(None) }
     }
 
     /// Its lock, for [`crate::fork`].
     pub(crate) fn lock(&self) -> &parking_lot::RawMutex {
         // Safety: the raw lock is only locked and unlocked as a whole by `fork`'s handlers.
-        unsafe { self.mappings.raw() }
+        unsafe { self.index.raw() }
     }
 
     /// The smallest kept mapping of `len` to `len + len / 2` bytes starting at a multiple of
     /// `alignment`, now the caller's (zeroed: its pages were discarded), as (start, length,
     /// advised huge pages); or None.
     pub fn take(&self, len: usize, alignment: usize) -> Option<(usize, usize, bool)> {
-        let mut kept = self.mappings.lock();
+        let mut guard = self.index.lock();
+        let index = guard.as_mut()?;
         let most = len + len / 2;
-        let fits = |&(start, l, _): &(usize, usize, bool)| l >= len && l <= most && start % alignment == 0;
-        // Among equal lengths the newest: its addresses are the likeliest still in the TLB.
-        let (i, _) = kept.iter().enumerate().rev().filter(|(_, m)| fits(m)).min_by_key(|(_, m)| m.1)?;
-        Some(kept.remove(i))
+        let (&(l, start), &(age, huge)) =
+            index.by_fit.range((len, 0)..=(most, usize::MAX)).find(|(&(_, start), _)| start % alignment == 0)?;
+        index.by_fit.remove(&(l, start));
+        index.by_age.remove(&age);
+        index.bytes -= l;
+        Some((start, l, huge))
     }
 
     /// Takes back a mapping the caller is done with (`huge`: its huge-page advice): its pages go
@@ -60,36 +78,40 @@ impl Kept {
             return;
         }
         let huge = discard_for_reuse(start, len, huge);
-        let evicted = {
-            let mut kept = self.mappings.lock();
-            kept.push((start, len, huge));
-            let mut bytes: usize = kept.iter().map(|m| m.1).sum();
-            let mut evicted = Vec::new();
-            while kept.len() > KEPT_MAX || bytes > KEPT_BYTES_MAX {
-                let oldest = kept.remove(0);
-                bytes -= oldest.1;
+        let mut evicted = Vec::new();
+        {
+            let mut guard = self.index.lock();
+            let index = guard.get_or_insert_with(Index::default);
+            let age = index.next_age;
+            index.next_age += 1;
+            index.by_fit.insert((len, start), (age, huge));
+            index.by_age.insert(age, (len, start));
+            index.bytes += len;
+            while index.by_age.len() > KEPT_MAX || index.bytes > KEPT_BYTES_MAX {
+                let (_, oldest) = index.by_age.pop_first().expect("over the bounds: not empty");
+                index.by_fit.remove(&oldest);
+                index.bytes -= oldest.0;
                 evicted.push(oldest);
             }
-            evicted
-        };
+        }
         // System calls outside the lock.
-        for (start, len, _) in evicted {
+        for (len, start) in evicted {
             unmap_region(start, len);
         }
     }
 
     /// Gives every kept mapping back to the system; false if none was kept.
     pub fn unmap_all(&self) -> bool {
-        let all = std::mem::take(&mut *self.mappings.lock());
-        for &(start, len, _) in &all {
+        let all = self.index.lock().take().unwrap_or_default();
+        for &(len, start) in all.by_age.values() {
             unmap_region(start, len);
         }
-        !all.is_empty()
+        !all.by_age.is_empty()
     }
 
     #[cfg(test)]
     fn count(&self) -> usize {
-        self.mappings.lock().len()
+        self.index.lock().as_ref().map_or(0, |i| i.by_age.len())
     }
 }
 
