@@ -70,6 +70,15 @@ pub fn discard(start: usize, len: usize) {
     unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
 }
 
+/// Milliseconds of the system's coarse monotonic clock (resolution a few ms; a few ns to read,
+/// where the precise clock costs ~20 ns): for decay times, not for measuring.
+pub fn coarse_millis() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // Safety: `t` is a valid timespec to write.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut t) };
+    t.tv_sec as u64 * 1000 + t.tv_nsec as u64 / 1_000_000
+}
+
 /// Asks for transparent huge pages on a mapping of ours, or asks for none. A refusal (THP off, or
 /// an old kernel) changes nothing: result ignored.
 pub(crate) fn advise_huge_pages(start: usize, len: usize, huge: bool) {

@@ -89,6 +89,9 @@ pub struct Slab {
     pub slots: u32,
     /// The owning heap's id, 0 when unowned.
     owner: AtomicU64,
+    /// The heap that owned it last (set when it is given up): its memory is likely in that
+    /// thread's core's caches.
+    last_owner: AtomicU64,
     state: Box<[AtomicU32]>,
     remote: Box<[AtomicU64]>,
     /// Bits in `remote` not yet collected (a hint: it may run ahead of or behind the bits).
@@ -120,6 +123,7 @@ impl Slab {
             magic: size_class::magic(slot_size),
             slots,
             owner: AtomicU64::new(owner),
+            last_owner: AtomicU64::new(owner),
             state: (0..slots).map(|_| AtomicU32::new(FREE)).collect(),
             remote: (0..words).map(|_| AtomicU64::new(0)).collect(),
             remote_count: AtomicU32::new(0),
@@ -146,7 +150,15 @@ impl Slab {
     }
 
     pub fn set_owner(&self, owner: u64) {
+        if owner == 0 {
+            self.last_owner.store(self.owner.load(Relaxed), Relaxed);
+        }
         self.owner.store(owner, SeqCst)
+    }
+
+    /// The heap that owned it last, once given up.
+    pub fn last_owner(&self) -> u64 {
+        self.last_owner.load(Relaxed)
     }
 
     /// Whether the slab is parked (see [`crate::slab_pool`]).

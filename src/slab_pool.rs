@@ -6,7 +6,7 @@
 //! - **parked**: full when given up. On no list at all (a thread that leaves a million live blocks
 //!   behind leaves ~1,000 full slabs, which a list would make every new thread walk). The first
 //!   slot another thread frees in one puts it back on its class's list ([`SlabPool::unpark`]).
-//! - **empty, still resident**: kept with their pages for [`DECAY`] (newest reused first), so a
+//! - **empty, still resident**: kept with their pages for [`DECAY_MS`] (newest reused first), so a
 //!   program that frees a batch and allocates the next one, or ends a thread and starts another,
 //!   reuses pages instead of faulting fresh zeroed ones in. Afterwards, or beyond
 //!   [`RESIDENT_MAX`] slabs, their pages go back to the system and they join the list with room.
@@ -16,16 +16,15 @@
 //! Slab memory is not charged to the quota (only blocks are), so what is kept here can never make a
 //! reservation fail; it shows in the stats as `cached`.
 
-use crate::os::discard;
+use crate::os::{coarse_millis, discard};
 use crate::size_class::CLASSES;
 use crate::slab::{Slab, SLAB_SIZE};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::*};
-use std::time::{Duration, Instant};
 
-/// How long an empty slab keeps its pages.
-pub const DECAY: Duration = Duration::from_millis(100);
+/// How long an empty slab keeps its pages, in milliseconds.
+pub const DECAY_MS: u64 = 100;
 
 /// The most empty slabs kept with their pages (16 MiB of 64 KiB slabs).
 pub const RESIDENT_MAX: usize = 256;
@@ -34,7 +33,7 @@ pub struct SlabPool {
     /// Per class (index): unowned slabs with free slots.
     room: [Mutex<Vec<&'static Slab>>; CLASSES],
     /// Empty slabs with their pages, oldest first, with when they were given up.
-    resident: Mutex<VecDeque<(&'static Slab, Instant)>>,
+    resident: Mutex<VecDeque<(&'static Slab, u64)>>,
     /// Bytes in `resident`, for the stats without the lock.
     resident_bytes: AtomicU64,
 }
@@ -51,21 +50,32 @@ impl SlabPool {
     /// An unowned slab of `class`, now owned by `owner`: one with room, else an empty resident
     /// one; None if there is neither.
     pub fn adopt(&self, class: usize, owner: u64) -> Option<&'static Slab> {
-        let slab = self.room[class].lock().pop().or_else(|| self.take_resident(class));
+        let slab = self.room[class].lock().pop().or_else(|| self.take_resident(class, owner));
         if let Some(slab) = slab {
             slab.set_owner(owner);
         }
         slab
     }
 
-    fn take_resident(&self, class: usize) -> Option<&'static Slab> {
+    /// The newest empty resident slab of `class` that `owner` gave up (its memory is likely in
+    /// this thread's core's caches: two threads that free and refill batches each get their own
+    /// slabs back), else the newest of that class.
+    fn take_resident(&self, class: usize, owner: u64) -> Option<&'static Slab> {
         let (slab, expired) = {
             let mut resident = self.resident.lock();
-            let slab = resident.iter().rposition(|(s, _)| s.class == class).and_then(|i| resident.remove(i));
+            let mut found = None;
+            for (i, (s, _)) in resident.iter().enumerate().rev().filter(|(_, (s, _))| s.class == class) {
+                found = found.or(Some(i));
+                if s.last_owner() == owner {
+                    found = Some(i);
+                    break;
+                }
+            }
+            let slab = found.and_then(|i| resident.remove(i));
             if slab.is_some() {
                 self.resident_bytes.fetch_sub(SLAB_SIZE as u64, Relaxed);
             }
-            (slab.map(|(s, _)| s), self.expire(&mut resident, Instant::now()))
+            (slab.map(|(s, _)| s), self.expire(&mut resident, coarse_millis()))
         };
         self.give_back(expired);
         slab
@@ -78,7 +88,7 @@ impl SlabPool {
         if empty {
             let expired = {
                 let mut resident = self.resident.lock();
-                let now = Instant::now();
+                let now = coarse_millis();
                 resident.push_back((slab, now));
                 self.resident_bytes.fetch_add(SLAB_SIZE as u64, Relaxed);
                 self.expire(&mut resident, now)
@@ -109,10 +119,10 @@ impl SlabPool {
     }
 
     /// The empty slabs past their time or beyond the bound, taken out of `resident`.
-    fn expire(&self, resident: &mut VecDeque<(&'static Slab, Instant)>, now: Instant) -> Vec<&'static Slab> {
+    fn expire(&self, resident: &mut VecDeque<(&'static Slab, u64)>, now: u64) -> Vec<&'static Slab> {
         let mut expired = Vec::new();
         while let Some(&(slab, since)) = resident.front() {
-            if resident.len() <= RESIDENT_MAX && now.duration_since(since) < DECAY {
+            if resident.len() <= RESIDENT_MAX && now.saturating_sub(since) < DECAY_MS {
                 break;
             }
             resident.pop_front();
@@ -224,7 +234,7 @@ mod tests {
         assert_eq!(unsafe { (a.base as *const u8).read() }, 0xAB, "its pages were kept");
         assert_eq!(pool.cached_bytes(), 0);
         pool.give_up(a, true);
-        std::thread::sleep(DECAY + Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(DECAY_MS + 20));
         pool.give_up(b, true); // the pool's traffic expires the older one
         assert_eq!(pool.cached_bytes(), SLAB_SIZE as u64);
         // Safety: as above.

@@ -146,12 +146,20 @@ struct Heap {
     credit: Arc<Credit>,
     counters: Arc<Counters>,
     /// Per class: the slab allocations come from, the other slabs it owns (with free slots of
-    /// their own, or none when last looked at), one empty slab kept back.
+    /// their own, or none when last looked at), empty slabs kept back.
     current: [Option<&'static Slab>; CLASSES],
     partial: [SlabList; CLASSES],
     full: [SlabList; CLASSES],
-    spare: [Option<&'static Slab>; CLASSES],
+    spare: [Vec<&'static Slab>; CLASSES],
+    /// Empty slabs kept back, all classes together (at most [`SPARE_MAX`]).
+    spares: usize,
 }
+
+/// Empty slabs a heap keeps back for itself (1 MiB), beyond which they go to the pool. Its own
+/// slabs are the cheapest to reuse: no lock, and their memory is in this core's caches. (Two
+/// threads refilling batches of 4 KiB blocks took ~1.7x mimalloc's time per block while each
+/// kept only one per class, through the pool's lock.)
+const SPARE_MAX: usize = 16;
 
 /// Slabs of one class that one heap owns, in one state. Each slab records its position
 /// ([`Place`]), so that it leaves the list in O(1): finding room never means walking every slab.
@@ -438,7 +446,8 @@ impl Heap {
             current: [None; CLASSES],
             partial: std::array::from_fn(|_| SlabList::new(true)),
             full: std::array::from_fn(|_| SlabList::new(false)),
-            spare: [None; CLASSES],
+            spare: std::array::from_fn(|_| Vec::new()),
+            spares: 0,
         }
     }
 
@@ -510,7 +519,11 @@ impl Heap {
         if let Some(slab) = unsafe { self.partial[c].pop() } {
             return Some(slab);
         }
-        self.spare[c].take().or_else(|| self.pool.slab_for(c, self.id))
+        if let Some(slab) = self.spare[c].pop() {
+            self.spares -= 1;
+            return Some(slab);
+        }
+        self.pool.slab_for(c, self.id)
     }
 
     #[inline]
@@ -553,13 +566,14 @@ impl Heap {
         }
     }
 
-    /// Keeps one empty slab per class back (so a loop that fills and empties a slab does not
-    /// map and discard pages each time); further empty ones are given up. `slab` is on no list.
+    /// Keeps up to [`SPARE_MAX`] empty slabs back (so a loop that fills and empties slabs does
+    /// not go to the pool each time); further empty ones are given up. `slab` is on no list.
     fn now_empty(&mut self, slab: &'static Slab) {
-        let c = slab.class;
-        match self.spare[c] {
-            None => self.spare[c] = Some(slab),
-            Some(_) => self.pool.unowned.give_up(slab, true),
+        if self.spares < SPARE_MAX {
+            self.spare[slab.class].push(slab);
+            self.spares += 1;
+        } else {
+            self.pool.unowned.give_up(slab, true);
         }
     }
 }
@@ -601,9 +615,10 @@ impl Drop for Heap {
             heaps.retain(|c| !Arc::ptr_eq(c, &self.counters));
             self.pool.ended.add_shared(self.counters.snapshot());
         }
-        let owned = self.current.iter_mut().chain(self.spare.iter_mut()).filter_map(Option::take);
+        let current = self.current.iter_mut().filter_map(Option::take);
+        let spare = self.spare.iter_mut().flat_map(std::mem::take);
         let listed = self.partial.iter_mut().chain(self.full.iter_mut()).flat_map(|l| std::mem::take(&mut l.slabs));
-        let owned: Vec<_> = owned.chain(listed).collect();
+        let owned: Vec<_> = current.chain(spare).chain(listed).collect();
         for slab in owned {
             // Safety: this heap still owns the slab.
             let empty = unsafe {
