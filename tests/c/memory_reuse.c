@@ -53,7 +53,9 @@ int main(void) {
         ASSERT(s.reserved == (uint64_t)BATCH * SIZE && s.occupied >= s.capacity);
         /* The whole limit is in use: one byte more does not fit. */
         EXPECT(dm_allocate(1, 0, &p), DM_ERR_LIMIT);
-        void *probe = blocks[BATCH - 1]; /* its slab empties last: the thread keeps 16 others back */
+        /* A slab that empties late (the thread keeps the first 16 back) and is not the one the
+         * thread allocates from (that holds the last few blocks and stays its own). */
+        void *probe = blocks[BATCH - 20];
         for (int i = 0; i < BATCH; i++) CHECK(dm_free(blocks[i]));
         s = stats_now();
         ASSERT(s.count == 0 && s.capacity == 0 && s.occupied == 0 && s.reserved == 0);
