@@ -127,7 +127,8 @@ typedef struct dm_stats {
   uint64_t occupied;
   /**
    * Bytes kept in memory for reuse that no allocation uses: empty slabs whose pages are kept a
-   * short while (see dm_trim). Not limited: never a cause of DM_ERR_LIMIT.
+   * short while, and up to 1 MiB of freed 16-64 KiB blocks (see dm_trim). Not limited: never a
+   * cause of DM_ERR_LIMIT.
    */
   uint64_t cached;
 } dm_stats;
@@ -163,7 +164,7 @@ enum dm_status dm_unreserve(size_t bytes);
  * 8 KiB (size and alignment) come from the calling thread's own slabs, with no lock and no
  * shared counter on the way; a thread takes quota for them in chunks of 64 KiB ahead of need
  * (left out of dm_stats, and given back before any reservation fails or waits). Blocks of
- * 128 KiB and more are fresh pages from the kernel: their cost does not grow with their size.
+ * 16 KiB and more are pages of their own: their cost does not grow with their size.
  *
  * Ownership: on DM_OK `*out` is a block the caller owns until it is released by dm_free or by
  * dm_clean of one of its cleaners; never pass it to free(). `*out` is written only on DM_OK.
@@ -306,10 +307,10 @@ enum dm_status dm_set_reclaim_timeout_ms(uint32_t millis);
 enum dm_status dm_get_stats(struct dm_stats *out);
 
 /**
- * Gives memory kept for reuse back to the system now: the pages of empty slabs (the `cached`
- * bytes of dm_stats, otherwise given back by themselves ~100 ms after they emptied, as the
- * library is used) and the addresses of freed big blocks kept for the next block that fits
- * (their pages went back at once). Like glibc's `malloc_trim`: for a program about to idle or
+ * Gives memory kept for reuse back to the system now: the `cached` bytes of dm_stats (pages of
+ * empty slabs, otherwise given back by themselves ~100 ms after they emptied, as the library is
+ * used; up to 1 MiB of freed 16-64 KiB blocks) and the addresses of freed big blocks kept for
+ * the next block that fits (their pages went back at once). Like glibc's `malloc_trim`: for a program about to idle or
  * to be measured. Live blocks are untouched. If `given_back` is not NULL, the cached bytes given
  * back are stored there.
  *

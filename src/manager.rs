@@ -244,8 +244,7 @@ impl Manager {
 
     /// Gives memory kept for reuse back to the system (see `dm_trim`); returns the cached bytes given back.
     pub fn trim(&self) -> u64 {
-        crate::mappings::global().unmap_all();
-        self.small.trim()
+        crate::mappings::global().unmap_all() + self.small.trim()
     }
 
     pub fn stats(&self) -> Stats {
@@ -264,7 +263,7 @@ impl Manager {
             reclaim_requests: q.reclaim_requests,
             limit_failures: q.limit_failures,
             occupied: b.occupied + s.occupied,
-            cached: self.small.cached_bytes(),
+            cached: self.small.cached_bytes() + crate::mappings::global().dirty_bytes(),
         }
     }
 }

@@ -1,13 +1,12 @@
 //! Zeroed, aligned memory from the system.
 //!
-//! Small blocks come from the C heap (`calloc`, or `posix_memalign` + `memset` above
-//! `max_align_t`). Blocks of [`MAP_THRESHOLD`] bytes and more (or aligned to that much) are fresh
-//! anonymous mappings, and from 2 MiB on they ask for transparent huge pages: the
-//! kernel hands those out already zeroed, so allocation costs the same at 1 MiB as at 1 GiB,
-//! where the JDK's `allocateDirect` spends ~50 ms zeroing 64 MiB. (glibc's `calloc` would often
-//! do the same, but its mmap threshold moves up after the first free, after which big blocks come
-//! from the heap and get memset.) A freed mapping's pages go back to the system at once; its
-//! addresses may be kept for the next block of the same length (see [`crate::mappings`]).
+//! Blocks under [`MAP_THRESHOLD`] (8-16 KiB: smaller ones are slab slots) come from the C heap
+//! (`calloc`, or `posix_memalign` + `memset` above `max_align_t`). From there on (or aligned to
+//! that much) a block is an anonymous mapping of its own: fresh pages come zeroed from the
+//! kernel, so allocation costs the same at 1 MiB as at 1 GiB, where the JDK's `allocateDirect`
+//! spends ~50 ms zeroing 64 MiB. (glibc's `calloc` would often do the same, but its mmap threshold
+//! moves up after the first free, after which big blocks come from the heap and get memset.) A
+//! freed mapping is kept for the next block that fits (see [`crate::mappings`]).
 
 use crate::os::{map_region, page_size, HUGE_PAGE};
 use crate::{mappings, Error, Result};
@@ -16,8 +15,15 @@ use std::ptr::NonNull;
 /// Largest alignment a caller may ask for.
 pub const MAX_ALIGNMENT: usize = 1 << 30;
 
-/// From this size on, blocks are their own mapping.
-pub const MAP_THRESHOLD: usize = 128 << 10;
+/// From this size on, blocks are their own mapping: freed, they give their pages back (or are
+/// zeroed on reuse, see [`crate::mappings`]) instead of holding them in the C heap. (From 128 KiB
+/// until it was lowered: a batch of a thousand 64 KiB blocks kept 64 MiB resident in glibc's heap,
+/// where jemalloc held 11 MiB.) Blocks from here on are whole pages, so a block takes at most a
+/// quarter more than its size.
+pub const MAP_THRESHOLD: usize = 16 << 10;
+
+/// Below this size a block that cannot be mapped comes from the C heap instead.
+const HEAP_FALLBACK_MAX: usize = 128 << 10;
 
 /// What alignment 0 stands for: the platform's `max_align_t`, which `calloc` already meets.
 pub const DEFAULT_ALIGNMENT: usize = std::mem::align_of::<libc::max_align_t>();
@@ -68,13 +74,20 @@ pub fn check_request(size: usize, alignment: usize) -> Result<usize> {
 /// Size 0 yields a distinct one-byte block, so every live block has its own address.
 pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     fault::before_allocation()?;
-    let size = size.max(1); // mapped blocks too: a zero-length mapping would be no block at all
-                            // Big alignments too: a mapping's slack is given back to the system, while memalign keeps it
-                            // (and valgrind's memalign refuses alignments of 16 MiB and more).
+    // Mapped blocks too: a zero-length mapping would be no block at all.
+    let size = size.max(1);
+    // Big alignments are mapped too: a mapping's slack is given back to the system, while
+    // memalign keeps it (and valgrind's memalign refuses alignments of 16 MiB and more).
     if size >= MAP_THRESHOLD || alignment >= MAP_THRESHOLD {
         // Big mappings start on a huge-page boundary, so that huge pages can cover all of them.
         let natural = if size >= HUGE_PAGE { HUGE_PAGE } else { page_size() };
-        return map_zeroed(size, alignment.max(natural));
+        match map_zeroed(size, alignment.max(natural)) {
+            Ok(memory) => return Ok(memory),
+            // A process can run out of mappings (vm.max_map_count, 65,530 by default) long
+            // before it runs out of memory: medium blocks then come from the heap.
+            Err(_) if size < HEAP_FALLBACK_MAX && alignment < MAP_THRESHOLD => {}
+            Err(e) => return Err(e),
+        }
     }
     let ptr = if alignment <= DEFAULT_ALIGNMENT {
         // Safety: plain C allocation; a NULL result is handled below.
@@ -102,16 +115,21 @@ fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     // the first byte written (benches/c/peers.c, mixed) took 23 µs per block with huge pages on new
     // mappings and 175 MB peak RSS, 4.6 µs and 19 MB without.
     let (start, mapped_len, huge_pages) = match mappings::global().take(len, alignment) {
-        Some(kept) => kept,
+        Some(kept) => {
+            if kept.dirty {
+                // Safety: the mapping is now the caller's and at least `size` bytes long.
+                unsafe { std::ptr::write_bytes(kept.start as *mut u8, 0, size) };
+            }
+            (kept.start, kept.len, kept.huge)
+        }
         // Kept mappings cost commit charge under strict overcommit: never let them make a
         // mapping fail.
         None => match map_region(len, alignment) {
             Ok(start) => (start, len, false),
-            Err(_) => (
-                mappings::global().unmap_all().then(|| map_region(len, alignment)).ok_or(Error::NoMemory)??,
-                len,
-                false,
-            ),
+            Err(_) => {
+                mappings::global().unmap_all();
+                (map_region(len, alignment)?, len, false)
+            }
         },
     };
     let ptr = NonNull::new(start as *mut u8).ok_or(Error::NoMemory)?;
