@@ -16,21 +16,14 @@
 //! The boundaries are thin layers on top: [`ffi`] (the C ABI of `include/directmem.h`) and
 //! `jni` (the native half of the Java API `dev.directmem.DirectMemory`).
 
-mod credit;
+pub mod allocators;
 pub mod error;
 pub mod ffi;
-mod fork;
 mod jni;
 pub mod limit;
 pub mod manager;
-mod mappings;
 mod os;
 pub mod quota;
 pub mod registry;
-mod size_class;
-mod slab;
-mod slab_pool;
-mod small;
-pub mod sysmem;
 
 pub use error::{Error, Result};

@@ -1,6 +1,6 @@
 //! The operating system's memory primitives, and nothing else: the page size, mapping and
-//! unmapping, discarding pages, huge-page advice, residency. The allocators above ([`crate::sysmem`],
-//! [`crate::mappings`], the small-block slabs) decide when to use them.
+//! unmapping, discarding pages, huge-page advice, residency. The allocators above ([`crate::allocators::system`],
+//! [`crate::allocators::system::mappings`], the small-block slabs) decide when to use them.
 
 use crate::{Error, Result};
 use once_cell::sync::Lazy;

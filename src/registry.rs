@@ -7,7 +7,7 @@
 //! every later or concurrent attempt finds nothing (`NotLive`). The winner runs the cleaner
 //! actions and frees the memory with no lock held, so actions may call back into the library.
 //!
-//! Small blocks live in slabs ([`crate::small`]) and are not recorded here, until a cleaner is
+//! Small blocks live in slabs ([`crate::allocators::small`]) and are not recorded here, until a cleaner is
 //! registered on one: then it gets an entry without memory (the slab keeps the memory and the
 //! counts), so that its cleaners are found and claimed exactly like any block's.
 //!
@@ -16,7 +16,7 @@
 //! counter, so handles are never 0 and never reused, and a stale handle (its block released,
 //! the address handed out again) finds nothing rather than the new block.
 
-use crate::sysmem::Memory;
+use crate::allocators::system::Memory;
 use crate::{Error, Result};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
@@ -100,7 +100,7 @@ fn shard_of(address: usize) -> usize {
 }
 
 impl Registry {
-    /// The shard locks, for [`crate::fork`]: no other lock is taken while one is held.
+    /// The shard locks, for [`crate::manager::fork`]: no other lock is taken while one is held.
     pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
         self.shards.iter().map(|m| unsafe { m.raw() }).collect()
@@ -225,7 +225,7 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysmem;
+    use crate::allocators::system as sysmem;
 
     fn block(registry: &Registry, size: usize) -> usize {
         let memory = sysmem::allocate_zeroed(size, 16).unwrap();

@@ -3,9 +3,9 @@
 
 mod common;
 use common::{allocate, free, serial, stats};
+use directmem::allocators::system::fault::fail_nth_allocation;
 use directmem::ffi::dm_status::*;
 use directmem::ffi::*;
-use directmem::sysmem::fault::fail_nth_allocation;
 use std::sync::Arc;
 
 #[test]

@@ -37,8 +37,10 @@
 //! counted in `reserved` internally but not in what [`Quota::stats`] reports, and it never costs
 //! anyone memory: before a reservation fails or waits, all credit is collected back.
 
-pub use crate::credit::Credit;
-use crate::{credit, Error, Result};
+pub use credit::Credit;
+
+pub(crate) mod credit;
+use crate::{Error, Result};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
@@ -123,7 +125,7 @@ impl Quota {
         }
     }
 
-    /// Its locks, in the order [`crate::fork`] takes them (credits before state: collecting
+    /// Its locks, in the order [`crate::manager::fork`] takes them (credits before state: collecting
     /// credit wakes waiters under the state lock).
     pub(crate) fn locks(&self) -> [&parking_lot::RawMutex; 2] {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.

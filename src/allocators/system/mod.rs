@@ -6,17 +6,19 @@
 //! kernel, so allocation costs the same at 1 MiB as at 1 GiB, where the JDK's `allocateDirect`
 //! spends ~50 ms zeroing 64 MiB. (glibc's `calloc` would often do the same, but its mmap threshold
 //! moves up after the first free, after which big blocks come from the heap and get memset.) A
-//! freed mapping is kept for the next block that fits (see [`crate::mappings`]).
+//! freed mapping is kept for the next block that fits (see [`crate::allocators::system::mappings`]).
+
+pub(crate) mod mappings;
 
 use crate::os::{map_region, page_size, HUGE_PAGE};
-use crate::{mappings, Error, Result};
+use crate::{Error, Result};
 use std::ptr::NonNull;
 
 /// Largest alignment a caller may ask for.
 pub const MAX_ALIGNMENT: usize = 1 << 30;
 
 /// From this size on, blocks are their own mapping: freed, they give their pages back (or are
-/// zeroed on reuse, see [`crate::mappings`]) instead of holding them in the C heap. (From 128 KiB
+/// zeroed on reuse, see [`crate::allocators::system::mappings`]) instead of holding them in the C heap. (From 128 KiB
 /// until it was lowered: a batch of a thousand 64 KiB blocks kept 64 MiB resident in glibc's heap,
 /// where jemalloc held 11 MiB.) Blocks from here on are whole pages, so a block takes at most a
 /// quarter more than its size.

@@ -19,7 +19,7 @@
 //! looked up in the [`table`] always reaches a valid header: that is what makes a free of a
 //! foreign or stale pointer safe without a lock.
 
-use crate::size_class;
+use crate::allocators::small::size_class;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
 
@@ -81,7 +81,7 @@ pub struct Slab {
     pub base: usize,
     /// The small-block pool this slab belongs to; a pointer into another pool's slab is foreign.
     pub pool: u64,
-    /// Its size class (see [`crate::size_class`]) and that class's slot size.
+    /// Its size class (see [`crate::allocators::small::size_class`]) and that class's slot size.
     pub class: usize,
     pub slot_size: u32,
     /// For the division of an offset by the slot size ([`size_class::divide`]).
@@ -96,7 +96,7 @@ pub struct Slab {
     remote: Box<[AtomicU64]>,
     /// Bits in `remote` not yet collected (a hint: it may run ahead of or behind the bits).
     remote_count: AtomicU32,
-    /// Unowned and full when given up, on no list (see [`crate::slab_pool`]).
+    /// Unowned and full when given up, on no list (see [`crate::allocators::small::slab_pool`]).
     parked: AtomicBool,
     local: UnsafeCell<Local>,
 }
@@ -161,7 +161,7 @@ impl Slab {
         self.last_owner.load(Relaxed)
     }
 
-    /// Whether the slab is parked (see [`crate::slab_pool`]).
+    /// Whether the slab is parked (see [`crate::allocators::small::slab_pool`]).
     pub fn is_parked(&self) -> bool {
         self.parked.load(SeqCst)
     }

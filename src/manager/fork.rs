@@ -10,7 +10,8 @@
 //! covered: `fork()` from inside a reclaim hook or a cleaner action that another thread waits on
 //! (the child gets no such waiter), and, like malloc, a signal handler calling dm_ functions.
 
-use crate::{manager, mappings};
+use crate::allocators::system::mappings;
+use crate::manager;
 use parking_lot::lock_api::RawMutex as _;
 use std::sync::Once;
 
@@ -36,7 +37,7 @@ fn locks() -> Vec<&'static parking_lot::RawMutex> {
 extern "C" fn prepare() {
     // One-time initialisations another thread may be in the middle of: finished before the fork,
     // or the child would wait for a thread it does not have.
-    crate::credit::init();
+    crate::quota::credit::init();
     crate::os::page_size();
     // Safety of the order: only the quota nests (credits, then state), and `locks` lists those
     // first; every other lock is taken alone, so taking them one by one cannot deadlock.

@@ -3,7 +3,7 @@
 //! The general path costs a shared quota counter, a table lock and a hash insert per block:
 //! ~60 ns on top of `calloc`, and far more when threads meet on the counter's cache line. Here a
 //! thread allocates from its own slabs and its own quota [`Credit`], and frees with one
-//! compare-and-swap on the slot's state word (see [`crate::slab`]). Nothing is shared between
+//! compare-and-swap on the slot's state word (see [`crate::allocators::small::slab`]). Nothing is shared between
 //! threads unless one frees another's block.
 //!
 //! Accounting stays exact: the quota is charged the block's size (not the slot's), and the
@@ -15,13 +15,22 @@
 //! next heap that needs a slab of that size. A thread that has no heap (it is ending) still
 //! frees through the remote path and allocates through the general path.
 
+mod counters;
+mod heap;
+pub(crate) mod size_class;
+pub(crate) mod slab;
+mod slab_pool;
+
+use crate::allocators::system as sysmem;
 use crate::quota::{Credit, Quota};
-pub use crate::size_class::class_of;
-use crate::size_class::CLASSES;
-use crate::slab::{table, Claim, Place, Slab, SLAB_SIZE};
-use crate::slab_pool::SlabPool;
-use crate::{sysmem, Error, Result};
+use crate::{Error, Result};
+use counters::Counters;
+pub use counters::SmallStats;
+use heap::Heap;
 use parking_lot::Mutex;
+pub use size_class::class_of;
+use slab::{table, Claim, Slab, SLAB_SIZE};
+use slab_pool::SlabPool;
 use std::cell::{Cell, UnsafeCell};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::*};
@@ -31,78 +40,7 @@ use std::sync::Arc;
 /// huge page to cover one, so a few small blocks never pin 2 MiB.
 const ARENA_SIZE: usize = 1 << 20;
 
-/// Heap ids, unique across pools; 0 means "no owner".
-static NEXT_HEAP: AtomicU64 = AtomicU64::new(1);
 static NEXT_POOL: AtomicU64 = AtomicU64::new(1);
-
-/// Block counters of one heap. Only its thread writes them (load + store, no read-modify-write:
-/// nothing to contend); they wrap, and a heap that frees other threads' blocks goes "negative",
-/// which the sum over all heaps puts right. Aligned so that two heaps never share a cache line.
-#[derive(Default)]
-#[repr(align(128))]
-struct Counters {
-    count: AtomicU64,
-    capacity: AtomicU64,
-    /// Bytes of the live blocks' slots.
-    occupied: AtomicU64,
-    allocations: AtomicU64,
-}
-
-impl Counters {
-    fn bump(counter: &AtomicU64, by: u64) {
-        counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
-    }
-
-    fn allocated(&self, size: usize, slot_size: u32) {
-        Self::bump(&self.count, 1);
-        Self::bump(&self.capacity, size as u64);
-        Self::bump(&self.occupied, slot_size as u64);
-        Self::bump(&self.allocations, 1);
-    }
-
-    fn released(&self, size: usize, slot_size: u32) {
-        Self::bump(&self.count, 1u64.wrapping_neg());
-        Self::bump(&self.capacity, (size as u64).wrapping_neg());
-        Self::bump(&self.occupied, (slot_size as u64).wrapping_neg());
-    }
-
-    fn snapshot(&self) -> SmallStats {
-        SmallStats {
-            count: self.count.load(SeqCst),
-            capacity: self.capacity.load(SeqCst),
-            occupied: self.occupied.load(SeqCst),
-            total_allocations: self.allocations.load(SeqCst),
-        }
-    }
-
-    /// For counters several threads write (the pool's).
-    fn add_shared(&self, s: SmallStats) {
-        self.count.fetch_add(s.count, SeqCst);
-        self.capacity.fetch_add(s.capacity, SeqCst);
-        self.occupied.fetch_add(s.occupied, SeqCst);
-        self.allocations.fetch_add(s.total_allocations, SeqCst);
-    }
-}
-
-impl SmallStats {
-    fn wrapping_add(self, o: SmallStats) -> SmallStats {
-        SmallStats {
-            count: self.count.wrapping_add(o.count),
-            capacity: self.capacity.wrapping_add(o.capacity),
-            occupied: self.occupied.wrapping_add(o.occupied),
-            total_allocations: self.total_allocations.wrapping_add(o.total_allocations),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SmallStats {
-    pub count: u64,
-    pub capacity: u64,
-    /// Bytes of the live blocks' slots.
-    pub occupied: u64,
-    pub total_allocations: u64,
-}
 
 /// A live block in a slab, found by its address.
 #[derive(Clone, Copy)]
@@ -137,69 +75,6 @@ pub struct SmallBlocks {
     /// Live heaps' counters, and the sum of ended heaps' plus heap-less frees.
     heaps: Mutex<Vec<Arc<Counters>>>,
     ended: Counters,
-}
-
-/// One thread's part of one pool.
-struct Heap {
-    id: u64,
-    pool: Arc<SmallBlocks>,
-    credit: Arc<Credit>,
-    counters: Arc<Counters>,
-    /// Per class: the slab allocations come from, the other slabs it owns (with free slots of
-    /// their own, or none when last looked at), empty slabs kept back.
-    current: [Option<&'static Slab>; CLASSES],
-    partial: [SlabList; CLASSES],
-    full: [SlabList; CLASSES],
-    spare: [Vec<&'static Slab>; CLASSES],
-    /// Empty slabs kept back, all classes together (at most [`SPARE_MAX`]).
-    spares: usize,
-}
-
-/// Empty slabs a heap keeps back for itself (1 MiB), beyond which they go to the pool. Its own
-/// slabs are the cheapest to reuse: no lock, and their memory is in this core's caches. (Two
-/// threads refilling batches of 4 KiB blocks took ~1.7x mimalloc's time per block while each
-/// kept only one per class, through the pool's lock.)
-const SPARE_MAX: usize = 16;
-
-/// Slabs of one class that one heap owns, in one state. Each slab records its position
-/// ([`Place`]), so that it leaves the list in O(1): finding room never means walking every slab.
-struct SlabList {
-    slabs: Vec<&'static Slab>,
-    partial: bool,
-}
-
-impl SlabList {
-    fn new(partial: bool) -> SlabList {
-        SlabList { slabs: Vec::new(), partial }
-    }
-
-    fn place(&self, index: usize) -> Place {
-        if self.partial {
-            Place::Partial(index)
-        } else {
-            Place::Full(index)
-        }
-    }
-
-    /// Safety (for all three): the caller's heap owns the slabs.
-    unsafe fn push(&mut self, slab: &'static Slab) {
-        slab.set_place(self.place(self.slabs.len()));
-        self.slabs.push(slab);
-    }
-
-    unsafe fn remove(&mut self, index: usize) -> &'static Slab {
-        let slab = self.slabs.swap_remove(index);
-        if let Some(moved) = self.slabs.get(index) {
-            moved.set_place(self.place(index));
-        }
-        slab.set_place(Place::Unlisted);
-        slab
-    }
-
-    unsafe fn pop(&mut self) -> Option<&'static Slab> {
-        let last = self.slabs.len().checked_sub(1)?;
-        Some(self.remove(last))
-    }
 }
 
 thread_local! {
@@ -372,7 +247,7 @@ impl SmallBlocks {
         self.release(slot, size);
     }
 
-    /// Its locks, for [`crate::fork`]: none is taken while another is held.
+    /// Its locks, for [`crate::manager::fork`]: none is taken while another is held.
     pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
         unsafe {
@@ -434,204 +309,10 @@ impl SmallBlocks {
     }
 }
 
-impl Heap {
-    fn new(pool: Arc<SmallBlocks>) -> Heap {
-        let counters = Arc::new(Counters::default());
-        pool.heaps.lock().push(counters.clone());
-        Heap {
-            id: NEXT_HEAP.fetch_add(1, SeqCst),
-            credit: pool.quota.new_credit(),
-            pool,
-            counters,
-            current: [None; CLASSES],
-            partial: std::array::from_fn(|_| SlabList::new(true)),
-            full: std::array::from_fn(|_| SlabList::new(false)),
-            spare: std::array::from_fn(|_| Vec::new()),
-            spares: 0,
-        }
-    }
-
-    /// The common case of an allocation, with nothing that can block or call out: a slot from
-    /// the current slab's own free bits, paid from the credit. None: take the slow path.
-    #[inline]
-    fn take_fast(&mut self, size: usize, class: usize) -> Option<NonNull<u8>> {
-        let slab = self.current[class]?;
-        // Safety: this heap owns its current slab.
-        let index = unsafe { slab.take_local() }?;
-        if !self.pool.quota.spend(&self.credit, size as u64) {
-            // Safety: as above; the slot was taken just now and never handed out.
-            unsafe { slab.put_back_local(index) };
-            return None;
-        }
-        Some(self.hand_out(slab, index, size))
-    }
-
-    /// A zeroed slot of class `c`, marked live with a block of `size` bytes.
-    fn take(&mut self, size: usize, c: usize) -> Option<NonNull<u8>> {
-        let (slab, index) = loop {
-            if let Some(slab) = self.current[c] {
-                // Safety: this heap owns its current slab.
-                if let Some(index) = unsafe { slab.take_free() } {
-                    break (slab, index);
-                }
-            }
-            let next = self.next_slab(c)?;
-            if let Some(full) = self.current[c].replace(next) {
-                // Safety: this heap owns the slab.
-                unsafe { self.full[c].push(full) };
-            }
-        };
-        Some(self.hand_out(slab, index, size))
-    }
-
-    /// Zeroes slot `index` of `slab` (this heap's), marks it live with `size` bytes, counts it.
-    #[inline]
-    fn hand_out(&mut self, slab: &'static Slab, index: usize, size: usize) -> NonNull<u8> {
-        let address = slab.slot_address(index);
-        let block = address as *mut u8;
-        // Safety: the slot is this heap's and `size` fits in it; earlier blocks left data there.
-        unsafe { zero(block, size, slab.slot_size) };
-        slab.mark_live(index, size);
-        self.counters.allocated(size, slab.slot_size);
-        // Safety: slots lie in mapped slabs, never at address 0.
-        unsafe { NonNull::new_unchecked(block) }
-    }
-
-    /// Where allocation goes when the current slab is full: an owned slab with room, the slab
-    /// kept back, an unowned one, a new one.
-    fn next_slab(&mut self, c: usize) -> Option<&'static Slab> {
-        // Safety (throughout): this heap owns the slabs on its lists.
-        if let Some(slab) = unsafe { self.partial[c].pop() } {
-            return Some(slab);
-        }
-        // Slots freed by other threads show only when collected. Looking through the full slabs
-        // happens once the partial ones are used up, and moves every slab with such slots over,
-        // so its cost is shared by all the slots it finds (or by a whole new slab's).
-        let mut i = 0;
-        while i < self.full[c].slabs.len() {
-            if unsafe { self.full[c].slabs[i].has_free() } {
-                let slab = unsafe { self.full[c].remove(i) };
-                unsafe { self.partial[c].push(slab) };
-            } else {
-                i += 1;
-            }
-        }
-        if let Some(slab) = unsafe { self.partial[c].pop() } {
-            return Some(slab);
-        }
-        if let Some(slab) = self.spare[c].pop() {
-            self.spares -= 1;
-            return Some(slab);
-        }
-        self.pool.slab_for(c, self.id)
-    }
-
-    #[inline]
-    fn put_back(&mut self, slot: Slot, size: usize) {
-        let slab = slot.slab;
-        self.counters.released(size, slab.slot_size);
-        if slab.owner() != self.id {
-            self.pool.put_back_remote(slot);
-        } else {
-            // Safety: this heap owns the slab.
-            let free = unsafe { slab.put_back_local(slot.index) };
-            // The current slab (unlisted) stays put whatever its count: the common case.
-            if (free == 1 || free == slab.slots) && unsafe { slab.place() } != Place::Unlisted {
-                self.relist(slab, free);
-            }
-        }
-        self.pool.quota.release_with(&self.credit, size as u64);
-    }
-
-    /// A slab of this heap got its first free slot back (onto the partial list), or its last
-    /// (kept back or given up). The current slab stays where it is.
-    #[cold]
-    #[inline(never)]
-    fn relist(&mut self, slab: &'static Slab, free: u32) {
-        let c = slab.class;
-        // Safety: this heap owns the slab and its lists.
-        unsafe {
-            let (list, i) = match slab.place() {
-                Place::Partial(i) => (&mut self.partial[c], i),
-                Place::Full(i) => (&mut self.full[c], i),
-                Place::Unlisted => return,
-            };
-            if free == slab.slots {
-                list.remove(i);
-                self.now_empty(slab);
-            } else if !list.partial {
-                list.remove(i);
-                self.partial[c].push(slab);
-            }
-        }
-    }
-
-    /// Keeps up to [`SPARE_MAX`] empty slabs back (so a loop that fills and empties slabs does
-    /// not go to the pool each time); further empty ones are given up. `slab` is on no list.
-    fn now_empty(&mut self, slab: &'static Slab) {
-        if self.spares < SPARE_MAX {
-            self.spare[slab.class].push(slab);
-            self.spares += 1;
-        } else {
-            self.pool.unowned.give_up(slab, true);
-        }
-    }
-}
-
-/// Zeroes the `size` bytes at `block`, a slot of `slot_size` bytes. Slots of up to 64 B are
-/// zeroed whole with vector stores: a memset call costs more than the block. (Written plainly,
-/// the compiler folds the cases into one memset call of a looked-up length.)
-///
-/// # Safety
-/// `block` is valid for writes of `slot_size` bytes (at least `size`) and aligned to 16.
-#[inline]
-unsafe fn zero(block: *mut u8, size: usize, slot_size: u32) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::x86_64::{__m128i, _mm_setzero_si128, _mm_store_si128};
-        let (z, b) = (_mm_setzero_si128(), block as *mut __m128i);
-        match slot_size {
-            16 => return _mm_store_si128(b, z),
-            32 => return [0, 1].iter().for_each(|&i| _mm_store_si128(b.add(i), z)),
-            48 => return [0, 1, 2].iter().for_each(|&i| _mm_store_si128(b.add(i), z)),
-            64 => return [0, 1, 2, 3].iter().for_each(|&i| _mm_store_si128(b.add(i), z)),
-            _ => {}
-        }
-    }
-    let _ = slot_size;
-    std::ptr::write_bytes(block, 0, size);
-}
-
-impl Drop for Heap {
-    fn drop(&mut self) {
-        let _ = LAST_HEAP.try_with(|last| {
-            if std::ptr::eq(last.get().1, self) {
-                last.set((0, std::ptr::null_mut()));
-            }
-        });
-        self.pool.quota.retire_credit(&self.credit);
-        {
-            let mut heaps = self.pool.heaps.lock();
-            heaps.retain(|c| !Arc::ptr_eq(c, &self.counters));
-            self.pool.ended.add_shared(self.counters.snapshot());
-        }
-        let current = self.current.iter_mut().filter_map(Option::take);
-        let spare = self.spare.iter_mut().flat_map(std::mem::take);
-        let listed = self.partial.iter_mut().chain(self.full.iter_mut()).flat_map(|l| std::mem::take(&mut l.slabs));
-        let owned: Vec<_> = current.chain(spare).chain(listed).collect();
-        for slab in owned {
-            // Safety: this heap still owns the slab.
-            let empty = unsafe {
-                slab.set_place(Place::Unlisted);
-                slab.is_empty()
-            };
-            self.pool.unowned.give_up(slab, empty);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::size_class::CLASSES;
+    use super::slab::Place;
     use super::*;
 
     fn pool() -> Arc<SmallBlocks> {
@@ -663,7 +344,7 @@ mod tests {
         for i in 0..3000 {
             let size = [0, 1, 48, 64, 500, 4096, 8192][i % 7];
             let a = allocate(&p, size);
-            let slot = crate::size_class::SIZES[class_of(size, 0).unwrap()] as usize;
+            let slot = crate::allocators::small::size_class::SIZES[class_of(size, 0).unwrap()] as usize;
             assert_eq!(a % (slot & slot.wrapping_neg()).min(4096), 0, "aligned as its slot size allows");
             // Safety: a live block of `size` bytes.
             let bytes = unsafe { std::slice::from_raw_parts_mut(a as *mut u8, size) };

@@ -1,15 +1,18 @@
 //! One direct-memory manager: the quota, the system memory, the block registry and the
-//! small-block slabs composed. Blocks of up to [`crate::size_class::MAX_SMALL`] bytes come from this
+//! small-block slabs composed. Blocks of up to [`crate::allocators::small::size_class::MAX_SMALL`] bytes come from this
 //! thread's slabs; bigger ones (or when a slab cannot be had) from the system, recorded in the
 //! registry. Releases find which by the address.
 //! The process has one ([`global`]), shared by the C ABI and the JVM bindings; tests build their
 //! own so that they do not disturb each other.
 
+pub(crate) mod fork;
+
+use crate::allocators::small::slab::Claim;
+use crate::allocators::small::{self, Served, SmallBlocks};
+use crate::allocators::system as sysmem;
 use crate::quota::{Hook, Quota};
 use crate::registry::{Action, Claimed, Registry};
-use crate::slab::Claim;
-use crate::small::{self, Served, SmallBlocks};
-use crate::{limit, sysmem, Error, Result};
+use crate::{limit, Error, Result};
 use once_cell::sync::Lazy;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -59,7 +62,7 @@ pub struct Manager {
 }
 
 static GLOBAL: Lazy<Manager> = Lazy::new(|| {
-    crate::fork::install();
+    crate::manager::fork::install();
     Manager::new(limit::default_limit())
 });
 
@@ -228,7 +231,7 @@ impl Manager {
         self.quota.set_reclaim_timeout(millis)
     }
 
-    /// Every lock of this manager, in the one order [`crate::fork`] takes them.
+    /// Every lock of this manager, in the one order [`crate::manager::fork`] takes them.
     pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
         let mut locks: Vec<_> = self.quota.locks().into();
         locks.extend(self.small.locks());
@@ -244,7 +247,7 @@ impl Manager {
 
     /// Gives memory kept for reuse back to the system (see `dm_trim`); returns the cached bytes given back.
     pub fn trim(&self) -> u64 {
-        crate::mappings::global().unmap_all() + self.small.trim()
+        crate::allocators::system::mappings::global().unmap_all() + self.small.trim()
     }
 
     pub fn stats(&self) -> Stats {
@@ -263,7 +266,7 @@ impl Manager {
             reclaim_requests: q.reclaim_requests,
             limit_failures: q.limit_failures,
             occupied: b.occupied + s.occupied,
-            cached: self.small.cached_bytes() + crate::mappings::global().dirty_bytes(),
+            cached: self.small.cached_bytes() + crate::allocators::system::mappings::global().dirty_bytes(),
         }
     }
 }

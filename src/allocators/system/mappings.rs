@@ -70,7 +70,7 @@ impl Kept {
         Kept { index: Mutex::new(None) }
     }
 
-    /// Its lock, for [`crate::fork`].
+    /// Its lock, for [`crate::manager::fork`].
     pub(crate) fn lock(&self) -> &parking_lot::RawMutex {
         // Safety: the raw lock is only locked and unlocked as a whole by `fork`'s handlers.
         unsafe { self.index.raw() }

@@ -16,9 +16,9 @@
 //! Slab memory is not charged to the quota (only blocks are), so what is kept here can never make a
 //! reservation fail; it shows in the stats as `cached`.
 
+use crate::allocators::small::size_class::CLASSES;
+use crate::allocators::small::slab::{Slab, SLAB_SIZE};
 use crate::os::{coarse_millis, discard};
-use crate::size_class::CLASSES;
-use crate::slab::{Slab, SLAB_SIZE};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::*};
@@ -155,7 +155,7 @@ impl SlabPool {
         self.resident_bytes.load(Relaxed)
     }
 
-    /// Its locks, for [`crate::fork`]: none is taken while another is held.
+    /// Its locks, for [`crate::manager::fork`]: none is taken while another is held.
     pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
         unsafe {
@@ -169,8 +169,8 @@ impl SlabPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allocators::small::size_class::class_of;
     use crate::os::{map_region, unmap_region};
-    use crate::size_class::class_of;
 
     const FOUR_KIB: usize = 27;
 
@@ -195,7 +195,7 @@ mod tests {
         assert!(full.is_parked());
         assert!(pool.adopt(FOUR_KIB, 2).is_none(), "a full slab is never adopted");
         // Another thread frees slot 3: the freer finds it parked and lists it.
-        assert_eq!(full.claim(3), crate::slab::Claim::Won(4096));
+        assert_eq!(full.claim(3), crate::allocators::small::slab::Claim::Won(4096));
         full.put_back_remote(3);
         pool.unpark(full);
         assert!(!full.is_parked());

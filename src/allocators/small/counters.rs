@@ -1,0 +1,72 @@
+//! Block counters of the small-block pool: kept per heap, summed for the stats.
+
+use std::sync::atomic::{AtomicU64, Ordering::*};
+
+/// Block counters of one heap. Only its thread writes them (load + store, no read-modify-write:
+/// nothing to contend); they wrap, and a heap that frees other threads' blocks goes "negative",
+/// which the sum over all heaps puts right. Aligned so that two heaps never share a cache line.
+#[derive(Default)]
+#[repr(align(128))]
+pub(super) struct Counters {
+    pub(super) count: AtomicU64,
+    pub(super) capacity: AtomicU64,
+    /// Bytes of the live blocks' slots.
+    pub(super) occupied: AtomicU64,
+    pub(super) allocations: AtomicU64,
+}
+
+impl Counters {
+    pub(super) fn bump(counter: &AtomicU64, by: u64) {
+        counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
+    }
+
+    pub(super) fn allocated(&self, size: usize, slot_size: u32) {
+        Self::bump(&self.count, 1);
+        Self::bump(&self.capacity, size as u64);
+        Self::bump(&self.occupied, slot_size as u64);
+        Self::bump(&self.allocations, 1);
+    }
+
+    pub(super) fn released(&self, size: usize, slot_size: u32) {
+        Self::bump(&self.count, 1u64.wrapping_neg());
+        Self::bump(&self.capacity, (size as u64).wrapping_neg());
+        Self::bump(&self.occupied, (slot_size as u64).wrapping_neg());
+    }
+
+    pub(super) fn snapshot(&self) -> SmallStats {
+        SmallStats {
+            count: self.count.load(SeqCst),
+            capacity: self.capacity.load(SeqCst),
+            occupied: self.occupied.load(SeqCst),
+            total_allocations: self.allocations.load(SeqCst),
+        }
+    }
+
+    /// For counters several threads write (the pool's).
+    pub(super) fn add_shared(&self, s: SmallStats) {
+        self.count.fetch_add(s.count, SeqCst);
+        self.capacity.fetch_add(s.capacity, SeqCst);
+        self.occupied.fetch_add(s.occupied, SeqCst);
+        self.allocations.fetch_add(s.total_allocations, SeqCst);
+    }
+}
+
+impl SmallStats {
+    pub(super) fn wrapping_add(self, o: SmallStats) -> SmallStats {
+        SmallStats {
+            count: self.count.wrapping_add(o.count),
+            capacity: self.capacity.wrapping_add(o.capacity),
+            occupied: self.occupied.wrapping_add(o.occupied),
+            total_allocations: self.total_allocations.wrapping_add(o.total_allocations),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SmallStats {
+    pub count: u64,
+    pub capacity: u64,
+    /// Bytes of the live blocks' slots.
+    pub occupied: u64,
+    pub total_allocations: u64,
+}
