@@ -21,6 +21,8 @@
 //! good and every update is atomic, as before this scheme. Collectors are serialized by the
 //! caller (the quota's credit list lock).
 
+use super::{Quota, CREDIT_CHUNK};
+use crate::Result;
 use once_cell::sync::Lazy;
 use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering::*};
 use std::sync::Arc;
@@ -128,6 +130,92 @@ pub fn collect(credits: &[Arc<Credit>]) -> u64 {
         credit.shared.store(!*ASYMMETRIC, Release);
     }
     collected
+}
+
+/// The quota's side of credit: handing it out, spending and refilling it, collecting it back.
+impl Quota {
+    /// A new thread's credit, empty. Give it back with [`Quota::retire_credit`] when the thread ends.
+    pub fn new_credit(&self) -> Arc<Credit> {
+        let credit = Arc::new(Credit::default());
+        self.credits.lock().push(credit.clone());
+        credit
+    }
+
+    /// Returns what is left of a credit to the budget and forgets the credit.
+    pub fn retire_credit(&self, credit: &Arc<Credit>) {
+        self.credits.lock().retain(|c| !Arc::ptr_eq(c, credit));
+        self.release(credit.take_all());
+    }
+
+    /// Spends `bytes` of `credit` if it covers them and nobody waits. False: nothing changed.
+    #[inline]
+    pub(crate) fn spend(&self, credit: &Credit, bytes: u64) -> bool {
+        bytes == 0 || (self.waiters.load(Relaxed) == 0 && credit.update(|have| have.checked_sub(bytes)).is_some())
+    }
+
+    /// [`Quota::reserve`] for the thread owning `credit`: spends the credit when it covers
+    /// `bytes`, otherwise refills it. Near the limit, or when someone waits, it falls back to an
+    /// exact reservation.
+    #[inline]
+    pub fn reserve_with(&self, credit: &Credit, bytes: u64) -> Result<()> {
+        if self.spend(credit, bytes) {
+            return Ok(());
+        }
+        self.refill(credit, bytes)
+    }
+
+    /// The part of [`Quota::reserve_with`] off the fast path: the credit did not cover `bytes`.
+    #[inline(never)]
+    pub(super) fn refill(&self, credit: &Credit, bytes: u64) -> Result<()> {
+        if self.waiters.load(SeqCst) == 0 {
+            // Out of credit (or it was just collected): spend what is left, take a new chunk.
+            let have = credit.take_all();
+            if have >= bytes {
+                credit.update(|now| Some(now + have - bytes));
+                return Ok(());
+            }
+            if self.try_take(bytes - have + CREDIT_CHUNK, CREDIT_CHUNK) {
+                credit.update(|now| Some(now + CREDIT_CHUNK));
+                return Ok(());
+            }
+            self.release(have);
+        }
+        self.reserve(bytes)
+    }
+
+    /// [`Quota::release`] for the thread owning `credit`: the bytes go to the credit, unless it
+    /// grows past two chunks, someone waits for memory, or the limit was lowered below what is
+    /// reserved (credit must be bytes within the limit); then all of it goes back to the budget.
+    #[inline]
+    pub fn release_with(&self, credit: &Credit, bytes: u64) {
+        let after = credit.update(|have| Some(have + bytes)).unwrap_or(0) + bytes;
+        // Pairs with a waiter's increment of `waiters` before it collects credits (the update
+        // was atomic, or the collection's barrier made it visible): either we see the waiter
+        // here, or its collection finds the bytes we just added.
+        if after > 2 * CREDIT_CHUNK
+            || self.waiters.load(SeqCst) > 0
+            || self.reserved.load(Relaxed) > self.limit.load(Relaxed)
+        {
+            self.return_credit(credit);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn return_credit(&self, credit: &Credit) {
+        self.release(credit.take_all());
+    }
+
+    pub(super) fn credit_total(&self) -> u64 {
+        self.credits.lock().iter().map(|c| c.peek()).sum()
+    }
+
+    /// Brings every thread's credit back to the shared budget. Returns the bytes collected.
+    pub fn collect_credits(&self) -> u64 {
+        let collected = collect(&self.credits.lock());
+        self.release(collected);
+        collected
+    }
 }
 
 #[cfg(test)]
