@@ -265,10 +265,32 @@ pub unsafe extern "C" fn dm_cleaner_register(
 ) -> dm_status {
     boundary(|| {
         let out = non_null(out)?;
-        let handle = manager::global().register_cleaner(ptr as usize, Action { function: action, ctx })?;
+        let handle = manager::global().register_cleaner(ptr as usize, c_action(action, ctx))?;
         write_out(out, handle);
         Ok(())
     })
+}
+
+/// A C cleaner action as the core's [`Action`]: `function(ctx)`, or nothing for a NULL function.
+fn c_action(function: dm_cleanup_fn, ctx: *mut c_void) -> Action {
+    struct Call(unsafe extern "C" fn(*mut c_void), *mut c_void);
+    // Safety: `ctx` is the registrant's opaque value, handed back to its function on whichever
+    // thread releases the block, as the header documents.
+    unsafe impl Send for Call {}
+    impl Call {
+        fn run(self) {
+            // Safety: the registrant promised `function(ctx)` may be called once when the block is
+            // released; the core runs an action exactly once.
+            unsafe { (self.0)(self.1) }
+        }
+    }
+    match function {
+        Some(function) => {
+            let call = Call(function, ctx);
+            Box::new(move || call.run())
+        }
+        None => Box::new(|| {}),
+    }
 }
 
 /// Releases the block `cleaner` is attached to, exactly as dm_free does (all of that block's

@@ -20,22 +20,14 @@ use crate::allocators::system::Memory;
 use crate::{Error, Result};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
-use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 const SHARD_BITS: u32 = 6;
 const SHARDS: usize = 1 << SHARD_BITS;
 
-/// What a cleaner does when its block is released: `action(ctx)`, if there is an action.
-#[derive(Clone, Copy, Debug)]
-pub struct Action {
-    pub function: Option<unsafe extern "C" fn(*mut c_void)>,
-    pub ctx: *mut c_void,
-}
-
-// Safety: `ctx` is the registrant's opaque value; we only hand it back to `function`, on whichever
-// thread releases the block, which the C contract documents.
-unsafe impl Send for Action {}
+/// What a cleaner does when its block is released, run once on the releasing thread with no lock
+/// held. The doors make it: `ffi` from a C function pointer and its context.
+pub type Action = Box<dyn FnOnce() + Send>;
 
 struct Block {
     /// None: a slab slot with cleaners (counted by its slab, not here).
@@ -193,14 +185,11 @@ impl Registry {
         })
     }
 
-    /// Runs a claimed block's cleaner actions, in registration order, with no lock held.
-    pub fn run_actions(&self, actions: &[Action]) {
+    /// Runs a claimed block's cleaner actions, in registration order, with no lock held. The claim
+    /// made this caller their only owner: each runs once.
+    pub fn run_actions(&self, actions: Vec<Action>) {
         for action in actions {
-            if let Some(function) = action.function {
-                // Safety: the registrant promised `function(ctx)` may be called once when the block
-                // is released; the claim guarantees this is the only time.
-                unsafe { function(action.ctx) };
-            }
+            action();
             self.cleaners_run.fetch_add(1, SeqCst);
         }
     }
@@ -238,14 +227,16 @@ mod tests {
         sysmem::release(claimed.memory.unwrap());
     }
 
-    const NO_ACTION: Action = Action { function: None, ctx: std::ptr::null_mut() };
+    fn no_action() -> Action {
+        Box::new(|| {})
+    }
 
     #[test]
     fn a_block_is_claimed_once_by_address_or_by_cleaner() {
         let r = Registry::default();
         let a = block(&r, 100);
-        let c1 = r.register_cleaner(a, NO_ACTION).unwrap();
-        let c2 = r.register_cleaner(a, NO_ACTION).unwrap();
+        let c1 = r.register_cleaner(a, no_action()).unwrap();
+        let c2 = r.register_cleaner(a, no_action()).unwrap();
         assert_ne!(c1, c2);
         assert_ne!(c1, 0);
         let claimed = r.claim_by_cleaner(c2).unwrap();
@@ -261,7 +252,7 @@ mod tests {
         let r = Registry::default();
         let a = block(&r, 64);
         assert!(matches!(r.claim_by_address(a + 1), Err(Error::NotLive)));
-        assert!(matches!(r.register_cleaner(a + 16, NO_ACTION), Err(Error::NotLive)));
+        assert!(matches!(r.register_cleaner(a + 16, no_action()), Err(Error::NotLive)));
         assert!(matches!(r.claim_by_cleaner(0), Err(Error::NotLive)));
         assert_eq!(r.stats().count, 1);
         release(r.claim_by_address(a).unwrap());
@@ -271,11 +262,11 @@ mod tests {
     fn a_stale_handle_never_reaches_a_block_that_reused_the_address() {
         let r = Registry::default();
         let a = block(&r, 64);
-        let stale = r.register_cleaner(a, NO_ACTION).unwrap();
+        let stale = r.register_cleaner(a, no_action()).unwrap();
         let claimed = r.claim_by_address(a).unwrap();
         // Put a new block at the very same address.
         r.insert(claimed.memory.unwrap(), 32);
-        let fresh = r.register_cleaner(a, NO_ACTION).unwrap();
+        let fresh = r.register_cleaner(a, no_action()).unwrap();
         assert!(matches!(r.claim_by_cleaner(stale), Err(Error::NotLive)));
         assert_eq!(r.stats().count, 1);
         release(r.claim_by_cleaner(fresh).unwrap());

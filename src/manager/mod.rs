@@ -183,7 +183,7 @@ impl Manager {
     }
 
     fn finish_release(&self, claimed: Claimed) {
-        self.blocks.run_actions(&claimed.actions);
+        self.blocks.run_actions(claimed.actions);
         match claimed.memory {
             Some(memory) => {
                 sysmem::release(memory);
@@ -371,8 +371,7 @@ mod tests {
         assert_eq!(m.reallocate(p, 9000), Err(Error::Limit)); // moves (past 8 KiB): 6000 + 9000 do not fit
         assert_eq!(m.block_size(p), Ok(6000));
         assert_eq!(m.reallocate(p + 16, 10), Err(Error::NotLive));
-        let action = Action { function: None, ctx: std::ptr::null_mut() };
-        m.register_cleaner(p, action).unwrap();
+        m.register_cleaner(p, Box::new(|| {})).unwrap();
         assert_eq!(m.reallocate(p, 10), Err(Error::InvalidArgument), "a block with cleaners does not move");
         m.free(p).unwrap();
         assert_eq!(m.block_size(p), Err(Error::NotLive));
@@ -381,20 +380,21 @@ mod tests {
 
     static RAN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
-    unsafe extern "C" fn count(_: *mut std::ffi::c_void) {
-        RAN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    fn count() -> Action {
+        Box::new(|| {
+            RAN.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        })
     }
 
     #[test]
     fn small_blocks_with_cleaners_are_released_once_by_free_or_clean() {
         let m = Manager::new(1 << 30);
-        let action = Action { function: Some(count), ctx: std::ptr::null_mut() };
         let a = m.allocate(64, 0).unwrap().as_ptr() as usize;
         let b = m.allocate(64, 0).unwrap().as_ptr() as usize;
-        let ha = m.register_cleaner(a, action).unwrap();
-        m.register_cleaner(a, action).unwrap();
-        let hb = m.register_cleaner(b, action).unwrap();
-        assert_eq!(m.register_cleaner(a + 16, action), Err(Error::NotLive));
+        let ha = m.register_cleaner(a, count()).unwrap();
+        m.register_cleaner(a, count()).unwrap();
+        let hb = m.register_cleaner(b, count()).unwrap();
+        assert_eq!(m.register_cleaner(a + 16, count()), Err(Error::NotLive));
         m.free(a).unwrap();
         assert_eq!(RAN.load(std::sync::atomic::Ordering::SeqCst), 2);
         assert_eq!(m.clean(ha), Err(Error::NotLive));
