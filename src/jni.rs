@@ -2,8 +2,10 @@
 //!
 //! Thin like the C ABI: each native method calls the same [`Manager`](crate::manager) and returns a
 //! status or value; the Java side turns statuses into exceptions, so messages live in one place.
-//! Every method runs inside `EnvUnowned::with_env`, which catches panics; a panic or JNI failure
-//! becomes a `RuntimeException`, never a crash of the JVM.
+//! Every method runs inside one of two wrappers that catch panics: `in_java` (jni-rs's
+//! `EnvUnowned::with_env`: a panic or JNI failure becomes a `RuntimeException`) for the methods off
+//! the hot path, `without_env` (a panic becomes a status) for the allocation path, where jni-rs's
+//! wrapper would cost ~45 ns a call. Never a crash of the JVM.
 //!
 //! The reclaim hook is the one path that enters Java from native code: it may run on a thread the
 //! JVM has never seen (a C thread allocating in the same process), which is attached as a daemon so
@@ -15,7 +17,7 @@ use crate::manager::{self, Stats};
 use jni::errors::ThrowRuntimeExAndDefault;
 use jni::objects::{JClass, JObject, JString};
 use jni::sys::{jboolean, jint, jlong, jmethodID, jobject, jvalue, JNI_OK};
-use jni::EnvUnowned;
+use jni::{Env, EnvUnowned};
 use once_cell::sync::OnceCell;
 use std::ffi::{c_void, CString};
 use std::sync::Arc;
@@ -25,6 +27,15 @@ fn status(result: Result<(), Error>) -> jint {
         Ok(()) => 0,
         Err(e) => e.code(),
     }
+}
+
+/// The door for the methods off the hot path: runs `body` with the thread's JNI environment. A
+/// panic or a JNI failure becomes a Java `RuntimeException` and the type's default value.
+fn in_java<'local, T: Default + 'local>(
+    mut unowned: EnvUnowned<'local>,
+    body: impl FnOnce(&mut Env<'local>) -> jni::errors::Result<T>,
+) -> T {
+    unowned.with_env(body).resolve::<ThrowRuntimeExAndDefault>()
 }
 
 /// Runs the body of a native method that needs no `JNIEnv`; a panic becomes `on_panic` (a status
@@ -110,40 +121,34 @@ pub extern "system" fn Java_dev_directmem_Native_address0(
 
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_limit0<'local>(
-    mut unowned: EnvUnowned<'local>,
+    unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
 ) -> jlong {
-    unowned
-        .with_env(|_env| -> jni::errors::Result<jlong> { Ok(clamp(manager::global().limit())) })
-        .resolve::<ThrowRuntimeExAndDefault>()
+    in_java(unowned, |_env| Ok(clamp(manager::global().limit())))
 }
 
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_setLimit0<'local>(
-    mut unowned: EnvUnowned<'local>,
+    unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
     bytes: jlong,
 ) {
-    unowned
-        .with_env(|_env| -> jni::errors::Result<()> {
-            manager::global().set_limit(bytes.max(0) as u64);
-            Ok(())
-        })
-        .resolve::<ThrowRuntimeExAndDefault>()
+    in_java(unowned, |_env| {
+        manager::global().set_limit(bytes.max(0) as u64);
+        Ok(())
+    })
 }
 
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_setReclaimTimeout0<'local>(
-    mut unowned: EnvUnowned<'local>,
+    unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
     millis: jint,
 ) {
-    unowned
-        .with_env(|_env| -> jni::errors::Result<()> {
-            manager::global().set_reclaim_timeout_ms(millis.max(0) as u32);
-            Ok(())
-        })
-        .resolve::<ThrowRuntimeExAndDefault>()
+    in_java(unowned, |_env| {
+        manager::global().set_reclaim_timeout_ms(millis.max(0) as u32);
+        Ok(())
+    })
 }
 
 /// `Native.allocateOnNativeThread0(long size, int rounds, int lingerMillis)`: test support for the
@@ -152,66 +157,62 @@ pub extern "system" fn Java_dev_directmem_Native_setReclaimTimeout0<'local>(
 #[cfg(feature = "test-natives")]
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_allocateOnNativeThread0<'local>(
-    mut unowned: EnvUnowned<'local>,
+    unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
     size: jlong,
     rounds: jint,
     linger_millis: jint,
 ) -> jint {
-    unowned
-        .with_env(|_env| -> jni::errors::Result<jint> {
-            let (report, result) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                let m = manager::global();
-                let mut outcome = 0;
-                for _ in 0..rounds {
-                    match m.allocate(size.max(0) as usize, 0) {
-                        Ok(p) => {
-                            let _ = m.free(p.as_ptr() as usize);
-                        }
-                        Err(e) => {
-                            outcome = status(Err(e));
-                            break;
-                        }
+    in_java(unowned, |_env| {
+        let (report, result) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let m = manager::global();
+            let mut outcome = 0;
+            for _ in 0..rounds {
+                match m.allocate(size.max(0) as usize, 0) {
+                    Ok(p) => {
+                        let _ = m.free(p.as_ptr() as usize);
+                    }
+                    Err(e) => {
+                        outcome = status(Err(e));
+                        break;
                     }
                 }
-                let _ = report.send(outcome);
-                std::thread::sleep(std::time::Duration::from_millis(linger_millis.max(0) as u64));
-            });
-            Ok(result.recv().unwrap_or(Error::Internal.code()))
-        })
-        .resolve::<ThrowRuntimeExAndDefault>()
+            }
+            let _ = report.send(outcome);
+            std::thread::sleep(std::time::Duration::from_millis(linger_millis.max(0) as u64));
+        });
+        Ok(result.recv().unwrap_or(Error::Internal.code()))
+    })
 }
 
 /// `Native.statsInto0(StatsFields)`: every counter written into the Java field of the same name
 /// ([`Stats::fields`] is the one list), so no position is shared between the two languages.
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_statsInto0<'local>(
-    mut unowned: EnvUnowned<'local>,
+    unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
     target: JObject<'local>,
 ) {
-    unowned
-        .with_env(|env| -> jni::errors::Result<()> {
-            let stats: Stats = manager::global().stats();
-            let raw = env.get_raw();
-            // Safety (throughout): `raw` is this thread's JNIEnv and `target` a live local
-            // reference; a missing field leaves NoSuchFieldError pending, which the Java caller sees.
-            let fns = unsafe { &**raw };
-            let class = unsafe { (fns.v1_1.GetObjectClass)(raw, target.as_raw()) };
-            let written = stats.fields().into_iter().try_for_each(|(name, value)| {
-                let name = CString::new(name).expect("field names have no NUL");
-                let field = unsafe { (fns.v1_1.GetFieldID)(raw, class, name.as_ptr(), c"J".as_ptr()) };
-                if field.is_null() {
-                    return Err(jni::errors::Error::JavaException);
-                }
-                unsafe { (fns.v1_1.SetLongField)(raw, target.as_raw(), field, clamp(value)) };
-                Ok(())
-            });
-            unsafe { (fns.v1_1.DeleteLocalRef)(raw, class) };
-            written
-        })
-        .resolve::<ThrowRuntimeExAndDefault>()
+    in_java(unowned, |env| {
+        let stats: Stats = manager::global().stats();
+        let raw = env.get_raw();
+        // Safety (throughout): `raw` is this thread's JNIEnv and `target` a live local
+        // reference; a missing field leaves NoSuchFieldError pending, which the Java caller sees.
+        let fns = unsafe { &**raw };
+        let class = unsafe { (fns.v1_1.GetObjectClass)(raw, target.as_raw()) };
+        let written = stats.fields().into_iter().try_for_each(|(name, value)| {
+            let name = CString::new(name).expect("field names have no NUL");
+            let field = unsafe { (fns.v1_1.GetFieldID)(raw, class, name.as_ptr(), c"J".as_ptr()) };
+            if field.is_null() {
+                return Err(jni::errors::Error::JavaException);
+            }
+            unsafe { (fns.v1_1.SetLongField)(raw, target.as_raw(), field, clamp(value)) };
+            Ok(())
+        });
+        unsafe { (fns.v1_1.DeleteLocalRef)(raw, class) };
+        written
+    })
 }
 
 /// `Native.available0()`: bytes that fit under the limit now (0 when reserved is above it).
@@ -227,42 +228,34 @@ pub extern "system" fn Java_dev_directmem_Native_available0(
 /// ([`Error::name`]), or -1 if there is none.
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_statusCode0<'local>(
-    mut unowned: EnvUnowned<'local>,
+    unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
     name: JString<'local>,
 ) -> jint {
-    unowned
-        .with_env(|env| -> jni::errors::Result<jint> {
-            let name = name.try_to_string(env)?;
-            Ok(Error::ALL.into_iter().find(|e| e.name() == name).map_or(-1, Error::code))
-        })
-        .resolve::<ThrowRuntimeExAndDefault>()
+    in_java(unowned, |env| {
+        let name = name.try_to_string(env)?;
+        Ok(Error::ALL.into_iter().find(|e| e.name() == name).map_or(-1, Error::code))
+    })
 }
 
 /// `Native.statusMessage0(int code)`: the core's text for a status code (as `dm_status_message`).
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_statusMessage0<'local>(
-    mut unowned: EnvUnowned<'local>,
+    unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
     code: jint,
 ) -> JString<'local> {
-    unowned
-        .with_env(|env| -> jni::errors::Result<JString<'local>> {
-            env.new_string(Error::from_code(code).map_or("unknown status", Error::message))
-        })
-        .resolve::<ThrowRuntimeExAndDefault>()
+    in_java(unowned, |env| env.new_string(Error::from_code(code).map_or("unknown status", Error::message)))
 }
 
 /// `Native.version0()`: the library's version, which the Java side compares with the one its jar
 /// was built for.
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_version0<'local>(
-    mut unowned: EnvUnowned<'local>,
+    unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
 ) -> JString<'local> {
-    unowned
-        .with_env(|env| -> jni::errors::Result<JString<'local>> { env.new_string(env!("CARGO_PKG_VERSION")) })
-        .resolve::<ThrowRuntimeExAndDefault>()
+    in_java(unowned, |env| env.new_string(env!("CARGO_PKG_VERSION")))
 }
 
 /// `Native.forceGc0()`: a full collection through JVMTI's `ForceGarbageCollection`, which
@@ -270,36 +263,34 @@ pub extern "system" fn Java_dev_directmem_Native_version0<'local>(
 /// capability and no agent; returns the JVMTI error code (0 on success), or -1 without JVMTI.
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_forceGc0<'local>(
-    mut unowned: EnvUnowned<'local>,
+    unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
 ) -> jint {
-    unowned
-        .with_env(|env| -> jni::errors::Result<jint> {
-            const JVMTI_VERSION_1_2: jint = 0x3001_0200;
-            /// `ForceGarbageCollection` is function 108 of the JVMTI table, which starts at 1.
-            const FORCE_GARBAGE_COLLECTION: usize = 108 - 1;
-            let raw = env.get_raw();
-            // Safety: `raw` is this thread's JNIEnv; GetEnv with a JVMTI version yields a jvmtiEnv
-            // whose first word points to the function table of jvmti.h (stable since JVMTI 1.0);
-            // entry 108 has the type `jvmtiError (*)(jvmtiEnv*)`. The calling thread is attached.
-            unsafe {
-                let fns = &**raw;
-                let mut vm: *mut jni::sys::JavaVM = std::ptr::null_mut();
-                if (fns.v1_1.GetJavaVM)(raw, &mut vm) != JNI_OK {
-                    return Ok(-1);
-                }
-                let mut jvmti: *mut c_void = std::ptr::null_mut();
-                if ((**vm).v1_2.GetEnv)(vm, &mut jvmti, JVMTI_VERSION_1_2) != JNI_OK || jvmti.is_null() {
-                    return Ok(-1);
-                }
-                let table = *(jvmti as *const *const Option<unsafe extern "system" fn(*mut c_void) -> jint>);
-                match *table.add(FORCE_GARBAGE_COLLECTION) {
-                    Some(force) => Ok(force(jvmti)),
-                    None => Ok(-1),
-                }
+    in_java(unowned, |env| {
+        const JVMTI_VERSION_1_2: jint = 0x3001_0200;
+        /// `ForceGarbageCollection` is function 108 of the JVMTI table, which starts at 1.
+        const FORCE_GARBAGE_COLLECTION: usize = 108 - 1;
+        let raw = env.get_raw();
+        // Safety: `raw` is this thread's JNIEnv; GetEnv with a JVMTI version yields a jvmtiEnv
+        // whose first word points to the function table of jvmti.h (stable since JVMTI 1.0);
+        // entry 108 has the type `jvmtiError (*)(jvmtiEnv*)`. The calling thread is attached.
+        unsafe {
+            let fns = &**raw;
+            let mut vm: *mut jni::sys::JavaVM = std::ptr::null_mut();
+            if (fns.v1_1.GetJavaVM)(raw, &mut vm) != JNI_OK {
+                return Ok(-1);
             }
-        })
-        .resolve::<ThrowRuntimeExAndDefault>()
+            let mut jvmti: *mut c_void = std::ptr::null_mut();
+            if ((**vm).v1_2.GetEnv)(vm, &mut jvmti, JVMTI_VERSION_1_2) != JNI_OK || jvmti.is_null() {
+                return Ok(-1);
+            }
+            let table = *(jvmti as *const *const Option<unsafe extern "system" fn(*mut c_void) -> jint>);
+            match *table.add(FORCE_GARBAGE_COLLECTION) {
+                Some(force) => Ok(force(jvmti)),
+                None => Ok(-1),
+            }
+        }
+    })
 }
 
 fn clamp(value: u64) -> jlong {
@@ -309,16 +300,14 @@ fn clamp(value: u64) -> jlong {
 /// `Native.parseSize0(String)`: the one size parser, shared with DM_MAX_MEMORY; -1 if invalid.
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_parseSize0<'local>(
-    mut unowned: EnvUnowned<'local>,
+    unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
     text: JString<'local>,
 ) -> jlong {
-    unowned
-        .with_env(|env| -> jni::errors::Result<jlong> {
-            let text = text.try_to_string(env)?;
-            Ok(crate::limit::parse_size(&text).and_then(|v| jlong::try_from(v).ok()).unwrap_or(-1))
-        })
-        .resolve::<ThrowRuntimeExAndDefault>()
+    in_java(unowned, |env| {
+        let text = text.try_to_string(env)?;
+        Ok(crate::limit::parse_size(&text).and_then(|v| jlong::try_from(v).ok()).unwrap_or(-1))
+    })
 }
 
 /// What the reclaim hook needs to call `Reclaimer.reclaim(long)` from any thread.
@@ -337,37 +326,35 @@ static RECLAIMER: OnceCell<JavaReclaimer> = OnceCell::new();
 /// `Native.installReclaimHook0()`: the library's reclaim hook asks the JVM for a GC.
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_installReclaimHook0<'local>(
-    mut unowned: EnvUnowned<'local>,
+    unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
 ) {
-    unowned
-        .with_env(|env| -> jni::errors::Result<()> {
-            let raw = env.get_raw();
-            RECLAIMER.get_or_try_init(|| {
-                // Safety: `raw` is this thread's valid JNIEnv; the class name and signature are
-                // NUL-terminated literals; a failed lookup leaves a pending exception we report.
-                unsafe {
-                    let fns = &**raw;
-                    let local = (fns.v1_1.FindClass)(raw, c"dev/directmem/Reclaimer".as_ptr());
-                    if local.is_null() {
-                        return Err(jni::errors::Error::JavaException);
-                    }
-                    let method = (fns.v1_1.GetStaticMethodID)(raw, local, c"reclaim".as_ptr(), c"(J)V".as_ptr());
-                    if method.is_null() {
-                        return Err(jni::errors::Error::JavaException);
-                    }
-                    let class = (fns.v1_1.NewGlobalRef)(raw, local);
-                    let mut vm: *mut jni::sys::JavaVM = std::ptr::null_mut();
-                    if (fns.v1_1.GetJavaVM)(raw, &mut vm) != JNI_OK || class.is_null() {
-                        return Err(jni::errors::Error::JavaException);
-                    }
-                    Ok(JavaReclaimer { vm, class, method })
+    in_java(unowned, |env| {
+        let raw = env.get_raw();
+        RECLAIMER.get_or_try_init(|| {
+            // Safety: `raw` is this thread's valid JNIEnv; the class name and signature are
+            // NUL-terminated literals; a failed lookup leaves a pending exception we report.
+            unsafe {
+                let fns = &**raw;
+                let local = (fns.v1_1.FindClass)(raw, c"dev/directmem/Reclaimer".as_ptr());
+                if local.is_null() {
+                    return Err(jni::errors::Error::JavaException);
                 }
-            })?;
-            manager::global().set_reclaim_hook(Some(Arc::new(reclaim_through_java)));
-            Ok(())
-        })
-        .resolve::<ThrowRuntimeExAndDefault>()
+                let method = (fns.v1_1.GetStaticMethodID)(raw, local, c"reclaim".as_ptr(), c"(J)V".as_ptr());
+                if method.is_null() {
+                    return Err(jni::errors::Error::JavaException);
+                }
+                let class = (fns.v1_1.NewGlobalRef)(raw, local);
+                let mut vm: *mut jni::sys::JavaVM = std::ptr::null_mut();
+                if (fns.v1_1.GetJavaVM)(raw, &mut vm) != JNI_OK || class.is_null() {
+                    return Err(jni::errors::Error::JavaException);
+                }
+                Ok(JavaReclaimer { vm, class, method })
+            }
+        })?;
+        manager::global().set_reclaim_hook(Some(Arc::new(reclaim_through_java)));
+        Ok(())
+    })
 }
 
 /// The reclaim hook: `Reclaimer.reclaim(bytes)` on this thread. A thread the JVM does not know yet
