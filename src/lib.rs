@@ -1,20 +1,22 @@
 //! directmem: the JDK's direct-memory machinery (`java.nio.Bits` quota, zeroed allocation,
 //! `Cleaner` release) rebuilt as a library that C programs and the JVM share.
 //!
-//! The safe core knows nothing of C or Java:
-//! - [`quota`]: the byte budget, and the reclaim protocol when a reservation does not fit;
-//!   `credit`: a thread's share of it taken ahead of need, spent without locked instructions;
+//! The layers, each using only those below it (the tree shows them):
 //! - `os`: the operating system's memory primitives (page size, map, unmap, discard, huge-page
-//!   advice, residency), used by the layers above it and using none of them;
-//! - [`sysmem`]: zeroed, aligned memory from the system (heap for small blocks, fresh pages for big ones);
-//!   `mappings`: freed big blocks' addresses kept (their pages given back) for the next of that length;
-//! - [`registry`]: the table of live blocks and their cleaners, which makes every release exactly-once;
-//! - `small` and `slab`: blocks of up to 8 KiB from per-thread slabs, with no shared state on
-//!   the way (one compare-and-swap per free);
-//! - [`manager`]: these composed into one process-wide direct-memory manager.
+//!   advice, residency, a coarse clock);
+//! - [`allocators`]: where a block's memory comes from: `small` (up to 8 KiB: per-thread slabs in
+//!   32 size classes, the slab table, the pool of slabs no thread owns) and [`allocators::system`]
+//!   (the C heap for 8-16 KiB, mappings of their own above, freed mappings kept for reuse);
+//! - [`quota`]: the byte budget, with its thread credit and its reclaim protocol;
+//! - [`registry`]: the table of live blocks and their cleaners, which makes every release
+//!   exactly-once;
+//! - [`manager`]: these composed into one process-wide direct-memory manager (and its fork
+//!   handlers); its [`manager::Stats`] is the one stats layout;
+//! - [`error`] and [`limit`]: the one status table and the one size parser, which every layer and
+//!   both doors use.
 //!
-//! The boundaries are thin layers on top: [`ffi`] (the C ABI of `include/directmem.h`) and
-//! `jni` (the native half of the Java API `dev.directmem.DirectMemory`).
+//! None of these knows C or Java. Two sibling doors stand on the manager: [`ffi`] (the C ABI of
+//! `include/directmem.h`) and `jni` (the native half of the Java API `dev.directmem.DirectMemory`).
 
 pub mod allocators;
 pub mod error;
