@@ -134,7 +134,7 @@ pub extern "system" fn Java_dev_directmem_Native_setLimit0<'local>(
     bytes: jlong,
 ) {
     in_java(unowned, |_env| {
-        manager::global().set_limit(bytes.max(0) as u64);
+        manager::global().set_limit(u64::try_from(bytes).unwrap_or(0));
         Ok(())
     })
 }
@@ -146,7 +146,7 @@ pub extern "system" fn Java_dev_directmem_Native_setReclaimTimeout0<'local>(
     millis: jint,
 ) {
     in_java(unowned, |_env| {
-        manager::global().set_reclaim_timeout_ms(millis.max(0) as u32);
+        manager::global().set_reclaim_timeout_ms(u32::try_from(millis).unwrap_or(0));
         Ok(())
     })
 }

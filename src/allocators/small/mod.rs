@@ -20,6 +20,7 @@ mod heap;
 pub(crate) mod size_class;
 pub(crate) mod slab;
 mod slab_pool;
+mod slab_table;
 
 use crate::allocators::system as sysmem;
 use crate::quota::{Credit, Quota};
@@ -29,8 +30,9 @@ pub use counters::SmallStats;
 use heap::Heap;
 use parking_lot::Mutex;
 pub use size_class::class_of;
-use slab::{table, Claim, Slab, SLAB_SIZE};
+use slab::{Claim, Slab, SLAB_SIZE};
 use slab_pool::SlabPool;
+use slab_table as table;
 use std::cell::{Cell, UnsafeCell};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::*};

@@ -16,12 +16,12 @@
 //! unowned (owner 0) until another heap adopts it.
 //!
 //! Slabs are never unmapped and their headers never freed, so a racing or stale pointer
-//! looked up in the [`table`] always reaches a valid header: that is what makes a free of a
+//! looked up in the [`slab_table`](super::slab_table) always reaches a valid header: that is what makes a free of a
 //! foreign or stale pointer safe without a lock.
 
 use crate::allocators::small::size_class;
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 
 pub const SLAB_SHIFT: u32 = 16;
 pub const SLAB_SIZE: usize = 1 << SLAB_SHIFT;
@@ -334,73 +334,10 @@ impl Slab {
     }
 }
 
-/// Which slab an address lies in: a two-level table over the 48-bit address space, one entry per
-/// [`SLAB_SIZE`] region. Entries are set once and never cleared (slabs are permanent), so a
-/// lookup is two loads and no lock.
-pub mod table {
-    use super::*;
-
-    const LEVEL_BITS: u32 = 16;
-    const ADDRESS_BITS: u32 = SLAB_SHIFT + 2 * LEVEL_BITS; // 48
-
-    type Leaf = [AtomicPtr<Slab>; 1 << LEVEL_BITS];
-
-    static ROOT: [AtomicPtr<Leaf>; 1 << LEVEL_BITS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 1 << LEVEL_BITS];
-
-    fn indexes(address: usize) -> Option<(usize, usize)> {
-        if address >> ADDRESS_BITS != 0 {
-            return None;
-        }
-        let region = address >> SLAB_SHIFT;
-        Some((region >> LEVEL_BITS, region & ((1 << LEVEL_BITS) - 1)))
-    }
-
-    /// True if slabs can live at `base` (it lies in the addresses the table covers).
-    pub fn covers(base: usize) -> bool {
-        indexes(base).is_some()
-    }
-
-    /// The slab whose region holds `address`, if any.
-    #[inline]
-    pub fn find(address: usize) -> Option<&'static Slab> {
-        let (top, low) = indexes(address)?;
-        let leaf = ROOT[top].load(Acquire);
-        if leaf.is_null() {
-            return None;
-        }
-        // Safety: leaves are never freed; slab headers are leaked, never freed.
-        let slab = unsafe { (*leaf)[low].load(Acquire) };
-        unsafe { slab.as_ref() }
-    }
-
-    /// Records a new slab, for good. `slab.base` must be covered and aligned to SLAB_SIZE.
-    pub fn insert(slab: &'static Slab) {
-        let (top, low) = indexes(slab.base).expect("slab outside the table");
-        let mut leaf = ROOT[top].load(Acquire);
-        if leaf.is_null() {
-            let layout = std::alloc::Layout::new::<Leaf>();
-            // Safety: all-zero bytes are null AtomicPtrs; the layout is not zero-sized.
-            let fresh = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Leaf;
-            if fresh.is_null() {
-                std::alloc::handle_alloc_error(layout);
-            }
-            leaf = match ROOT[top].compare_exchange(std::ptr::null_mut(), fresh, AcqRel, Acquire) {
-                Ok(_) => fresh,
-                Err(theirs) => {
-                    // Safety: `fresh` was never shared.
-                    unsafe { std::alloc::dealloc(fresh as *mut u8, layout) };
-                    theirs
-                }
-            };
-        }
-        // Safety: `leaf` is a live leaf (never freed).
-        unsafe { (*leaf)[low].store(slab as *const Slab as *mut Slab, Release) };
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::allocators::small::slab_table as table;
 
     fn class(size: usize) -> usize {
         size_class::class_of(size, 0).unwrap()
