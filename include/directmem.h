@@ -194,25 +194,25 @@ enum dm_status dm_free(void *ptr);
 
 /**
  * Resizes the live block starting at `ptr` to `new_size` bytes, for allocator hooks shaped like
- * realloc (SQLite's xRealloc, Lua's lua_Alloc, zlib's). A block of up to 8 KiB that stays in its
- * size class (four per doubling: ..., 80, 96, 112, 128, 160, ...) is resized in place (`*out` == `ptr`); otherwise it moves: `*out`
- * is a new block (default alignment) holding the first min(old, new) bytes, and the old block is
- * freed. Bytes beyond the old size are zero either way, and the quota is charged the difference.
+ * realloc (SQLite's xRealloc, Lua's lua_Alloc, zlib's). A block of up to 8 KiB without cleaners
+ * that stays in its size class (four per doubling: ..., 80, 96, 112, 128, 160, ...) is resized
+ * in place (`*out` == `ptr`); otherwise it moves: `*out` is a new block (default alignment)
+ * holding the first min(old, new) bytes, and the old block is freed. A block's cleaners move
+ * with it: the same handles, not run by the move, run once when the new block is released.
+ * Bytes beyond the old size are zero either way, and the quota is charged the difference.
  * `ptr` NULL: as dm_allocate(new_size, 0, out). On any failure nothing changes and `ptr` stays
- * valid.
+ * valid. A dm_clean of one of the block's handles racing with its move may find it in neither
+ * place and return DM_ERR_NOT_LIVE (as a dm_free of `ptr` racing with it would).
  *
  * Thread-safe. May call the reclaim hook and wait. Returns DM_OK and writes `*out`;
- * DM_ERR_INVALID_ARGUMENT (NULL `out`, a size that overflows, or a block with cleaners: their
- * handles would not follow it); DM_ERR_NOT_LIVE (`ptr` not the start of a live block);
- * DM_ERR_LIMIT; DM_ERR_NO_MEMORY; DM_ERR_INTERNAL.
+ * DM_ERR_INVALID_ARGUMENT (NULL `out`, a size that overflows); DM_ERR_NOT_LIVE (`ptr` not the
+ * start of a live block); DM_ERR_LIMIT; DM_ERR_NO_MEMORY; DM_ERR_INTERNAL.
  *
  * # Safety
  * `out` must be NULL or valid for writing one pointer; `ptr` is only looked up, never
  * dereferenced unless live.
  */
-enum dm_status dm_reallocate(void *ptr,
-                             size_t new_size,
-                             void **out);
+enum dm_status dm_reallocate(void *ptr, size_t new_size, void **out);
 
 /**
  * Writes the size of the live block starting at `ptr` (what it was allocated or resized with)

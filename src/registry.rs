@@ -11,10 +11,12 @@
 //! registered on one: then it gets an entry without memory (the slab keeps the memory and the
 //! counts), so that its cleaners are found and claimed exactly like any block's.
 //!
-//! The table is split into shards by address so that threads rarely meet on a lock. A cleaner
-//! handle carries its block's shard in its low bits; its high bits come from a process-wide
-//! counter, so handles are never 0 and never reused, and a stale handle (its block released,
-//! the address handed out again) finds nothing rather than the new block.
+//! The table is split into shards by address so that threads rarely meet on a lock. Cleaner
+//! handles come from a process-wide counter, so they are never 0 and never reused; a second
+//! table, sharded by handle, says where each live cleaner's block is now. A block that moves
+//! (`dm_reallocate`) takes its cleaners along: same handles, new address. A stale handle (its
+//! block released, the address handed out again) finds nothing rather than the new block, since
+//! the block found must also list the handle. Lock order: a block shard, then a handle shard.
 
 use crate::allocators::system::Memory;
 use crate::{Error, Result};
@@ -40,8 +42,6 @@ struct Block {
 #[derive(Default)]
 struct Shard {
     blocks: FxHashMap<usize, Block>,
-    /// cleaner handle -> start address of its block (in this shard)
-    cleaners: FxHashMap<u64, usize>,
     count: u64,
     capacity: u64,
     occupied: u64,
@@ -54,7 +54,8 @@ pub struct Claimed {
     /// None: a slab slot; the caller finishes its release through the slab.
     pub memory: Option<Memory>,
     pub size: usize,
-    pub actions: Vec<Action>,
+    /// Its cleaners, (handle, action) in registration order.
+    pub cleaners: Vec<(u64, Action)>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -70,6 +71,8 @@ pub struct RegistryStats {
 
 pub struct Registry {
     shards: Box<[Mutex<Shard>]>,
+    /// Sharded by handle: live cleaner handle -> start address of its block.
+    handles: Box<[Mutex<FxHashMap<u64, usize>>]>,
     next_cleaner: AtomicU64,
     live_cleaners: AtomicU64,
     cleaners_run: AtomicU64,
@@ -79,6 +82,7 @@ impl Default for Registry {
     fn default() -> Self {
         Registry {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            handles: (0..SHARDS).map(|_| Mutex::new(FxHashMap::default())).collect(),
             next_cleaner: AtomicU64::new(1),
             live_cleaners: AtomicU64::new(0),
             cleaners_run: AtomicU64::new(0),
@@ -92,10 +96,16 @@ fn shard_of(address: usize) -> usize {
 }
 
 impl Registry {
-    /// The shard locks, for [`crate::manager::fork`]: no other lock is taken while one is held.
+    /// The shard locks, for [`crate::manager::fork`], in the order they nest: block shards, then
+    /// handle shards (no block shard is taken while a handle shard is held).
     pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
-        self.shards.iter().map(|m| unsafe { m.raw() }).collect()
+        let blocks = self.shards.iter().map(|m| unsafe { m.raw() });
+        blocks.chain(self.handles.iter().map(|m| unsafe { m.raw() })).collect()
+    }
+
+    fn handle_shard(&self, handle: u64) -> &Mutex<FxHashMap<u64, usize>> {
+        &self.handles[(handle & (SHARDS as u64 - 1)) as usize]
     }
 
     /// Records a freshly allocated block.
@@ -129,18 +139,39 @@ impl Registry {
     }
 
     fn register(&self, address: usize, action: Action, hand_over: impl FnOnce() -> bool) -> Result<u64> {
-        let index = shard_of(address);
-        let mut shard = self.shards[index].lock();
+        let handle = self.next_cleaner.fetch_add(1, SeqCst);
+        self.attach(address, vec![(handle, action)], hand_over)?;
+        Ok(handle)
+    }
+
+    /// Attaches cleaners (with their handles) to the live block at `address`: new ones, or those
+    /// a moved block brings along. For a slab slot without an entry, `hand_over` (run under the
+    /// shard lock) hands its release over to the table first. On failure the cleaners are dropped
+    /// unrun.
+    fn attach(&self, address: usize, cleaners: Vec<(u64, Action)>, hand_over: impl FnOnce() -> bool) -> Result<()> {
+        let mut shard = self.shards[shard_of(address)].lock();
         let shard = &mut *shard;
         if !shard.blocks.contains_key(&address) && hand_over() {
             shard.blocks.insert(address, Block { memory: None, size: 0, cleaners: Vec::new() });
         }
         let block = shard.blocks.get_mut(&address).ok_or(Error::NotLive)?;
-        let handle = (self.next_cleaner.fetch_add(1, SeqCst) << SHARD_BITS) | index as u64;
-        block.cleaners.push((handle, action));
-        shard.cleaners.insert(handle, address);
-        self.live_cleaners.fetch_add(1, SeqCst);
-        Ok(handle)
+        self.live_cleaners.fetch_add(cleaners.len() as u64, SeqCst);
+        for (handle, action) in cleaners {
+            self.handle_shard(handle).lock().insert(handle, address);
+            block.cleaners.push((handle, action));
+        }
+        Ok(())
+    }
+
+    /// Gives a moved block's cleaners (as its claim took them out) to the live block at
+    /// `address`, handles unchanged. See [`Registry::attach`].
+    pub fn move_cleaners(
+        &self,
+        address: usize,
+        cleaners: Vec<(u64, Action)>,
+        hand_over: impl FnOnce() -> bool,
+    ) -> Result<()> {
+        self.attach(address, cleaners, hand_over)
     }
 
     /// The size of the live block starting at `address`, and whether it has cleaners.
@@ -158,10 +189,14 @@ impl Registry {
 
     /// Takes the block of a live cleaner out of the table.
     pub fn claim_by_cleaner(&self, handle: u64) -> Result<Claimed> {
-        let index = (handle & (SHARDS as u64 - 1)) as usize;
-        let mut shard = self.shards[index].lock();
-        let address = *shard.cleaners.get(&handle).ok_or(Error::NotLive)?;
-        self.claim(&mut shard, address)
+        let address = *self.handle_shard(handle).lock().get(&handle).ok_or(Error::NotLive)?;
+        let mut shard = self.shards[shard_of(address)].lock();
+        // Between the two locks the block may have been released (and the address reused): only
+        // a block that still lists the handle is its block.
+        match shard.blocks.get(&address) {
+            Some(block) if block.cleaners.iter().any(|(h, _)| *h == handle) => self.claim(&mut shard, address),
+            _ => Err(Error::NotLive),
+        }
     }
 
     fn claim(&self, shard: &mut Shard, address: usize) -> Result<Claimed> {
@@ -173,22 +208,17 @@ impl Registry {
         }
         if !block.cleaners.is_empty() {
             for (handle, _) in &block.cleaners {
-                shard.cleaners.remove(handle);
+                self.handle_shard(*handle).lock().remove(handle);
             }
             self.live_cleaners.fetch_sub(block.cleaners.len() as u64, SeqCst);
         }
-        Ok(Claimed {
-            address,
-            memory: block.memory,
-            size: block.size,
-            actions: block.cleaners.into_iter().map(|(_, action)| action).collect(),
-        })
+        Ok(Claimed { address, memory: block.memory, size: block.size, cleaners: block.cleaners })
     }
 
     /// Runs a claimed block's cleaner actions, in registration order, with no lock held. The claim
     /// made this caller their only owner: each runs once.
-    pub fn run_actions(&self, actions: Vec<Action>) {
-        for action in actions {
+    pub fn run_actions(&self, cleaners: Vec<(u64, Action)>) {
+        for (_, action) in cleaners {
             action();
             self.cleaners_run.fetch_add(1, SeqCst);
         }
@@ -240,7 +270,7 @@ mod tests {
         assert_ne!(c1, c2);
         assert_ne!(c1, 0);
         let claimed = r.claim_by_cleaner(c2).unwrap();
-        assert_eq!((claimed.size, claimed.actions.len()), (100, 2));
+        assert_eq!((claimed.size, claimed.cleaners.len()), (100, 2));
         assert!(matches!(r.claim_by_address(a), Err(Error::NotLive)));
         assert!(matches!(r.claim_by_cleaner(c1), Err(Error::NotLive)));
         release(claimed);

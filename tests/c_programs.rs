@@ -98,8 +98,17 @@ fn c_test_programs_hold_up_to_misuse_and_races() {
         .arg(common::project_dir().join("tests/c"))
         .arg(format!("LIBDIR={}", common::library_dir().display()))
         .arg(format!("BUILD={}", build.display())));
-    for name in ["abuse", "races", "quota_hooks", "fork", "cpp_layer17", "cpp_layer20", "sqlite_alloc", "memory_reuse"]
-    {
+    for name in [
+        "abuse",
+        "races",
+        "quota_hooks",
+        "fork",
+        "cpp_layer17",
+        "cpp_layer20",
+        "sqlite_alloc",
+        "memory_reuse",
+        "realloc_cleaners",
+    ] {
         let out = run(&mut Command::new(build.join(name)));
         let program = name.trim_end_matches(char::is_numeric);
         assert!(out.contains(&format!("{program}: OK")), "{name} printed:\n{out}");

@@ -39,8 +39,11 @@ extern "C" fn prepare() {
     // or the child would wait for a thread it does not have.
     crate::quota::credit::init();
     crate::os::page_size();
-    // Safety of the order: only the quota nests (credits, then state), and `locks` lists those
-    // first; every other lock is taken alone, so taking them one by one cannot deadlock.
+    // Safety of the order: locks that nest are listed in the order they nest (the quota's state,
+    // then its credits; a block shard, then a handle shard); every other lock is taken alone (a
+    // lock guard that lives to the end of a statement counts: a slab pool's class list was once
+    // held across the resident list, and the fork test hung). So taking them one by one cannot
+    // deadlock.
     for lock in locks() {
         lock.lock();
     }

@@ -144,9 +144,9 @@ impl Manager {
 
     /// Resizes the live block at `address` to `new_size`: in place when a small block stays in
     /// its size class; otherwise a new zeroed block (default alignment) with the first
-    /// min(old, new) bytes copied, then the old one freed. On any failure the old block stays as
-    /// it was. A block with cleaners is refused (`InvalidArgument`): its handles name its place
-    /// in the block table, which a move would change.
+    /// min(old, new) bytes copied, then the old one freed. A block with cleaners takes them
+    /// along: same handles, run once when the new block is released. On any failure the old
+    /// block stays as it was.
     pub fn reallocate(&self, address: usize, new_size: usize) -> Result<NonNull<u8>> {
         let (old_size, has_cleaners) = match self.small.find(address) {
             Some(slot) => {
@@ -159,12 +159,20 @@ impl Manager {
             }
             None => self.blocks.size_of(address)?,
         };
-        if has_cleaners {
-            return Err(Error::InvalidArgument);
-        }
         let new = self.allocate(new_size, 0)?;
         // Safety: both blocks are live, at least min(old, new) bytes long, and distinct.
         unsafe { std::ptr::copy_nonoverlapping(address as *const u8, new.as_ptr(), old_size.min(new_size)) };
+        if has_cleaners {
+            // The claim makes this caller the only one to release the old block; its cleaners go
+            // to the new one with their handles.
+            return match self.blocks.claim_by_address(address) {
+                Ok(old) => self.move_block_cleaners(old, new.as_ptr() as usize).map(|()| new),
+                Err(e) => {
+                    let _ = self.free(new.as_ptr() as usize);
+                    Err(e)
+                }
+            };
+        }
         match self.free(address) {
             Ok(()) => Ok(new),
             Err(e) => {
@@ -182,8 +190,13 @@ impl Manager {
         Ok(())
     }
 
-    fn finish_release(&self, claimed: Claimed) {
-        self.blocks.run_actions(claimed.actions);
+    fn finish_release(&self, mut claimed: Claimed) {
+        self.blocks.run_actions(std::mem::take(&mut claimed.cleaners));
+        self.release_memory(claimed);
+    }
+
+    /// Gives a claimed block's memory back (its cleaners ran, or moved to another block).
+    fn release_memory(&self, claimed: Claimed) {
         match claimed.memory {
             Some(memory) => {
                 sysmem::release(memory);
@@ -205,6 +218,21 @@ impl Manager {
                 self.blocks.register_slot_cleaner(address, action, || slot.mark_cleaned())
             }
         }
+    }
+
+    /// Moves the cleaners of the block at `from` (claimed out of the table: nobody else can
+    /// release it now) to the live block at `to`, then frees `from`'s memory without running them.
+    fn move_block_cleaners(&self, mut from: Claimed, to: usize) -> Result<()> {
+        let cleaners = std::mem::take(&mut from.cleaners);
+        let moved = match self.small.find(to) {
+            None => self.blocks.move_cleaners(to, cleaners, || false),
+            Some(slot) => {
+                let slot = slot?;
+                self.blocks.move_cleaners(to, cleaners, || slot.mark_cleaned())
+            }
+        };
+        self.release_memory(from);
+        moved
     }
 
     pub fn reserve(&self, bytes: u64) -> Result<()> {
@@ -371,11 +399,51 @@ mod tests {
         assert_eq!(m.reallocate(p, 9000), Err(Error::Limit)); // moves (past 8 KiB): 6000 + 9000 do not fit
         assert_eq!(m.block_size(p), Ok(6000));
         assert_eq!(m.reallocate(p + 16, 10), Err(Error::NotLive));
-        m.register_cleaner(p, Box::new(|| {})).unwrap();
-        assert_eq!(m.reallocate(p, 10), Err(Error::InvalidArgument), "a block with cleaners does not move");
         m.free(p).unwrap();
         assert_eq!(m.block_size(p), Err(Error::NotLive));
         assert_eq!((m.stats().count, m.stats().reserved), (0, 0));
+    }
+
+    #[test]
+    fn cleaners_follow_a_moved_block_with_their_handles() {
+        use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
+        use std::sync::Arc;
+        let m = Manager::new(1 << 30);
+        // Small -> small (another class), small -> big, big -> big, big -> small.
+        for sizes in [[64, 1000], [100, 50_000], [20_000, 300_000], [200_000, 10]] {
+            let ran = Arc::new(AtomicU32::new(0));
+            let counter = |ran: &Arc<AtomicU32>| -> Action {
+                let ran = ran.clone();
+                Box::new(move || {
+                    ran.fetch_add(1, SeqCst);
+                })
+            };
+            let p = m.allocate(sizes[0], 0).unwrap().as_ptr() as usize;
+            // Safety: a live block of sizes[0] bytes.
+            unsafe { std::ptr::write_bytes(p as *mut u8, 0x3c, sizes[0]) };
+            let h1 = m.register_cleaner(p, counter(&ran)).unwrap();
+            let h2 = m.register_cleaner(p, counter(&ran)).unwrap();
+            let q = m.reallocate(p, sizes[1]).unwrap().as_ptr() as usize;
+            assert_ne!(q, p, "{sizes:?}: moved");
+            assert_eq!(ran.load(SeqCst), 0, "{sizes:?}: the cleaners did not run on the move");
+            assert_eq!(m.block_size(p), Err(Error::NotLive));
+            // Safety: a live block of sizes[1] bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(q as *const u8, sizes[1]) };
+            let kept = sizes[0].min(sizes[1]);
+            assert!(bytes[..kept].iter().all(|&b| b == 0x3c) && bytes[kept..].iter().all(|&b| b == 0));
+            let s = m.stats();
+            assert_eq!((s.count, s.capacity, s.live_cleaners), (1, sizes[1] as u64, 2), "{sizes:?}");
+            // The old address handed out again does not catch the handles.
+            let reused = m.allocate(sizes[0], 0).unwrap().as_ptr() as usize;
+            m.clean(h2).unwrap();
+            assert_eq!(ran.load(SeqCst), 2, "{sizes:?}: both cleaners ran once, with the moved block");
+            assert_eq!(m.clean(h1), Err(Error::NotLive));
+            assert_eq!(m.block_size(q), Err(Error::NotLive));
+            assert_eq!(m.block_size(reused), Ok(sizes[0]), "{sizes:?}: the block at the old address lives on");
+            m.free(reused).unwrap();
+            let s = m.stats();
+            assert_eq!((s.count, s.reserved, s.live_cleaners), (0, 0, 0), "{sizes:?}");
+        }
     }
 
     static RAN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

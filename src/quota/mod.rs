@@ -78,11 +78,12 @@ impl Quota {
         }
     }
 
-    /// Its locks, in the order [`crate::manager::fork`] takes them (credits before state: collecting
-    /// credit wakes waiters under the state lock).
+    /// Its locks, in the order [`crate::manager::fork`] takes them, which is the order they nest:
+    /// state, then credits (a waiter holding the state lock may sum the credits for the peak).
+    /// Nothing takes the state lock while holding the credits lock.
     pub(crate) fn locks(&self) -> [&parking_lot::RawMutex; 2] {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
-        unsafe { [self.credits.raw(), self.state.raw()] }
+        unsafe { [self.state.raw(), self.credits.raw()] }
     }
 
     /// `reserved` and `peak_reserved` leave out credit taken ahead of need, so they are exact

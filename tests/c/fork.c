@@ -42,6 +42,9 @@ static int in_child(void) {
 }
 
 int main(void) {
+    /* A deadlock in the parent (the fork handlers against another thread) ends as a failure, not
+     * a hang of the test run; children do not inherit it. */
+    alarm(120);
     CHECK(dm_set_limit(1u << 30));
     pthread_t t[3];
     for (size_t i = 0; i < 3; i++) ASSERT(pthread_create(&t[i], NULL, churn, (void *)i) == 0);

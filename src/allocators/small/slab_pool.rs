@@ -50,7 +50,10 @@ impl SlabPool {
     /// An unowned slab of `class`, now owned by `owner`: one with room, else an empty resident
     /// one; None if there is neither.
     pub fn adopt(&self, class: usize, owner: u64) -> Option<&'static Slab> {
-        let slab = self.room[class].lock().pop().or_else(|| self.take_resident(class, owner));
+        // The class's lock is let go before the resident list's is taken: `fork` takes them all,
+        // in the other order.
+        let with_room = self.room[class].lock().pop();
+        let slab = with_room.or_else(|| self.take_resident(class, owner));
         if let Some(slab) = slab {
             slab.set_owner(owner);
         }

@@ -1,0 +1,44 @@
+/* dm_reallocate of a block with cleaners (issue 15): the cleaners move with the block, keep their
+ * handles, do not run on the move and run once when the moved block is released; the old address
+ * is no longer live, and a block later allocated there is not reached by the handles. */
+#include <string.h>
+#include "check.h"
+
+static void count(void *ctx) { ++*(int *)ctx; }
+
+static void move_with_cleaners(size_t from, size_t to) {
+    int ran = 0;
+    void *p, *q, *again;
+    dm_cleaner h1, h2;
+    CHECK(dm_allocate(from, 0, &p));
+    memset(p, 0x5a, from);
+    CHECK(dm_cleaner_register(p, count, &ran, &h1));
+    CHECK(dm_cleaner_register(p, count, &ran, &h2));
+    CHECK(dm_reallocate(p, to, &q));
+    ASSERT(q != p && ran == 0);
+    size_t kept = from < to ? from : to, size = 0;
+    for (size_t i = 0; i < to; i++) ASSERT(((unsigned char *)q)[i] == (i < kept ? 0x5a : 0));
+    EXPECT(dm_block_size(p, &size), DM_ERR_NOT_LIVE);
+    dm_stats s = stats_now();
+    ASSERT(s.count == 1 && s.capacity == to && s.live_cleaners == 2);
+    CHECK(dm_allocate(from, 0, &again)); /* may well land at the old address */
+    CHECK(dm_clean(h2));
+    ASSERT(ran == 2);
+    EXPECT(dm_clean(h1), DM_ERR_NOT_LIVE);
+    EXPECT(dm_free(q), DM_ERR_NOT_LIVE);
+    CHECK(dm_block_size(again, &size));
+    ASSERT(size == from);
+    CHECK(dm_free(again));
+    s = stats_now();
+    ASSERT(s.count == 0 && s.reserved == 0 && s.live_cleaners == 0);
+}
+
+int main(void) {
+    CHECK(dm_set_limit(64u << 20));
+    move_with_cleaners(64, 1000);      /* slab slot to slab slot */
+    move_with_cleaners(100, 50000);    /* slot to mapping */
+    move_with_cleaners(20000, 300000); /* mapping to mapping */
+    move_with_cleaners(200000, 10);    /* mapping to slot */
+    printf("realloc_cleaners: OK\n");
+    return 0;
+}
