@@ -194,9 +194,11 @@ enum dm_status dm_free(void *ptr);
 
 /**
  * Resizes the live block starting at `ptr` to `new_size` bytes, for allocator hooks shaped like
- * realloc (SQLite's xRealloc, Lua's lua_Alloc, zlib's). A block of up to 8 KiB without cleaners
- * that stays in its size class (four per doubling: ..., 80, 96, 112, 128, 160, ...) is resized
- * in place (`*out` == `ptr`); otherwise it moves: `*out` is a new block (default alignment)
+ * realloc (SQLite's xRealloc, Lua's lua_Alloc, zlib's). It stays in place (`*out` == `ptr`) when
+ * it can: a block of up to 8 KiB without cleaners that stays in its size class (four per
+ * doubling: ..., 80, 96, 112, 128, 160, ...), or a block of 16 KiB and more (a mapping of its own)
+ * that still fits its mapping with at most half as much again to spare, or whose mapping can grow
+ * where it lies (`mremap`). Otherwise it moves: `*out` is a new block (default alignment)
  * holding the first min(old, new) bytes, and the old block is freed. A block's cleaners move
  * with it: the same handles, not run by the move, run once when the new block is released.
  * Bytes beyond the old size are zero either way, and the quota is charged the difference.

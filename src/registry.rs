@@ -181,6 +181,24 @@ impl Registry {
         Ok((block.size, !block.cleaners.is_empty()))
     }
 
+    /// Resizes the live block at `address`, of `old_size` bytes, to `new_size` in place if its
+    /// memory allows ([`Memory::resize_in_place`]); its counts follow. `Ok(false)`: not in place
+    /// (a slab slot's entry, heap memory, no room, or the block changed meanwhile); nothing changed.
+    pub fn resize_in_place(&self, address: usize, old_size: usize, new_size: usize) -> Result<bool> {
+        let mut shard = self.shards[shard_of(address)].lock();
+        let shard = &mut *shard;
+        let block = shard.blocks.get_mut(&address).ok_or(Error::NotLive)?;
+        let Some(memory) = block.memory.as_mut().filter(|_| block.size == old_size) else { return Ok(false) };
+        let before = memory.footprint() as u64;
+        if !memory.resize_in_place(old_size, new_size) {
+            return Ok(false);
+        }
+        block.size = new_size;
+        shard.capacity = shard.capacity - old_size as u64 + new_size as u64;
+        shard.occupied = shard.occupied - before + memory.footprint() as u64;
+        Ok(true)
+    }
+
     /// Takes the live block starting at `address` out of the table.
     pub fn claim_by_address(&self, address: usize) -> Result<Claimed> {
         let mut shard = self.shards[shard_of(address)].lock();

@@ -157,7 +157,13 @@ impl Manager {
                 }
                 (size, has_cleaners)
             }
-            None => self.blocks.size_of(address)?,
+            None => {
+                let (size, has_cleaners) = self.blocks.size_of(address)?;
+                if self.resize_in_place(address, size, new_size)? {
+                    return NonNull::new(address as *mut u8).ok_or(Error::Internal);
+                }
+                (size, has_cleaners)
+            }
         };
         let new = self.allocate(new_size, 0)?;
         // Safety: both blocks are live, at least min(old, new) bytes long, and distinct.
@@ -179,6 +185,23 @@ impl Manager {
                 // Freed by another thread meanwhile (a race the caller made): give the copy back.
                 let _ = self.free(new.as_ptr() as usize);
                 Err(e)
+            }
+        }
+    }
+
+    /// A block of the table resized in place (see [`Registry::resize_in_place`]), the quota charged
+    /// the difference first (it may reclaim and wait, so no lock is held) and given back if not.
+    fn resize_in_place(&self, address: usize, old_size: usize, new_size: usize) -> Result<bool> {
+        let growth = new_size.saturating_sub(old_size) as u64;
+        self.quota.reserve(growth)?;
+        match self.blocks.resize_in_place(address, old_size, new_size) {
+            Ok(true) => {
+                self.quota.release(old_size.saturating_sub(new_size) as u64);
+                Ok(true)
+            }
+            other => {
+                self.quota.release(growth);
+                other
             }
         }
     }
@@ -402,6 +425,39 @@ mod tests {
         m.free(p).unwrap();
         assert_eq!(m.block_size(p), Err(Error::NotLive));
         assert_eq!((m.stats().count, m.stats().reserved), (0, 0));
+    }
+
+    #[test]
+    fn a_mapped_block_resizes_in_place_within_its_mapping_or_by_growing_it() {
+        let m = Manager::new(1 << 30);
+        let fill = |p: usize, n: usize| unsafe { std::ptr::write_bytes(p as *mut u8, 0x6b, n) };
+        // Safety (both closures): called on live blocks of at least `n` bytes.
+        let check = |p: usize, kept: usize, n: usize| {
+            let bytes = unsafe { std::slice::from_raw_parts(p as *const u8, n) };
+            assert!(bytes[..kept].iter().all(|&b| b == 0x6b), "kept");
+            assert!(bytes[kept..].iter().all(|&b| b == 0), "zeroed");
+        };
+        let p = m.allocate(100_000, 0).unwrap().as_ptr() as usize; // a 100 KiB mapping
+        fill(p, 100_000);
+        assert_eq!(m.reallocate(p, 101_000).unwrap().as_ptr() as usize, p, "grows within its mapping");
+        check(p, 100_000, 101_000);
+        assert_eq!(m.reallocate(p, 70_000).unwrap().as_ptr() as usize, p, "shrinks in place");
+        assert_eq!((m.stats().reserved, m.stats().capacity, m.stats().occupied), (70_000, 70_000, 102_400));
+        let q = m.reallocate(p, 90_000).unwrap().as_ptr() as usize;
+        assert_eq!(q, p, "grows back: the bytes cut off come back zeroed");
+        check(p, 70_000, 90_000);
+        let r = m.reallocate(p, 40_000).unwrap().as_ptr() as usize;
+        assert_ne!(r, p, "most of the mapping would be waste: moved");
+        check(r, 40_000, 40_000);
+        m.free(r).unwrap();
+        // Growing past the mapping: in place when the addresses after it are free, else moved.
+        let big = m.allocate(1 << 20, 0).unwrap().as_ptr() as usize;
+        fill(big, 1 << 20);
+        let grown = m.reallocate(big, 3 << 20).unwrap().as_ptr() as usize;
+        check(grown, 1 << 20, 3 << 20);
+        assert_eq!((m.stats().count, m.stats().reserved), (1, 3 << 20));
+        m.free(grown).unwrap();
+        assert_eq!((m.stats().count, m.stats().reserved, m.stats().occupied), (0, 0, 0));
     }
 
     #[test]

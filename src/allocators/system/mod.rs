@@ -47,6 +47,44 @@ pub struct Memory {
 unsafe impl Send for Memory {}
 
 impl Memory {
+    /// Resizes a mapped block of `old_size` bytes to `new_size` in place, if it can: within its
+    /// mapping, while the mapping stays at most half as long again as the block (the rule for
+    /// reusing kept mappings), or by growing the mapping where the addresses after it are free
+    /// (`mremap` without moving). Bytes that come into the block read as zero. False: not in
+    /// place (heap memory, a block that would fall under [`MAP_THRESHOLD`], no room); nothing
+    /// changed.
+    pub fn resize_in_place(&mut self, old_size: usize, new_size: usize) -> bool {
+        if self.mapped_len == 0 || new_size < MAP_THRESHOLD {
+            return false;
+        }
+        let page = page_size();
+        let Some(len) = new_size.checked_add(page - 1).map(|l| l & !(page - 1)) else { return false };
+        let start = self.ptr.as_ptr();
+        if len <= self.mapped_len {
+            if len + len / 2 < self.mapped_len {
+                return false; // most of the mapping would be waste: the caller moves the block
+            }
+        } else {
+            // Safety: the mapping [start, start + mapped_len) is this block's; without
+            // MREMAP_MAYMOVE it either grows where it is or fails and stays as it was.
+            let grown = unsafe { libc::mremap(start as *mut libc::c_void, self.mapped_len, len, 0) };
+            if grown == libc::MAP_FAILED {
+                return false;
+            }
+            // The new pages are fresh zero pages; the old mapping's tail may hold earlier bytes.
+            // Safety: inside the mapping, which is this block's.
+            unsafe { std::ptr::write_bytes(start.add(old_size), 0, self.mapped_len.saturating_sub(old_size)) };
+            self.mapped_len = len;
+            return true;
+        }
+        if new_size > old_size {
+            // Safety: inside the mapping, which is this block's. Bytes after a block's end may
+            // hold what an earlier block (or this one before a shrink) wrote there.
+            unsafe { std::ptr::write_bytes(start.add(old_size), 0, new_size - old_size) };
+        }
+        true
+    }
+
     /// Bytes the block takes from the system: its mapping's length, or what the C heap gave it.
     pub fn footprint(&self) -> usize {
         if self.mapped_len != 0 {
