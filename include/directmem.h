@@ -127,7 +127,7 @@ typedef struct dm_stats {
   uint64_t occupied;
   /**
    * Bytes kept in memory for reuse that no allocation uses: empty slabs whose pages are kept a
-   * short while, and up to 1 MiB of freed 16-64 KiB blocks (see dm_trim). Not limited: never a
+   * short while (see dm_trim). Not limited: never a
    * cause of DM_ERR_LIMIT.
    */
   uint64_t cached;
@@ -164,7 +164,7 @@ enum dm_status dm_unreserve(size_t bytes);
  * 8 KiB (size and alignment) come from the calling thread's own slabs, with no lock and no
  * shared counter on the way; a thread takes quota for them in chunks of 64 KiB ahead of need
  * (left out of dm_stats, and given back before any reservation fails or waits). Blocks of
- * 16 KiB and more are pages of their own: their cost does not grow with their size.
+ * 128 KiB and more are pages of their own: their cost does not grow with their size.
  *
  * Ownership: on DM_OK `*out` is a block the caller owns until it is released by dm_free or by
  * dm_clean of one of its cleaners; never pass it to free(). `*out` is written only on DM_OK.
@@ -196,7 +196,7 @@ enum dm_status dm_free(void *ptr);
  * Resizes the live block starting at `ptr` to `new_size` bytes, for allocator hooks shaped like
  * realloc (SQLite's xRealloc, Lua's lua_Alloc, zlib's). It stays in place (`*out` == `ptr`) when
  * it can: a block of up to 8 KiB without cleaners that stays in its size class (four per
- * doubling: ..., 80, 96, 112, 128, 160, ...), or a block of 16 KiB and more (a mapping of its own)
+ * doubling: ..., 80, 96, 112, 128, 160, ...), or a block of 128 KiB and more (a mapping of its own)
  * that still fits its mapping with at most half as much again to spare, or whose mapping can grow
  * where it lies (`mremap`). Otherwise it moves: `*out` is a new block (default alignment)
  * holding the first min(old, new) bytes, and the old block is freed. A block's cleaners move
@@ -311,7 +311,7 @@ enum dm_status dm_get_stats(struct dm_stats *out);
 /**
  * Gives memory kept for reuse back to the system now: the `cached` bytes of dm_stats (pages of
  * empty slabs, otherwise given back by themselves ~100 ms after they emptied, as the library is
- * used; up to 1 MiB of freed 16-64 KiB blocks) and the addresses of freed big blocks kept for
+ * used) and the addresses of freed big blocks kept for
  * the next block that fits (their pages went back at once). Like glibc's `malloc_trim`: for a program about to idle or
  * to be measured. Live blocks are untouched. If `given_back` is not NULL, the cached bytes given
  * back are stored there.

@@ -6,7 +6,7 @@
 //!   advice, residency, a coarse clock);
 //! - [`allocators`]: where a block's memory comes from: `small` (up to 8 KiB: per-thread slabs in
 //!   32 size classes, the slab table, the pool of slabs no thread owns) and [`allocators::system`]
-//!   (the C heap for 8-16 KiB, mappings of their own above, freed mappings kept for reuse);
+//!   (the C heap for 8-128 KiB, mappings of their own above, freed mappings kept for reuse);
 //! - [`quota`]: the byte budget, with its thread credit and its reclaim protocol;
 //! - [`registry`]: the table of live blocks and their cleaners, which makes every release
 //!   exactly-once;

@@ -298,7 +298,8 @@ impl Manager {
 
     /// Gives memory kept for reuse back to the system (see `dm_trim`); returns the cached bytes given back.
     pub fn trim(&self) -> u64 {
-        crate::allocators::system::mappings::global().unmap_all() + self.small.trim()
+        crate::allocators::system::mappings::global().unmap_all();
+        self.small.trim()
     }
 
     pub fn stats(&self) -> Stats {
@@ -317,7 +318,7 @@ impl Manager {
             reclaim_requests: q.reclaim_requests,
             limit_failures: q.limit_failures,
             occupied: b.occupied + s.occupied,
-            cached: self.small.cached_bytes() + crate::allocators::system::mappings::global().dirty_bytes(),
+            cached: self.small.cached_bytes(),
         }
     }
 }
@@ -437,19 +438,22 @@ mod tests {
             assert!(bytes[..kept].iter().all(|&b| b == 0x6b), "kept");
             assert!(bytes[kept..].iter().all(|&b| b == 0), "zeroed");
         };
-        let p = m.allocate(100_000, 0).unwrap().as_ptr() as usize; // a 100 KiB mapping
-        fill(p, 100_000);
-        assert_eq!(m.reallocate(p, 101_000).unwrap().as_ptr() as usize, p, "grows within its mapping");
-        check(p, 100_000, 101_000);
-        assert_eq!(m.reallocate(p, 70_000).unwrap().as_ptr() as usize, p, "shrinks in place");
-        assert_eq!((m.stats().reserved, m.stats().capacity, m.stats().occupied), (70_000, 70_000, 102_400));
-        let q = m.reallocate(p, 90_000).unwrap().as_ptr() as usize;
+        let p = m.allocate(200_000, 0).unwrap().as_ptr() as usize; // a mapping of 49 pages
+        fill(p, 200_000);
+        assert_eq!(m.reallocate(p, 200_500).unwrap().as_ptr() as usize, p, "grows within its mapping");
+        check(p, 200_000, 200_500);
+        assert_eq!(m.reallocate(p, 140_000).unwrap().as_ptr() as usize, p, "shrinks in place");
+        assert_eq!((m.stats().reserved, m.stats().capacity, m.stats().occupied), (140_000, 140_000, 200_704));
+        let q = m.reallocate(p, 180_000).unwrap().as_ptr() as usize;
         assert_eq!(q, p, "grows back: the bytes cut off come back zeroed");
-        check(p, 70_000, 90_000);
-        let r = m.reallocate(p, 40_000).unwrap().as_ptr() as usize;
+        check(p, 140_000, 180_000);
+        let r = m.reallocate(p, 130_000).unwrap().as_ptr() as usize;
         assert_ne!(r, p, "most of the mapping would be waste: moved");
-        check(r, 40_000, 40_000);
-        m.free(r).unwrap();
+        check(r, 130_000, 130_000);
+        let t = m.reallocate(r, 40_000).unwrap().as_ptr() as usize;
+        assert_ne!(t, r, "under the mapping threshold: moved to the heap");
+        check(t, 40_000, 40_000);
+        m.free(t).unwrap();
         // Growing past the mapping: in place when the addresses after it are free, else moved.
         let big = m.allocate(1 << 20, 0).unwrap().as_ptr() as usize;
         fill(big, 1 << 20);

@@ -21,37 +21,15 @@ use std::collections::BTreeMap;
 pub const KEPT_MAX: usize = 1024;
 pub const KEPT_BYTES_MAX: usize = 1 << 30;
 
-/// Mappings of up to this length keep their pages while [`DIRTY_BYTES_MAX`] allows: reused, they
-/// are zeroed with `memset`, which for such lengths costs less than giving the pages back and
-/// faulting them in again (a 16 KiB allocate + free: ~370 ns with `MADV_DONTNEED`). Longer ones,
-/// and those beyond the bound, give their pages back at once, so freed blocks never hold more
-/// than this much memory here.
-pub const DIRTY_LEN_MAX: usize = 64 << 10;
-pub const DIRTY_BYTES_MAX: usize = 1 << 20;
-
-/// Kept mappings.
+/// Kept mappings, found by best fit and evicted oldest first.
 #[derive(Default)]
 struct Index {
-    /// Those whose pages still hold old bytes, newest last (a few: at most 1 MiB of them).
-    dirty: Vec<(usize, usize)>,
-    dirty_bytes: usize,
-    /// Those whose pages were given back, found by best fit and evicted oldest first:
-    /// (length, start) -> (age, advised huge pages), and age -> (length, start).
+    /// (length, start) -> (age, advised huge pages)
     by_fit: BTreeMap<(usize, usize), (u64, bool)>,
+    /// age -> (length, start)
     by_age: BTreeMap<u64, (usize, usize)>,
     bytes: usize,
     next_age: u64,
-}
-
-/// A mapping handed out again by [`Kept::take`].
-#[derive(Debug, PartialEq, Eq)]
-pub struct Reused {
-    pub start: usize,
-    pub len: usize,
-    /// Its huge-page advice.
-    pub huge: bool,
-    /// Its pages hold old bytes: the caller zeroes what it hands out.
-    pub dirty: bool,
 }
 
 pub struct Kept {
@@ -70,52 +48,34 @@ impl Kept {
         Kept { index: Mutex::new(None) }
     }
 
-    /// Its lock, for [`crate::manager::fork`].
+    /// Its lock, for [`crate::fork`].
     pub(crate) fn lock(&self) -> &parking_lot::RawMutex {
         // Safety: the raw lock is only locked and unlocked as a whole by `fork`'s handlers.
         unsafe { self.index.raw() }
     }
 
     /// The smallest kept mapping of `len` to `len + len / 2` bytes starting at a multiple of
-    /// `alignment` (a dirty one first: no page faults), now the caller's; or None.
-    pub fn take(&self, len: usize, alignment: usize) -> Option<Reused> {
+    /// `alignment`, now the caller's (zeroed: its pages were discarded), as (start, length,
+    /// advised huge pages); or None.
+    pub fn take(&self, len: usize, alignment: usize) -> Option<(usize, usize, bool)> {
         let mut guard = self.index.lock();
         let index = guard.as_mut()?;
         let most = len + len / 2;
-        let fits = |l: usize, start: usize| l >= len && l <= most && start % alignment == 0;
-        let dirty = (index.dirty.iter().enumerate().rev())
-            .filter(|(_, &(l, start))| fits(l, start))
-            .min_by_key(|(_, &(l, _))| l)
-            .map(|(i, _)| i);
-        if let Some(i) = dirty {
-            let (l, start) = index.dirty.swap_remove(i);
-            index.dirty_bytes -= l;
-            return Some(Reused { start, len: l, huge: false, dirty: true });
-        }
         let (&(l, start), &(age, huge)) =
             index.by_fit.range((len, 0)..=(most, usize::MAX)).find(|(&(_, start), _)| start % alignment == 0)?;
         index.by_fit.remove(&(l, start));
         index.by_age.remove(&age);
         index.bytes -= l;
-        Some(Reused { start, len: l, huge, dirty: false })
+        Some((start, l, huge))
     }
 
-    /// Takes back a mapping the caller is done with (`huge`: its huge-page advice): a short one
-    /// keeps its pages while the bound allows; the others give them back to the system now. Its
-    /// addresses are kept (or unmapped, when bigger than all that may be kept).
+    /// Takes back a mapping the caller is done with (`huge`: its huge-page advice): its pages go
+    /// back to the system now, its addresses are kept (or unmapped, when bigger than all that may
+    /// be kept).
     pub fn keep(&self, start: usize, len: usize, huge: bool) {
         if len > KEPT_BYTES_MAX {
             unmap_region(start, len);
             return;
-        }
-        if len <= DIRTY_LEN_MAX && !huge {
-            let mut guard = self.index.lock();
-            let index = guard.get_or_insert_with(Index::default);
-            if index.dirty_bytes + len <= DIRTY_BYTES_MAX {
-                index.dirty.push((len, start));
-                index.dirty_bytes += len;
-                return;
-            }
         }
         let huge = discard_for_reuse(start, len, huge);
         let mut evicted = Vec::new();
@@ -140,24 +100,18 @@ impl Kept {
         }
     }
 
-    /// Bytes of kept mappings whose pages are still in memory.
-    pub fn dirty_bytes(&self) -> u64 {
-        self.index.lock().as_ref().map_or(0, |i| i.dirty_bytes as u64)
-    }
-
-    /// Gives every kept mapping back to the system; returns the bytes of those that still had
-    /// their pages.
-    pub fn unmap_all(&self) -> u64 {
+    /// Gives every kept mapping back to the system; false if none was kept.
+    pub fn unmap_all(&self) -> bool {
         let all = self.index.lock().take().unwrap_or_default();
-        for &(len, start) in all.by_age.values().chain(all.dirty.iter()) {
+        for &(len, start) in all.by_age.values() {
             unmap_region(start, len);
         }
-        all.dirty_bytes as u64
+        !all.by_age.is_empty()
     }
 
     #[cfg(test)]
     fn count(&self) -> usize {
-        self.index.lock().as_ref().map_or(0, |i| i.by_age.len() + i.dirty.len())
+        self.index.lock().as_ref().map_or(0, |i| i.by_age.len())
     }
 }
 
@@ -177,8 +131,7 @@ mod tests {
         assert_eq!(kept.take(len + page_size(), 1), None, "longer than kept");
         assert_eq!(kept.take(len / 2, 1), None, "would waste more than half again");
         assert_eq!(kept.take(len, 1 << 30), None, "not aligned enough");
-        let reused = Reused { start, len, huge: false, dirty: false };
-        assert_eq!(kept.take(len * 3 / 4, 1 << 20), Some(reused), "a shorter block fits");
+        assert_eq!(kept.take(len * 3 / 4, 1 << 20), Some((start, len, false)), "a shorter block fits");
         assert_eq!(kept.take(len, 1 << 20), None, "taken once");
         // Safety: as above.
         let bytes = unsafe { std::slice::from_raw_parts(start as *const u8, len) };
@@ -189,14 +142,14 @@ mod tests {
     #[test]
     fn the_oldest_are_unmapped_beyond_the_bounds() {
         let kept = Kept::new();
-        let len = DIRTY_LEN_MAX * 2; // given back at once: all in the age order
+        let len = page_size();
         let starts: Vec<usize> = (0..KEPT_MAX + 3).map(|_| map_region(len, page_size()).unwrap()).collect();
         for &s in &starts {
             kept.keep(s, len, false);
         }
         assert_eq!(kept.count(), KEPT_MAX);
         // The newest are kept; the three oldest went back to the system.
-        let mut taken: Vec<usize> = (0..KEPT_MAX).map(|_| kept.take(len, 1).unwrap().start).collect();
+        let mut taken: Vec<usize> = (0..KEPT_MAX).map(|_| kept.take(len, 1).unwrap().0).collect();
         taken.sort();
         let mut newest = starts[3..].to_vec();
         newest.sort();
@@ -207,35 +160,5 @@ mod tests {
         for s in taken {
             unmap_region(s, len);
         }
-    }
-
-    #[test]
-    fn short_mappings_keep_their_pages_up_to_the_bound_and_come_back_dirty() {
-        let kept = Kept::new();
-        let len = 16 << 10;
-        let n = DIRTY_BYTES_MAX / len;
-        let starts: Vec<usize> = (0..=n).map(|_| map_region(len, page_size()).unwrap()).collect();
-        for &s in &starts {
-            // Safety: the mapping is ours.
-            unsafe { (s as *mut u8).write(0xAB) };
-            kept.keep(s, len, false);
-        }
-        assert_eq!(kept.dirty_bytes(), DIRTY_BYTES_MAX as u64, "the last one is past the bound");
-        let first = kept.take(len, 1).unwrap();
-        assert!(first.dirty, "the dirty ones first");
-        // Safety: as above.
-        assert_eq!(unsafe { (first.start as *const u8).read() }, 0xAB, "its pages were kept: the caller zeroes");
-        let mut all = vec![first];
-        all.extend(std::iter::from_fn(|| kept.take(len, 1)));
-        assert_eq!(all.len(), n + 1);
-        let clean = all.iter().find(|r| !r.dirty).expect("one given back");
-        assert_eq!(clean.start, starts[n]);
-        // Safety: as above.
-        assert_eq!(unsafe { (clean.start as *const u8).read() }, 0, "its pages went back");
-        for r in &all {
-            kept.keep(r.start, r.len, false);
-        }
-        assert_eq!(kept.unmap_all(), DIRTY_BYTES_MAX as u64);
-        assert_eq!((kept.count(), kept.dirty_bytes()), (0, 0));
     }
 }

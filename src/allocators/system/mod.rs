@@ -1,6 +1,6 @@
 //! Zeroed, aligned memory from the system.
 //!
-//! Blocks under [`MAP_THRESHOLD`] (8-16 KiB: smaller ones are slab slots) come from the C heap
+//! Blocks under [`MAP_THRESHOLD`] (8-128 KiB: smaller ones are slab slots) come from the C heap
 //! (`calloc`, or `posix_memalign` + `memset` above `max_align_t`). From there on (or aligned to
 //! that much) a block is an anonymous mapping of its own: fresh pages come zeroed from the
 //! kernel, so allocation costs the same at 1 MiB as at 1 GiB, where the JDK's `allocateDirect`
@@ -17,15 +17,11 @@ use std::ptr::NonNull;
 /// Largest alignment a caller may ask for.
 pub const MAX_ALIGNMENT: usize = 1 << 30;
 
-/// From this size on, blocks are their own mapping: freed, they give their pages back (or are
-/// zeroed on reuse, see [`crate::allocators::system::mappings`]) instead of holding them in the C heap. (From 128 KiB
-/// until it was lowered: a batch of a thousand 64 KiB blocks kept 64 MiB resident in glibc's heap,
-/// where jemalloc held 11 MiB.) Blocks from here on are whole pages, so a block takes at most a
-/// quarter more than its size.
-pub const MAP_THRESHOLD: usize = 16 << 10;
-
-/// Below this size a block that cannot be mapped comes from the C heap instead.
-const HEAP_FALLBACK_MAX: usize = 128 << 10;
+/// From this size on, blocks are their own mapping. (16 KiB was tried: a batch of a thousand
+/// freed 64 KiB blocks then held 7 MiB instead of 64 MiB, but with two threads each block's
+/// `MADV_DONTNEED` interrupts the other core to flush its TLB, and the batch took 15-23 µs per
+/// block instead of 6.9 µs. See docs/benchmarks.md.)
+pub const MAP_THRESHOLD: usize = 128 << 10;
 
 /// What alignment 0 stands for: the platform's `max_align_t`, which `calloc` already meets.
 pub const DEFAULT_ALIGNMENT: usize = std::mem::align_of::<libc::max_align_t>();
@@ -121,13 +117,7 @@ pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     if size >= MAP_THRESHOLD || alignment >= MAP_THRESHOLD {
         // Big mappings start on a huge-page boundary, so that huge pages can cover all of them.
         let natural = if size >= HUGE_PAGE { HUGE_PAGE } else { page_size() };
-        match map_zeroed(size, alignment.max(natural)) {
-            Ok(memory) => return Ok(memory),
-            // A process can run out of mappings (vm.max_map_count, 65,530 by default) long
-            // before it runs out of memory: medium blocks then come from the heap.
-            Err(_) if size < HEAP_FALLBACK_MAX && alignment < MAP_THRESHOLD => {}
-            Err(e) => return Err(e),
-        }
+        return map_zeroed(size, alignment.max(natural));
     }
     let ptr = if alignment <= DEFAULT_ALIGNMENT {
         // Safety: plain C allocation; a NULL result is handled below.
@@ -155,13 +145,7 @@ fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     // the first byte written (benches/c/peers.c, mixed) took 23 µs per block with huge pages on new
     // mappings and 175 MB peak RSS, 4.6 µs and 19 MB without.
     let (start, mapped_len, huge_pages) = match mappings::global().take(len, alignment) {
-        Some(kept) => {
-            if kept.dirty {
-                // Safety: the mapping is now the caller's and at least `size` bytes long.
-                unsafe { std::ptr::write_bytes(kept.start as *mut u8, 0, size) };
-            }
-            (kept.start, kept.len, kept.huge)
-        }
+        Some(kept) => kept,
         // Kept mappings cost commit charge under strict overcommit: never let them make a
         // mapping fail.
         None => match map_region(len, alignment) {
