@@ -120,18 +120,26 @@ typedef struct dm_stats {
    * Times DM_ERR_LIMIT was returned.
    */
   uint64_t limit_failures;
+} dm_stats;
+
+/**
+ * Where the memory behind the live allocations is, beside what they hold (dm_get_memory_stats).
+ * A struct of its own, not new fields of dm_stats: a program built against an older header
+ * passes a dm_stats of the older size, which the library must not write past.
+ */
+typedef struct dm_memory_stats {
   /**
    * Bytes the live allocations take from the system: their slots, heap chunks and mappings
-   * (`capacity` plus what rounding up to those costs). Not limited; slab headers are left out.
+   * (`capacity` of dm_stats plus what rounding up to those costs). Not limited; slab headers
+   * are left out.
    */
   uint64_t occupied;
   /**
    * Bytes kept in memory for reuse that no allocation uses: empty slabs whose pages are kept a
-   * short while (see dm_trim). Not limited: never a
-   * cause of DM_ERR_LIMIT.
+   * short while (see dm_trim). Not limited: never a cause of DM_ERR_LIMIT.
    */
   uint64_t cached;
-} dm_stats;
+} dm_memory_stats;
 
 #ifdef __cplusplus
 extern "C" {
@@ -309,7 +317,7 @@ enum dm_status dm_set_reclaim_timeout_ms(uint32_t millis);
 enum dm_status dm_get_stats(struct dm_stats *out);
 
 /**
- * Gives memory kept for reuse back to the system now: the `cached` bytes of dm_stats (pages of
+ * Gives memory kept for reuse back to the system now: the `cached` bytes of dm_memory_stats (pages of
  * empty slabs, otherwise given back by themselves ~100 ms after they emptied, as the library is
  * used) and the addresses of freed big blocks kept for
  * the next block that fits (their pages went back at once). Like glibc's `malloc_trim`: for a program about to idle or
@@ -322,6 +330,17 @@ enum dm_status dm_get_stats(struct dm_stats *out);
  * `given_back` must be NULL or point to a writable uint64_t.
  */
 enum dm_status dm_trim(uint64_t *given_back);
+
+/**
+ * Copies where the live allocations' memory is into `*out`: what they occupy and what is cached
+ * for reuse (see dm_memory_stats). Gathered like dm_get_stats.
+ *
+ * Thread-safe. Returns DM_OK; DM_ERR_INVALID_ARGUMENT (NULL `out`); DM_ERR_INTERNAL.
+ *
+ * # Safety
+ * `out` must be NULL or point to writable storage for a dm_memory_stats.
+ */
+enum dm_status dm_get_memory_stats(struct dm_memory_stats *out);
 
 /**
  * The version of the library actually loaded, as DM_VERSION_NUMBER (major * 10000 + minor * 100

@@ -84,12 +84,20 @@ pub struct dm_stats {
     pub reclaim_requests: u64,
     /// Times DM_ERR_LIMIT was returned.
     pub limit_failures: u64,
+}
+
+/// Where the memory behind the live allocations is, beside what they hold (dm_get_memory_stats).
+/// A struct of its own, not new fields of dm_stats: a program built against an older header
+/// passes a dm_stats of the older size, which the library must not write past.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct dm_memory_stats {
     /// Bytes the live allocations take from the system: their slots, heap chunks and mappings
-    /// (`capacity` plus what rounding up to those costs). Not limited; slab headers are left out.
+    /// (`capacity` of dm_stats plus what rounding up to those costs). Not limited; slab headers
+    /// are left out.
     pub occupied: u64,
     /// Bytes kept in memory for reuse that no allocation uses: empty slabs whose pages are kept a
-    /// short while (see dm_trim). Not limited: never a
-    /// cause of DM_ERR_LIMIT.
+    /// short while (see dm_trim). Not limited: never a cause of DM_ERR_LIMIT.
     pub cached: u64,
 }
 
@@ -106,9 +114,13 @@ impl From<Stats> for dm_stats {
             cleaners_run: s.cleaners_run,
             reclaim_requests: s.reclaim_requests,
             limit_failures: s.limit_failures,
-            occupied: s.occupied,
-            cached: s.cached,
         }
+    }
+}
+
+impl From<Stats> for dm_memory_stats {
+    fn from(s: Stats) -> Self {
+        dm_memory_stats { occupied: s.occupied, cached: s.cached }
     }
 }
 
@@ -396,7 +408,7 @@ pub unsafe extern "C" fn dm_get_stats(out: *mut dm_stats) -> dm_status {
     })
 }
 
-/// Gives memory kept for reuse back to the system now: the `cached` bytes of dm_stats (pages of
+/// Gives memory kept for reuse back to the system now: the `cached` bytes of dm_memory_stats (pages of
 /// empty slabs, otherwise given back by themselves ~100 ms after they emptied, as the library is
 /// used) and the addresses of freed big blocks kept for
 /// the next block that fits (their pages went back at once). Like glibc's `malloc_trim`: for a program about to idle or
@@ -414,6 +426,22 @@ pub unsafe extern "C" fn dm_trim(given_back: *mut u64) -> dm_status {
         if let Ok(out) = non_null(given_back) {
             write_out(out, bytes);
         }
+        Ok(())
+    })
+}
+
+/// Copies where the live allocations' memory is into `*out`: what they occupy and what is cached
+/// for reuse (see dm_memory_stats). Gathered like dm_get_stats.
+///
+/// Thread-safe. Returns DM_OK; DM_ERR_INVALID_ARGUMENT (NULL `out`); DM_ERR_INTERNAL.
+///
+/// # Safety
+/// `out` must be NULL or point to writable storage for a dm_memory_stats.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dm_get_memory_stats(out: *mut dm_memory_stats) -> dm_status {
+    boundary(|| {
+        let out = non_null(out)?;
+        write_out(out, manager::global().stats().into());
         Ok(())
     })
 }

@@ -284,3 +284,11 @@ fn limit_zero_and_limit_below_reserved() {
     free(q);
     free(z);
 }
+
+/// A program built against an older header passes a `dm_stats` of the size it knew; the library
+/// must never write past it. New counters go into a struct of their own (`dm_memory_stats`).
+#[test]
+fn dm_stats_keeps_the_layout_of_0_1() {
+    assert_eq!(std::mem::size_of::<dm_stats>(), 10 * 8, "dm_stats grew: old programs would be overrun");
+    assert_eq!(std::mem::size_of::<dm_memory_stats>(), 2 * 8);
+}
