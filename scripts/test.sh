@@ -20,13 +20,14 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-echo "== formatting (rustfmt.toml) and lints (clippy, warnings are errors)"
+echo "== formatting (rustfmt.toml) and lints (clippy and rustdoc, warnings are errors)"
 for tool in rustfmt clippy; do
   cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$tool" >/dev/null 2>&1 || true
 done
 cargo fmt --check
 cargo clippy -q --all-targets -- -D warnings
 cargo clippy -q --all-targets --features fault-injection,test-natives -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps  # broken or private intra-doc links fail
 
 echo "== cargo test (unit, C ABI contract, C programs, model tests)"
 cargo test --no-fail-fast 2>&1

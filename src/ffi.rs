@@ -1,7 +1,7 @@
 //! The C ABI (`include/directmem.h`, generated from this file by cbindgen).
 //!
 //! Thin on purpose: each export checks its pointers, calls the safe [`Manager`](crate::manager),
-//! and turns the outcome into a `dm_status`. [`boundary`] wraps every export so that a Rust panic
+//! and turns the outcome into a `dm_status`. `boundary` wraps every export so that a Rust panic
 //! becomes `DM_ERR_INTERNAL` instead of unwinding into C. Out-pointers are written only on success.
 //! The names are C's, as the header shows them, because the header is the contract.
 //!

@@ -7,7 +7,7 @@
 //! every later or concurrent attempt finds nothing (`NotLive`). The winner runs the cleaner
 //! actions and frees the memory with no lock held, so actions may call back into the library.
 //!
-//! Small blocks live in slabs ([`crate::allocators::small`]) and are not recorded here, until a cleaner is
+//! Small blocks live in slabs (`allocators::small`) and are not recorded here, until a cleaner is
 //! registered on one: then it gets an entry without memory (the slab keeps the memory and the
 //! counts), so that its cleaners are found and claimed exactly like any block's.
 //!
@@ -164,7 +164,7 @@ impl Registry {
     }
 
     /// Gives a moved block's cleaners (as its claim took them out) to the live block at
-    /// `address`, handles unchanged. See [`Registry::attach`].
+    /// `address`, handles unchanged. See `Registry::attach`.
     pub fn move_cleaners(
         &self,
         address: usize,

@@ -1,5 +1,5 @@
 //! One direct-memory manager: the quota, the system memory, the block registry and the
-//! small-block slabs composed. Blocks of up to [`crate::allocators::small::size_class::MAX_SMALL`] bytes come from this
+//! small-block slabs composed. Blocks of up to 8 KiB (`MAX_SMALL`) come from this
 //! thread's slabs; bigger ones (or when a slab cannot be had) from the system, recorded in the
 //! registry. Releases find which by the address.
 //! The process has one ([`global`]), shared by the C ABI and the JVM bindings; tests build their

@@ -3,7 +3,7 @@
 //! `reserved` counts the bytes of live blocks plus the bytes held through `dm_reserve`; it never
 //! exceeds `limit` except when the limit is lowered below it. A reservation first tries a lock-free
 //! compare-and-swap. When that does not fit and a reclaim hook is installed, the thread queues and
-//! the reclaim protocol takes over ([`reclaim`]).
+//! the reclaim protocol takes over (`reclaim`).
 //!
 //! Invariant: `waiters` is the length of `state.queue`, kept in an atomic so the release path can
 //! skip the lock when nobody waits (the common case).
@@ -12,7 +12,7 @@
 //! need, in chunks of [`CREDIT_CHUNK`], and spends and refills it with no contention. Credit is
 //! counted in `reserved` internally but not in what [`Quota::stats`] reports, and it never costs
 //! anyone memory: before a reservation fails or waits, all credit is collected back
-//! ([`credit`]).
+//! (`credit`).
 
 pub use credit::Credit;
 

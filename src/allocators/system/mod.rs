@@ -6,7 +6,7 @@
 //! kernel, so allocation costs the same at 1 MiB as at 1 GiB, where the JDK's `allocateDirect`
 //! spends ~50 ms zeroing 64 MiB. (glibc's `calloc` would often do the same, but its mmap threshold
 //! moves up after the first free, after which big blocks come from the heap and get memset.) A
-//! freed mapping is kept for the next block that fits (see [`crate::allocators::system::mappings`]).
+//! freed mapping is kept for the next block that fits (see `mappings`).
 
 pub(crate) mod mappings;
 
