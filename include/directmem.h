@@ -135,8 +135,9 @@ typedef struct dm_memory_stats {
    */
   uint64_t occupied;
   /**
-   * Bytes kept in memory for reuse that no allocation uses: empty slabs whose pages are kept a
-   * short while (see dm_trim). Not limited: never a cause of DM_ERR_LIMIT.
+   * Bytes kept in memory for reuse that no allocation uses: empty slabs whose pages are kept,
+   * by the library for a short while and by each thread (up to 1 MiB) for itself (see
+   * dm_trim). Not limited: never a cause of DM_ERR_LIMIT.
    */
   uint64_t cached;
 } dm_memory_stats;
@@ -317,12 +318,13 @@ enum dm_status dm_set_reclaim_timeout_ms(uint32_t millis);
 enum dm_status dm_get_stats(struct dm_stats *out);
 
 /**
- * Gives memory kept for reuse back to the system now: the `cached` bytes of dm_memory_stats (pages of
- * empty slabs, otherwise given back by themselves ~100 ms after they emptied, as the library is
- * used) and the addresses of freed big blocks kept for
- * the next block that fits (their pages went back at once). Like glibc's `malloc_trim`: for a program about to idle or
- * to be measured. Live blocks are untouched. If `given_back` is not NULL, the cached bytes given
- * back are stored there.
+ * Gives memory kept for reuse back to the system now: the pages of the empty slabs the library
+ * keeps (otherwise given back by themselves ~100 ms after they emptied, as the library is used)
+ * and of those the calling thread keeps back for itself, and the addresses of freed big blocks
+ * kept for the next block that fits (their pages went back at once). Other threads keep up to
+ * 1 MiB of empty slabs each until they end. Like glibc's `malloc_trim`: for a program about to
+ * idle or to be measured. Live blocks are untouched. If `given_back` is not NULL, the bytes of
+ * slab pages given back are stored there: in a single-threaded program, all of `cached`.
  *
  * Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
  *

@@ -96,8 +96,9 @@ pub struct dm_memory_stats {
     /// (`capacity` of dm_stats plus what rounding up to those costs). Not limited; slab headers
     /// are left out.
     pub occupied: u64,
-    /// Bytes kept in memory for reuse that no allocation uses: empty slabs whose pages are kept a
-    /// short while (see dm_trim). Not limited: never a cause of DM_ERR_LIMIT.
+    /// Bytes kept in memory for reuse that no allocation uses: empty slabs whose pages are kept,
+    /// by the library for a short while and by each thread (up to 1 MiB) for itself (see
+    /// dm_trim). Not limited: never a cause of DM_ERR_LIMIT.
     pub cached: u64,
 }
 
@@ -408,12 +409,13 @@ pub unsafe extern "C" fn dm_get_stats(out: *mut dm_stats) -> dm_status {
     })
 }
 
-/// Gives memory kept for reuse back to the system now: the `cached` bytes of dm_memory_stats (pages of
-/// empty slabs, otherwise given back by themselves ~100 ms after they emptied, as the library is
-/// used) and the addresses of freed big blocks kept for
-/// the next block that fits (their pages went back at once). Like glibc's `malloc_trim`: for a program about to idle or
-/// to be measured. Live blocks are untouched. If `given_back` is not NULL, the cached bytes given
-/// back are stored there.
+/// Gives memory kept for reuse back to the system now: the pages of the empty slabs the library
+/// keeps (otherwise given back by themselves ~100 ms after they emptied, as the library is used)
+/// and of those the calling thread keeps back for itself, and the addresses of freed big blocks
+/// kept for the next block that fits (their pages went back at once). Other threads keep up to
+/// 1 MiB of empty slabs each until they end. Like glibc's `malloc_trim`: for a program about to
+/// idle or to be measured. Live blocks are untouched. If `given_back` is not NULL, the bytes of
+/// slab pages given back are stored there: in a single-threaded program, all of `cached`.
 ///
 /// Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
 ///

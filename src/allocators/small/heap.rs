@@ -3,7 +3,7 @@
 
 use super::counters::Counters;
 use super::size_class::CLASSES;
-use super::slab::{Place, Slab};
+use super::slab::{Place, Slab, SLAB_SIZE};
 use super::{Slot, SmallBlocks, LAST_HEAP};
 use crate::quota::Credit;
 use std::ptr::NonNull;
@@ -163,6 +163,7 @@ impl Heap {
         }
         if let Some(slab) = self.spare[c].pop() {
             self.spares -= 1;
+            self.pool.spare_bytes.fetch_sub(SLAB_SIZE as u64, Relaxed);
             return Some(slab);
         }
         self.pool.slab_for(c, self.id)
@@ -208,12 +209,22 @@ impl Heap {
         }
     }
 
+    /// Gives the empty slabs kept back to the pool (for `dm_trim`).
+    pub(super) fn give_up_spares(&mut self) {
+        self.pool.spare_bytes.fetch_sub((self.spares * SLAB_SIZE) as u64, Relaxed);
+        self.spares = 0;
+        for slab in self.spare.iter_mut().flat_map(std::mem::take) {
+            self.pool.unowned.give_up(slab, true);
+        }
+    }
+
     /// Keeps up to [`SPARE_MAX`] empty slabs back (so a loop that fills and empties slabs does
     /// not go to the pool each time); further empty ones are given up. `slab` is on no list.
     pub(super) fn now_empty(&mut self, slab: &'static Slab) {
         if self.spares < SPARE_MAX {
             self.spare[slab.class].push(slab);
             self.spares += 1;
+            self.pool.spare_bytes.fetch_add(SLAB_SIZE as u64, Relaxed);
         } else {
             self.pool.unowned.give_up(slab, true);
         }
@@ -257,6 +268,8 @@ impl Drop for Heap {
             heaps.retain(|c| !Arc::ptr_eq(c, &self.counters));
             self.pool.ended.add_shared(self.counters.snapshot());
         }
+        self.pool.spare_bytes.fetch_sub((self.spares * SLAB_SIZE) as u64, Relaxed);
+        self.spares = 0;
         let current = self.current.iter_mut().filter_map(Option::take);
         let spare = self.spare.iter_mut().flat_map(std::mem::take);
         let listed = self.partial.iter_mut().chain(self.full.iter_mut()).flat_map(|l| std::mem::take(&mut l.slabs));

@@ -77,6 +77,8 @@ pub struct SmallBlocks {
     /// Live heaps' counters, and the sum of ended heaps' plus heap-less frees.
     heaps: Mutex<Vec<Arc<Counters>>>,
     ended: Counters,
+    /// Bytes of the empty slabs the heaps keep back for themselves (for the stats).
+    spare_bytes: AtomicU64,
 }
 
 thread_local! {
@@ -103,6 +105,7 @@ impl SmallBlocks {
             arena: Mutex::new((0, 0)),
             heaps: Mutex::new(Vec::new()),
             ended: Counters::default(),
+            spare_bytes: AtomicU64::new(0),
         })
     }
 
@@ -273,14 +276,20 @@ impl SmallBlocks {
         }
     }
 
-    /// Gives the pages of the empty slabs kept for reuse back to the system; returns the bytes.
-    pub fn trim(&self) -> u64 {
+    /// Gives the pages of the empty slabs kept for reuse back to the system (the pool's, and those
+    /// this thread's heap keeps back; other threads keep theirs); returns the bytes.
+    pub fn trim(self: &Arc<Self>) -> u64 {
+        if let Some(heap) = self.heap() {
+            // Safety: see `heap`; giving slabs up does not call out.
+            unsafe { &mut *heap }.give_up_spares();
+        }
         self.unowned.trim()
     }
 
-    /// Bytes of empty slabs kept with their pages for reuse.
+    /// Bytes of empty slabs kept with their pages for reuse: the pool's, and those the heaps keep
+    /// back for themselves (which only their threads give up).
     pub fn cached_bytes(&self) -> u64 {
-        self.unowned.cached_bytes()
+        self.unowned.cached_bytes() + self.spare_bytes.load(Relaxed)
     }
 
     /// A slab of `class` for heap `owner`: an unowned one, or a new one.
