@@ -37,6 +37,8 @@ struct Block {
     size: usize,
     /// (handle, action) in registration order.
     cleaners: Vec<(u64, Action)>,
+    /// What `memory` takes from the system, computed once (for the heap it is a libc call).
+    footprint: usize,
 }
 
 #[derive(Default)]
@@ -111,12 +113,14 @@ impl Registry {
     /// Records a freshly allocated block.
     pub fn insert(&self, memory: Memory, size: usize) {
         let address = memory.ptr.as_ptr() as usize;
+        let footprint = memory.footprint(); // before the lock: for heap memory a libc call
         let mut shard = self.shards[shard_of(address)].lock();
         shard.count += 1;
         shard.capacity += size as u64;
-        shard.occupied += memory.footprint() as u64;
+        shard.occupied += footprint as u64;
         shard.total_allocations += 1;
-        let previous = shard.blocks.insert(address, Block { memory: Some(memory), size, cleaners: Vec::new() });
+        let block = Block { memory: Some(memory), size, cleaners: Vec::new(), footprint };
+        let previous = shard.blocks.insert(address, block);
         // The system allocator cannot hand out a live address twice, unless the program freed one
         // of our blocks behind our back with free(): undefined behaviour we cannot undo.
         debug_assert!(previous.is_none(), "address {address:#x} handed out twice");
@@ -145,14 +149,14 @@ impl Registry {
     }
 
     /// Attaches cleaners (with their handles) to the live block at `address`: new ones, or those
-    /// a moved block brings along. For a slab slot without an entry, `hand_over` (run under the
-    /// shard lock) hands its release over to the table first. On failure the cleaners are dropped
-    /// unrun.
-    fn attach(&self, address: usize, cleaners: Vec<(u64, Action)>, hand_over: impl FnOnce() -> bool) -> Result<()> {
+    /// a moved block brings along (as its claim took them out: the handles stay). For a slab slot
+    /// without an entry, `hand_over` (run under the shard lock) hands its release over to the table
+    /// first. On failure the cleaners are dropped unrun.
+    pub fn attach(&self, address: usize, cleaners: Vec<(u64, Action)>, hand_over: impl FnOnce() -> bool) -> Result<()> {
         let mut shard = self.shards[shard_of(address)].lock();
         let shard = &mut *shard;
         if !shard.blocks.contains_key(&address) && hand_over() {
-            shard.blocks.insert(address, Block { memory: None, size: 0, cleaners: Vec::new() });
+            shard.blocks.insert(address, Block { memory: None, size: 0, cleaners: Vec::new(), footprint: 0 });
         }
         let block = shard.blocks.get_mut(&address).ok_or(Error::NotLive)?;
         self.live_cleaners.fetch_add(cleaners.len() as u64, SeqCst);
@@ -161,17 +165,6 @@ impl Registry {
             block.cleaners.push((handle, action));
         }
         Ok(())
-    }
-
-    /// Gives a moved block's cleaners (as its claim took them out) to the live block at
-    /// `address`, handles unchanged. See `Registry::attach`.
-    pub fn move_cleaners(
-        &self,
-        address: usize,
-        cleaners: Vec<(u64, Action)>,
-        hand_over: impl FnOnce() -> bool,
-    ) -> Result<()> {
-        self.attach(address, cleaners, hand_over)
     }
 
     /// The size of the live block starting at `address`, and whether it has cleaners.
@@ -189,13 +182,13 @@ impl Registry {
         let shard = &mut *shard;
         let block = shard.blocks.get_mut(&address).ok_or(Error::NotLive)?;
         let Some(memory) = block.memory.as_mut().filter(|_| block.size == old_size) else { return Ok(false) };
-        let before = memory.footprint() as u64;
         if !memory.resize_in_place(old_size, new_size) {
             return Ok(false);
         }
-        block.size = new_size;
+        let footprint = memory.footprint();
         shard.capacity = shard.capacity - old_size as u64 + new_size as u64;
-        shard.occupied = shard.occupied - before + memory.footprint() as u64;
+        shard.occupied = shard.occupied - block.footprint as u64 + footprint as u64;
+        (block.size, block.footprint) = (new_size, footprint);
         Ok(true)
     }
 
@@ -219,10 +212,10 @@ impl Registry {
 
     fn claim(&self, shard: &mut Shard, address: usize) -> Result<Claimed> {
         let block = shard.blocks.remove(&address).ok_or(Error::NotLive)?;
-        if let Some(memory) = &block.memory {
+        if block.memory.is_some() {
             shard.count -= 1;
             shard.capacity -= block.size as u64;
-            shard.occupied -= memory.footprint() as u64;
+            shard.occupied -= block.footprint as u64;
         }
         if !block.cleaners.is_empty() {
             for (handle, _) in &block.cleaners {

@@ -17,7 +17,7 @@ use once_cell::sync::Lazy;
 use std::ptr::NonNull;
 use std::sync::Arc;
 
-/// Every counter the library keeps (the fields of `dm_stats`).
+/// Every counter the library keeps (the fields of `dm_stats` and `dm_memory_stats`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     pub limit: u64,
@@ -248,10 +248,10 @@ impl Manager {
     fn move_block_cleaners(&self, mut from: Claimed, to: usize) -> Result<()> {
         let cleaners = std::mem::take(&mut from.cleaners);
         let moved = match self.small.find(to) {
-            None => self.blocks.move_cleaners(to, cleaners, || false),
+            None => self.blocks.attach(to, cleaners, || false),
             Some(slot) => {
                 let slot = slot?;
-                self.blocks.move_cleaners(to, cleaners, || slot.mark_cleaned())
+                self.blocks.attach(to, cleaners, || slot.mark_cleaned())
             }
         };
         self.release_memory(from);

@@ -209,7 +209,7 @@ impl Heap {
         }
     }
 
-    /// Gives the empty slabs kept back to the pool (for `dm_trim`).
+    /// Gives the empty slabs kept back to the pool (for `dm_trim`, and when the thread ends).
     pub(super) fn give_up_spares(&mut self) {
         self.pool.spare_bytes.fetch_sub((self.spares * SLAB_SIZE) as u64, Relaxed);
         self.spares = 0;
@@ -268,12 +268,10 @@ impl Drop for Heap {
             heaps.retain(|c| !Arc::ptr_eq(c, &self.counters));
             self.pool.ended.add_shared(self.counters.snapshot());
         }
-        self.pool.spare_bytes.fetch_sub((self.spares * SLAB_SIZE) as u64, Relaxed);
-        self.spares = 0;
+        self.give_up_spares();
         let current = self.current.iter_mut().filter_map(Option::take);
-        let spare = self.spare.iter_mut().flat_map(std::mem::take);
         let listed = self.partial.iter_mut().chain(self.full.iter_mut()).flat_map(|l| std::mem::take(&mut l.slabs));
-        let owned: Vec<_> = current.chain(spare).chain(listed).collect();
+        let owned: Vec<_> = current.chain(listed).collect();
         for slab in owned {
             // Safety: this heap still owns the slab.
             let empty = unsafe {

@@ -66,14 +66,8 @@ impl SlabPool {
     fn take_resident(&self, class: usize, owner: u64) -> Option<&'static Slab> {
         let (slab, expired) = {
             let mut resident = self.resident.lock();
-            let mut found = None;
-            for (i, (s, _)) in resident.iter().enumerate().rev().filter(|(_, (s, _))| s.class == class) {
-                found = found.or(Some(i));
-                if s.last_owner() == owner {
-                    found = Some(i);
-                    break;
-                }
-            }
+            let own = resident.iter().rposition(|(s, _)| s.class == class && s.last_owner() == owner);
+            let found = own.or_else(|| resident.iter().rposition(|(s, _)| s.class == class));
             let slab = found.and_then(|i| resident.remove(i));
             if slab.is_some() {
                 self.resident_bytes.fetch_sub(SLAB_SIZE as u64, Relaxed);
