@@ -375,6 +375,40 @@ mod tests {
     }
 
     #[test]
+    fn a_queue_that_keeps_moving_is_never_refused_however_long_it_waits() {
+        // Five threads each hold the whole budget for 200 ms in turn: the last waits ~800 ms,
+        // twice its 400 ms timeout, but the queue moves every 200 ms. With a deadline fixed at the
+        // first refusal the last two were refused.
+        let q = Arc::new(Quota::new(10));
+        q.set_reclaim_timeout(400);
+        q.set_hook(Some(Arc::new(|_| {})));
+        q.reserve(10).unwrap();
+        let takers: Vec<_> = (0..4)
+            .map(|_| {
+                let q = q.clone();
+                std::thread::spawn(move || {
+                    let got = q.reserve(10);
+                    if got.is_ok() {
+                        std::thread::sleep(Duration::from_millis(200));
+                        q.release(10);
+                    }
+                    got
+                })
+            })
+            .collect();
+        while q.waiters.load(SeqCst) < 4 {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        q.release(10);
+        for taker in takers {
+            assert_eq!(taker.join().unwrap(), Ok(()));
+        }
+        assert_eq!(q.stats().reserved, 0);
+        assert_eq!(q.stats().limit_failures, 0);
+    }
+
+    #[test]
     fn a_waiter_whose_hook_is_removed_meanwhile_waits_for_memory_until_its_timeout() {
         // Both ways out: memory comes back (it gets it), or not (it fails at the deadline, no
         // earlier, and does not hang). Before the fix the second case never reached its deadline.

@@ -19,6 +19,11 @@
 //!   does not wait a whole (slow) round behind a 600 KiB one while its 16 bytes are free, and the
 //!   big one cannot be starved: it loses at most a quarter of its size per barger, for half its
 //!   time, and then nobody passes it; equal requests (the JDK's spurious-OOM case) never pass;
+//! - a waiter's timeout counts from the last time the queue moved (a queued reservation served):
+//!   a waiter in a queue that moves is never refused, however long the queue, since the memory it
+//!   waits for is coming; a queue that stands still for a whole timeout fails together. A fixed
+//!   deadline from the first refusal failed the tail of a long queue that was being served the whole
+//!   time (64 virtual threads on 4 slots, a noisy machine);
 //! - a waiter at its deadline takes memory that fits, head or not: `Limit` means the limit would
 //!   really be exceeded;
 //! - a reservation made from inside the hook (on the thread that runs the round) is served at
@@ -54,6 +59,8 @@ pub(super) struct ReclaimState {
     pub(super) round_in_flight: bool,
     rounds_started: u64,
     rounds_completed: u64,
+    /// Queued reservations served so far: while it grows the queue moves, and no deadline comes.
+    served: u64,
     /// When the last round ended and how long it took.
     last_round: Option<(Instant, Duration)>,
 }
@@ -85,7 +92,8 @@ impl Quota {
     /// The queued part of [`Quota::reserve_slow`]: hook rounds and waiting, as the head or behind it.
     fn wait_turn<'a>(&'a self, mut state: MutexGuard<'a, ReclaimState>, ticket: u64, bytes: u64) -> Result<()> {
         let timeout = Duration::from_millis(u64::from(self.reclaim_timeout_ms.load(SeqCst)));
-        let deadline = Instant::now() + timeout;
+        let mut deadline = Instant::now() + timeout;
+        let mut served = state.served;
         // Asking again while memory stays away: often enough to find memory that became
         // reclaimable after the last round, rarely enough not to turn waiting into GC churn.
         let reask_after = (timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
@@ -104,9 +112,14 @@ impl Quota {
         loop {
             let head = state.queue.front().map(|w| w.ticket) == Some(ticket);
             if (head || state.may_pass_the_head(bytes, timeout)) && self.try_take(bytes, 0) {
+                state.served += 1;
                 return Ok(());
             }
             let now = Instant::now();
+            if state.served != served {
+                served = state.served; // the queue moved: the timeout counts from now
+                deadline = now + timeout;
+            }
             if head && state.rounds_completed > mark {
                 match next_ask {
                     None => next_ask = Some(now + reask_after),
@@ -134,7 +147,11 @@ impl Quota {
             }
             if now >= deadline {
                 // Head or not: at its deadline a waiter takes what fits before it says Limit.
-                return if self.try_take(bytes, 0) { Ok(()) } else { Err(self.fail()) };
+                if self.try_take(bytes, 0) {
+                    state.served += 1;
+                    return Ok(());
+                }
+                return Err(self.fail());
             }
             let mut wake_at = next_ask.map_or(deadline, |at| at.min(deadline));
             if now < not_before && state.rounds_completed <= mark {

@@ -24,9 +24,15 @@ import java.util.concurrent.locks.LockSupport;
  *   <li>woken when memory is actually returned: every free of a Java buffer unparks the head;</li>
  *   <li>a reclaim round ({@link Reclaimer#reclaim}: a GC) at once when buffers come back only through
  *       the GC, and only when memory stops flowing while they are freed explicitly: then the head asks
- *       once it has seen no free for {@link #QUIET_NANOS}; one round at a time;</li>
- *   <li>refused only at the deadline ({@code directmem.reclaimTimeoutMs} after the first refusal),
- *       after a last try that takes memory if it fits, head or not.</li>
+ *       once it has seen no free for {@link #QUIET_NANOS}; one round at a time, the next no sooner
+ *       than the last one's length after it, and twice as long again (up to 100 ms) each time a
+ *       round brought nothing back (back-to-back GCs while a holder sleeps starved everyone: 230
+ *       full GCs in 1.4 s);</li>
+ *   <li>refused only when the queue has stood still for a whole timeout
+ *       ({@code directmem.reclaimTimeoutMs}: no waiter served), after a last try that takes memory
+ *       if it fits, head or not. A waiter in a queue that moves is not refused however long the
+ *       queue: the memory it waits for is coming; a queue stalled for a timeout all fails
+ *       together.</li>
  * </ul>
  */
 final class VirtualWait {
@@ -36,10 +42,15 @@ final class VirtualWait {
     /** Java frees seen while virtual threads waited: tells the head whether memory flows. */
     private static final AtomicLong FREES = new AtomicLong();
     private static final AtomicBoolean ROUND = new AtomicBoolean();
+    /** Waiters served so far: while it grows the queue moves, and no deadline comes. */
+    private static final AtomicLong SERVED = new AtomicLong();
     /** How long the head waits for a free before it asks for a round, while explicit frees flow. */
     private static final long QUIET_NANOS = TimeUnit.MILLISECONDS.toNanos(3);
     /** Explicit frees this recent mean memory flows back without a GC. */
     private static final long FLOWING_NANOS = TimeUnit.MILLISECONDS.toNanos(20);
+    /** Bounds of the wait between two rounds while they bring nothing back (the library's too). */
+    private static final long MIN_SPACING_NANOS = TimeUnit.MILLISECONDS.toNanos(1);
+    private static final long MAX_SPACING_NANOS = TimeUnit.MILLISECONDS.toNanos(100);
     private static volatile long lastExplicitFree = System.nanoTime() - FLOWING_NANOS;
 
     private VirtualWait() {}
@@ -61,7 +72,12 @@ final class VirtualWait {
 
     /** An address, or minus the failing status (LIMIT once the time is up). */
     static long allocate(int capacity, int alignment) {
-        long deadline = System.nanoTime() + TimeUnit.MILLISECONDS.toNanos(DirectMemory.RECLAIM_TIMEOUT_MS);
+        long timeout = TimeUnit.MILLISECONDS.toNanos(DirectMemory.RECLAIM_TIMEOUT_MS);
+        long deadline = System.nanoTime() + timeout;
+        long served = SERVED.get();
+        // Rounds are spaced as the library spaces its: never back to back, at most 100 ms apart.
+        long maxSpacing = Math.max(MIN_SPACING_NANOS, Math.min(timeout / 4, MAX_SPACING_NANOS));
+        long nextRound = System.nanoTime(), spacing = 0, freesAfterRound = -1;
         Thread me = Thread.currentThread();
         WAITING.incrementAndGet();
         QUEUE.add(me);
@@ -70,23 +86,35 @@ final class VirtualWait {
                 long seen = FREES.get();
                 if (QUEUE.peek() == me) {
                     long address = Native.allocate0(capacity, alignment, false);
-                    if (address != -Native.LIMIT) return address;
+                    if (address != -Native.LIMIT) return served(address);
+                }
+                if (SERVED.get() != served) { // the queue moved: the timeout counts from now
+                    served = SERVED.get();
+                    deadline = System.nanoTime() + timeout;
                 }
                 long left = deadline - System.nanoTime();
-                if (left <= 0) {
-                    return Native.allocate0(capacity, alignment, false); // the limit must really be in the way
+                if (left <= 0) { // the limit must really be in the way
+                    return served(Native.allocate0(capacity, alignment, false));
                 }
                 // Explicit frees lately: memory flows back by itself, so wait for it quietly first.
                 boolean flowing = System.nanoTime() - lastExplicitFree < FLOWING_NANOS;
                 if (flowing) LockSupport.parkNanos(Math.min(left, QUIET_NANOS));
-                if (QUEUE.peek() == me && FREES.get() == seen && ROUND.compareAndSet(false, true)) {
+                if (QUEUE.peek() == me && FREES.get() == seen && System.nanoTime() - nextRound >= 0
+                        && ROUND.compareAndSet(false, true)) {
+                    long started = System.nanoTime();
                     try { // memory stopped flowing: only the GC can find more
                         Reclaimer.reclaim(capacity);
                     } finally {
                         ROUND.set(false);
                     }
+                    // The next round no sooner than this one's length, doubled while rounds bring
+                    // nothing back: a holder that frees late is waited for, not GC'd at in a loop.
+                    long ended = System.nanoTime(), took = ended - started;
+                    spacing = FREES.get() == freesAfterRound ? Math.min(Math.max(2 * spacing, took), maxSpacing) : took;
+                    freesAfterRound = FREES.get();
+                    nextRound = ended + spacing;
                 } else if (!flowing) {
-                    LockSupport.parkNanos(Math.min(left, QUIET_NANOS)); // not the head, or a round is in flight
+                    LockSupport.parkNanos(Math.min(left, QUIET_NANOS)); // not the head, or not yet time to ask
                 }
             }
         } finally {
@@ -94,6 +122,11 @@ final class VirtualWait {
             WAITING.decrementAndGet();
             wakeHead(); // the next one may fit too
         }
+    }
+
+    private static long served(long address) {
+        if (address > 0) SERVED.incrementAndGet();
+        return address;
     }
 
     /**

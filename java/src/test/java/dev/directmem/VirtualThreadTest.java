@@ -53,4 +53,44 @@ class VirtualThreadTest extends SettledTest {
         assertEquals(0, errors.get(), done.get() + " allocations succeeded");
         assertEquals(640, done.get());
     }
+
+    /**
+     * Five virtual threads take the whole limit in turn and hold it 150 ms: the last waits ~600 ms,
+     * longer than the 400 ms reclaim timeout, but the queue moves all along, so nobody is refused
+     * (a deadline fixed at the first refusal refused 4 of 5); and while the holder sleeps the head
+     * does not ask for GCs back to back (it did: ~230 full GCs in this test).
+     */
+    @Test
+    void aQueueThatKeepsMovingIsNeverRefusedAndDoesNotGcInALoop() throws Exception {
+        assumeTrue(Runtime.version().feature() >= 21, "virtual threads need JDK 21+");
+        assertTrue(DirectMemory.RECLAIM_TIMEOUT_MS < 600, "the test needs a timeout shorter than the queue's wait");
+        DirectMemory.setLimit(1024L * KIB);
+        AtomicLong done = new AtomicLong(), errors = new AtomicLong();
+        long gcsBefore = Support.gcCount();
+        ExecutorService executor = (ExecutorService) Executors.class.getMethod("newVirtualThreadPerTaskExecutor").invoke(null);
+        List<Future<?>> futures = new ArrayList<>();
+        try {
+            for (int t = 0; t < 5; t++) {
+                futures.add(executor.submit(() -> {
+                    try {
+                        ByteBuffer b = DirectMemory.allocate(1024 * KIB);
+                        Thread.sleep(150);
+                        DirectMemory.free(b);
+                        done.incrementAndGet();
+                    } catch (OutOfMemoryError e) {
+                        errors.incrementAndGet();
+                    } catch (InterruptedException e) {
+                        Thread.currentThread().interrupt();
+                    }
+                }));
+            }
+            for (Future<?> f : futures) f.get(60, TimeUnit.SECONDS);
+        } finally {
+            executor.shutdownNow();
+        }
+        long gcs = Support.gcCount() - gcsBefore;
+        assertEquals(0, errors.get(), done.get() + " allocations succeeded");
+        assertEquals(5, done.get());
+        assertTrue(gcs < 100, gcs + " collections while four waiters waited ~750 ms in all");
+    }
 }
