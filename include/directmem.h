@@ -279,8 +279,10 @@ enum dm_status dm_set_limit(uint64_t bytes);
  * - with no hook, it fails at once with DM_ERR_LIMIT;
  * - with a hook, the hook is called with the shortfall (one call in flight at a time; threads
  *   that fail meanwhile wait for that call), then the reservation is retried each time memory is
- *   returned, first come first served, until the reclaim timeout runs out; at its deadline a
- *   waiter still takes memory that fits, so DM_ERR_LIMIT means the limit would really be exceeded.
+ *   returned, first come first served, until the queue has not moved (no waiter served) for the
+ *   whole reclaim timeout: a waiter in a queue that moves is not refused however long the queue;
+ *   at its deadline a waiter still takes memory that fits, so DM_ERR_LIMIT means the limit would
+ *   really be exceeded.
  *   A queued request of at most a quarter of the first waiter's size may take free memory before
  *   it while that waiter has waited less than half the timeout (so a small request does not wait
  *   a whole slow hook call behind a big one; the big one is never starved).
@@ -298,8 +300,8 @@ enum dm_status dm_set_limit(uint64_t bytes);
 enum dm_status dm_set_reclaim_hook(dm_reclaim_fn hook, void *ctx);
 
 /**
- * Sets how long a reservation may wait for memory after calling the reclaim hook
- * (default 1000 ms; 0: call the hook, retry once, give up).
+ * Sets how long a reservation may wait for memory after calling the reclaim hook while no
+ * waiter is served (default 1000 ms; 0: call the hook, retry once, give up).
  *
  * Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
  */

@@ -34,7 +34,7 @@ import java.util.Objects;
  * {@code directmem.jmx} ({@code true}/{@code false}/{@code auto}: whether to register the
  * {@code java.nio:type=BufferPool,name=directmem} MBean; {@code auto} does where JMX is in use already),
  * {@code directmem.reclaimTimeoutMs} (how long an allocation that does not fit waits for memory after
- * asking for a GC; default 400).
+ * asking for a GC, while no waiting allocation is served; default 400).
  */
 public final class DirectMemory {
     private static final System.Logger LOG = System.getLogger("dev.directmem");
