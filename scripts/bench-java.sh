@@ -37,6 +37,7 @@ TAG=g1 run -- keep-loop
 TAG=g1 run -XX:MaxDirectMemorySize=32m -- threads-8
 TAG=parallel run -XX:+UseParallelGC -XX:MaxDirectMemorySize=32m -- threads-8
 if [ -n "$JDK25" ]; then
+  JAVA="$JDK25/bin/java" TAG=jdk25 run --enable-native-access=ALL-UNNAMED -XX:MaxDirectMemorySize=32m -- threads-8
   JAVA="$JDK25/bin/java" TAG=jdk25 run --enable-native-access=ALL-UNNAMED -XX:MaxDirectMemorySize=32m -- vthreads-8
   JAVA="$JDK25/bin/java" TAG=jdk25 run --enable-native-access=ALL-UNNAMED -XX:MaxDirectMemorySize=1m -- vthreads-64
 fi
