@@ -59,6 +59,7 @@ fn heavy_barrier() {
     std::process::abort();
 }
 
+#[repr(align(128))]
 pub struct Credit {
     bytes: AtomicU64,
     /// Set by the owner while it updates `bytes` with plain loads and stores.
