@@ -376,11 +376,11 @@ mod tests {
 
     #[test]
     fn a_queue_that_keeps_moving_is_never_refused_however_long_it_waits() {
-        // Five threads each hold the whole budget for 200 ms in turn: the last waits ~800 ms,
-        // twice its 400 ms timeout, but the queue moves every 200 ms. With a deadline fixed at the
-        // first refusal the last two were refused.
+        // Five threads each hold the whole budget 300 ms in turn: the last waits ~1.2 s, longer
+        // than its 1 s timeout, but the queue moves every 300 ms. With a deadline fixed at the
+        // first refusal the last one was refused.
         let q = Arc::new(Quota::new(10));
-        q.set_reclaim_timeout(400);
+        q.set_reclaim_timeout(1_000);
         q.set_hook(Some(Arc::new(|_| {})));
         q.reserve(10).unwrap();
         let takers: Vec<_> = (0..4)
@@ -389,7 +389,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let got = q.reserve(10);
                     if got.is_ok() {
-                        std::thread::sleep(Duration::from_millis(200));
+                        std::thread::sleep(Duration::from_millis(300));
                         q.release(10);
                     }
                     got
@@ -399,7 +399,7 @@ mod tests {
         while q.waiters.load(SeqCst) < 4 {
             std::thread::yield_now();
         }
-        std::thread::sleep(Duration::from_millis(200));
+        std::thread::sleep(Duration::from_millis(300));
         q.release(10);
         for taker in takers {
             assert_eq!(taker.join().unwrap(), Ok(()));
