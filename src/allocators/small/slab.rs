@@ -109,8 +109,8 @@ const LINES: usize = 128;
 /// `n` zeroed values of `T`, alone in their cache lines, for as long as the process lives (like
 /// the slab headers, which are never freed). Two heaps' slabs are often made one right after the
 /// other; their per-slot words, each heap writing its own at every allocation and free, shared
-/// lines when they came from `malloc`, and two threads paid for it (4 KiB pairs with two threads at
-/// 1.45x the best peer).
+/// lines when they came from `malloc`, and two threads paid for it (64 B pairs on two threads: a
+/// median 44.5 ns a pair before, 33.4 after, in alternating runs).
 ///
 /// # Safety
 /// All-zero bytes must be a valid `T`.
