@@ -51,7 +51,7 @@ final class Block extends PhantomReference<ByteBuffer> {
         int status = Native.free0(address);
         if (status != Native.OK) {
             FAILED_RELEASES.increment();
-            System.getLogger("dev.directmem").log(System.Logger.Level.ERROR, "freeing the block of a direct buffer at 0x"
+            Log.log(System.Logger.Level.ERROR, "freeing the block of a direct buffer at 0x"
                     + Long.toHexString(address) + " failed: " + Native.message(status));
         }
         VirtualWait.wake(explicit);

@@ -14,7 +14,6 @@ import java.util.concurrent.locks.LockSupport;
  */
 final class CleanerThread {
     static final ReferenceQueue<ByteBuffer> QUEUE = new ReferenceQueue<>();
-    private static final System.Logger LOG = System.getLogger("dev.directmem");
     private static final long JMX_LOOK_NANOS = 1_000_000_000L;
     /** About one release of a big block: polling faster would only take the CPU from the thread. */
     private static final long POLL_NANOS = 20_000;
@@ -44,7 +43,7 @@ final class CleanerThread {
                     DirectMemoryPool.registerIfWanted();
                 }
             } catch (Throwable t) { // never let the thread die: every later buffer would leak
-                LOG.log(System.Logger.Level.ERROR, "directmem-cleaner", t);
+                Log.log(System.Logger.Level.ERROR, "directmem-cleaner", t);
             }
         }
     }
@@ -53,7 +52,7 @@ final class CleanerThread {
         if (block.release()) {
             // The report before the count: whoever sees the count (a test, a monitor) finds the report written.
             if (block.allocationSite != null) {
-                LOG.log(System.Logger.Level.WARNING, "a direct buffer of " + block.capacity
+                Log.log(System.Logger.Level.WARNING, "a direct buffer of " + block.capacity
                         + " bytes was reclaimed by the GC without DirectMemory.free", block.allocationSite);
             }
             Block.RECLAIMED_BY_GC.increment();

@@ -37,7 +37,6 @@ import java.util.Objects;
  * asking for a GC, while no waiting allocation is served; default 400).
  */
 public final class DirectMemory {
-    private static final System.Logger LOG = System.getLogger("dev.directmem");
 
     /** How long an allocation waits for memory after asking for a GC; the JDK sleeps about 500 ms in total. */
     static final int RECLAIM_TIMEOUT_MS = Integer.getInteger("directmem.reclaimTimeoutMs", 400);
@@ -192,7 +191,7 @@ public final class DirectMemory {
         if (property != null) {
             long bytes = Native.parseSize0(property);
             if (bytes >= 0) return bytes;
-            LOG.log(System.Logger.Level.WARNING, "ignoring directmem.maxDirectMemorySize=" + property
+            Log.log(System.Logger.Level.WARNING, "ignoring directmem.maxDirectMemorySize=" + property
                     + ": expected bytes or a number with a k/m/g suffix");
         }
         VMOption vm = vmOption("MaxDirectMemorySize");

@@ -42,7 +42,7 @@ final class DirectMemoryPool implements BufferPoolMXBean {
         } catch (InstanceAlreadyExistsException e) {
             // registered by another class loader's copy of this library: theirs shows the same counters
         } catch (Exception | LinkageError e) {
-            System.getLogger("dev.directmem").log(System.Logger.Level.WARNING, "cannot register " + OBJECT_NAME, e);
+            Log.log(System.Logger.Level.WARNING, "cannot register " + OBJECT_NAME, e);
         }
     }
 

@@ -46,7 +46,7 @@ final class Reclaimer {
     private static void forceGc() {
         if (!fallbackLogged) {
             fallbackLogged = true;
-            System.getLogger("dev.directmem").log(System.Logger.Level.INFO,
+            Log.log(System.Logger.Level.INFO,
                     "-XX:+DisableExplicitGC is set: directmem reclaims direct memory through JVMTI's "
                             + "ForceGarbageCollection (-Ddirectmem.gcFallback=false turns this off)");
         }
@@ -60,14 +60,14 @@ final class Reclaimer {
         try {
             if (!gcRunLogged) {
                 gcRunLogged = true;
-                System.getLogger("dev.directmem").log(System.Logger.Level.INFO, "JVMTI's ForceGarbageCollection "
+                Log.log(System.Logger.Level.INFO, "JVMTI's ForceGarbageCollection "
                         + "failed (" + jvmtiError + "): directmem asks the DiagnosticCommand MBean's gcRun instead");
             }
             ManagementFactory.getPlatformMBeanServer().invoke(
                     new ObjectName("com.sun.management:type=DiagnosticCommand"), "gcRun", null, null);
             DirectMemoryPool.registerIfWanted(); // the platform MBean server exists now
         } catch (Exception e) {
-            System.getLogger("dev.directmem").log(System.Logger.Level.WARNING, "gcRun failed", e);
+            Log.log(System.Logger.Level.WARNING, "gcRun failed", e);
         }
     }
 
