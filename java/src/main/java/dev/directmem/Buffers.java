@@ -18,7 +18,9 @@ import java.nio.ByteOrder;
  *
  * <p>Four ways, fastest first; the first that works here is used, and {@link #KIND} names it:
  * <ol>
- *   <li>{@code ffm}, JDK 22+: {@code MemorySegment.ofAddress(a).reinterpret(n).asByteBuffer()}. Needs
+ *   <li>{@code ffm}, JDK 22+: {@code MemorySegment.ofAddress(a).reinterpret(n).asByteBuffer()}, in
+ *       {@code FfmBuffers} (the jar's release-22 part), or composed from method handles where the jar
+ *       was built without a JDK 22+ compiler. Needs
  *       native access for this module ({@code --enable-native-access=ALL-UNNAMED}), which loading a
  *       JNI library on JDK 24+ takes anyway (on 24+, without the flag, the JVM warns once at load and
  *       then grants it).</li>
@@ -40,6 +42,9 @@ final class Buffers {
     private static final MethodHandle WRAP;
     /** (ByteBuffer) long: the address of the buffer's first byte (not of its position). */
     private static final MethodHandle ADDRESS;
+
+    /** True when the {@code ffm} way runs as plain calls ({@code FfmBuffers}, the jar's JDK 22 part). */
+    static final boolean FFM_PLAIN_CALLS;
 
     /** The largest capacity {@link #WRAP} takes ({@code asByteBuffer} refuses the last 8 sizes); above it, JNI. */
     private static final int MAX_CAPACITY;
@@ -68,6 +73,7 @@ final class Buffers {
             throw new IllegalStateException("no way to make a direct buffer over a native block: " + why);
         }
         KIND = kind;
+        FFM_PLAIN_CALLS = kind.equals("ffm") && ffmClass() != null; // then handles("ffm") used it
         MAX_CAPACITY = kind.equals("ffm") ? Integer.MAX_VALUE - 8 : Integer.MAX_VALUE;
         WRAP = chosen[0];
         ADDRESS = chosen[1];
@@ -112,6 +118,11 @@ final class Buffers {
                     throw new UnsupportedOperationException("native access is not enabled for " + module
                             + " (--enable-native-access=ALL-UNNAMED, or the module's name)");
                 }
+                Class<?> plain = ffmClass(); // the jar's JDK 22 part: plain calls, no classes spun
+                if (plain != null) {
+                    return new MethodHandle[] {lookup.findStatic(plain, "wrap", wrapType), lookup.findStatic(plain, "address", addressType)};
+                }
+                // Built without a JDK 22+ compiler: the same calls, composed from method handles.
                 Class<?> segment = Class.forName("java.lang.foreign.MemorySegment");
                 MethodHandle ofAddress = lookup.findStatic(segment, "ofAddress", MethodType.methodType(segment, long.class));
                 MethodHandle reinterpret = lookup.findVirtual(segment, "reinterpret", MethodType.methodType(segment, long.class));
@@ -153,6 +164,15 @@ final class Buffers {
                 };
             default:
                 throw new IllegalArgumentException("directmem.buffers must be ffm, constructor, unsafe or jni: " + kind);
+        }
+    }
+
+    /** {@code FfmBuffers}, or null where the jar has no JDK 22 part (or this JDK is older). */
+    private static Class<?> ffmClass() {
+        try {
+            return Class.forName("dev.directmem.FfmBuffers");
+        } catch (ClassNotFoundException | LinkageError e) {
+            return null;
         }
     }
 

@@ -53,4 +53,21 @@ class DerivedBufferTest extends SettledTest {
             assertTrue(o.output().contains("buffers made by " + expected), kind + ": " + o.output());
         }
     }
+
+    /**
+     * On JDK 22+ the {@code ffm} way runs as plain calls from the jar's release-22 part
+     * ({@code META-INF/versions/22}); a JVM that does not read multi-release jars falls back to the
+     * same calls composed from method handles, and its derived buffers are as safe.
+     */
+    @Test
+    void onJdk22TheFfmWayIsThePlainCallsOfTheJarsRelease22PartOrElseItsFallback() throws Exception {
+        org.junit.jupiter.api.Assumptions.assumeTrue(Runtime.version().feature() >= 22, "FFM needs JDK 22+");
+        assertEquals("ffm", Buffers.KIND);
+        assertTrue(Buffers.FFM_PLAIN_CALLS, "the jar's JDK 22 part (FfmBuffers) is not in use");
+        Support.Outcome o = Support.java(List.of("-Djdk.util.jar.enableMultiRelease=false", "--enable-native-access=ALL-UNNAMED"),
+                "dev.directmem.DerivedBuffers");
+        assertEquals(0, o.exit(), o.output());
+        assertTrue(o.output().contains("0 derived buffers lost their data"), o.output());
+        assertTrue(o.output().contains("buffers made by ffm") && !o.output().contains("(plain calls)"), o.output());
+    }
 }

@@ -97,7 +97,7 @@ public final class DerivedBuffers {
 
     public static void main(String[] args) throws Exception {
         List<String> failures = check();
-        System.out.println("buffers made by " + Buffers.KIND);
+        System.out.println("buffers made by " + Buffers.KIND + (Buffers.FFM_PLAIN_CALLS ? " (plain calls)" : ""));
         failures.forEach(System.out::println);
         System.out.println(failures.size() + " derived buffers lost their data");
     }
