@@ -79,6 +79,7 @@ final class VirtualWait {
         long maxSpacing = Math.max(MIN_SPACING_NANOS, Math.min(timeout / 4, MAX_SPACING_NANOS));
         long nextRound = System.nanoTime(), spacing = 0, freesAfterRound = -1;
         Thread me = Thread.currentThread();
+        boolean interrupted = Thread.interrupted(); // cleared while it waits: see park
         WAITING.incrementAndGet();
         QUEUE.add(me);
         try {
@@ -98,7 +99,7 @@ final class VirtualWait {
                 }
                 // Explicit frees lately: memory flows back by itself, so wait for it quietly first.
                 boolean flowing = System.nanoTime() - lastExplicitFree < FLOWING_NANOS;
-                if (flowing) LockSupport.parkNanos(Math.min(left, QUIET_NANOS));
+                if (flowing) interrupted |= park(Math.min(left, QUIET_NANOS));
                 if (QUEUE.peek() == me && FREES.get() == seen && System.nanoTime() - nextRound >= 0
                         && ROUND.compareAndSet(false, true)) {
                     long started = System.nanoTime();
@@ -114,14 +115,26 @@ final class VirtualWait {
                     freesAfterRound = FREES.get();
                     nextRound = ended + spacing;
                 } else if (!flowing) {
-                    LockSupport.parkNanos(Math.min(left, QUIET_NANOS)); // not the head, or not yet time to ask
+                    interrupted |= park(Math.min(left, QUIET_NANOS)); // not the head, or not yet time to ask
                 }
             }
         } finally {
             QUEUE.remove(me);
             WAITING.decrementAndGet();
             wakeHead(); // the next one may fit too
+            if (interrupted) me.interrupt();
         }
+    }
+
+    /**
+     * Parks; true if the thread's interrupt status was set, which is cleared meanwhile: a set status
+     * makes every park return at once, and the wait would spin. The caller sets it again when it
+     * is done (as the JDK's {@code Bits.reserveMemory} keeps waiting through an interrupt and sets
+     * it again at the end).
+     */
+    private static boolean park(long nanos) {
+        LockSupport.parkNanos(nanos);
+        return Thread.interrupted();
     }
 
     private static long served(long address) {

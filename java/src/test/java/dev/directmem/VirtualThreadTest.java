@@ -93,4 +93,21 @@ class VirtualThreadTest extends SettledTest {
         assertEquals(5, done.get());
         assertTrue(gcs < 100, gcs + " collections while four waiters waited ~750 ms in all");
     }
+
+    /**
+     * A virtual thread whose interrupt status is set waits for memory parked, not spinning (every
+     * park returned at once, and the wait took a whole core: 1,010 ms of CPU in a second of waiting,
+     * 130-160 ms since), and keeps its interrupt status, as the JDK's Bits.reserveMemory does.
+     */
+    @Test
+    void anInterruptedVirtualThreadWaitsParkedAndKeepsItsInterruptStatus() throws Exception {
+        assumeTrue(Runtime.version().feature() >= 21, "virtual threads need JDK 21+");
+        Support.Outcome o = Support.java(List.of("-Ddirectmem.reclaimTimeoutMs=10000"), "dev.directmem.InterruptedWait");
+        assertEquals(0, o.exit(), o.output());
+        assertTrue(o.output().contains("interrupt kept: true"), o.output());
+        java.util.regex.Matcher m = java.util.regex.Pattern.compile("process CPU (\\d+) ms in (\\d+) ms").matcher(o.output());
+        assertTrue(m.find(), o.output());
+        long cpu = Long.parseLong(m.group(1)), wall = Long.parseLong(m.group(2));
+        assertTrue(cpu < wall * 6 / 10, "the waiting thread spun: " + o.output());
+    }
 }
