@@ -30,6 +30,8 @@ else
 fi
 mkdir -p "$classes/dev/directmem/native/$platform"
 cp "target/$profile/libdirectmem.so" "$classes/dev/directmem/native/$platform/"
+# Its SHA-256 beside it: the name of the folder it is extracted to (NativeLibrary), not hashed at every start.
+sha256sum "target/$profile/libdirectmem.so" | cut -c1-64 >"$classes/dev/directmem/native/$platform/libdirectmem.so.sha256"
 printf '%s\n' "$version" > "$classes/dev/directmem/version"
 printf 'Implementation-Title: directmem\nImplementation-Version: %s\n' "$version" > "$work/manifest"
 mkdir -p "$(dirname "$out")"

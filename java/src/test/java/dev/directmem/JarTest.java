@@ -36,9 +36,18 @@ class JarTest {
         assertTrue(out.contains("freed true"), out);
         assertTrue(out.contains("count=0"), out);
         assertFalse(out.contains("WARNING"), out);
+        List<Path> extracted;
         try (var files = Files.walk(dir)) {
-            assertEquals(1, files.filter(f -> f.getFileName().toString().equals("libdirectmem.so")).count(), "extracted once");
+            extracted = files.filter(f -> f.getFileName().toString().equals("libdirectmem.so")).toList();
         }
+        assertEquals(1, extracted.size(), "extracted once");
+        // Named by its content: the folder is the SHA-256 of the bytes extracted (build-jar.sh writes it
+        // beside the library in the jar, so that no JVM hashes it at start).
+        StringBuilder sha256 = new StringBuilder();
+        for (byte b : java.security.MessageDigest.getInstance("SHA-256").digest(Files.readAllBytes(extracted.get(0)))) {
+            sha256.append(String.format("%02x", b));
+        }
+        assertEquals(sha256.toString(), extracted.get(0).getParent().getFileName().toString());
     }
 
     @Test
