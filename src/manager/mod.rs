@@ -298,7 +298,7 @@ impl Manager {
 
     /// Gives memory kept for reuse back to the system (see `dm_trim`); returns the cached bytes given back.
     pub fn trim(&self) -> u64 {
-        crate::allocators::system::mappings::global().unmap_all();
+        sysmem::mappings::global().unmap_all();
         self.small.trim()
     }
 

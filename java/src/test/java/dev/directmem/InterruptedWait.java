@@ -4,7 +4,6 @@ import com.sun.management.OperatingSystemMXBean;
 import java.lang.management.ManagementFactory;
 import java.nio.ByteBuffer;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 
 /**
@@ -18,7 +17,7 @@ public final class InterruptedWait {
         DirectMemory.setLimit(1 << 20);
         ByteBuffer held = DirectMemory.allocate(1 << 20);
         OperatingSystemMXBean os = (OperatingSystemMXBean) ManagementFactory.getOperatingSystemMXBean();
-        ExecutorService executor = (ExecutorService) Executors.class.getMethod("newVirtualThreadPerTaskExecutor").invoke(null);
+        ExecutorService executor = Support.virtualThreadExecutor();
         Future<Boolean> kept = executor.submit(() -> {
             Thread.currentThread().interrupt();
             DirectMemory.free(DirectMemory.allocate(1 << 20));

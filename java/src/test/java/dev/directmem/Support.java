@@ -6,6 +6,8 @@ import java.lang.management.ManagementFactory;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
 import java.util.function.BooleanSupplier;
 
@@ -50,6 +52,11 @@ final class Support {
             count += Math.max(0, gc.getCollectionCount());
         }
         return count;
+    }
+
+    /** {@code Executors.newVirtualThreadPerTaskExecutor()} (JDK 21+), reached by reflection: the tests compile for 17. */
+    static ExecutorService virtualThreadExecutor() throws ReflectiveOperationException {
+        return (ExecutorService) Executors.class.getMethod("newVirtualThreadPerTaskExecutor").invoke(null);
     }
 
     record Outcome(int exit, String output) {}

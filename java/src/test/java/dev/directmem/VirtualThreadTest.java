@@ -7,7 +7,6 @@ import java.nio.ByteBuffer;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
 import java.util.concurrent.Future;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
@@ -26,7 +25,7 @@ class VirtualThreadTest extends SettledTest {
         assumeTrue(Runtime.version().feature() >= 21, "virtual threads need JDK 21+");
         DirectMemory.setLimit(1024L * KIB); // four 256 KiB buffers at once
         AtomicLong done = new AtomicLong(), errors = new AtomicLong();
-        ExecutorService executor = (ExecutorService) Executors.class.getMethod("newVirtualThreadPerTaskExecutor").invoke(null);
+        ExecutorService executor = Support.virtualThreadExecutor();
         List<Future<?>> futures = new ArrayList<>();
         try {
             for (int t = 0; t < 64; t++) {
@@ -67,7 +66,7 @@ class VirtualThreadTest extends SettledTest {
         DirectMemory.setLimit(1024L * KIB);
         AtomicLong done = new AtomicLong(), errors = new AtomicLong();
         long gcsBefore = Support.gcCount();
-        ExecutorService executor = (ExecutorService) Executors.class.getMethod("newVirtualThreadPerTaskExecutor").invoke(null);
+        ExecutorService executor = Support.virtualThreadExecutor();
         List<Future<?>> futures = new ArrayList<>();
         try {
             for (int t = 0; t < 5; t++) {
