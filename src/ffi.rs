@@ -189,6 +189,20 @@ pub extern "C" fn dm_unreserve(bytes: usize) -> dm_status {
 /// `out` must be NULL or point to writable storage for a pointer.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dm_allocate(size: usize, alignment: usize, out: *mut *mut c_void) -> dm_status {
+    // The common case first, inlined here (the general path's frame and result cost more than
+    // the slot). It cannot panic: slot indexes come from the slab's own bitmap.
+    if !out.is_null() {
+        if let Some(block) = manager::global().allocate_fast(size, alignment) {
+            write_out(out, block.as_ptr() as *mut c_void);
+            return dm_status::DM_OK;
+        }
+    }
+    allocate_general(size, alignment, out)
+}
+
+#[cold]
+#[inline(never)]
+fn allocate_general(size: usize, alignment: usize, out: *mut *mut c_void) -> dm_status {
     boundary(|| {
         let out = non_null(out)?;
         let block = manager::global().allocate(size, alignment)?;
@@ -209,6 +223,15 @@ pub unsafe extern "C" fn dm_allocate(size: usize, alignment: usize, out: *mut *m
 /// Any pointer value may be passed; it is only looked up, never dereferenced unless live.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dm_free(ptr: *mut c_void) -> dm_status {
+    if manager::global().free_fast(ptr as usize) {
+        return dm_status::DM_OK;
+    }
+    free_general(ptr)
+}
+
+#[cold]
+#[inline(never)]
+fn free_general(ptr: *mut c_void) -> dm_status {
     boundary(|| if ptr.is_null() { Ok(()) } else { manager::global().free(ptr as usize) })
 }
 

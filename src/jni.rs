@@ -59,6 +59,12 @@ pub extern "system" fn Java_dev_directmem_Native_allocate0(
 ) -> jlong {
     without_env(-jlong::from(Error::Internal.code()), || {
         let m = manager::global();
+        // The common case (a slot and credit at hand) never waits, so it serves both kinds.
+        if let (Ok(size), Ok(alignment)) = (usize::try_from(capacity), usize::try_from(alignment)) {
+            if let Some(ptr) = m.allocate_fast(size, alignment) {
+                return ptr.as_ptr() as jlong;
+            }
+        }
         let block = (|| {
             let size = usize::try_from(capacity).map_err(|_| Error::InvalidArgument)?;
             let alignment = usize::try_from(alignment).map_err(|_| Error::InvalidArgument)?;
@@ -84,6 +90,9 @@ pub extern "system" fn Java_dev_directmem_Native_free0(
 ) -> jint {
     without_env(Error::Internal.code(), || {
         let address = usize::try_from(address).map_err(|_| Error::InvalidArgument);
+        if address.is_ok_and(|a| manager::global().free_fast(a)) {
+            return 0;
+        }
         status(address.and_then(|a| manager::global().free(a)))
     })
 }

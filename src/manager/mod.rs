@@ -77,6 +77,24 @@ impl Manager {
         Manager { small: SmallBlocks::new(quota.clone()), quota, blocks: Registry::default() }
     }
 
+    /// The common case of [`Manager::allocate`], inlined into the C and Java entry points: a small
+    /// block this thread's heap has a slot and credit for. None: nothing changed; call `allocate`.
+    #[inline(always)]
+    pub fn allocate_fast(&self, size: usize, alignment: usize) -> Option<NonNull<u8>> {
+        if alignment > 16 || alignment & alignment.wrapping_sub(1) != 0 {
+            return None; // bigger or invalid alignments: `allocate` sorts them out
+        }
+        let class = small::class_of(size, 0)?;
+        self.small.allocate_fast(size, class)
+    }
+
+    /// The common case of [`Manager::free`]: a small block without cleaners, freed by a thread
+    /// that allocates too. False: nothing changed; call `free`.
+    #[inline(always)]
+    pub fn free_fast(&self, address: usize) -> bool {
+        self.small.free_fast(address)
+    }
+
     /// Reserve, allocate zeroed memory, record it. Nothing stays reserved on failure.
     #[inline]
     pub fn allocate(&self, size: usize, alignment: usize) -> Result<NonNull<u8>> {

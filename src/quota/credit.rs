@@ -77,7 +77,7 @@ impl Default for Credit {
 impl Credit {
     /// Owner only: replaces the credit `have` with `f(have)`, unless `f` says None. Returns the
     /// credit before, if it was replaced.
-    #[inline]
+    #[inline(always)]
     pub fn update(&self, mut f: impl FnMut(u64) -> Option<u64>) -> Option<u64> {
         self.busy.store(true, Relaxed);
         // The light side of the barrier: only the compiler must keep `busy` before `shared`;
@@ -149,7 +149,7 @@ impl Quota {
     }
 
     /// Spends `bytes` of `credit` if it covers them and nobody waits. False: nothing changed.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn spend(&self, credit: &Credit, bytes: u64) -> bool {
         bytes == 0 || (self.waiters.load(Relaxed) == 0 && credit.update(|have| have.checked_sub(bytes)).is_some())
     }
@@ -187,7 +187,7 @@ impl Quota {
     /// [`Quota::release`] for the thread owning `credit`: the bytes go to the credit, unless it
     /// grows past two chunks, someone waits for memory, or the limit was lowered below what is
     /// reserved (credit must be bytes within the limit); then all of it goes back to the budget.
-    #[inline]
+    #[inline(always)]
     pub fn release_with(&self, credit: &Credit, bytes: u64) {
         let after = credit.update(|have| Some(have + bytes)).unwrap_or(0) + bytes;
         // Pairs with a waiter's increment of `waiters` before it collects credits (the update

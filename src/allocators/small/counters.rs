@@ -16,10 +16,12 @@ pub(super) struct Counters {
 }
 
 impl Counters {
+    #[inline(always)]
     pub(super) fn bump(counter: &AtomicU64, by: u64) {
         counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
     }
 
+    #[inline(always)]
     pub(super) fn allocated(&self, size: usize, slot_size: u32) {
         Self::bump(&self.count, 1);
         Self::bump(&self.capacity, size as u64);
@@ -27,6 +29,7 @@ impl Counters {
         Self::bump(&self.allocations, 1);
     }
 
+    #[inline(always)]
     pub(super) fn released(&self, size: usize, slot_size: u32) {
         Self::bump(&self.count, 1u64.wrapping_neg());
         Self::bump(&self.capacity, (size as u64).wrapping_neg());

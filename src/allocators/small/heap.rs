@@ -95,7 +95,7 @@ impl Heap {
 
     /// The common case of an allocation, with nothing that can block or call out: a slot from
     /// the current slab's own free bits, paid from the credit. None: take the slow path.
-    #[inline]
+    #[inline(always)]
     pub(super) fn take_fast(&mut self, size: usize, class: usize) -> Option<NonNull<u8>> {
         let slab = self.current[class]?;
         // Safety: this heap owns its current slab.
@@ -127,7 +127,7 @@ impl Heap {
     }
 
     /// Zeroes slot `index` of `slab` (this heap's), marks it live with `size` bytes, counts it.
-    #[inline]
+    #[inline(always)]
     pub(super) fn hand_out(&mut self, slab: &'static Slab, index: usize, size: usize) -> NonNull<u8> {
         let address = slab.slot_address(index);
         let block = address as *mut u8;
@@ -169,7 +169,7 @@ impl Heap {
         self.pool.slab_for(c, self.id)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn put_back(&mut self, slot: Slot, size: usize) {
         let slab = slot.slab;
         self.counters.released(size, slab.slot_size);
@@ -237,7 +237,7 @@ impl Heap {
 ///
 /// # Safety
 /// `block` is valid for writes of `slot_size` bytes (at least `size`) and aligned to 16.
-#[inline]
+#[inline(always)]
 unsafe fn zero(block: *mut u8, size: usize, slot_size: u32) {
     #[cfg(target_arch = "x86_64")]
     {

@@ -159,6 +159,23 @@ impl SmallBlocks {
         }
     }
 
+    /// Only the common case of [`SmallBlocks::allocate`], small enough to inline into the C entry
+    /// point: a slot of `class` from this thread's current slab, paid from its credit, by the heap
+    /// used last. None: nothing changed; take [`SmallBlocks::allocate`].
+    #[inline(always)]
+    pub fn allocate_fast(&self, size: usize, class: usize) -> Option<NonNull<u8>> {
+        // Injected failures count every allocation: those go through the general path.
+        if cfg!(feature = "fault-injection") {
+            return None;
+        }
+        let (pool, heap) = LAST_HEAP.try_with(Cell::get).ok()?;
+        if pool != self.id {
+            return None;
+        }
+        // Safety: see `heap`; the fast path does not call out.
+        unsafe { &mut *heap }.take_fast(size, class)
+    }
+
     /// [`SmallBlocks::allocate`] when the credit or the current slab ran out.
     #[cold]
     #[inline(never)]
@@ -186,6 +203,28 @@ impl SmallBlocks {
     pub fn find(&self, address: usize) -> Option<Result<Slot>> {
         let slab = table::find(address).filter(|s| s.pool == self.id)?;
         Some(slab.slot_of(address).map(|index| Slot { slab, index }).ok_or(Error::NotLive))
+    }
+
+    /// Only the common case of a release, small enough to inline into the C entry point: a live
+    /// block without cleaners in this pool's slabs, released by a thread whose heap was used last.
+    /// True: released. False: nothing changed (not such a block, or not that thread); take the
+    /// general path, which finds out what it is.
+    #[inline(always)]
+    pub fn free_fast(&self, address: usize) -> bool {
+        let Some(slab) = table::find(address).filter(|s| s.pool == self.id) else { return false };
+        let Some(index) = slab.slot_of(address) else { return false };
+        let Ok((pool, heap)) = LAST_HEAP.try_with(Cell::get) else { return false };
+        if pool != self.id {
+            return false;
+        }
+        match slab.claim(index) {
+            Claim::Won(size) => {
+                // Safety: see `heap`; putting back does not call out.
+                unsafe { &mut *heap }.put_back(Slot { slab, index }, size);
+                true
+            }
+            Claim::Cleaned | Claim::NotLive => false,
+        }
     }
 
     /// Finishes releasing a block whose claim this caller won (`size` from the claim): the

@@ -46,7 +46,7 @@ const fn by_step() -> [u8; MAX_SMALL / 16 + 1] {
 }
 
 /// The class of a block of `size` bytes aligned to `alignment` (a power of two), if small.
-#[inline]
+#[inline(always)]
 pub fn class_of(size: usize, alignment: usize) -> Option<usize> {
     if size > MAX_SMALL {
         return None;
@@ -66,7 +66,7 @@ fn aligned_class(from: usize, alignment: usize) -> Option<usize> {
 /// `offset / size` for any offset inside a slab (below 64 KiB) and any class size, with a multiply
 /// and a shift instead of a division on the free path: `magic` is `ceil(2^32 / size)`, whose error
 /// (below `size`) times the offset (below 2^16) stays below 2^32, so the quotient is exact.
-#[inline]
+#[inline(always)]
 pub fn divide(offset: u32, magic: u64) -> u32 {
     ((offset as u64 * magic) >> 32) as u32
 }

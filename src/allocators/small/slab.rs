@@ -65,7 +65,7 @@ struct Local {
 
 impl Local {
     /// Takes the lowest free slot of word `w`, if it has one.
-    #[inline]
+    #[inline(always)]
     fn take_from(&mut self, w: usize) -> Option<usize> {
         let bits = self.free[w];
         if bits == 0 {
@@ -157,19 +157,21 @@ impl Slab {
         }
     }
 
+    #[inline(always)]
     pub fn slot_address(&self, index: usize) -> usize {
         self.base + index * self.slot_size as usize
     }
 
     /// The slot starting at `address` (which lies in this slab's region), or None for an address
     /// inside a slot or in the slab's tail that no slot covers.
-    #[inline]
+    #[inline(always)]
     pub fn slot_of(&self, address: usize) -> Option<usize> {
         let offset = (address - self.base) as u32;
         let index = size_class::divide(offset, self.magic);
         (index * self.slot_size == offset && index < self.slots).then_some(index as usize)
     }
 
+    #[inline(always)]
     pub fn owner(&self) -> u64 {
         self.owner.load(Relaxed)
     }
@@ -198,6 +200,7 @@ impl Slab {
 
     /// Safety: the caller is the owner (or holds the unowned slab exclusively).
     #[allow(clippy::mut_from_ref)]
+    #[inline(always)]
     unsafe fn local(&self) -> &mut Local {
         &mut *self.local.get()
     }
@@ -206,7 +209,7 @@ impl Slab {
     ///
     /// # Safety
     /// The caller is the owner.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn take_local(&self) -> Option<usize> {
         let local = self.local();
         local.take_from(local.cursor)
@@ -248,12 +251,13 @@ impl Slab {
     }
 
     /// Owner: marks a taken slot live with a block of `size` bytes (already zeroed).
+    #[inline(always)]
     pub fn mark_live(&self, index: usize, size: usize) {
         self.state[index].store(LIVE | ((size as u32) << STATE_BITS), Release);
     }
 
     /// Any thread: tries to claim the live block in slot `index` for release.
-    #[inline]
+    #[inline(always)]
     pub fn claim(&self, index: usize) -> Claim {
         let word = &self.state[index];
         let mut now = word.load(Acquire);
@@ -309,7 +313,7 @@ impl Slab {
     ///
     /// # Safety
     /// The caller is the owner.
-    #[inline]
+    #[inline(always)]
     pub unsafe fn put_back_local(&self, index: usize) -> u32 {
         let local = self.local();
         local.free[index / 64] |= 1 << (index % 64);

@@ -12,6 +12,7 @@ type Leaf = [AtomicPtr<Slab>; 1 << LEVEL_BITS];
 
 static ROOT: [AtomicPtr<Leaf>; 1 << LEVEL_BITS] = [const { AtomicPtr::new(std::ptr::null_mut()) }; 1 << LEVEL_BITS];
 
+#[inline(always)]
 fn indexes(address: usize) -> Option<(usize, usize)> {
     if address >> ADDRESS_BITS != 0 {
         return None;
@@ -26,7 +27,7 @@ pub fn covers(base: usize) -> bool {
 }
 
 /// The slab whose region holds `address`, if any.
-#[inline]
+#[inline(always)]
 pub fn find(address: usize) -> Option<&'static Slab> {
     let (top, low) = indexes(address)?;
     let leaf = ROOT[top].load(Acquire);
