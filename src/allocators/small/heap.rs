@@ -2,9 +2,10 @@
 //! empty ones kept back), its quota credit and its counters. Only its thread touches it.
 
 use super::counters::Counters;
+use super::last_heap;
 use super::size_class::CLASSES;
 use super::slab::{Place, Slab, SLAB_SIZE};
-use super::{Slot, SmallBlocks, LAST_HEAP};
+use super::{Slot, SmallBlocks};
 use crate::quota::Credit;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::*};
@@ -257,11 +258,9 @@ unsafe fn zero(block: *mut u8, size: usize, slot_size: u32) {
 
 impl Drop for Heap {
     fn drop(&mut self) {
-        let _ = LAST_HEAP.try_with(|last| {
-            if std::ptr::eq(last.get().1, self) {
-                last.set((0, std::ptr::null_mut()));
-            }
-        });
+        if std::ptr::eq(last_heap::get().1, self) {
+            last_heap::set(0, std::ptr::null_mut());
+        }
         self.pool.quota.retire_credit(&self.credit);
         {
             let mut heaps = self.pool.heaps.lock();

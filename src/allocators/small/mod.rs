@@ -17,6 +17,7 @@
 
 mod counters;
 mod heap;
+mod last_heap;
 pub(crate) mod size_class;
 pub(crate) mod slab;
 mod slab_pool;
@@ -33,7 +34,7 @@ pub use size_class::class_of;
 use slab::{Claim, Slab, SLAB_SIZE};
 use slab_pool::SlabPool;
 use slab_table as table;
-use std::cell::{Cell, UnsafeCell};
+use std::cell::UnsafeCell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Arc;
@@ -83,8 +84,6 @@ pub struct SmallBlocks {
 
 thread_local! {
     static HEAPS: UnsafeCell<Vec<(u64, Box<Heap>)>> = const { UnsafeCell::new(Vec::new()) };
-    /// (pool id, heap) of the heap used last; pool 0 (none) once that heap is gone.
-    static LAST_HEAP: Cell<(u64, *mut Heap)> = const { Cell::new((0, std::ptr::null_mut())) };
 }
 
 /// What [`SmallBlocks::allocate`] did.
@@ -117,8 +116,8 @@ impl SmallBlocks {
     #[inline]
     fn heap(self: &Arc<Self>) -> Option<*mut Heap> {
         // Most threads use one pool: the last heap used is one thread-local read away.
-        match LAST_HEAP.try_with(Cell::get) {
-            Ok((pool, heap)) if pool == self.id => Some(heap),
+        match last_heap::get() {
+            (pool, heap) if pool == self.id => Some(heap),
             _ => self.find_heap(),
         }
     }
@@ -137,7 +136,7 @@ impl SmallBlocks {
                         &mut *heaps.last_mut().expect("just pushed").1 as *mut Heap
                     }
                 };
-                LAST_HEAP.set((self.id, heap));
+                last_heap::set(self.id, heap);
                 heap
             })
             .ok()
@@ -168,7 +167,7 @@ impl SmallBlocks {
         if cfg!(feature = "fault-injection") {
             return None;
         }
-        let (pool, heap) = LAST_HEAP.try_with(Cell::get).ok()?;
+        let (pool, heap) = last_heap::get();
         if pool != self.id {
             return None;
         }
@@ -213,7 +212,7 @@ impl SmallBlocks {
     pub fn free_fast(&self, address: usize) -> bool {
         let Some(slab) = table::find(address).filter(|s| s.pool == self.id) else { return false };
         let Some(index) = slab.slot_of(address) else { return false };
-        let Ok((pool, heap)) = LAST_HEAP.try_with(Cell::get) else { return false };
+        let (pool, heap) = last_heap::get();
         if pool != self.id {
             return false;
         }
