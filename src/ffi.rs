@@ -173,10 +173,10 @@ pub extern "C" fn dm_unreserve(bytes: usize) -> dm_status {
 /// `alignment`: 0 for the platform's max_align_t, else a power of two up to 1 GiB
 /// (dm_page_size() for page alignment). The block is charged `size` bytes only. `size` 0 gives a
 /// distinct live pointer, charged 0 bytes, that must be freed like any other. Blocks of up to
-/// 8 KiB (size and alignment) come from the calling thread's own slabs, with no lock and no
-/// shared counter on the way; a thread takes quota for them in chunks of 64 KiB ahead of need
-/// (left out of dm_stats, and given back before any reservation fails or waits). Blocks of
-/// 128 KiB and more are pages of their own: their cost does not grow with their size.
+/// 128 KiB (aligned to at most 64 KiB) come from the calling thread's own slabs, with no lock and
+/// no shared counter on the way; a thread takes quota for them in chunks of 64 KiB ahead of need
+/// (left out of dm_stats, and given back before any reservation fails or waits). Blocks above
+/// 128 KiB are pages of their own: their cost does not grow with their size.
 ///
 /// Ownership: on DM_OK `*out` is a block the caller owns until it is released by dm_free or by
 /// dm_clean of one of its cleaners; never pass it to free(). `*out` is written only on DM_OK.
@@ -237,8 +237,8 @@ fn free_general(ptr: *mut c_void) -> dm_status {
 
 /// Resizes the live block starting at `ptr` to `new_size` bytes, for allocator hooks shaped like
 /// realloc (SQLite's xRealloc, Lua's lua_Alloc, zlib's). It stays in place (`*out` == `ptr`) when
-/// it can: a block of up to 8 KiB without cleaners that stays in its size class (four per
-/// doubling: ..., 80, 96, 112, 128, 160, ...), or a block of 128 KiB and more (a mapping of its own)
+/// it can: a block of up to 128 KiB without cleaners that stays in its size class (four per
+/// doubling: ..., 80, 96, 112, 128, 160, ...), or a block above 128 KiB (a mapping of its own)
 /// that still fits its mapping with at most half as much again to spare, or whose mapping can grow
 /// where it lies (`mremap`). Otherwise it moves: `*out` is a new block (default alignment)
 /// holding the first min(old, new) bytes, and the old block is freed. A block's cleaners move

@@ -4,9 +4,10 @@
 //! The layers, each using only those below it (the tree shows them):
 //! - `os`: the operating system's memory primitives (page size, map, unmap, discard, huge-page
 //!   advice, residency, a coarse clock);
-//! - [`allocators`]: where a block's memory comes from: `small` (up to 8 KiB: per-thread slabs in
-//!   32 size classes, the slab table, the pool of slabs no thread owns) and [`allocators::system`]
-//!   (the C heap for 8-128 KiB, mappings of their own above, freed mappings kept for reuse);
+//! - [`allocators`]: where a block's memory comes from: `small` (up to 128 KiB: per-thread slabs in
+//!   48 size classes, the slab table, the pool of slabs no thread owns) and [`allocators::system`]
+//!   (mappings of their own above 128 KiB, freed mappings kept for reuse; the C heap for what
+//!   slabs cannot serve);
 //! - [`quota`]: the byte budget, with its thread credit and its reclaim protocol;
 //! - [`registry`]: the table of live blocks and their cleaners, which makes every release
 //!   exactly-once;

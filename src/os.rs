@@ -64,10 +64,11 @@ pub fn unmap_region(start: usize, len: usize) {
 }
 
 /// Gives the pages of a mapped range back to the system while keeping the addresses: they read
-/// as zero when touched again. The caller owns the range and keeps no data in it.
-pub fn discard(start: usize, len: usize) {
+/// as zero when touched again. The caller owns the range and keeps no data in it. False: the
+/// system refused, and the pages keep what they held.
+pub fn discard(start: usize, len: usize) -> bool {
     // Safety: as above; MADV_DONTNEED on private anonymous memory only drops its contents.
-    unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) };
+    unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 }
 }
 
 /// Milliseconds of the system's coarse monotonic clock (resolution a few ms; a few ns to read,

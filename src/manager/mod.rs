@@ -1,5 +1,5 @@
 //! One direct-memory manager: the quota, the system memory, the block registry and the
-//! small-block slabs composed. Blocks of up to 8 KiB (`MAX_SMALL`) come from this
+//! small-block slabs composed. Blocks of up to 128 KiB (`MAX_SMALL`) come from this
 //! thread's slabs; bigger ones (or when a slab cannot be had) from the system, recorded in the
 //! registry. Releases find which by the address.
 //! The process has one ([`global`]), shared by the C ABI and the JVM bindings; tests build their
@@ -438,7 +438,7 @@ mod tests {
     fn a_refused_reallocate_leaves_the_block_as_it_was() {
         let m = Manager::new(10_000);
         let p = m.allocate(6000, 0).unwrap().as_ptr() as usize;
-        assert_eq!(m.reallocate(p, 9000), Err(Error::Limit)); // moves (past 8 KiB): 6000 + 9000 do not fit
+        assert_eq!(m.reallocate(p, 9000), Err(Error::Limit)); // moves (another class): 6000 + 9000 do not fit
         assert_eq!(m.block_size(p), Ok(6000));
         assert_eq!(m.reallocate(p + 16, 10), Err(Error::NotLive));
         m.free(p).unwrap();

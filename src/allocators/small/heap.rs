@@ -4,7 +4,7 @@
 use super::counters::Counters;
 use super::last_heap;
 use super::size_class::CLASSES;
-use super::slab::{Place, Slab, SLAB_SIZE};
+use super::slab::{Place, Slab};
 use super::{Slot, SmallBlocks};
 use crate::quota::Credit;
 use std::ptr::NonNull;
@@ -26,15 +26,16 @@ pub(super) struct Heap {
     pub(super) partial: [SlabList; CLASSES],
     pub(super) full: [SlabList; CLASSES],
     pub(super) spare: [Vec<&'static Slab>; CLASSES],
-    /// Empty slabs kept back, all classes together (at most [`SPARE_MAX`]).
+    /// Bytes of the empty slabs kept back, all classes together (at most [`SPARE_MAX`]).
     pub(super) spares: usize,
 }
 
-/// Empty slabs a heap keeps back for itself (1 MiB), beyond which they go to the pool. Its own
+/// Bytes of empty slabs a heap keeps back for itself (16 small slabs, or one medium one), beyond
+/// which they go to the pool. Its own
 /// slabs are the cheapest to reuse: no lock, and their memory is in this core's caches. (Two
 /// threads refilling batches of 4 KiB blocks took ~1.7x mimalloc's time per block while each
 /// kept only one per class, through the pool's lock.)
-const SPARE_MAX: usize = 16;
+const SPARE_MAX: usize = 1 << 20;
 
 /// Slabs of one class that one heap owns, in one state. Each slab records its position
 /// ([`Place`]), so that it leaves the list in O(1): finding room never means walking every slab.
@@ -132,8 +133,11 @@ impl Heap {
     pub(super) fn hand_out(&mut self, slab: &'static Slab, index: usize, size: usize) -> NonNull<u8> {
         let address = slab.slot_address(index);
         let block = address as *mut u8;
-        // Safety: the slot is this heap's and `size` fits in it; earlier blocks left data there.
-        unsafe { zero(block, size, slab.slot_size) };
+        // Safety: the slot is this heap's and `size` fits in it; earlier blocks left data there,
+        // unless it was never handed out since the slab's pages were fresh.
+        if !unsafe { slab.first_use(index) } {
+            unsafe { zero(block, size, slab.slot_size) };
+        }
         slab.mark_live(index, size);
         self.counters.allocated(size, slab.slot_size);
         // Safety: slots lie in mapped slabs, never at address 0.
@@ -163,8 +167,8 @@ impl Heap {
             return Some(slab);
         }
         if let Some(slab) = self.spare[c].pop() {
-            self.spares -= 1;
-            self.pool.spare_bytes.fetch_sub(SLAB_SIZE as u64, Relaxed);
+            self.spares -= slab.bytes;
+            self.pool.spare_bytes.fetch_sub(slab.bytes as u64, Relaxed);
             return Some(slab);
         }
         self.pool.slab_for(c, self.id)
@@ -212,20 +216,20 @@ impl Heap {
 
     /// Gives the empty slabs kept back to the pool (for `dm_trim`, and when the thread ends).
     pub(super) fn give_up_spares(&mut self) {
-        self.pool.spare_bytes.fetch_sub((self.spares * SLAB_SIZE) as u64, Relaxed);
+        self.pool.spare_bytes.fetch_sub(self.spares as u64, Relaxed);
         self.spares = 0;
         for slab in self.spare.iter_mut().flat_map(std::mem::take) {
             self.pool.unowned.give_up(slab, true);
         }
     }
 
-    /// Keeps up to [`SPARE_MAX`] empty slabs back (so a loop that fills and empties slabs does
+    /// Keeps up to [`SPARE_MAX`] bytes of empty slabs back (so a loop that fills and empties slabs does
     /// not go to the pool each time); further empty ones are given up. `slab` is on no list.
     pub(super) fn now_empty(&mut self, slab: &'static Slab) {
-        if self.spares < SPARE_MAX {
+        if self.spares + slab.bytes <= SPARE_MAX {
             self.spare[slab.class].push(slab);
-            self.spares += 1;
-            self.pool.spare_bytes.fetch_add(SLAB_SIZE as u64, Relaxed);
+            self.spares += slab.bytes;
+            self.pool.spare_bytes.fetch_add(slab.bytes as u64, Relaxed);
         } else {
             self.pool.unowned.give_up(slab, true);
         }

@@ -335,10 +335,20 @@ impl SmallBlocks {
         if let Some(slab) = self.unowned.adopt(class, owner) {
             return Some(slab);
         }
-        let base = self.cut_slab()?;
+        let base = if size_class::slab_size(class) == SLAB_SIZE { self.cut_slab()? } else { Self::map_medium_slab()? };
         let slab: &'static Slab = Box::leak(Box::new(Slab::new(base, self.id, class, owner)));
         table::insert(slab);
         Some(slab)
+    }
+
+    /// A medium slab's region: a mapping of its own (as big as an arena), on a slab boundary.
+    fn map_medium_slab() -> Option<usize> {
+        let start = crate::os::map_region(size_class::MEDIUM_SLAB_SIZE, SLAB_SIZE).ok()?;
+        if !table::covers(start + size_class::MEDIUM_SLAB_SIZE - 1) {
+            crate::os::unmap_region(start, size_class::MEDIUM_SLAB_SIZE);
+            return None;
+        }
+        Some(start)
     }
 
     fn cut_slab(&self) -> Option<usize> {
@@ -420,7 +430,7 @@ mod tests {
     #[test]
     fn a_reused_slot_comes_back_zeroed_whole_in_every_class() {
         let p = pool();
-        for size in [1, 16, 17, 32, 48, 64, 65, 100, 4000, 8192] {
+        for size in [1, 16, 17, 32, 48, 64, 65, 100, 4000, 8192, 8193, 20000, 65536, 100_000, 131_072] {
             let a = allocate(&p, size);
             // Safety: a live block of `size` bytes.
             unsafe { std::ptr::write_bytes(a as *mut u8, 0xFF, size) };
@@ -432,6 +442,65 @@ mod tests {
             assert!(bytes.iter().all(|&x| x == 0), "{size} B block not zeroed");
             free(&p, b).unwrap();
         }
+    }
+
+    #[test]
+    fn medium_blocks_fill_one_mib_slabs_and_are_found_in_every_region_of_them() {
+        let p = pool();
+        for size in [8193, 16384, 50_000, 65536, 131_072] {
+            let class = class_of(size, 0).unwrap();
+            let slot = size_class::SIZES[class] as usize;
+            let slots = (1 << 20) / slot;
+            let mut blocks: Vec<usize> = (0..slots).map(|_| allocate(&p, size)).collect();
+            let slab = table::find(blocks[0]).unwrap();
+            assert_eq!(slab.bytes, 1 << 20);
+            blocks.sort();
+            for (i, &a) in blocks.iter().enumerate() {
+                // One slab, every slot: the last ones lie in its last 64 KiB regions.
+                assert_eq!(a, slab.base + i * slot, "{size} B, slot {i}");
+                assert!(std::ptr::eq(table::find(a).unwrap(), slab));
+                assert!(matches!(p.find(a + 16), Some(Err(Error::NotLive))), "inside a slot");
+            }
+            assert_eq!(p.stats().occupied, (slots * size_class::SIZES[class] as usize) as u64);
+            for a in blocks {
+                free(&p, a).unwrap();
+                assert_eq!(free(&p, a), Err(Error::NotLive));
+            }
+        }
+        assert_eq!(p.stats().count, 0);
+    }
+
+    #[test]
+    fn alignments_up_to_64_kib_are_slots_of_aligned_slabs() {
+        let p = pool();
+        for (size, alignment) in [(100, 4096), (1, 16384), (70_000, 65536), (5000, 32768)] {
+            let class = class_of(size, alignment).unwrap();
+            let a = match p.allocate(size, class) {
+                Served::Block(b) => b.as_ptr() as usize,
+                _ => panic!("not served"),
+            };
+            assert_eq!(a % alignment, 0, "{size} B aligned to {alignment}");
+            free(&p, a).unwrap();
+        }
+        assert_eq!(class_of(1, 131_072), None);
+    }
+
+    #[test]
+    fn a_slot_is_zeroed_unless_it_was_never_handed_out() {
+        let p = pool();
+        let size = 40_000;
+        let a = allocate(&p, size);
+        // Safety (throughout): blocks are live where written.
+        unsafe { std::ptr::write_bytes(a as *mut u8, 0xFF, size) };
+        // The next slot was never handed out: it reads as zero without being zeroed.
+        let b = allocate(&p, size);
+        assert_eq!(b, a + size_class::SIZES[class_of(size, 0).unwrap()] as usize);
+        free(&p, a).unwrap();
+        let again = allocate(&p, size);
+        assert_eq!(again, a);
+        assert!(unsafe { std::slice::from_raw_parts(a as *const u8, size) }.iter().all(|&x| x == 0));
+        free(&p, again).unwrap();
+        free(&p, b).unwrap();
     }
 
     /// Every slab the heap lists knows where it is, and none is in two places.

@@ -1,4 +1,5 @@
-//! A slab: one [`SLAB_SIZE`] region cut into equal slots, the unit of the small-block path.
+//! A slab: one region ([`SLAB_SIZE`], or 1 MiB for the medium classes) cut into equal slots, the
+//! unit of the small-block path.
 //!
 //! Each slot has a state word, the truth about whether its block is live:
 //! - FREE -> LIVE: the owning heap hands the slot out. A plain store: nobody else may touch a
@@ -61,6 +62,11 @@ struct Local {
     /// The first word that may have a set bit.
     cursor: usize,
     place: Place,
+    /// Slots from this one on were never handed out since the slab's pages were fresh from the
+    /// system (a new mapping, or discarded): they read as zero and need no zeroing. Like `calloc`
+    /// on fresh heap memory, this leaves the pages a block never touches out of memory (a batch
+    /// of 64 KiB blocks with a byte written in each: 4 KiB resident per block, not 64).
+    fresh: u32,
 }
 
 impl Local {
@@ -81,6 +87,8 @@ impl Local {
 #[repr(align(128))]
 pub struct Slab {
     pub base: usize,
+    /// Its length: [`size_class::slab_size`] of its class.
+    pub bytes: usize,
     /// The small-block pool this slab belongs to; a pointer into another pool's slab is foreign.
     pub pool: u64,
     /// Its size class (see [`crate::allocators::small::size_class`]) and that class's slot size.
@@ -132,7 +140,8 @@ impl Slab {
     /// A header for the region at `base`, every slot free, owned by `owner`.
     pub fn new(base: usize, pool: u64, class: usize, owner: u64) -> Slab {
         let slot_size = size_class::SIZES[class];
-        let slots = SLAB_SIZE as u32 / slot_size;
+        let bytes = size_class::slab_size(class);
+        let slots = (bytes / slot_size as usize) as u32;
         let words = (slots as usize).div_ceil(64);
         // Safety: all three are arrays of integers or atomics, for which zero is a valid value.
         let (state, remote, free) = unsafe { (own_lines(slots as usize), own_lines(words), own_lines::<u64>(words)) };
@@ -142,6 +151,7 @@ impl Slab {
         }
         Slab {
             base,
+            bytes,
             pool,
             class,
             slot_size,
@@ -153,7 +163,7 @@ impl Slab {
             remote,
             remote_count: AtomicU32::new(0),
             parked: AtomicBool::new(false),
-            local: UnsafeCell::new(Local { free, free_count: slots, cursor: 0, place: Place::Unlisted }),
+            local: UnsafeCell::new(Local { free, free_count: slots, cursor: 0, place: Place::Unlisted, fresh: 0 }),
         }
     }
 
@@ -248,6 +258,29 @@ impl Slab {
         self.remote_count.fetch_sub(collected, SeqCst);
         local.free_count += collected;
         collected
+    }
+
+    /// Owner: whether slot `index`, just taken, is handed out for the first time since the slab's
+    /// pages were fresh (so it reads as zero).
+    ///
+    /// # Safety
+    /// The caller is the owner.
+    #[inline(always)]
+    pub unsafe fn first_use(&self, index: usize) -> bool {
+        let local = self.local();
+        let fresh = index as u32 >= local.fresh;
+        if fresh {
+            local.fresh = index as u32 + 1;
+        }
+        fresh
+    }
+
+    /// Its pages were given back to the system (they read as zero again): every slot is fresh.
+    ///
+    /// # Safety
+    /// The caller holds the slab exclusively (unowned, on no list) and it has no live block.
+    pub unsafe fn pages_discarded(&self) {
+        self.local().fresh = 0;
     }
 
     /// Owner: marks a taken slot live with a block of `size` bytes (already zeroed).

@@ -1,8 +1,8 @@
 //! Which slab an address lies in: a two-level table over the 48-bit address space, one entry per
-//! [`SLAB_SIZE`](super::slab::SLAB_SIZE) region. Entries are set once and never cleared (slabs are permanent), so a
+//! [`SLAB_SIZE`] region (a 1 MiB slab has 16). Entries are set once and never cleared (slabs are permanent), so a
 //! lookup is two loads and no lock.
 
-use super::slab::{Slab, SLAB_SHIFT};
+use super::slab::{Slab, SLAB_SHIFT, SLAB_SIZE};
 use std::sync::atomic::{AtomicPtr, Ordering::*};
 
 const LEVEL_BITS: u32 = 16;
@@ -39,9 +39,16 @@ pub fn find(address: usize) -> Option<&'static Slab> {
     unsafe { slab.as_ref() }
 }
 
-/// Records a new slab, for good. `slab.base` must be covered and aligned to SLAB_SIZE.
+/// Records a new slab, for good, in every region it spans. `slab.base` must be aligned to
+/// SLAB_SIZE and the whole slab covered.
 pub fn insert(slab: &'static Slab) {
-    let (top, low) = indexes(slab.base).expect("slab outside the table");
+    for region in (slab.base..slab.base + slab.bytes).step_by(SLAB_SIZE) {
+        insert_region(region, slab);
+    }
+}
+
+fn insert_region(region: usize, slab: &'static Slab) {
+    let (top, low) = indexes(region).expect("slab outside the table");
     let mut leaf = ROOT[top].load(Acquire);
     if leaf.is_null() {
         let layout = std::alloc::Layout::new::<Leaf>();

@@ -1,7 +1,8 @@
 //! Zeroed, aligned memory from the system.
 //!
-//! Blocks under [`MAP_THRESHOLD`] (8-128 KiB: smaller ones are slab slots) come from the C heap
-//! (`calloc`, or `posix_memalign` + `memset` above `max_align_t`). From there on (or aligned to
+//! Blocks under [`MAP_THRESHOLD`] that slabs cannot serve (aligned above 64 KiB, or for a thread
+//! that is ending) come from the C heap (`calloc`, or `posix_memalign` + `memset` above
+//! `max_align_t`). From there on (or aligned to
 //! that much) a block is an anonymous mapping of its own: fresh pages come zeroed from the
 //! kernel, so allocation costs the same at 1 MiB as at 1 GiB, where the JDK's `allocateDirect`
 //! spends ~50 ms zeroing 64 MiB. (glibc's `calloc` would often do the same, but its mmap threshold
