@@ -3,7 +3,7 @@
 //!
 //! The layers, each using only those below it (the tree shows them):
 //! - `os`: the operating system's memory primitives (page size, map, unmap, discard, huge-page
-//!   advice, residency, a coarse clock);
+//!   advice, residency, a coarse clock); `padded`: a value alone in its cache lines;
 //! - [`allocators`]: where a block's memory comes from: `small` (up to 128 KiB: per-thread slabs in
 //!   48 size classes, the slab table, the pool of slabs no thread owns) and [`allocators::system`]
 //!   (mappings of their own above 128 KiB, freed mappings kept for reuse; the C heap for what
@@ -26,6 +26,7 @@ mod jni;
 pub mod limit;
 pub mod manager;
 mod os;
+mod padded;
 pub mod quota;
 pub mod registry;
 

@@ -19,6 +19,7 @@ pub use credit::Credit;
 pub(crate) mod credit;
 mod reclaim;
 
+use crate::padded::Padded;
 use crate::{Error, Result};
 use parking_lot::{Condvar, Mutex};
 use reclaim::{ReclaimState, IN_HOOK};
@@ -37,7 +38,9 @@ pub const CREDIT_CHUNK: u64 = 64 << 10;
 
 pub struct Quota {
     limit: AtomicU64,
-    reserved: AtomicU64,
+    /// Written whenever a thread's credit is refilled or given back, while `limit` and `waiters`
+    /// are read at every allocation and free: alone in its line.
+    reserved: Padded<AtomicU64>,
     /// The part of `reserved` held through `reserve_raw` (dm_reserve), so unreserving can be checked.
     held: AtomicU64,
     peak_reserved: AtomicU64,
@@ -65,7 +68,7 @@ impl Quota {
     pub fn new(limit: u64) -> Quota {
         Quota {
             limit: AtomicU64::new(limit),
-            reserved: AtomicU64::new(0),
+            reserved: Padded(AtomicU64::new(0)),
             held: AtomicU64::new(0),
             peak_reserved: AtomicU64::new(0),
             reclaim_requests: AtomicU64::new(0),

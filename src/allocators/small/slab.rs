@@ -21,6 +21,7 @@
 //! foreign or stale pointer safe without a lock.
 
 use crate::allocators::small::size_class;
+use crate::padded::LINES;
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 
@@ -110,9 +111,6 @@ pub struct Slab {
     parked: AtomicBool,
     local: UnsafeCell<Local>,
 }
-
-/// Cache lines are fetched in pairs: what two threads write apart must be this far apart.
-const LINES: usize = 128;
 
 /// `n` zeroed values of `T`, alone in their cache lines, for as long as the process lives (like
 /// the slab headers, which are never freed). Two heaps' slabs are often made one right after the
