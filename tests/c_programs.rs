@@ -109,6 +109,7 @@ fn c_test_programs_hold_up_to_misuse_and_races() {
         "memory_reuse",
         "realloc_cleaners",
         "dlopen_threads",
+        "load_registration",
     ] {
         let out = run(&mut Command::new(build.join(name)));
         let program = name.trim_end_matches(char::is_numeric);
