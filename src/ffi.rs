@@ -134,6 +134,12 @@ fn boundary(body: impl FnOnce() -> Result<()>) -> dm_status {
     }
 }
 
+/// Runs a fast path with panics caught (see `boundary`), keeping its small result in registers.
+#[inline(always)]
+fn fast<T>(body: impl FnOnce() -> T) -> std::thread::Result<T> {
+    catch_unwind(AssertUnwindSafe(body))
+}
+
 /// Writes `value` through an out-pointer, which has already been checked for NULL.
 fn write_out<T>(out: *mut T, value: T) {
     // Safety: non-NULL (checked by every caller first); the C caller promised it points to a T.
@@ -190,14 +196,19 @@ pub extern "C" fn dm_unreserve(bytes: usize) -> dm_status {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dm_allocate(size: usize, alignment: usize, out: *mut *mut c_void) -> dm_status {
     // The common case first, inlined here (the general path's frame and result cost more than
-    // the slot). It cannot panic: slot indexes come from the slab's own bitmap.
-    if !out.is_null() {
-        if let Some(block) = manager::global().allocate_fast(size, alignment) {
-            write_out(out, block.as_ptr() as *mut c_void);
-            return dm_status::DM_OK;
-        }
+    // the slot). Its slice indexes cannot fail (they come from the slab's own bitmap), but a panic
+    // would still be caught, for about 5 instructions per allocate + free pair (callgrind).
+    if out.is_null() {
+        return dm_status::DM_ERR_INVALID_ARGUMENT;
     }
-    allocate_general(size, alignment, out)
+    match fast(|| manager::global().allocate_fast(size, alignment)) {
+        Ok(Some(block)) => {
+            write_out(out, block.as_ptr() as *mut c_void);
+            dm_status::DM_OK
+        }
+        Ok(None) => allocate_general(size, alignment, out),
+        Err(_) => dm_status::DM_ERR_INTERNAL,
+    }
 }
 
 #[cold]
@@ -223,10 +234,11 @@ fn allocate_general(size: usize, alignment: usize, out: *mut *mut c_void) -> dm_
 /// Any pointer value may be passed; it is only looked up, never dereferenced unless live.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dm_free(ptr: *mut c_void) -> dm_status {
-    if manager::global().free_fast(ptr as usize) {
-        return dm_status::DM_OK;
+    match fast(|| manager::global().free_fast(ptr as usize)) {
+        Ok(true) => dm_status::DM_OK,
+        Ok(false) => free_general(ptr),
+        Err(_) => dm_status::DM_ERR_INTERNAL,
     }
-    free_general(ptr)
 }
 
 #[cold]

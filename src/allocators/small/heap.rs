@@ -31,10 +31,9 @@ pub(super) struct Heap {
 }
 
 /// Bytes of empty slabs a heap keeps back for itself (16 small slabs, or one medium one), beyond
-/// which they go to the pool. Its own
-/// slabs are the cheapest to reuse: no lock, and their memory is in this core's caches. (Two
-/// threads refilling batches of 4 KiB blocks took ~1.7x mimalloc's time per block while each
-/// kept only one per class, through the pool's lock.)
+/// which they go to the pool. Its own slabs are the cheapest to reuse: no lock, and their memory
+/// is in this core's caches. (Two threads refilling batches of 4 KiB blocks took ~1.7x mimalloc's
+/// time per block while each kept only one per class, through the pool's lock.)
 const SPARE_MAX: usize = 1 << 20;
 
 /// Slabs of one class that one heap owns, in one state. Each slab records its position
@@ -223,8 +222,8 @@ impl Heap {
         }
     }
 
-    /// Keeps up to [`SPARE_MAX`] bytes of empty slabs back (so a loop that fills and empties slabs does
-    /// not go to the pool each time); further empty ones are given up. `slab` is on no list.
+    /// Keeps up to [`SPARE_MAX`] bytes of empty slabs back (so a loop that fills and empties slabs
+    /// does not go to the pool each time); further empty ones are given up. `slab` is on no list.
     pub(super) fn now_empty(&mut self, slab: &'static Slab) {
         if self.spares + slab.bytes <= SPARE_MAX {
             self.spare[slab.class].push(slab);
