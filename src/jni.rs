@@ -233,6 +233,15 @@ pub extern "system" fn Java_dev_directmem_Native_available0(
     without_env(0, || clamp(manager::global().available()))
 }
 
+/// `Native.decay0()`: gives back the memory kept for reuse whose time is up; the bytes.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_dev_directmem_Native_decay0(
+    _env: *mut jni::sys::JNIEnv,
+    _class: jni::sys::jclass,
+) -> jlong {
+    without_env(0, || clamp(manager::global().decay()))
+}
+
 /// `Native.statusCode0(String name)`: the code of the failure named so in the core's table
 /// ([`Error::name`]), or -1 if there is none.
 #[unsafe(no_mangle)]

@@ -329,6 +329,11 @@ impl SmallBlocks {
         self.unowned.trim()
     }
 
+    /// See [`SlabPool::decay`].
+    pub fn decay(&self) -> u64 {
+        self.unowned.decay()
+    }
+
     /// Bytes of empty slabs kept with their pages for reuse: the pool's, and those the heaps keep
     /// back for themselves (which only their threads give up).
     pub fn cached_bytes(&self) -> u64 {

@@ -156,6 +156,15 @@ impl SlabPool {
         }
     }
 
+    /// Gives back the pages of the empty slabs whose time is up, as the pool's own traffic would:
+    /// for a caller that ticks while the program is quiet. Returns the bytes.
+    pub fn decay(&self) -> u64 {
+        let expired = self.expire(&mut self.resident.lock(), coarse_millis());
+        let bytes = expired.iter().map(|s| s.bytes as u64).sum();
+        self.give_back(expired);
+        bytes
+    }
+
     /// Gives the pages of every empty slab kept back to the system now. Returns the bytes.
     pub fn trim(&self) -> u64 {
         let all: Vec<_> = self.resident.lock().drain(..).map(|r| r.slab).collect();

@@ -10,7 +10,8 @@ import java.util.concurrent.locks.LockSupport;
  * Handler runs {@code DirectByteBuffer}'s cleaners. Its actions take a stripe monitor of
  * {@link LiveBlocks} and call the library, never a lock that an allocation holds while it waits.
  * While idle it also looks, about once a second, whether JMX has started since (see
- * {@link DirectMemoryPool#registerIfWanted}).
+ * {@link DirectMemoryPool#registerIfWanted}), and has the library give back the memory it kept
+ * for reuse longer than it keeps it for (which it otherwise does only when it is used again).
  */
 final class CleanerThread {
     static final ReferenceQueue<ByteBuffer> QUEUE = new ReferenceQueue<>();
@@ -41,6 +42,9 @@ final class CleanerThread {
                 if (System.nanoTime() - lastLook >= JMX_LOOK_NANOS) {
                     lastLook = System.nanoTime();
                     DirectMemoryPool.registerIfWanted();
+                    // Empty slabs keep their pages 100 ms for the next batch; the library gives
+                    // them back on its own traffic, which a quiet program does not make.
+                    Native.decay0();
                 }
             } catch (Throwable t) { // never let the thread die: every later buffer would leak
                 Log.log(System.Logger.Level.ERROR, "directmem-cleaner", t);

@@ -33,6 +33,24 @@ class DirectMemoryTest {
     }
 
     @Test
+    void memoryKeptForReuseIsGivenBackWhenTheProgramGoesQuiet() throws InterruptedException {
+        // 64 KiB buffers fill 1 MiB slabs: 160 of them empty 10 slabs when freed. This thread keeps
+        // one for itself; the library keeps the rest 100 ms, then gives their pages back, but only
+        // when it is used again, or when the cleaner thread's once-a-second tick asks it to.
+        ByteBuffer[] buffers = new ByteBuffer[160];
+        for (int i = 0; i < buffers.length; i++) buffers[i] = DirectMemory.allocate(64 << 10);
+        for (ByteBuffer b : buffers) assertTrue(DirectMemory.free(b));
+        long kept = DirectMemory.stats().cached();
+        assertTrue(kept >= 8 << 20, "cached right after the frees: " + kept);
+        long deadline = System.nanoTime() + 5_000_000_000L;
+        long now;
+        while ((now = DirectMemory.stats().cached()) > 2 << 20 && System.nanoTime() - deadline < 0) {
+            Thread.sleep(50); // no allocation meanwhile: nothing but the tick can give them back
+        }
+        assertTrue(now <= 2 << 20, "still cached after 5 quiet seconds: " + now + " of " + kept);
+    }
+
+    @Test
     void allocatedBytesAreCountedAndFreedExactly() {
         DirectMemoryStats before = DirectMemory.stats();
         ByteBuffer a = DirectMemory.allocate(1000), b = DirectMemory.allocate(5000);
