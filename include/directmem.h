@@ -320,6 +320,21 @@ enum dm_status dm_set_reclaim_timeout_ms(uint32_t millis);
 enum dm_status dm_get_stats(struct dm_stats *out);
 
 /**
+ * Gives back the memory kept for reuse whose time is up: the pages of the empty slabs the library
+ * has kept over ~100 ms, which it otherwise gives back only when it is used again (as jemalloc and
+ * mimalloc do without their background threads). For a program's idle loop or timer; the JVM
+ * binding calls it about once a second. Unlike dm_trim, memory still in its time is kept, and the
+ * empty slabs threads keep for themselves are left alone. If `given_back` is not NULL, the bytes of
+ * slab pages given back are stored there.
+ *
+ * Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
+ *
+ * # Safety
+ * `given_back` must be NULL or point to a writable uint64_t.
+ */
+enum dm_status dm_decay(uint64_t *given_back);
+
+/**
  * Gives memory kept for reuse back to the system now: the pages of the empty slabs the library
  * keeps (otherwise given back by themselves ~100 ms after they emptied, as the library is used)
  * and of those the calling thread keeps back for itself, and the addresses of freed big blocks

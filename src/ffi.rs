@@ -446,6 +446,28 @@ pub unsafe extern "C" fn dm_get_stats(out: *mut dm_stats) -> dm_status {
     })
 }
 
+/// Gives back the memory kept for reuse whose time is up: the pages of the empty slabs the library
+/// has kept over ~100 ms, which it otherwise gives back only when it is used again (as jemalloc and
+/// mimalloc do without their background threads). For a program's idle loop or timer; the JVM
+/// binding calls it about once a second. Unlike dm_trim, memory still in its time is kept, and the
+/// empty slabs threads keep for themselves are left alone. If `given_back` is not NULL, the bytes of
+/// slab pages given back are stored there.
+///
+/// Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
+///
+/// # Safety
+/// `given_back` must be NULL or point to a writable uint64_t.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dm_decay(given_back: *mut u64) -> dm_status {
+    boundary(|| {
+        let bytes = manager::global().decay();
+        if let Ok(out) = non_null(given_back) {
+            write_out(out, bytes);
+        }
+        Ok(())
+    })
+}
+
 /// Gives memory kept for reuse back to the system now: the pages of the empty slabs the library
 /// keeps (otherwise given back by themselves ~100 ms after they emptied, as the library is used)
 /// and of those the calling thread keeps back for itself, and the addresses of freed big blocks

@@ -3,10 +3,12 @@
  *   + 16 B per block at every size, 0 when none is live;
  * - a freed batch's empty slabs keep their pages for the next batch, shown as `cached`, not charged
  *   to the quota (a batch of the whole limit still fits afterwards);
- * - dm_trim gives them back now: `cached` drops to 0, the pages leave memory (mincore). */
+ * - dm_trim gives them back now: `cached` drops to 0, the pages leave memory (mincore);
+ * - dm_decay gives back only what is past its 100 ms, and does so with nothing else called. */
 #define _DEFAULT_SOURCE
 #include <stdint.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 #include "check.h"
 
@@ -79,6 +81,22 @@ int main(void) {
         ASSERT(memory_now().cached == 0);
         ASSERT(!resident(probe));
     }
+    /* dm_decay: nothing is due right after the frees; 100 ms later the pool's empty slabs are
+     * (the thread's own stay), with no other call into the library in between. */
+    for (int i = 0; i < BATCH; i++) CHECK(dm_allocate(SIZE, 0, &blocks[i]));
+    void *probe = blocks[BATCH - 20];
+    *(volatile char *)probe = 1;
+    for (int i = 0; i < BATCH; i++) CHECK(dm_free(blocks[i]));
+    uint64_t kept = memory_now().cached, decayed = 1;
+    ASSERT(kept >= 32u * 65536 && resident(probe));
+    CHECK(dm_decay(&decayed));
+    ASSERT(decayed == 0 && memory_now().cached == kept);
+    struct timespec wait = {0, 150 * 1000 * 1000};
+    nanosleep(&wait, NULL);
+    CHECK(dm_decay(&decayed));
+    ASSERT(decayed > 0 && memory_now().cached == kept - decayed && memory_now().cached <= 1u << 20);
+    ASSERT(!resident(probe));
+    CHECK(dm_decay(NULL));
     CHECK(dm_trim(NULL));
     printf("memory_reuse: OK\n");
     return 0;
