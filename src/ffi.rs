@@ -459,8 +459,13 @@ pub unsafe extern "C" fn dm_get_stats(out: *mut dm_stats) -> dm_status {
 /// `given_back` must be NULL or point to a writable uint64_t.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dm_decay(given_back: *mut u64) -> dm_status {
+    give_back(given_back, manager::Manager::decay)
+}
+
+/// dm_decay and dm_trim: gives memory back through `give`, storing the bytes if asked for.
+fn give_back(given_back: *mut u64, give: impl FnOnce(&manager::Manager) -> u64) -> dm_status {
     boundary(|| {
-        let bytes = manager::global().decay();
+        let bytes = give(manager::global());
         if let Ok(out) = non_null(given_back) {
             write_out(out, bytes);
         }
@@ -482,13 +487,7 @@ pub unsafe extern "C" fn dm_decay(given_back: *mut u64) -> dm_status {
 /// `given_back` must be NULL or point to a writable uint64_t.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dm_trim(given_back: *mut u64) -> dm_status {
-    boundary(|| {
-        let bytes = manager::global().trim();
-        if let Ok(out) = non_null(given_back) {
-            write_out(out, bytes);
-        }
-        Ok(())
-    })
+    give_back(given_back, manager::Manager::trim)
 }
 
 /// Copies where the live allocations' memory is into `*out`: what they occupy and what is cached

@@ -58,22 +58,15 @@ pub extern "system" fn Java_dev_directmem_Native_allocate0(
     wait: jboolean,
 ) -> jlong {
     without_env(-jlong::from(Error::Internal.code()), || {
+        let (Ok(size), Ok(alignment)) = (usize::try_from(capacity), usize::try_from(alignment)) else {
+            return -jlong::from(Error::InvalidArgument.code());
+        };
         let m = manager::global();
         // The common case (a slot and credit at hand) never waits, so it serves both kinds.
-        if let (Ok(size), Ok(alignment)) = (usize::try_from(capacity), usize::try_from(alignment)) {
-            if let Some(ptr) = m.allocate_fast(size, alignment) {
-                return ptr.as_ptr() as jlong;
-            }
+        if let Some(ptr) = m.allocate_fast(size, alignment) {
+            return ptr.as_ptr() as jlong;
         }
-        let block = (|| {
-            let size = usize::try_from(capacity).map_err(|_| Error::InvalidArgument)?;
-            let alignment = usize::try_from(alignment).map_err(|_| Error::InvalidArgument)?;
-            if wait {
-                m.allocate(size, alignment)
-            } else {
-                m.try_allocate(size, alignment)
-            }
-        })();
+        let block = if wait { m.allocate(size, alignment) } else { m.try_allocate(size, alignment) };
         match block {
             Ok(ptr) => ptr.as_ptr() as jlong,
             Err(e) => -jlong::from(e.code()),

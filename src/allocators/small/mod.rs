@@ -120,11 +120,15 @@ impl SmallBlocks {
     /// ever live at once. The heap is boxed and lives until its thread ends.
     #[inline]
     fn heap(self: &Arc<Self>) -> Option<*mut Heap> {
-        // Most threads use one pool: the last heap used is one thread-local read away.
-        match last_heap::get() {
-            (pool, heap) if pool == self.id => Some(heap),
-            _ => self.find_heap(),
-        }
+        self.last_heap().or_else(|| self.find_heap())
+    }
+
+    /// This thread's heap for this pool if it is the one used last: most threads use one pool, so
+    /// it is one thread-local read away. None: look it up ([`SmallBlocks::heap`]).
+    #[inline(always)]
+    fn last_heap(&self) -> Option<*mut Heap> {
+        let (pool, heap) = last_heap::get();
+        (pool == self.id).then_some(heap)
     }
 
     #[cold]
@@ -172,10 +176,7 @@ impl SmallBlocks {
         if cfg!(feature = "fault-injection") {
             return None;
         }
-        let (pool, heap) = last_heap::get();
-        if pool != self.id {
-            return None;
-        }
+        let heap = self.last_heap()?;
         // Safety: see `heap`; the fast path does not call out.
         unsafe { &mut *heap }.take_fast(size, class)
     }
@@ -217,10 +218,7 @@ impl SmallBlocks {
     pub fn free_fast(&self, address: usize) -> bool {
         let Some(slab) = table::find(address).filter(|s| s.pool == self.id) else { return false };
         let Some(index) = slab.slot_of(address) else { return false };
-        let (pool, heap) = last_heap::get();
-        if pool != self.id {
-            return false;
-        }
+        let Some(heap) = self.last_heap() else { return false };
         match slab.claim(index) {
             Claim::Won(size) => {
                 // Safety: see `heap`; putting back does not call out.
