@@ -211,9 +211,11 @@ pub unsafe extern "C" fn dm_allocate(size: usize, alignment: usize, out: *mut *m
     }
 }
 
+// `extern "C"` (it cannot unwind: `boundary` catches panics) lets `dm_allocate` jump to it as
+// its last step instead of calling it and keeping a frame of its own.
 #[cold]
 #[inline(never)]
-fn allocate_general(size: usize, alignment: usize, out: *mut *mut c_void) -> dm_status {
+extern "C" fn allocate_general(size: usize, alignment: usize, out: *mut *mut c_void) -> dm_status {
     boundary(|| {
         let out = non_null(out)?;
         let block = manager::global().allocate(size, alignment)?;
@@ -243,7 +245,7 @@ pub unsafe extern "C" fn dm_free(ptr: *mut c_void) -> dm_status {
 
 #[cold]
 #[inline(never)]
-fn free_general(ptr: *mut c_void) -> dm_status {
+extern "C" fn free_general(ptr: *mut c_void) -> dm_status {
     boundary(|| if ptr.is_null() { Ok(()) } else { manager::global().free(ptr as usize) })
 }
 

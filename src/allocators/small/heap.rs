@@ -235,25 +235,30 @@ impl Heap {
     }
 }
 
-/// Zeroes the `size` bytes at `block`, a slot of `slot_size` bytes. Slots of up to 64 B are
-/// zeroed whole with vector stores: a memset call costs more than the block. (Written plainly,
-/// the compiler folds the cases into one memset call of a looked-up length.)
+/// Zeroes the `size` bytes at `block`, a slot of `slot_size` bytes. Slots of up to 64 B (16, 32,
+/// 48 or 64 B) are zeroed whole with vector stores: a memset call costs more than the block. Two
+/// stores from each end cover any of them, overlapping where the slot is shorter, so that no
+/// branch depends on which one it is. (Written plainly, the compiler folds the cases into a jump
+/// table or a memset call.)
 ///
 /// # Safety
 /// `block` is valid for writes of `slot_size` bytes (at least `size`) and aligned to 16.
 #[inline(always)]
 unsafe fn zero(block: *mut u8, size: usize, slot_size: u32) {
     #[cfg(target_arch = "x86_64")]
-    {
+    if slot_size <= 64 {
         use std::arch::x86_64::{__m128i, _mm_setzero_si128, _mm_store_si128};
-        let (z, b) = (_mm_setzero_si128(), block as *mut __m128i);
-        match slot_size {
-            16 => return _mm_store_si128(b, z),
-            32 => return [0, 1].iter().for_each(|&i| _mm_store_si128(b.add(i), z)),
-            48 => return [0, 1, 2].iter().for_each(|&i| _mm_store_si128(b.add(i), z)),
-            64 => return [0, 1, 2, 3].iter().for_each(|&i| _mm_store_si128(b.add(i), z)),
-            _ => {}
+        let z = _mm_setzero_si128();
+        let last = slot_size as usize / 16 - 1;
+        let at = |i: usize| block.cast::<__m128i>().add(i);
+        // 16 B: [0] [0]; 32 B: [0] [1]; 48 B: [0] [1] [1] [2]; 64 B: [0] [1] [2] [3].
+        _mm_store_si128(at(0), z);
+        _mm_store_si128(at(last), z);
+        if slot_size > 32 {
+            _mm_store_si128(at(1), z);
+            _mm_store_si128(at(last - 1), z);
         }
+        return;
     }
     let _ = slot_size;
     std::ptr::write_bytes(block, 0, size);
