@@ -71,6 +71,16 @@ pub fn discard(start: usize, len: usize) -> bool {
     unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 }
 }
 
+/// Which pages of a mapped range (starting on a page) are in memory (`mincore`), or None if the
+/// system will not say. A hint for policy only: a page swapped out counts as not in memory, though
+/// it still holds data, so this must never decide whether memory reads as zero.
+pub fn pages_in_memory(start: usize, len: usize) -> Option<Vec<bool>> {
+    let mut vector = vec![0u8; len.div_ceil(page_size())];
+    // Safety: the range is mapped (the caller's) and `vector` has a byte per page.
+    let done = unsafe { libc::mincore(start as *mut libc::c_void, len, vector.as_mut_ptr()) == 0 };
+    done.then(|| vector.iter().map(|&v| v & 1 != 0).collect())
+}
+
 /// Milliseconds of the system's coarse monotonic clock (resolution a few ms; a few ns to read,
 /// where the precise clock costs ~20 ns): for decay times, not for measuring.
 pub fn coarse_millis() -> u64 {

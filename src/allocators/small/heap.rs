@@ -135,7 +135,12 @@ impl Heap {
         // Safety: the slot is this heap's and `size` fits in it; earlier blocks left data there,
         // unless it was never handed out since the slab's pages were fresh.
         if !unsafe { slab.first_use(index) } {
-            unsafe { zero(block, size, slab.slot_size) };
+            if slab.is_medium() {
+                // Safety: as above; this heap owns the slab.
+                unsafe { slab.usage().zero_for_reuse(index, block, size) };
+            } else {
+                unsafe { zero(block, size, slab.slot_size) };
+            }
         }
         slab.mark_live(index, size);
         self.counters.allocated(size, slab.slot_size);
@@ -225,12 +230,16 @@ impl Heap {
     /// Keeps up to [`SPARE_MAX`] bytes of empty slabs back (so a loop that fills and empties slabs
     /// does not go to the pool each time); further empty ones are given up. `slab` is on no list.
     pub(super) fn now_empty(&mut self, slab: &'static Slab) {
+        // Safety: this heap owns the slab, which is empty.
+        if unsafe { self.pool.unowned.give_back_if_sparse(slab) } {
+            return;
+        }
         if self.spares + slab.bytes <= SPARE_MAX {
             self.spare[slab.class].push(slab);
             self.spares += slab.bytes;
             self.pool.spare_bytes.fetch_add(slab.bytes as u64, Relaxed);
         } else {
-            self.pool.unowned.give_up(slab, true);
+            self.pool.unowned.keep_resident(slab);
         }
     }
 }

@@ -18,6 +18,7 @@
 mod counters;
 mod heap;
 mod last_heap;
+mod medium;
 pub(crate) mod size_class;
 pub(crate) mod slab;
 mod slab_pool;
@@ -509,6 +510,64 @@ mod tests {
         assert!(unsafe { std::slice::from_raw_parts(a as *const u8, size) }.iter().all(|&x| x == 0));
         free(&p, again).unwrap();
         free(&p, b).unwrap();
+    }
+
+    /// Fills one medium slab with 64 KiB blocks (and starts the next, so that the first is not the
+    /// heap's current slab any more), writes `written` bytes of each block in it, frees them all;
+    /// returns the slab's start.
+    fn fill_and_empty_a_medium_slab(p: &Arc<SmallBlocks>, written: usize) -> usize {
+        let size = 65536;
+        let slots = size_class::MEDIUM_SLAB_SIZE / size;
+        let blocks: Vec<usize> = (0..=slots).map(|_| allocate(p, size)).collect();
+        let slab = blocks[0];
+        assert!(blocks[..slots].iter().all(|&b| b - slab < size_class::MEDIUM_SLAB_SIZE), "one slab, from its start");
+        for &b in &blocks[..slots] {
+            // Safety: live blocks of `size` bytes.
+            unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, written) };
+            free(p, b).unwrap();
+        }
+        slab
+    }
+
+    #[test]
+    fn an_empty_medium_slab_whose_blocks_were_barely_touched_gives_its_pages_back_at_once() {
+        let p = pool();
+        let slab = fill_and_empty_a_medium_slab(&p, 1);
+        let in_memory = crate::os::pages_in_memory(slab, size_class::MEDIUM_SLAB_SIZE).unwrap();
+        assert!(in_memory.iter().all(|&p| !p), "a byte written per block, then given back");
+        assert_eq!(p.cached_bytes(), 0, "nothing kept");
+        // Its slots are fresh again: the next blocks there read as zero without being zeroed.
+        let again: Vec<usize> = (0..32).map(|_| allocate(&p, 65536)).collect();
+        assert!(again.contains(&slab));
+        // Safety: a live block.
+        assert_eq!(unsafe { *(slab as *const u8) }, 0);
+    }
+
+    #[test]
+    fn an_empty_medium_slab_whose_blocks_were_written_whole_keeps_its_pages() {
+        let p = pool();
+        let slab = fill_and_empty_a_medium_slab(&p, 65536);
+        let in_memory = crate::os::pages_in_memory(slab, size_class::MEDIUM_SLAB_SIZE).unwrap();
+        assert!(in_memory.iter().all(|&p| p), "written whole, and kept");
+        assert_eq!(p.cached_bytes(), size_class::MEDIUM_SLAB_SIZE as u64, "kept for reuse, and shown");
+        // Safety: the slab's memory stays mapped; no block is live there.
+        assert_eq!(unsafe { *(slab as *const u8) }, 0xFF, "its pages were kept as they were");
+    }
+
+    #[test]
+    fn slots_zeroed_in_place_do_not_count_when_a_medium_slab_is_judged() {
+        let p = pool();
+        // Slot 0 of a new slab, barely touched, freed while its slab is the heap's current one
+        // (not judged then); the next block there is zeroed in place, which puts all its pages
+        // in memory whatever the program does.
+        let first = allocate(&p, 65536);
+        free(&p, first).unwrap();
+        let slab = fill_and_empty_a_medium_slab(&p, 65536);
+        assert_eq!(slab, first);
+        // Judged by the other fifteen, written whole: kept.
+        let in_memory = crate::os::pages_in_memory(slab, size_class::MEDIUM_SLAB_SIZE).unwrap();
+        assert!(in_memory.iter().all(|&p| p));
+        assert_eq!(p.cached_bytes(), size_class::MEDIUM_SLAB_SIZE as u64);
     }
 
     /// Every slab the heap lists knows where it is, and none is in two places.

