@@ -3,6 +3,7 @@
 
 use super::counters::Counters;
 use super::last_heap;
+use super::medium::Verdict;
 use super::size_class::CLASSES;
 use super::slab::{Place, Slab};
 use super::{Slot, SmallBlocks};
@@ -28,6 +29,8 @@ pub(super) struct Heap {
     pub(super) spare: [Vec<&'static Slab>; CLASSES],
     /// Bytes of the empty slabs kept back, all classes together (at most [`SPARE_MAX`]).
     pub(super) spares: usize,
+    /// Per medium class: does an empty slab keep its pages? (See [`super::medium`].)
+    verdicts: [Verdict; CLASSES],
 }
 
 /// Bytes of empty slabs a heap keeps back for itself (16 small slabs, or one medium one), beyond
@@ -91,6 +94,7 @@ impl Heap {
             full: std::array::from_fn(|_| SlabList::new(false)),
             spare: std::array::from_fn(|_| Vec::new()),
             spares: 0,
+            verdicts: [Verdict::default(); CLASSES],
         }
     }
 
@@ -231,7 +235,9 @@ impl Heap {
     /// does not go to the pool each time); further empty ones are given up. `slab` is on no list.
     pub(super) fn now_empty(&mut self, slab: &'static Slab) {
         // Safety: this heap owns the slab, which is empty.
-        if unsafe { self.pool.unowned.give_back_if_sparse(slab) } {
+        if slab.is_medium()
+            && unsafe { self.verdicts[slab.class].give_back(slab) && self.pool.unowned.give_back_now(slab) }
+        {
             return;
         }
         if self.spares + slab.bytes <= SPARE_MAX {

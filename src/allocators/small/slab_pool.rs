@@ -97,10 +97,7 @@ impl SlabPool {
     /// lets go of it here.
     pub fn give_up(&self, slab: &'static Slab, empty: bool) {
         if empty {
-            // Safety: the caller owned it, and it is empty.
-            if !unsafe { self.give_back_if_sparse(slab) } {
-                self.keep_resident(slab);
-            }
+            self.keep_resident(slab);
             return;
         }
         slab.set_owner(0);
@@ -116,22 +113,18 @@ impl SlabPool {
         }
     }
 
-    /// Takes back an empty medium slab that is sparse (see [`crate::allocators::small::medium`]),
-    /// which its heap lets go of here, and gives its pages back at once: one system call for all
-    /// its slots, where zeroing them in place on reuse would bring every page of every slot into
-    /// memory. False (nothing done) for any other slab. A thousand 64 KiB blocks with a byte
-    /// written in each, allocated and freed in rounds: 2.2 against 3.1 µs a block and 6 against
-    /// 65 MiB alone; with two threads 3.2 against 4.8 µs and 11 against 128 MiB, since one system
-    /// call per 1 MiB slab interrupts the other core to flush its TLB sixteen times less often
-    /// than one per block would.
+    /// Takes back an empty slab, which its heap lets go of here, and gives its pages back now (one
+    /// system call for all its slots, see [`crate::allocators::small::medium`]); false (nothing
+    /// done, the heap still owns it) if the system refused. A thousand 64 KiB blocks with a byte
+    /// written in each, allocated and freed in rounds: 2.6 against 3.5 µs a block and 6 against
+    /// 65 MiB alone; with two threads 4.0 against 5.5 µs and 11 against 128 MiB, as one system call
+    /// per 1 MiB slab interrupts the other core to flush its TLB sixteen times less often than one
+    /// per block would.
     ///
     /// # Safety
-    /// The caller owns the slab (or holds it exclusively) and it is empty.
-    pub unsafe fn give_back_if_sparse(&self, slab: &'static Slab) -> bool {
-        if !slab.is_medium()
-            || !slab.usage().sparse(slab.base, slab.slot_size as usize, slab.used_slots())
-            || !discard(slab.base, slab.bytes)
-        {
+    /// The caller owns the slab and it is empty.
+    pub unsafe fn give_back_now(&self, slab: &'static Slab) -> bool {
+        if !discard(slab.base, slab.bytes) {
             return false;
         }
         slab.set_owner(0);
