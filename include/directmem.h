@@ -137,7 +137,9 @@ typedef struct dm_memory_stats {
   /**
    * Bytes kept in memory for reuse that no allocation uses: empty slabs whose pages are kept,
    * by the library for a short while and by each thread (up to 1 MiB) for itself (see
-   * dm_trim). Not limited: never a cause of DM_ERR_LIMIT.
+   * dm_trim). Not counted: the one slab per size class each thread allocates from, even when
+   * it is empty (dm_trim gives the calling thread's back). Not limited: never a cause of
+   * DM_ERR_LIMIT.
    */
   uint64_t cached;
 } dm_memory_stats;
@@ -336,12 +338,14 @@ enum dm_status dm_decay(uint64_t *given_back);
 
 /**
  * Gives memory kept for reuse back to the system now: the pages of the empty slabs the library
- * keeps (otherwise given back by themselves ~100 ms after they emptied, as the library is used)
- * and of those the calling thread keeps back for itself, and the addresses of freed big blocks
- * kept for the next block that fits (their pages went back at once). Other threads keep up to
- * 1 MiB of empty slabs each until they end. Like glibc's `malloc_trim`: for a program about to
+ * keeps (otherwise given back by themselves ~100 ms after they emptied, as the library is used),
+ * of those the calling thread keeps back for itself and of the ones it allocates from (one per
+ * size class) that are empty, and the addresses of freed big blocks kept for the next block that
+ * fits (their pages went back at once). Other threads keep up to 1 MiB of empty slabs each, and
+ * the ones they allocate from, until they end. Like glibc's `malloc_trim`: for a program about to
  * idle or to be measured. Live blocks are untouched. If `given_back` is not NULL, the bytes of
- * slab pages given back are stored there: in a single-threaded program, all of `cached`.
+ * slab pages given back are stored there: in a single-threaded program, all of `cached` plus the
+ * empty slabs it allocates from, which `cached` does not count.
  *
  * Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
  *

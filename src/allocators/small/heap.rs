@@ -231,6 +231,23 @@ impl Heap {
         }
     }
 
+    /// Gives back the pages of this heap's current slabs that are empty (for `dm_trim`): one per
+    /// class it allocated from, which no count shows while it waits for the next block of its
+    /// class. Returns the bytes. They stay current, every slot fresh.
+    pub(super) fn give_back_empty_current(&mut self) -> u64 {
+        let mut bytes = 0;
+        for slab in self.current.iter().flatten() {
+            // Safety: this heap owns its current slabs; an empty one has no live block to keep.
+            unsafe {
+                if slab.is_empty() && crate::os::discard(slab.base, slab.bytes) {
+                    slab.pages_discarded();
+                    bytes += slab.bytes as u64;
+                }
+            }
+        }
+        bytes
+    }
+
     /// Keeps up to [`SPARE_MAX`] bytes of empty slabs back (so a loop that fills and empties slabs
     /// does not go to the pool each time); further empty ones are given up. `slab` is on no list.
     pub(super) fn now_empty(&mut self, slab: &'static Slab) {

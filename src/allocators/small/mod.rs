@@ -319,13 +319,17 @@ impl SmallBlocks {
     }
 
     /// Gives the pages of the empty slabs kept for reuse back to the system (the pool's, and those
-    /// this thread's heap keeps back; other threads keep theirs); returns the bytes.
+    /// this thread's heap keeps back or allocates from; other threads keep theirs); returns the
+    /// bytes.
     pub fn trim(self: &Arc<Self>) -> u64 {
+        let mut current = 0;
         if let Some(heap) = self.heap() {
             // Safety: see `heap`; giving slabs up does not call out.
-            unsafe { &mut *heap }.give_up_spares();
+            let heap = unsafe { &mut *heap };
+            heap.give_up_spares();
+            current = heap.give_back_empty_current();
         }
-        self.unowned.trim()
+        self.unowned.trim() + current
     }
 
     /// See [`SlabPool::decay`].
@@ -568,6 +572,24 @@ mod tests {
         let in_memory = crate::os::pages_in_memory(slab, size_class::MEDIUM_SLAB_SIZE).unwrap();
         assert!(in_memory.iter().all(|&p| p));
         assert_eq!(p.cached_bytes(), size_class::MEDIUM_SLAB_SIZE as u64);
+    }
+
+    #[test]
+    fn trim_gives_back_the_pages_of_the_empty_slab_a_thread_allocates_from() {
+        let p = pool();
+        let a = allocate(&p, 65536);
+        // Safety: a live block of 64 KiB.
+        unsafe { std::ptr::write_bytes(a as *mut u8, 0xFF, 65536) };
+        free(&p, a).unwrap(); // its slab is the heap's current one, now empty
+        let in_memory = |p| crate::os::pages_in_memory(p, 65536).unwrap().iter().filter(|&&r| r).count();
+        assert_eq!(in_memory(a), 65536 / crate::os::page_size(), "kept for the next block");
+        assert_eq!(p.cached_bytes(), 0, "and not counted: it is in use");
+        assert!(p.trim() >= size_class::MEDIUM_SLAB_SIZE as u64);
+        assert_eq!(in_memory(a), 0);
+        let again = allocate(&p, 65536);
+        assert_eq!(again, a, "still the slab it allocates from");
+        // Safety: a live block of 64 KiB.
+        assert!(unsafe { std::slice::from_raw_parts(a as *const u8, 65536) }.iter().all(|&b| b == 0));
     }
 
     /// Every slab the heap lists knows where it is, and none is in two places.
