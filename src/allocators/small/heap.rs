@@ -31,6 +31,8 @@ pub(super) struct Heap {
     pub(super) spares: usize,
     /// Per medium class: does an empty slab keep its pages? (See [`super::medium`].)
     verdicts: [Verdict; CLASSES],
+    /// The medium slot this heap took back last (its reuse is zeroed in place).
+    last_freed: usize,
 }
 
 /// Bytes of empty slabs a heap keeps back for itself (16 small slabs, or one medium one), beyond
@@ -95,6 +97,7 @@ impl Heap {
             spare: std::array::from_fn(|_| Vec::new()),
             spares: 0,
             verdicts: [Verdict::default(); CLASSES],
+            last_freed: 0,
         }
     }
 
@@ -140,8 +143,10 @@ impl Heap {
         // unless it was never handed out since the slab's pages were fresh.
         if !unsafe { slab.first_use(index) } {
             if slab.is_medium() {
+                let give_back =
+                    self.verdicts[slab.class].zero_by_giving_back(slab.slot_size) && address != self.last_freed;
                 // Safety: as above; this heap owns the slab.
-                unsafe { slab.usage().zero_for_reuse(index, block, size) };
+                unsafe { slab.usage().zero_for_reuse(index, block, size, give_back) };
             } else {
                 unsafe { zero(block, size, slab.slot_size) };
             }
@@ -191,6 +196,9 @@ impl Heap {
         } else {
             // Safety: this heap owns the slab.
             let free = unsafe { slab.put_back_local(slot.index) };
+            if slab.is_medium() {
+                self.last_freed = slab.slot_address(slot.index);
+            }
             // The current slab (unlisted) stays put whatever its count: the common case.
             if (free == 1 || free == slab.slots) && unsafe { slab.place() } != Place::Unlisted {
                 self.relist(slab, free);

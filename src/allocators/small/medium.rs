@@ -1,8 +1,10 @@
-//! Whether an empty medium slab (slots of 10-128 KiB: several pages each) keeps its pages for
-//! reuse or gives them back at once, decided by what the program does with its blocks.
+//! How the pages of medium slots (10-128 KiB: several pages each) are handled when blocks come
+//! and go, decided by what the program does with its blocks: whether an empty slab keeps its
+//! pages for reuse or gives them back at once, and whether a reused slot is zeroed in place or by
+//! giving its pages back.
 //!
-//! A reused slot is zeroed in place (memset). That is cheapest when the program writes its blocks
-//! whole: their pages are in memory anyway. When it writes a few bytes of each, that memset is what
+//! Zeroing a reused slot in place (memset) is cheapest when the program writes its blocks whole:
+//! their pages are in memory anyway. When it writes a few bytes of each, that memset is what
 //! brings the other pages into memory: a thousand 64 KiB blocks with a byte written in each,
 //! allocated and freed in rounds, kept 65 MiB resident (jemalloc, which zeroes such blocks by
 //! giving their pages back, 11). Giving the pages back costs the program a page fault for each page
@@ -10,24 +12,27 @@
 //! with their pages given back each round, against 6 µs zeroed in place.
 //!
 //! So when a medium slab of slots of 64 KiB or more (below that, a page fault costs more than
-//! zeroing the slot: [`GIVE_BACK_MIN_SLOT`]) empties, it looks (`mincore`, one call, ~1 µs here) at the slots whose
-//! pages came to the program untouched: handed out since the slab's pages were fresh, and never
-//! zeroed in place (a slot zeroed in place has all its pages in memory, whatever the program did).
-//! If fewer than a quarter of their pages are in memory, the program barely touches its blocks:
-//! the slab gives all its pages back at once (one system call for sixteen 64 KiB slots, see
-//! [`super::slab_pool::SlabPool::give_back_now`]) and its next blocks need no zeroing.
-//! Otherwise it is *dense* from then on: it keeps its pages for reuse, as small slabs do, and does
-//! not look again until the slab pool's decay gave its pages back after it sat empty. With no slot
-//! to judge by (every one was zeroed in place), it keeps its pages too. Only one slab in
-//! [`REJUDGE`] of a class looks; the others take the verdict of the last one that did
+//! zeroing the slot: [`GIVE_BACK_MIN_SLOT`]) empties, it looks (`mincore`, one call, ~1 µs here)
+//! at the slots whose pages came to the program untouched: handed out since the slab's pages were
+//! fresh, and never zeroed in place (a slot zeroed in place has all its pages in memory, whatever
+//! the program did). If fewer than a quarter of their pages are in memory, the program barely
+//! touches its blocks of that class: the slab gives all its pages back at once (one system call for
+//! sixteen 64 KiB slots, see [`super::slab_pool::SlabPool::give_back_now`]) and its next blocks
+//! need no zeroing. Otherwise it is *dense* from then on: it keeps its pages for reuse, as small
+//! slabs do, and does not look again until the slab pool's decay gave its pages back after it sat
+//! empty. With no slot to judge by (every one was zeroed in place), it keeps its pages too. Only
+//! one slab in [`REJUDGE`] of a class looks; the others take the verdict of the last one that did
 //! ([`Verdict`], per thread).
 //!
-//! Zeroing reused slots by giving their pages back too (as jemalloc does) would also lower the
-//! peak of programs that keep some blocks live while freeing others, at a cost in time; measured
-//! and not done (`docs/benchmarks.md`).
+//! While a thread's verdict on a class says sparse, a slot of that class reused before its slab
+//! empties is zeroed by giving its whole pages back too (clearing the part pages at its ends),
+//! unless it is the slot freed last (a program that frees and allocates one block over and over
+//! would pay a system call each time for pages still in its cache). In a workload of random sizes
+//! with a byte written per block, that took the peak from 25 to 18 MiB (48 to 35 with two
+//! threads) at the same speed.
 
 use super::slab::Slab;
-use crate::os::{page_size, pages_in_memory};
+use crate::os::{discard, page_size, pages_in_memory};
 
 /// A slab with at least one in this many of the judged slots' pages in memory is dense.
 const DENSE: usize = 4;
@@ -47,13 +52,18 @@ impl Usage {
         Usage { dense: false, in_place: 0 }
     }
 
-    /// Zeroes the first `size` bytes of slot `index`, at `block`, which held a block before.
+    /// Zeroes the first `size` bytes of slot `index`, at `block`, which held a block before: by
+    /// giving its pages back if `give_back` (and the slab is not dense), else in place.
     ///
     /// # Safety
     /// The slot is the caller's (taken, not yet handed out) and spans at least `size` bytes.
-    pub(super) unsafe fn zero_for_reuse(&mut self, index: usize, block: *mut u8, size: usize) {
-        std::ptr::write_bytes(block, 0, size);
-        self.in_place |= 1 << index;
+    pub(super) unsafe fn zero_for_reuse(&mut self, index: usize, block: *mut u8, size: usize, give_back: bool) {
+        if give_back && !self.dense && give_back_pages(block, size) {
+            self.in_place &= !(1 << index);
+        } else {
+            std::ptr::write_bytes(block, 0, size);
+            self.in_place |= 1 << index;
+        }
     }
 
     /// For an empty slab at `base` with slots of `slot_size` bytes, of which the first `used` were
@@ -95,6 +105,12 @@ const GIVE_BACK_MIN_SLOT: usize = 64 << 10;
 const REJUDGE: u8 = 8;
 
 impl Verdict {
+    /// Whether a reused slot of `slot_size` bytes of this class should be zeroed by giving its
+    /// pages back (if its slab is not dense; the caller leaves out the slot freed last).
+    pub(super) fn zero_by_giving_back(&self, slot_size: u32) -> bool {
+        self.sparse && slot_size as usize >= GIVE_BACK_MIN_SLOT
+    }
+
     /// Whether the empty medium `slab` should give its pages back now (else it keeps them).
     ///
     /// # Safety
@@ -113,6 +129,24 @@ impl Verdict {
         *self = Verdict { sparse, reuses_left: REJUDGE - 1 };
         sparse
     }
+}
+
+/// Zeroes `size` bytes at `block` by giving the whole pages among them back to the system and
+/// clearing the rest; false (nothing done) when they span fewer than two whole pages or the system
+/// refused.
+///
+/// # Safety
+/// The `size` bytes at `block` are the caller's, in a private anonymous mapping.
+unsafe fn give_back_pages(block: *mut u8, size: usize) -> bool {
+    let page = page_size();
+    let (first, end) = (block as usize, block as usize + size);
+    let (start, stop) = (first.next_multiple_of(page), end / page * page);
+    if stop < start + 2 * page || !discard(start, stop - start) {
+        return false;
+    }
+    std::ptr::write_bytes(block, 0, start - first);
+    std::ptr::write_bytes(stop as *mut u8, 0, end - stop);
+    true
 }
 
 #[cfg(test)]

@@ -575,6 +575,28 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_slot_of_a_class_found_sparse_is_zeroed_by_giving_its_pages_back_unless_freed_last() {
+        let p = pool();
+        // A slab of 64 KiB blocks, a byte written in each, empties: the class is found sparse.
+        fill_and_empty_a_medium_slab(&p, 1);
+        let in_memory = |p| crate::os::pages_in_memory(p, 65536).unwrap().iter().filter(|&&r| r).count();
+        let (a, b) = (allocate(&p, 65536), allocate(&p, 65536));
+        for block in [a, b] {
+            // Safety: live blocks of 64 KiB.
+            unsafe { std::ptr::write_bytes(block as *mut u8, 0xFF, 65536) };
+        }
+        free(&p, a).unwrap();
+        free(&p, b).unwrap();
+        let (again_a, again_b) = (allocate(&p, 65536), allocate(&p, 65536));
+        assert_eq!((again_a, again_b), (a, b));
+        // Safety (both): live blocks of 64 KiB.
+        let zero = |block| unsafe { std::slice::from_raw_parts(block as *const u8, 65536) }.iter().all(|&x| x == 0);
+        assert_eq!(in_memory(a), 0, "zeroed by giving its pages back");
+        assert_eq!(in_memory(b), 65536 / crate::os::page_size(), "freed last: zeroed in place");
+        assert!(zero(a) && zero(b));
+    }
+
+    #[test]
     fn trim_gives_back_the_pages_of_the_empty_slab_a_thread_allocates_from() {
         let p = pool();
         let a = allocate(&p, 65536);
