@@ -122,7 +122,7 @@ pub fn discard_for_reuse(start: usize, len: usize, huge: bool) -> bool {
 /// say. `mincore` costs time per small page even where nothing was ever touched, and a buffer
 /// filled front to back is resident from its start. (Looking at the first 8 MiB of every mapping,
 /// blocks of random sizes up to 4 MiB spent 12-16% of their time in `mincore` (perf); 2% now.)
-fn mostly_resident(start: usize, len: usize, huge: bool) -> Option<bool> {
+pub(crate) fn mostly_resident(start: usize, len: usize, huge: bool) -> Option<bool> {
     const SAMPLE_PAGES: usize = 2048;
     let mut status = [0u8; SAMPLE_PAGES];
     let sample = if huge { SAMPLE_PAGES } else { 128 };

@@ -7,3 +7,7 @@
 
 pub(crate) mod small;
 pub mod system;
+
+/// How long memory kept for reuse with its pages (empty slabs, written big blocks' mappings)
+/// waits for the next block before its pages go back to the system, in milliseconds.
+pub const DECAY_MS: u64 = 100;

@@ -316,15 +316,14 @@ impl Manager {
 
     /// Gives memory kept for reuse back to the system (see `dm_trim`); returns the cached bytes given back.
     pub fn trim(&self) -> u64 {
-        sysmem::mappings::global().unmap_all();
-        self.small.trim()
+        sysmem::mappings::global().unmap_all().unwrap_or(0) + self.small.trim()
     }
 
     /// Gives back the memory kept for reuse whose time is up (empty slabs kept over 100 ms), which
     /// otherwise waits for the library's next traffic; the JVM binding calls it about once a second.
     /// Returns the bytes given back.
     pub fn decay(&self) -> u64 {
-        self.small.decay()
+        sysmem::mappings::global().decay() + self.small.decay()
     }
 
     pub fn stats(&self) -> Stats {
@@ -343,7 +342,7 @@ impl Manager {
             reclaim_requests: q.reclaim_requests,
             limit_failures: q.limit_failures,
             occupied: b.occupied + s.occupied,
-            cached: self.small.cached_bytes(),
+            cached: self.small.cached_bytes() + sysmem::mappings::global().dirty_bytes(),
         }
     }
 }

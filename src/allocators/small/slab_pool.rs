@@ -23,8 +23,7 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
-/// How long an empty slab keeps its pages, in milliseconds.
-pub const DECAY_MS: u64 = 100;
+pub use crate::allocators::DECAY_MS;
 
 /// The most bytes of empty slabs kept with their pages. Two threads that each allocate and free
 /// batches of a thousand 64 KiB blocks empty 128 MiB of slabs per round, which their next round
