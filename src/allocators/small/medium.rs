@@ -28,7 +28,7 @@
 //! empties is zeroed by giving its whole pages back too (clearing the part pages at its ends),
 //! unless it is the slot freed last (a program that frees and allocates one block over and over
 //! would pay a system call each time for pages still in its cache). In a workload of random sizes
-//! with a byte written per block, that took the peak from 25 to 18 MiB (48 to 35 with two
+//! with a byte written per block, that took the peak from 25 to 19 MiB (49 to 36 with two
 //! threads) at the same speed.
 
 use super::slab::Slab;
