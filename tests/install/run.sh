@@ -21,7 +21,10 @@ for f in lib/libdirectmem.so.$version lib/libdirectmem.a include/directmem.h inc
 done
 [ "$(readlink "$prefix/lib/libdirectmem.so.$major")" = "libdirectmem.so.$version" ] || fail "soname link"
 [ "$(readlink "$prefix/lib/libdirectmem.so")" = "libdirectmem.so.$major" ] || fail "development link"
-readelf -d "$prefix/lib/libdirectmem.so.$version" | grep -q "Library soname: \[libdirectmem.so.$major\]" || fail "no soname"
+# (Output captured first: under pipefail, `grep -q` quitting early can make the writer fail with
+# SIGPIPE, and the check with it, as happened once with ldd.)
+dynamic=$(readelf -d "$prefix/lib/libdirectmem.so.$version")
+grep -q "Library soname: \[libdirectmem.so.$major\]" <<<"$dynamic" || fail "no soname"
 others=$(nm -D --defined-only "$prefix/lib/libdirectmem.so.$version" | awk '{print $3}' | grep -Ev '^(dm_|Java_dev_directmem_)' || true)
 [ -z "$others" ] || fail "exports more than dm_* and the JNI entry points: $others"
 echo "installed: $(nm -D --defined-only "$prefix/lib/libdirectmem.so.$version" | grep -c ' dm_') dm_* functions exported, nothing else but JNI"
@@ -36,7 +39,8 @@ export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
 echo "== cc with pkg-config"
 cc -std=c99 -Wall -Wextra -Werror version_check.c $(pkg-config --cflags --libs directmem) -Wl,-rpath,"$prefix/lib" -o with_pc
 ./with_pc
-ldd ./with_pc | grep -q "libdirectmem.so.$major => $prefix/lib/libdirectmem.so.$major" || fail "not linked to the installed soname"
+linked=$(ldd ./with_pc)
+grep -q "libdirectmem.so.$major => $prefix/lib/libdirectmem.so.$major" <<<"$linked" || fail "not linked to the installed soname: $linked"
 
 echo "== C++ with pkg-config"
 c++ -std=c++17 -Wall -Wextra -Werror cpp_containers.cpp $(pkg-config --cflags --libs directmem) -Wl,-rpath,"$prefix/lib" -o cpp
@@ -46,7 +50,8 @@ echo "== static link"
 cc -std=c99 -Wall -Wextra -Werror version_check.c $(pkg-config --cflags directmem) "$prefix/lib/libdirectmem.a" \
   $(pkg-config --libs-only-l --static directmem | sed 's/-ldirectmem//') -o static
 ./static
-! ldd ./static | grep -q libdirectmem || fail "the static program still needs libdirectmem.so"
+linked=$(ldd ./static || true)
+! grep -q libdirectmem <<<"$linked" || fail "the static program still needs libdirectmem.so"
 
 echo "== CMake find_package"
 cmake -S cmake -B build -DCMAKE_PREFIX_PATH="$prefix" >/dev/null
