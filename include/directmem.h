@@ -138,9 +138,9 @@ typedef struct dm_memory_stats {
    * Bytes kept in memory for reuse that no allocation uses: empty slabs whose pages are kept,
    * by the library for a short while and by each thread (up to 1 MiB) for itself, and freed
    * big blocks' mappings under 2 MiB that keep their pages for the next block (up to 32 MiB,
-   * for a short while) (see dm_trim). Not counted: the one slab per size class each thread allocates from, even when
-   * it is empty (dm_trim gives the calling thread's back). Not limited: never a cause of
-   * DM_ERR_LIMIT.
+   * for a short while) (see dm_trim). Not counted: the one slab per size class each thread
+   * allocates from, even when it is empty (dm_trim gives the calling thread's back). Not
+   * limited: never a cause of DM_ERR_LIMIT.
    */
   uint64_t cached;
 } dm_memory_stats;
@@ -325,10 +325,10 @@ enum dm_status dm_get_stats(struct dm_stats *out);
 /**
  * Gives back the memory kept for reuse whose time is up: the pages of the empty slabs and of the
  * freed big blocks' mappings the library has kept over ~100 ms, which it otherwise gives back only
- * when it is used again (as jemalloc and mimalloc do without their background threads). For a program's idle loop or timer; the JVM
- * binding calls it about once a second. Unlike dm_trim, memory still in its time is kept, and the
- * empty slabs threads keep for themselves are left alone. If `given_back` is not NULL, the bytes of
- * pages given back are stored there.
+ * when it is used again (as jemalloc and mimalloc do without their background threads). For a
+ * program's idle loop or timer; the JVM binding calls it about once a second. Unlike dm_trim,
+ * memory still in its time is kept, and the empty slabs threads keep for themselves are left
+ * alone. If `given_back` is not NULL, the bytes of pages given back are stored there.
  *
  * Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
  *
@@ -342,8 +342,8 @@ enum dm_status dm_decay(uint64_t *given_back);
  * keeps (otherwise given back by themselves ~100 ms after they emptied, as the library is used),
  * of those the calling thread keeps back for itself and of the ones it allocates from (one per
  * size class) that are empty, and the freed big blocks' mappings kept for the next block that
- * fits (pages and addresses). Other threads keep up to 1 MiB of empty slabs each, and
- * the ones they allocate from, until they end. Like glibc's `malloc_trim`: for a program about to
+ * fits (pages and addresses). Other threads keep up to 1 MiB of empty slabs each, and the ones
+ * they allocate from, until they end. Like glibc's `malloc_trim`: for a program about to
  * idle or to be measured. Live blocks are untouched. If `given_back` is not NULL, the bytes of
  * pages given back are stored there: in a single-threaded program, all of `cached` plus the
  * empty slabs it allocates from, which `cached` does not count.

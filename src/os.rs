@@ -123,21 +123,10 @@ pub fn discard_for_reuse(start: usize, len: usize, huge: bool) -> bool {
 /// filled front to back is resident from its start. (Looking at the first 8 MiB of every mapping,
 /// blocks of random sizes up to 4 MiB spent 12-16% of their time in `mincore` (perf); 2% now.)
 pub(crate) fn mostly_resident(start: usize, len: usize, huge: bool) -> Option<bool> {
-    const SAMPLE_PAGES: usize = 2048;
-    let mut status = [0u8; SAMPLE_PAGES];
-    let sample = if huge { SAMPLE_PAGES } else { 128 };
+    let sample = if huge { 2048 } else { 128 };
     let pages = sample.min(len.div_ceil(page_size()));
-    // Safety: the range lies inside the caller's page-aligned mapping; `status` has a byte per page.
-    let rc = unsafe { libc::mincore(start as *mut libc::c_void, pages * page_size(), status.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // Bit 0 of each byte says resident; eight bytes at a time (bytes past `pages` stay zero).
-    let resident: u32 = status
-        .chunks_exact(8)
-        .map(|b| (u64::from_ne_bytes(b.try_into().unwrap()) & 0x0101_0101_0101_0101).count_ones())
-        .sum();
-    Some(resident as usize * 2 >= pages)
+    let resident = pages_in_memory(start, pages * page_size())?.into_iter().filter(|&p| p).count();
+    Some(resident * 2 >= pages)
 }
 
 #[cfg(test)]

@@ -319,9 +319,9 @@ impl Manager {
         sysmem::mappings::global().unmap_all().unwrap_or(0) + self.small.trim()
     }
 
-    /// Gives back the memory kept for reuse whose time is up (empty slabs kept over 100 ms), which
-    /// otherwise waits for the library's next traffic; the JVM binding calls it about once a second.
-    /// Returns the bytes given back.
+    /// Gives back the memory kept for reuse whose time is up (empty slabs and written big blocks'
+    /// mappings kept over 100 ms), which otherwise waits for the library's next traffic; the JVM
+    /// binding calls it about once a second. Returns the bytes given back.
     pub fn decay(&self) -> u64 {
         sysmem::mappings::global().decay() + self.small.decay()
     }

@@ -356,29 +356,30 @@ impl SmallBlocks {
 
     /// A medium slab's region: a mapping of its own (as big as an arena), on a slab boundary.
     fn map_medium_slab() -> Option<usize> {
-        let start = crate::os::map_region(size_class::MEDIUM_SLAB_SIZE, SLAB_SIZE).ok()?;
-        if !table::covers(start + size_class::MEDIUM_SLAB_SIZE - 1) {
-            crate::os::unmap_region(start, size_class::MEDIUM_SLAB_SIZE);
-            return None;
-        }
-        Some(start)
+        map_for_slabs(size_class::MEDIUM_SLAB_SIZE)
     }
 
     fn cut_slab(&self) -> Option<usize> {
         let mut arena = self.arena.lock();
         if arena.0 == arena.1 {
-            let start = crate::os::map_region(ARENA_SIZE, SLAB_SIZE).ok()?;
-            if !table::covers(start + ARENA_SIZE - 1) {
-                // Beyond the 48-bit addresses the table covers (5-level paging): not ours to use.
-                crate::os::unmap_region(start, ARENA_SIZE);
-                return None;
-            }
+            let start = map_for_slabs(ARENA_SIZE)?;
             *arena = (start, start + ARENA_SIZE);
         }
         let base = arena.0;
         arena.0 += SLAB_SIZE;
         Some(base)
     }
+}
+
+/// A mapping of `len` bytes on a slab boundary, for slabs; None if the system has none, or it lies
+/// beyond the 48-bit addresses the slab table covers (5-level paging: not ours to use).
+fn map_for_slabs(len: usize) -> Option<usize> {
+    let start = crate::os::map_region(len, SLAB_SIZE).ok()?;
+    if !table::covers(start + len - 1) {
+        crate::os::unmap_region(start, len);
+        return None;
+    }
+    Some(start)
 }
 
 #[cfg(test)]

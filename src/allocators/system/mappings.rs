@@ -63,16 +63,6 @@ struct Index {
     next_age: u64,
 }
 
-impl Index {
-    fn remove(&mut self, len: usize, start: usize) -> Entry {
-        let entry = self.by_fit.remove(&(len, start)).expect("listed");
-        self.by_age.remove(&entry.age);
-        self.dirty.remove(&entry.age);
-        self.bytes -= len;
-        entry
-    }
-}
-
 /// A kept mapping, now the caller's.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Taken {
@@ -113,6 +103,17 @@ impl Kept {
         unsafe { self.index.raw() }
     }
 
+    /// Takes a mapping out of `index` (its dirty bytes out of the count too).
+    fn unlist(&self, index: &mut Index, len: usize, start: usize) -> Entry {
+        let entry = index.by_fit.remove(&(len, start)).expect("listed");
+        index.by_age.remove(&entry.age);
+        if index.dirty.remove(&entry.age).is_some() {
+            self.dirty_bytes.fetch_sub(len as u64, Relaxed);
+        }
+        index.bytes -= len;
+        entry
+    }
+
     /// The smallest kept mapping of `len` to `len + len / 2` bytes starting at a multiple of
     /// `alignment`, now the caller's; or None.
     pub fn take(&self, len: usize, alignment: usize) -> Option<Taken> {
@@ -122,10 +123,7 @@ impl Kept {
             let most = len + len / 2;
             let (&(l, start), _) =
                 index.by_fit.range((len, 0)..=(most, usize::MAX)).find(|(&(_, start), _)| start % alignment == 0)?;
-            let entry = index.remove(l, start);
-            if entry.dirty_since.is_some() {
-                self.dirty_bytes.fetch_sub(l as u64, Relaxed);
-            }
+            let entry = self.unlist(index, l, start);
             let taken = Taken { start, len: l, huge: entry.huge, dirty: entry.dirty_since.is_some() };
             (taken, self.expire(index, coarse_millis()))
         };
@@ -169,9 +167,7 @@ impl Kept {
             while index.by_age.len() > KEPT_MAX || index.bytes > KEPT_BYTES_MAX {
                 let (_, (l, s)) =
                     index.by_age.first_key_value().map(|(a, v)| (*a, *v)).expect("over the bounds: not empty");
-                if index.remove(l, s).dirty_since.is_some() {
-                    self.dirty_bytes.fetch_sub(l as u64, Relaxed);
-                }
+                self.unlist(index, l, s);
                 evicted.push((l, s));
             }
             self.expire(index, now)
@@ -208,8 +204,7 @@ impl Kept {
             if self.dirty_bytes.load(Relaxed) <= DIRTY_MAX as u64 && now.saturating_sub(since) < DECAY_MS {
                 break;
             }
-            let entry = index.remove(len, start);
-            self.dirty_bytes.fetch_sub(len as u64, Relaxed);
+            let entry = self.unlist(index, len, start);
             expired.push((len, start, entry));
         }
         expired
