@@ -143,10 +143,11 @@ impl Heap {
         // unless it was never handed out since the slab's pages were fresh.
         if !unsafe { slab.first_use(index) } {
             if slab.is_medium() {
-                let give_back =
-                    self.verdicts[slab.class].zero_by_giving_back(slab.slot_size) && address != self.last_freed;
                 // Safety: as above; this heap owns the slab.
-                unsafe { slab.usage().zero_for_reuse(index, block, size, give_back) };
+                unsafe {
+                    let give_back = self.verdicts[slab.class].zero_by_giving_back(slab, index) && address != self.last_freed;
+                    slab.usage().zero_for_reuse(index, block, size, slab.slot_size as usize, give_back);
+                }
             } else {
                 unsafe { zero(block, size, slab.slot_size) };
             }

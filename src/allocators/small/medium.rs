@@ -11,7 +11,7 @@
 //! it then touches, far more than zeroing a page: the same blocks written whole took 45 µs a block
 //! with their pages given back each round, against 6 µs zeroed in place.
 //!
-//! So when a medium slab of slots of 64 KiB or more (below that, a page fault costs more than
+//! So when a medium slab of slots of 32 KiB or more (below that, a page fault costs more than
 //! zeroing the slot: [`GIVE_BACK_MIN_SLOT`]) empties, it looks (`mincore`, one call, ~1 µs here)
 //! at the slots whose pages came to the program untouched: handed out since the slab's pages were
 //! fresh, and never zeroed in place (a slot zeroed in place has all its pages in memory, whatever
@@ -20,16 +20,21 @@
 //! sixteen 64 KiB slots, see [`super::slab_pool::SlabPool::give_back_now`]) and its next blocks
 //! need no zeroing. Otherwise it is *dense* from then on: it keeps its pages for reuse, as small
 //! slabs do, and does not look again until the slab pool's decay gave its pages back after it sat
-//! empty. With no slot to judge by (every one was zeroed in place), it keeps its pages too. Only
-//! one slab in [`REJUDGE`] of a class looks; the others take the verdict of the last one that did
-//! ([`Verdict`], per thread).
+//! empty. With no slot to judge by (every one was zeroed in place), it does as reused slots of its
+//! class were last found to need (keeps its pages when nothing was found). Only one slab in
+//! [`REJUDGE`] of a class looks; the others take the verdict of the last one that did ([`Verdict`],
+//! per thread).
 //!
 //! While a thread's verdict on a class says sparse, a slot of that class reused before its slab
 //! empties is zeroed by giving its whole pages back too (clearing the part pages at its ends),
 //! unless it is the slot freed last (a program that frees and allocates one block over and over
-//! would pay a system call each time for pages still in its cache). In a workload of random sizes
-//! with a byte written per block, that took the peak from 25 to 19 MiB (49 to 36 with two
-//! threads) at the same speed.
+//! would pay a system call each time for pages still in its cache), or its slab was found dense.
+//! Where slabs seldom empty (blocks that live long and die in random order), the verdict would
+//! come late, so a reused slot that tells (not zeroed in place) is looked at too, one in
+//! [`REJUDGE`]. In a workload of random sizes with a byte written per block, this took the peak
+//! from 25 to 19 MiB (49 to 36 with two threads), and looking at reused slots, from 32 KiB on, and
+//! giving back the slot's whole pages (not only the block's) to 9 MiB (16 with two threads;
+//! jemalloc 10 and 16-17), at the same speed within noise.
 
 use super::slab::Slab;
 use crate::os::{discard, page_size, pages_in_memory};
@@ -52,13 +57,14 @@ impl Usage {
         Usage { dense: false, in_place: 0 }
     }
 
-    /// Zeroes the first `size` bytes of slot `index`, at `block`, which held a block before: by
-    /// giving its pages back if `give_back` (and the slab is not dense), else in place.
+    /// Zeroes the first `size` bytes of slot `index` (`slot_size` bytes at `block`), which held a
+    /// block before: by giving its pages back if `give_back` (and the slab is not dense), else in
+    /// place.
     ///
     /// # Safety
-    /// The slot is the caller's (taken, not yet handed out) and spans at least `size` bytes.
-    pub(super) unsafe fn zero_for_reuse(&mut self, index: usize, block: *mut u8, size: usize, give_back: bool) {
-        if give_back && !self.dense && give_back_pages(block, size) {
+    /// The slot is the caller's (taken, not yet handed out); `size` <= `slot_size`.
+    pub(super) unsafe fn zero_for_reuse(&mut self, index: usize, block: *mut u8, size: usize, slot_size: usize, give_back: bool) {
+        if give_back && !self.dense && give_back_pages(block, size, slot_size) {
             self.in_place &= !(1 << index);
         } else {
             std::ptr::write_bytes(block, 0, size);
@@ -70,45 +76,92 @@ impl Usage {
     /// handed out since its pages were fresh: whether the program barely touched its blocks (Some
     /// true: give the pages back) or wrote them (Some false: the slab is dense from now on); None
     /// when nothing tells.
-    fn judge(&mut self, base: usize, slot_size: usize, used: usize) -> Option<bool> {
+    fn judge_empty(&mut self, base: usize, slot_size: usize, used: usize) -> Option<bool> {
         let judged: Vec<usize> = (0..used).filter(|&i| self.in_place & (1 << i) == 0).collect();
-        let in_memory = pages_in_memory(base, (judged.last()? + 1) * slot_size)?;
-        let page = page_size();
-        let (mut pages, mut resident) = (0, 0);
-        for i in judged {
-            let (first, end) = (i * slot_size / page, ((i + 1) * slot_size).div_ceil(page));
-            pages += end - first;
-            resident += in_memory[first..end].iter().filter(|&&p| p).count();
+        let sparse = sparse(base, slot_size, &judged)?;
+        self.dense = !sparse;
+        Some(sparse)
+    }
+
+    /// The same for slot `index` alone, about to be reused (the slab stays as it is): None when
+    /// it was zeroed in place.
+    fn judge_slot(&self, base: usize, slot_size: usize, index: usize) -> Option<bool> {
+        if self.in_place & (1 << index) != 0 {
+            return None;
         }
-        self.dense = resident * DENSE >= pages;
-        Some(!self.dense)
+        sparse(base, slot_size, &[index])
     }
 }
 
-/// A heap's last verdict on a medium class, taken again for the next [`REJUDGE`] - 1 slabs of that
-/// class that empty: a program uses blocks of one size alike, and looking costs a system call
-/// (in a workload of random sizes, one every other operation: 13% of its time when every empty
-/// slab looked).
+/// Whether fewer than one in [`DENSE`] of the pages of slots `judged` (ascending indexes) of the
+/// slab at `base` are in memory; None if the system will not say.
+fn sparse(base: usize, slot_size: usize, judged: &[usize]) -> Option<bool> {
+    let page = page_size();
+    let from = judged.first()? * slot_size / page;
+    let to = ((judged.last()? + 1) * slot_size).div_ceil(page);
+    let in_memory = pages_in_memory(base + from * page, (to - from) * page)?;
+    let (mut pages, mut resident) = (0, 0);
+    for &i in judged {
+        let (first, end) = (i * slot_size / page - from, ((i + 1) * slot_size).div_ceil(page) - from);
+        pages += end - first;
+        resident += in_memory[first..end].iter().filter(|&&p| p).count();
+    }
+    Some(resident * DENSE < pages)
+}
+
+/// A heap's verdicts on a medium class: whether the program barely touches its blocks. Looking
+/// costs a system call (in a workload of random sizes, one every other operation: 13% of its time
+/// when every empty slab looked), so a verdict is taken again for the next [`REJUDGE`] - 1 times
+/// before anything looks again: a program uses blocks of one size alike.
+///
+/// Two things look. A slab that empties looks at all its slots that tell (see
+/// [`Usage::judge_empty`]): its verdict decides what the next empty slabs do with their pages, and
+/// how reused slots are zeroed. A reused slot looks at itself (if it tells): slabs may take long
+/// to empty where blocks live long and are freed in random order (the workload of random sizes:
+/// thousands of operations), and zeroing in place meanwhile put every page of every reused slot
+/// into memory (peak 18 MiB, 14 with reused 64-128 KiB slots looking). One slot is weak evidence
+/// (a block allocated and never written), so its verdict only decides how reused slots are zeroed
+/// (and what an empty slab with no slot that tells does).
 #[derive(Clone, Copy, Default)]
 pub(super) struct Verdict {
-    sparse: bool,
+    /// By the last empty slab that looked: do empty slabs give their pages back?
+    sparse_slabs: bool,
+    empties_left: u8,
+    /// By the last slab or reused slot that looked: are reused slots zeroed by giving back?
+    sparse_slots: bool,
     reuses_left: u8,
 }
 
 /// Slabs of smaller slots always keep their pages: refaulting a page the program touches costs
-/// about what zeroing 64 KiB does here (1-2 µs), so below that zeroing in place wins. A thousand
-/// 32 KiB blocks with a byte written in each: 1.9 µs a block with pages given back, 1.2 zeroed in
-/// place (mimalloc 1.4); at 64 KiB 2.1-2.3 against 2.6-3.5 µs.
-const GIVE_BACK_MIN_SLOT: usize = 64 << 10;
+/// more than zeroing a few pages in place. From 32 KiB on, memory wins: 32 KiB blocks, a byte
+/// written in each, in batches of a thousand took 2.0-2.4 µs a block with pages given back against
+/// 1.5-1.8 zeroed in place, with 5-6 MiB resident against 33 (in the same runs mimalloc, which
+/// zeroes in place, 1.6-1.9 µs and 33 MiB; jemalloc 3.4-3.6 µs and 19 MiB), and in the workload of
+/// random sizes the peak went from 14 to 10 MiB (28 to 18 with two threads) at the same speed
+/// within noise. Blocks written whole are not affected (they are found dense). At 16 KiB a byte
+/// per block is a quarter of its pages, which counts as dense: 16 KiB changed little (9 and 16).
+const GIVE_BACK_MIN_SLOT: usize = 32 << 10;
 
-/// One medium slab in this many looks at its pages when it empties; the others take the verdict.
+/// One judgement in this many looks; the others take the last verdict.
 const REJUDGE: u8 = 8;
 
 impl Verdict {
-    /// Whether a reused slot of `slot_size` bytes of this class should be zeroed by giving its
-    /// pages back (if its slab is not dense; the caller leaves out the slot freed last).
-    pub(super) fn zero_by_giving_back(&self, slot_size: u32) -> bool {
-        self.sparse && slot_size as usize >= GIVE_BACK_MIN_SLOT
+    /// Whether slot `index` of `slab`, about to be reused, should be zeroed by giving its pages
+    /// back (if its slab is not dense; the caller leaves out the slot freed last).
+    ///
+    /// # Safety
+    /// The caller owns the slab and has taken the slot.
+    pub(super) unsafe fn zero_by_giving_back(&mut self, slab: &Slab, index: usize) -> bool {
+        let slot_size = slab.slot_size as usize;
+        if slot_size < GIVE_BACK_MIN_SLOT {
+            return false;
+        }
+        if self.reuses_left > 0 {
+            self.reuses_left -= 1;
+        } else if let Some(sparse) = slab.usage().judge_slot(slab.base, slot_size, index) {
+            (self.sparse_slots, self.reuses_left) = (sparse, REJUDGE - 1);
+        }
+        self.sparse_slots
     }
 
     /// Whether the empty medium `slab` should give its pages back now (else it keeps them).
@@ -120,32 +173,42 @@ impl Verdict {
         if (slab.slot_size as usize) < GIVE_BACK_MIN_SLOT || usage.dense {
             return false;
         }
-        if self.reuses_left > 0 {
-            self.reuses_left -= 1;
-            usage.dense = !self.sparse;
-            return self.sparse;
+        if self.empties_left > 0 {
+            self.empties_left -= 1;
+            usage.dense = !self.sparse_slabs;
+            return self.sparse_slabs;
         }
-        let Some(sparse) = usage.judge(slab.base, slab.slot_size as usize, slab.used_slots()) else { return false };
-        *self = Verdict { sparse, reuses_left: REJUDGE - 1 };
-        sparse
+        match usage.judge_empty(slab.base, slab.slot_size as usize, slab.used_slots()) {
+            Some(sparse) => {
+                *self = Verdict { sparse_slabs: sparse, empties_left: REJUDGE - 1, sparse_slots: sparse, reuses_left: REJUDGE - 1 };
+                sparse
+            }
+            // Nothing tells (every slot was zeroed in place): as reused slots were last found.
+            None => self.sparse_slots,
+        }
     }
 }
 
-/// Zeroes `size` bytes at `block` by giving the whole pages among them back to the system and
-/// clearing the rest; false (nothing done) when they span fewer than two whole pages or the system
-/// refused.
+/// Zeroes `size` bytes at `block`, a slot of `slot_size` bytes, by giving the whole pages of the
+/// slot back to the system and clearing what is left of the block at its ends; false (nothing
+/// done) when the slot spans fewer than two whole pages or the system refused. The whole slot, not
+/// only the block: a page the block ends in would otherwise be cleared by hand, and so put in
+/// memory for a block that may never touch it (with a byte written per block, 2-3 pages of a
+/// reused slot stayed in memory instead of 1, and looked written).
 ///
 /// # Safety
-/// The `size` bytes at `block` are the caller's, in a private anonymous mapping.
-unsafe fn give_back_pages(block: *mut u8, size: usize) -> bool {
+/// The slot's bytes are the caller's, in a private anonymous mapping; `size` <= `slot_size`.
+unsafe fn give_back_pages(block: *mut u8, size: usize, slot_size: usize) -> bool {
     let page = page_size();
     let (first, end) = (block as usize, block as usize + size);
-    let (start, stop) = (first.next_multiple_of(page), end / page * page);
+    let (start, stop) = (first.next_multiple_of(page), (first + slot_size) / page * page);
     if stop < start + 2 * page || !discard(start, stop - start) {
         return false;
     }
     std::ptr::write_bytes(block, 0, start - first);
-    std::ptr::write_bytes(stop as *mut u8, 0, end - stop);
+    if end > stop {
+        std::ptr::write_bytes(stop as *mut u8, 0, end - stop);
+    }
     true
 }
 

@@ -598,6 +598,33 @@ mod tests {
     }
 
     #[test]
+    fn before_any_slab_empties_a_reused_slot_is_judged_by_its_own_pages() {
+        // Three blocks in 32 KiB slots of a slab that stays far from empty; `written` bytes of each
+        // written; the first two freed and the first taken again (not the one freed last). The
+        // blocks end inside their slots' last page, which a block barely touched leaves alone.
+        let reuse = |written: usize| {
+            let p = pool();
+            let size = 30000;
+            let blocks: Vec<usize> = (0..3).map(|_| allocate(&p, size)).collect();
+            for &b in &blocks {
+                // Safety: live blocks of `size` bytes.
+                unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, written) };
+            }
+            free(&p, blocks[0]).unwrap();
+            free(&p, blocks[1]).unwrap();
+            let again = allocate(&p, size);
+            assert_eq!(again, blocks[0]);
+            // Counted before reading it (reading maps the pages in).
+            let in_memory = crate::os::pages_in_memory(again, size).unwrap().iter().filter(|&&r| r).count();
+            // Safety: a live block of `size` bytes.
+            assert!(unsafe { std::slice::from_raw_parts(again as *const u8, size) }.iter().all(|&x| x == 0));
+            in_memory
+        };
+        assert_eq!(reuse(1), 0, "a byte written: zeroed by giving its pages back");
+        assert_eq!(reuse(30000), 30000_usize.div_ceil(crate::os::page_size()), "written whole: zeroed in place");
+    }
+
+    #[test]
     fn trim_gives_back_the_pages_of_the_empty_slab_a_thread_allocates_from() {
         let p = pool();
         let a = allocate(&p, 65536);
