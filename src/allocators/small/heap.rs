@@ -145,7 +145,8 @@ impl Heap {
             if slab.is_medium() {
                 // Safety: as above; this heap owns the slab.
                 unsafe {
-                    let give_back = self.verdicts[slab.class].zero_by_giving_back(slab, index) && address != self.last_freed;
+                    let give_back =
+                        self.verdicts[slab.class].zero_by_giving_back(slab, index) && address != self.last_freed;
                     slab.usage().zero_for_reuse(index, block, size, slab.slot_size as usize, give_back);
                 }
             } else {

@@ -63,7 +63,14 @@ impl Usage {
     ///
     /// # Safety
     /// The slot is the caller's (taken, not yet handed out); `size` <= `slot_size`.
-    pub(super) unsafe fn zero_for_reuse(&mut self, index: usize, block: *mut u8, size: usize, slot_size: usize, give_back: bool) {
+    pub(super) unsafe fn zero_for_reuse(
+        &mut self,
+        index: usize,
+        block: *mut u8,
+        size: usize,
+        slot_size: usize,
+        give_back: bool,
+    ) {
         if give_back && !self.dense && give_back_pages(block, size, slot_size) {
             self.in_place &= !(1 << index);
         } else {
@@ -180,7 +187,12 @@ impl Verdict {
         }
         match usage.judge_empty(slab.base, slab.slot_size as usize, slab.used_slots()) {
             Some(sparse) => {
-                *self = Verdict { sparse_slabs: sparse, empties_left: REJUDGE - 1, sparse_slots: sparse, reuses_left: REJUDGE - 1 };
+                *self = Verdict {
+                    sparse_slabs: sparse,
+                    empties_left: REJUDGE - 1,
+                    sparse_slots: sparse,
+                    reuses_left: REJUDGE - 1,
+                };
                 sparse
             }
             // Nothing tells (every slot was zeroed in place): as reused slots were last found.
