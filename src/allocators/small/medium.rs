@@ -145,8 +145,9 @@ pub(super) struct Verdict {
 /// 1.5-1.8 zeroed in place, with 5-6 MiB resident against 33 (in the same runs mimalloc, which
 /// zeroes in place, 1.6-1.9 µs and 33 MiB; jemalloc 3.4-3.6 µs and 19 MiB), and in the workload of
 /// random sizes the peak went from 14 to 10 MiB (28 to 18 with two threads) at the same speed
-/// within noise. Blocks written whole are not affected (they are found dense). At 16 KiB a byte
-/// per block is a quarter of its pages, which counts as dense: 16 KiB changed little (9 and 16).
+/// within noise. Blocks written whole are not affected (they are found dense). 16 KiB took that
+/// workload to 9 and 16 MiB (before slots were given back whole, which now does as much), with two
+/// threads 8% slower; and a byte in a 16 KiB block is a quarter of its pages, which counts as dense.
 const GIVE_BACK_MIN_SLOT: usize = 32 << 10;
 
 /// One judgement in this many looks; the others take the last verdict.
