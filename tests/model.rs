@@ -45,6 +45,9 @@ fn op() -> impl Strategy<Value = Op> {
         Just(0usize),
         1usize..100,
         100usize..5000,
+        // Medium slots (10-128 KiB): reused by zeroing in place or by giving pages back, as the
+        // blocks before were written (see the Write op's sizes).
+        8192usize..(128 << 10),
         Just(200 << 10),
         Just(1 << 20),
         Just(usize::MAX),
@@ -80,7 +83,8 @@ fn op() -> impl Strategy<Value = Op> {
         3 => target.clone().prop_map(Op::Free),
         3 => (target, prop::bool::weighted(0.05)).prop_map(|(target, null_out)| Op::Register { target, null_out }),
         2 => handle.prop_map(Op::Clean),
-        2 => (any::<usize>(), 0usize..300).prop_map(|(block, len)| Op::Write { block, len }),
+        2 => (any::<usize>(), prop_oneof![3 => 0usize..300, 1 => Just(usize::MAX)])
+            .prop_map(|(block, len)| Op::Write { block, len }), // usize::MAX: the whole block
         1 => prop_oneof![Just(0usize), 1usize..100_000, Just(usize::MAX)].prop_map(Op::Reserve),
         1 => prop_oneof![Just(0usize), 1usize..100_000].prop_map(Op::Unreserve),
         1 => prop_oneof![Just(0u64), Just(1 << 20), Just(16 << 20), Just(u64::MAX)].prop_map(Op::SetLimit),
@@ -186,6 +190,11 @@ impl Model {
                 if got == DM_OK {
                     prop_assert!(!out.is_null());
                     prop_assert_eq!(out as usize % a, 0);
+                    // Every byte zero when handed out (after each step only samples are checked).
+                    let whole = size.min(256 << 10);
+                    // Safety: a live block of `size` bytes.
+                    let bytes = unsafe { std::slice::from_raw_parts(out as *const u8, whole) };
+                    prop_assert!(bytes.iter().all(|&x| x == 0), "a new block reads zero");
                 } else {
                     prop_assert!(out.is_null(), "out written on failure");
                 }
