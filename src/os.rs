@@ -168,8 +168,9 @@ mod tests {
         page.iter_mut().step_by(page_size()).for_each(|b| *b = 1); // every page: dense
         assert!(discard_for_reuse(start, len, false));
         assert_eq!((has("hg"), has("nh")), (thp, false), "dense use: huge pages again");
-        page[4 << 20] = 1; // past the 512 KiB looked at when the advice is "no huge pages"
-                           // Told the advice is "no huge pages" already, it leaves the mapping alone: no madvise.
+        // Past the 512 KiB looked at when the advice is "no huge pages" already: told so, it leaves
+        // the mapping alone (no madvise).
+        page[4 << 20] = 1;
         assert!(!discard_for_reuse(start, len, false));
         assert_eq!((has("hg"), has("nh")), (thp, false), "unchanged advice: no call");
         assert!(page.iter().all(|&b| b == 0));

@@ -249,8 +249,7 @@ impl Heap {
         for slab in self.current.iter().flatten() {
             // Safety: this heap owns its current slabs; an empty one has no live block to keep.
             unsafe {
-                if slab.is_empty() && crate::os::discard(slab.base, slab.bytes) {
-                    slab.pages_discarded();
+                if slab.is_empty() && slab.give_back_pages() {
                     bytes += slab.bytes as u64;
                 }
             }

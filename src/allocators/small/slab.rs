@@ -291,14 +291,19 @@ impl Slab {
         self.local().fresh as usize
     }
 
-    /// Its pages were given back to the system (they read as zero again): every slot is fresh.
+    /// Gives all its pages back to the system (they read as zero again), so every slot is fresh;
+    /// false (nothing changed) if the system refused.
     ///
     /// # Safety
-    /// The caller holds the slab exclusively (unowned, on no list) and it has no live block.
-    pub unsafe fn pages_discarded(&self) {
+    /// The caller owns the slab or holds it exclusively, and it has no live block.
+    pub unsafe fn give_back_pages(&self) -> bool {
+        if !crate::os::discard(self.base, self.bytes) {
+            return false;
+        }
         let local = self.local();
         local.fresh = 0;
         local.usage = Usage::fresh();
+        true
     }
 
     /// Whether its slots span several pages (8 KiB and more: the medium classes), so that how they

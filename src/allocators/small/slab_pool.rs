@@ -18,12 +18,12 @@
 
 use crate::allocators::small::size_class::CLASSES;
 use crate::allocators::small::slab::Slab;
-use crate::os::{coarse_millis, discard};
+use crate::os::coarse_millis;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
-pub use crate::allocators::DECAY_MS;
+use crate::allocators::DECAY_MS;
 
 /// The most bytes of empty slabs kept with their pages. Two threads that each allocate and free
 /// batches of a thousand 64 KiB blocks empty 128 MiB of slabs per round, which their next round
@@ -123,11 +123,10 @@ impl SlabPool {
     /// # Safety
     /// The caller owns the slab and it is empty.
     pub unsafe fn give_back_now(&self, slab: &'static Slab) -> bool {
-        if !discard(slab.base, slab.bytes) {
+        if !slab.give_back_pages() {
             return false;
         }
         slab.set_owner(0);
-        slab.pages_discarded();
         self.room[slab.class].lock().push(slab);
         true
     }
@@ -173,10 +172,8 @@ impl SlabPool {
     /// and lists them with room.
     fn give_back(&self, slabs: Vec<&'static Slab>) {
         for slab in slabs {
-            if discard(slab.base, slab.bytes) {
-                // Safety: taken off the resident list, on no other: this caller holds it; empty.
-                unsafe { slab.pages_discarded() };
-            }
+            // Safety: taken off the resident list, on no other: this caller holds it; empty.
+            unsafe { slab.give_back_pages() };
             self.room[slab.class].lock().push(slab);
         }
     }

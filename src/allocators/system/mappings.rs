@@ -165,8 +165,7 @@ impl Kept {
             }
             index.bytes += len;
             while index.by_age.len() > KEPT_MAX || index.bytes > KEPT_BYTES_MAX {
-                let (_, (l, s)) =
-                    index.by_age.first_key_value().map(|(a, v)| (*a, *v)).expect("over the bounds: not empty");
+                let (_, &(l, s)) = index.by_age.first_key_value().expect("over the bounds: not empty");
                 self.unlist(index, l, s);
                 evicted.push((l, s));
             }
