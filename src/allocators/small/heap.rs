@@ -33,7 +33,12 @@ pub(super) struct Heap {
     verdicts: [Verdict; CLASSES],
     /// The medium slot this heap took back last (its reuse is zeroed in place).
     last_freed: usize,
+    /// Bit `c`: class `c` has had a current slab, so it may own slabs. A thread that ends after a
+    /// few allocations then looks at its few classes only, not all [`CLASSES`] of each list.
+    classes_used: u64,
 }
+
+const _: () = assert!(CLASSES <= 64, "classes_used has a bit per class");
 
 /// Bytes of empty slabs a heap keeps back for itself (16 small slabs, or one medium one), beyond
 /// which they go to the pool. Its own slabs are the cheapest to reuse: no lock, and their memory
@@ -98,6 +103,7 @@ impl Heap {
             spares: 0,
             verdicts: [Verdict::default(); CLASSES],
             last_freed: 0,
+            classes_used: 0,
         }
     }
 
@@ -126,6 +132,7 @@ impl Heap {
                 }
             }
             let next = self.next_slab(c)?;
+            self.classes_used |= 1 << c;
             if let Some(full) = self.current[c].replace(next) {
                 // Safety: this heap owns the slab.
                 unsafe { self.full[c].push(full) };
@@ -236,9 +243,24 @@ impl Heap {
     pub(super) fn give_up_spares(&mut self) {
         self.pool.spare_bytes.fetch_sub(self.spares as u64, Relaxed);
         self.spares = 0;
-        for slab in self.spare.iter_mut().flat_map(std::mem::take) {
-            self.pool.unowned.give_up(slab, true);
+        for c in self.used_classes() {
+            for slab in std::mem::take(&mut self.spare[c]) {
+                self.pool.unowned.give_up(slab, true);
+            }
         }
+    }
+
+    /// The classes this heap may own slabs of (see `classes_used`).
+    fn used_classes(&self) -> impl Iterator<Item = usize> + use<> {
+        let mut used = self.classes_used;
+        std::iter::from_fn(move || {
+            if used == 0 {
+                return None;
+            }
+            let c = used.trailing_zeros() as usize;
+            used &= used - 1;
+            Some(c)
+        })
     }
 
     /// Gives back the pages of this heap's current slabs that are empty (for `dm_trim`): one per
@@ -317,16 +339,16 @@ impl Drop for Heap {
             self.pool.ended.add_shared(self.counters.snapshot());
         }
         self.give_up_spares();
-        let current = self.current.iter_mut().filter_map(Option::take);
-        let listed = self.partial.iter_mut().chain(self.full.iter_mut()).flat_map(|l| std::mem::take(&mut l.slabs));
-        let owned: Vec<_> = current.chain(listed).collect();
-        for slab in owned {
-            // Safety: this heap still owns the slab.
-            let empty = unsafe {
-                slab.set_place(Place::Unlisted);
-                slab.is_empty()
-            };
-            self.pool.unowned.give_up(slab, empty);
+        for c in self.used_classes() {
+            let listed = [&mut self.partial[c].slabs, &mut self.full[c].slabs].map(std::mem::take);
+            for slab in self.current[c].take().into_iter().chain(listed.into_iter().flatten()) {
+                // Safety: this heap still owns the slab.
+                let empty = unsafe {
+                    slab.set_place(Place::Unlisted);
+                    slab.is_empty()
+                };
+                self.pool.unowned.give_up(slab, empty);
+            }
         }
     }
 }

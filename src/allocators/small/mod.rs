@@ -384,7 +384,7 @@ fn map_for_slabs(len: usize) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::size_class::CLASSES;
+    use super::size_class::{slab_size, CLASSES, MAX_SMALL, SIZES};
     use super::slab::Place;
     use super::*;
 
@@ -733,5 +733,37 @@ mod tests {
         let reused = again.iter().filter(|a| blocks.contains(a)).count();
         assert!(reused > 4000, "only {reused} slots reused");
         again.into_iter().for_each(|a| free(&p, a).unwrap());
+    }
+
+    /// A heap that ends gives up the slabs of every class it used (it looks only at those), from
+    /// the first class to the last: the slots its thread freed are the next ones handed out.
+    #[test]
+    fn an_ended_heap_gives_up_its_slabs_of_every_class() {
+        let p = pool();
+        let sizes = [16, 1000, 4096, 30_000, MAX_SMALL];
+        let freed: Vec<Vec<usize>> = std::thread::spawn({
+            let p = p.clone();
+            move || {
+                let mut freed = Vec::new();
+                for size in sizes {
+                    // Two slabs' worth and one more: one full (listed), one partial, one current;
+                    // every other block stays live when the thread ends.
+                    let c = class_of(size, 0).unwrap();
+                    let blocks: Vec<usize> =
+                        (0..2 * slab_size(c) / SIZES[c] as usize + 1).map(|_| allocate(&p, size)).collect();
+                    let gone: Vec<usize> = blocks.into_iter().step_by(2).collect();
+                    gone.iter().for_each(|&a| free(&p, a).unwrap());
+                    freed.push(gone);
+                }
+                freed
+            }
+        })
+        .join()
+        .unwrap();
+        for (size, freed) in sizes.into_iter().zip(freed) {
+            let again: Vec<_> = (0..freed.len()).map(|_| allocate(&p, size)).collect();
+            let reused = again.iter().filter(|a| freed.contains(a)).count();
+            assert!(reused * 2 > freed.len(), "{size} B: {reused} of {} freed slots reused", freed.len());
+        }
     }
 }
