@@ -160,6 +160,12 @@ impl Quota {
     /// Returns what is left of a credit to the budget and forgets the credit.
     pub fn retire_credit(&self, credit: &Arc<Credit>) {
         self.credits.lock().retain(|c| !Arc::ptr_eq(c, credit));
+        self.empty_credit(credit);
+    }
+
+    /// Owner only: returns what is left of a credit to the budget; the credit stays, empty, for
+    /// its next owner.
+    pub fn empty_credit(&self, credit: &Credit) {
         self.release(credit.take_all());
     }
 

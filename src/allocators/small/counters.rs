@@ -45,6 +45,13 @@ impl Counters {
         }
     }
 
+    /// Owner only: back to zero (what they held was added elsewhere).
+    pub(super) fn reset(&self) {
+        for counter in [&self.count, &self.capacity, &self.occupied, &self.allocations] {
+            counter.store(0, SeqCst);
+        }
+    }
+
     /// For counters several threads write (the pool's).
     pub(super) fn add_shared(&self, s: SmallStats) {
         self.count.fetch_add(s.count, SeqCst);
