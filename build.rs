@@ -20,6 +20,9 @@ fn main() {
     ));
     // Binaries record libdirectmem.so.MAJOR: a later minor or patch release is a drop-in upgrade.
     println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libdirectmem.so.{major}");
+    // Never unloaded by dlclose: threads that end call back into it (src/allocators/small/thread_heaps.rs),
+    // and blocks it handed out may outlive any handle to it.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-z,nodelete");
     let bindings = cbindgen::Builder::new()
         .with_config(config)
         .with_src(crate_dir.join("src/ffi.rs"))

@@ -1,8 +1,9 @@
 /* fork() while other threads allocate, then the library in the child (issue 13): every child must
  * finish. Before the atfork handlers, 5-12% of children hung in a lock a parent thread held at the
  * fork. 3 threads allocate and free blocks of every kind (small slots, heap blocks, mappings) while
- * the main thread forks 40 times; each child allocates, frees and reads the stats, with an alarm
- * that kills it if it hangs. */
+ * the main thread forks 40 times, and a fourth starts short threads that allocate and end (a
+ * thread's heap is made, or reused, and retired around the fork); each child allocates, frees,
+ * runs such a thread of its own and reads the stats, with an alarm that kills it if it hangs. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -26,6 +27,24 @@ static void *churn(void *arg) {
     return NULL;
 }
 
+static void *allocate_and_end(void *arg) {
+    void *p;
+    if (dm_allocate((size_t)arg, 0, &p) != DM_OK || dm_free(p) != DM_OK) return (void *)1;
+    return NULL;
+}
+
+/* Short threads, one after another, until told to stop. */
+static void *start_threads(void *arg) {
+    (void)arg;
+    for (size_t i = 0; !atomic_load(&stop); i++) {
+        pthread_t t;
+        void *failed;
+        ASSERT(pthread_create(&t, NULL, allocate_and_end, (void *)(16 + i % 5000)) == 0);
+        ASSERT(pthread_join(t, &failed) == 0 && failed == NULL);
+    }
+    return NULL;
+}
+
 static int in_child(void) {
     alarm(20); /* a hang ends as SIGALRM, which the parent counts */
     size_t sizes[] = {16, 64, 1000, 8192, 20000, 100000, 300000};
@@ -36,6 +55,10 @@ static int in_child(void) {
             if (dm_free(p) != DM_OK) return 3;
         }
     }
+    pthread_t t;
+    void *thread_failed;
+    if (pthread_create(&t, NULL, allocate_and_end, (void *)64) != 0) return 5;
+    if (pthread_join(t, &thread_failed) != 0 || thread_failed != NULL) return 6;
     dm_stats s;
     if (dm_get_stats(&s) != DM_OK) return 4;
     return 0;
@@ -46,8 +69,9 @@ int main(void) {
      * a hang of the test run; children do not inherit it. */
     alarm(120);
     CHECK(dm_set_limit(1u << 30));
-    pthread_t t[3];
+    pthread_t t[4];
     for (size_t i = 0; i < 3; i++) ASSERT(pthread_create(&t[i], NULL, churn, (void *)i) == 0);
+    ASSERT(pthread_create(&t[3], NULL, start_threads, NULL) == 0);
     int hung = 0, failed = 0;
     for (int f = 0; f < FORKS; f++) {
         pid_t pid = fork();
@@ -59,7 +83,7 @@ int main(void) {
         else if (WEXITSTATUS(status) != 0) failed++;
     }
     atomic_store(&stop, 1);
-    for (int i = 0; i < 3; i++) ASSERT(pthread_join(t[i], NULL) == 0);
+    for (int i = 0; i < 4; i++) ASSERT(pthread_join(t[i], NULL) == 0);
     printf("fork: %d children, %d hung, %d failed\n", FORKS, hung, failed);
     ASSERT(hung == 0 && failed == 0);
     dm_stats s = stats_now();

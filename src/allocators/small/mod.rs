@@ -10,10 +10,11 @@
 //! counters (count, capacity, allocations) are kept per heap, written only by their thread, and
 //! summed for the stats. Slab memory itself is not charged, as `malloc`'s overhead is not.
 //!
-//! A heap lives in a thread-local and ends with its thread: its credit goes back to the budget,
-//! its counters are folded into the pool's, and its slabs become unowned, to be adopted by the
-//! next heap that needs a slab of that size. A thread that has no heap (it is ending) still
-//! frees through the remote path and allocates through the general path.
+//! A heap is made at its thread's first allocation ([`thread_heaps`]) and leaves when the thread
+//! ends: its credit goes back to the budget, its counters are folded into the pool's, and its
+//! slabs become unowned, to be adopted by the next heap that needs a slab of that size. The empty
+//! heap is kept for the next new thread. A thread that has no heap (it is ending) still frees
+//! through the remote path and allocates through the general path.
 
 mod counters;
 mod heap;
@@ -23,6 +24,7 @@ pub(crate) mod size_class;
 pub(crate) mod slab;
 mod slab_pool;
 mod slab_table;
+pub(crate) mod thread_heaps;
 
 use crate::allocators::system as sysmem;
 use crate::padded::Padded;
@@ -36,7 +38,6 @@ pub use size_class::class_of;
 use slab::{Claim, Slab, SLAB_SIZE};
 use slab_pool::SlabPool;
 use slab_table as table;
-use std::cell::UnsafeCell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Arc;
@@ -92,26 +93,11 @@ pub struct SmallBlocks {
     spare_bytes: Padded<AtomicU64>,
 }
 
-thread_local! {
-    static HEAPS: UnsafeCell<Vec<(u64, ThreadHeap)>> = const { UnsafeCell::new(Vec::new()) };
-}
-
-/// A thread's heap in one pool, retired for reuse when the thread ends.
-struct ThreadHeap(Option<Box<Heap>>);
-
-impl Drop for ThreadHeap {
-    fn drop(&mut self) {
-        if let Some(heap) = self.0.take() {
-            heap.pool.clone().retire(heap);
-        }
-    }
-}
-
-/// Heaps kept for new threads. A thread that allocates a block and ends spent ~4,000
-/// instructions more than one using glibc's calloc (callgrind), most of them making and dropping
-/// its heap: the heap, its credit and counters (aligned: posix_memalign), their registration under
-/// two locks and their removal. A heap that its thread left is empty, owns nothing, and is
-/// reused whole. Beyond this many, which is more than most programs end threads at once, they go.
+/// Heaps kept for new threads. Making and dropping a heap cost a thread that allocates one block
+/// ~4,400 instructions (callgrind): the heap, its credit and counters (aligned: posix_memalign),
+/// their registration under two locks and their removal. A heap that its thread left is empty,
+/// owns nothing, and is reused whole. Beyond this many, more than most programs end threads at
+/// once, they go.
 const RETIRED_MAX: usize = 64;
 
 /// What [`SmallBlocks::allocate`] did.
@@ -158,28 +144,22 @@ impl SmallBlocks {
     #[cold]
     #[inline(never)]
     fn find_heap(self: &Arc<Self>) -> Option<*mut Heap> {
-        HEAPS
-            .try_with(|heaps| {
-                // Safety: as in `heap`; the list itself is touched only here and at thread end.
-                let heaps = unsafe { &mut *heaps.get() };
-                let heap = match heaps.iter_mut().find_map(|(pool, heap)| heap.0.as_mut().filter(|_| *pool == self.id))
-                {
-                    Some(heap) => &mut **heap as *mut Heap,
-                    None => {
-                        let reused = self.retired.lock().pop().map(|mut heap| {
-                            heap.reuse();
-                            heap
-                        });
-                        let mut heap = reused.unwrap_or_else(|| Box::new(Heap::new(self.clone())));
-                        let heap_ptr = &mut *heap as *mut Heap;
-                        heaps.push((self.id, ThreadHeap(Some(heap))));
-                        heap_ptr
+        let heap = thread_heaps::find(self.id).or_else(|| {
+            thread_heaps::add(self.id, || {
+                // A statement of its own: the lock must not be held while a new heap registers
+                // under other locks (fork's handlers take each alone).
+                let retired = self.retired.lock().pop();
+                match retired {
+                    Some(mut heap) => {
+                        heap.reuse();
+                        heap
                     }
-                };
-                last_heap::set(self.id, heap);
-                heap
+                    None => Box::new(Heap::new(self.clone())),
+                }
             })
-            .ok()
+        })?;
+        last_heap::set(self.id, heap);
+        Some(heap)
     }
 
     /// Reserves `size` bytes and hands out a zeroed slot of `class`. [`Served::Elsewhere`]
@@ -820,6 +800,22 @@ mod tests {
         live.into_iter().for_each(|(a, _)| free(&p, a).unwrap());
         let s = p.stats();
         assert_eq!((s.count, s.capacity, p.quota.stats().reserved), (0, 0, 0));
+    }
+
+    /// A thread keeps heaps in a few pools; in a further one it has none, and nothing is taken.
+    #[test]
+    fn a_thread_has_heaps_in_four_pools_and_no_more() {
+        std::thread::spawn(|| {
+            let pools: Vec<_> = (0..5).map(|_| pool()).collect();
+            let blocks: Vec<usize> = pools[..4].iter().map(|p| allocate(p, 64)).collect();
+            assert!(matches!(pools[4].allocate(64, class_of(64, 0).unwrap()), Served::Elsewhere));
+            assert_eq!(pools[4].quota.stats().reserved, 0, "nothing left reserved");
+            for (p, a) in pools.iter().zip(blocks) {
+                free(p, a).unwrap();
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     /// Threads that end together: at most [`RETIRED_MAX`] heaps are kept, the rest go.
