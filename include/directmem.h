@@ -338,6 +338,19 @@ enum dm_status dm_get_stats(struct dm_stats *out);
 enum dm_status dm_decay(uint64_t *given_back);
 
 /**
+ * Starts a library thread that calls dm_decay every `interval_ms` milliseconds, for a program
+ * that goes quiet and has no idle loop to call it from: what the library keeps for reuse then goes
+ * back ~100 ms after its last use plus up to one interval, not at the next allocation. Called
+ * again, changes the interval; with 0, stops the thread (it ends within moments, by itself). Off
+ * until asked for (as jemalloc's background threads); in a child of fork() it is off until asked
+ * for again. Costs a thread that wakes once per interval; 100-1000 ms suit most programs.
+ *
+ * Thread-safe. Returns DM_OK; DM_ERR_NO_MEMORY when the system refused to start the thread
+ * (nothing changes); DM_ERR_INTERNAL.
+ */
+enum dm_status dm_set_background_decay(uint32_t interval_ms);
+
+/**
  * Gives memory kept for reuse back to the system now: the pages of the empty slabs the library
  * keeps (otherwise given back by themselves ~100 ms after they emptied, as the library is used),
  * of those the calling thread keeps back for itself and of the ones it allocates from (one per

@@ -467,6 +467,20 @@ pub unsafe extern "C" fn dm_decay(given_back: *mut u64) -> dm_status {
     give_back(given_back, manager::Manager::decay)
 }
 
+/// Starts a library thread that calls dm_decay every `interval_ms` milliseconds, for a program
+/// that goes quiet and has no idle loop to call it from: what the library keeps for reuse then goes
+/// back ~100 ms after its last use plus up to one interval, not at the next allocation. Called
+/// again, changes the interval; with 0, stops the thread (it ends within moments, by itself). Off
+/// until asked for (as jemalloc's background threads); in a child of fork() it is off until asked
+/// for again. Costs a thread that wakes once per interval; 100-1000 ms suit most programs.
+///
+/// Thread-safe. Returns DM_OK; DM_ERR_NO_MEMORY when the system refused to start the thread
+/// (nothing changes); DM_ERR_INTERNAL.
+#[unsafe(no_mangle)]
+pub extern "C" fn dm_set_background_decay(interval_ms: u32) -> dm_status {
+    boundary(|| manager::background::set(interval_ms))
+}
+
 /// dm_decay and dm_trim: gives memory back through `give`, storing the bytes if asked for.
 fn give_back(given_back: *mut u64, give: impl FnOnce(&manager::Manager) -> u64) -> dm_status {
     boundary(|| {

@@ -8,10 +8,11 @@
 //! live copies (free them in the child as in the parent); other threads' small-block slabs and
 //! quota credit stay theirs, counted, and are reached as usual (frees from the child work). Not
 //! covered: `fork()` from inside a reclaim hook or a cleaner action that another thread waits on
-//! (the child gets no such waiter), and, like malloc, a signal handler calling dm_ functions.
+//! (the child gets no such waiter), and, like malloc, a signal handler calling dm_ functions. The
+//! background decay thread is not in the child: it is off there until asked for again.
 
 use crate::allocators::system::mappings;
-use crate::manager;
+use crate::manager::{self, background};
 use parking_lot::lock_api::RawMutex as _;
 use std::sync::Once;
 
@@ -31,6 +32,7 @@ pub(crate) fn install() {
 fn locks() -> Vec<&'static parking_lot::RawMutex> {
     let mut locks = manager::global().locks();
     locks.push(mappings::global().lock());
+    locks.push(background::lock());
     locks
 }
 
@@ -66,4 +68,5 @@ extern "C" fn child() {
             (lock as *const parking_lot::RawMutex as *mut parking_lot::RawMutex).write(parking_lot::RawMutex::INIT)
         };
     }
+    background::forget_thread_in_child();
 }

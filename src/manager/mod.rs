@@ -5,6 +5,7 @@
 //! The process has one ([`global`]), shared by the C ABI and the JVM bindings; tests build their
 //! own so that they do not disturb each other.
 
+pub mod background;
 pub(crate) mod fork;
 
 use crate::allocators::small::slab::Claim;

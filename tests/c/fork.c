@@ -3,7 +3,8 @@
  * fork. 3 threads allocate and free blocks of every kind (small slots, heap blocks, mappings) while
  * the main thread forks 40 times, and a fourth starts short threads that allocate and end (a
  * thread's heap is made, or reused, and retired around the fork); each child allocates, frees,
- * runs such a thread of its own and reads the stats, with an alarm that kills it if it hangs. */
+ * runs such a thread of its own and reads the stats, with an alarm that kills it if it hangs. The
+ * background decay thread runs every 2 ms throughout; a child starts its own and stops it. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -55,6 +56,7 @@ static int in_child(void) {
             if (dm_free(p) != DM_OK) return 3;
         }
     }
+    if (dm_set_background_decay(2) != DM_OK || dm_set_background_decay(0) != DM_OK) return 7;
     pthread_t t;
     void *thread_failed;
     if (pthread_create(&t, NULL, allocate_and_end, (void *)64) != 0) return 5;
@@ -69,6 +71,7 @@ int main(void) {
      * a hang of the test run; children do not inherit it. */
     alarm(120);
     CHECK(dm_set_limit(1u << 30));
+    CHECK(dm_set_background_decay(2));
     pthread_t t[4];
     for (size_t i = 0; i < 3; i++) ASSERT(pthread_create(&t[i], NULL, churn, (void *)i) == 0);
     ASSERT(pthread_create(&t[3], NULL, start_threads, NULL) == 0);
@@ -84,6 +87,7 @@ int main(void) {
     }
     atomic_store(&stop, 1);
     for (int i = 0; i < 4; i++) ASSERT(pthread_join(t[i], NULL) == 0);
+    CHECK(dm_set_background_decay(0));
     printf("fork: %d children, %d hung, %d failed\n", FORKS, hung, failed);
     ASSERT(hung == 0 && failed == 0);
     dm_stats s = stats_now();

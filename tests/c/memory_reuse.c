@@ -4,8 +4,11 @@
  * - a freed batch's empty slabs keep their pages for the next batch, shown as `cached`, not charged
  *   to the quota (a batch of the whole limit still fits afterwards);
  * - dm_trim gives them back now: `cached` drops to 0, the pages leave memory (mincore);
- * - dm_decay gives back only what is past its 100 ms, and does so with nothing else called. */
+ * - dm_decay gives back only what is past its 100 ms, and does so with nothing else called;
+ * - dm_set_background_decay does the same from a thread of its own while the program sleeps, and
+ *   the thread ends when asked to. */
 #define _DEFAULT_SOURCE
+#include <dirent.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -27,6 +30,28 @@ static int resident(void *p) {
     unsigned char in_core = 0;
     ASSERT(mincore((void *)((uintptr_t)p & ~(uintptr_t)(page - 1)), (size_t)page, &in_core) == 0);
     return in_core & 1;
+}
+
+/* How many threads named directmem-decay this process runs. */
+static int decay_thread_runs(void) {
+    DIR *tasks = opendir("/proc/self/task");
+    ASSERT(tasks != NULL);
+    int found = 0;
+    for (struct dirent *t; (t = readdir(tasks)) != NULL;) {
+        char path[300], name[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", t->d_name);
+        FILE *f = fopen(path, "r");
+        if (f == NULL) continue; /* "." and "..", or a thread that just ended */
+        if (fgets(name, sizeof name, f) != NULL && strncmp(name, "directmem-decay", 15) == 0) found++;
+        fclose(f);
+    }
+    closedir(tasks);
+    return found;
+}
+
+static void sleep_ms(long ms) {
+    struct timespec wait = {ms / 1000, ms % 1000 * 1000 * 1000};
+    nanosleep(&wait, NULL);
 }
 
 int main(void) {
@@ -111,6 +136,26 @@ int main(void) {
     ASSERT(!resident(probe));
     CHECK(dm_decay(NULL));
     CHECK(dm_trim(NULL));
+
+    /* dm_set_background_decay: the same with no call into the library at all (reading the memory
+     * stats gives nothing back). */
+    ASSERT(!decay_thread_runs());
+    CHECK(dm_set_background_decay(20));
+    CHECK(dm_set_background_decay(25)); /* a new interval: still one thread */
+    int waited = 0; /* the thread names itself when it starts */
+    while (!decay_thread_runs() && waited < 3000) sleep_ms(10), waited += 10;
+    ASSERT(decay_thread_runs() == 1);
+    for (int i = 0; i < BATCH; i++) CHECK(dm_allocate(SIZE, 0, &blocks[i]));
+    probe = blocks[BATCH - 20];
+    *(volatile char *)probe = 1;
+    for (int i = 0; i < BATCH; i++) CHECK(dm_free(blocks[i]));
+    ASSERT(memory_now().cached >= 32u * 65536 && resident(probe));
+    waited = 0;
+    while (memory_now().cached > 1u << 20 && waited < 3000) sleep_ms(10), waited += 10;
+    ASSERT(memory_now().cached <= 1u << 20 && !resident(probe));
+    CHECK(dm_set_background_decay(0));
+    for (waited = 0; decay_thread_runs() && waited < 3000; waited += 10) sleep_ms(10);
+    ASSERT(!decay_thread_runs());
     printf("memory_reuse: OK\n");
     return 0;
 }
