@@ -127,7 +127,7 @@ impl SmallBlocks {
     ///
     /// A raw pointer, not a borrow: the caller dereferences it only for stretches that do not
     /// call out of the library (a cleaner, a reclaim hook), so no two references to one heap
-    /// ever live at once. The heap is boxed and lives until its thread ends.
+    /// ever live at once. The heap is boxed and stays this thread's until the thread ends.
     #[inline]
     fn heap(self: &Arc<Self>) -> Option<*mut Heap> {
         self.last_heap().or_else(|| self.find_heap())
@@ -834,7 +834,8 @@ mod tests {
                     })
                 })
                 .collect();
-            // Joined by hand: the scope's own join does not wait for thread-local destructors.
+            // Joined by hand: the scope's own join does not wait for the threads' ends (where the
+            // heaps are retired).
             threads.into_iter().for_each(|t| t.join().unwrap());
         });
         assert_eq!(p.retired.lock().len(), RETIRED_MAX);
