@@ -342,8 +342,10 @@ enum dm_status dm_decay(uint64_t *given_back);
  * that goes quiet and has no idle loop to call it from: what the library keeps for reuse then goes
  * back ~100 ms after its last use plus up to one interval, not at the next allocation. Called
  * again, changes the interval; with 0, stops the thread (it ends within moments, by itself). Off
- * until asked for (as jemalloc's background threads); in a child of fork() it is off until asked
- * for again. Costs a thread that wakes once per interval; 100-1000 ms suit most programs.
+ * until asked for (as jemalloc's background threads), here or by the environment variable
+ * DM_BACKGROUND_DECAY_MS (milliseconds, read when the library is first used; a value that does
+ * not parse is reported on stderr and ignored); in a child of fork() it is off until asked for
+ * again. Costs a thread that wakes once per interval; 100-1000 ms suit most programs.
  *
  * Thread-safe. Returns DM_OK; DM_ERR_NO_MEMORY when the system refused to start the thread
  * (nothing changes); DM_ERR_INTERNAL.

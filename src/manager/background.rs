@@ -8,7 +8,9 @@
 //! idea, and off by default as here). In a JVM the cleaner thread's tick does it.
 //!
 //! The thread runs `Manager::decay` every interval and does nothing else; it holds no lock while it
-//! sleeps. `fork()`: the child has no such thread; it starts one if it asks again.
+//! sleeps. `fork()`: the child has no such thread; it starts one if it asks again. A program that
+//! cannot be changed gets it from the environment: `DM_BACKGROUND_DECAY_MS` (read once, when the
+//! library is first used).
 
 use crate::manager;
 use crate::{Error, Result};
@@ -44,6 +46,31 @@ pub fn set(interval_ms: u32) -> Result<()> {
     Ok(()) // detached: it ends by itself
 }
 
+/// The variable that starts the thread when the library is first used.
+const ENV: &str = "DM_BACKGROUND_DECAY_MS";
+
+/// Starts the thread if `DM_BACKGROUND_DECAY_MS` asks for it. A value that is not a number of
+/// milliseconds is reported once on stderr and ignored (as `DM_MAX_MEMORY`'s); 0 asks for nothing.
+pub(crate) fn start_from_env() {
+    let Ok(text) = std::env::var(ENV) else { return };
+    match parse_interval(&text) {
+        Some(ms) => {
+            if set(ms).is_err() {
+                eprintln!("directmem: {ENV}={text:?}: the system refused to start the thread");
+            }
+        }
+        None => eprintln!("directmem: ignoring {ENV}={text:?}: expected milliseconds (0 to 4294967295)"),
+    }
+}
+
+fn parse_interval(text: &str) -> Option<u32> {
+    let text = text.trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
 fn run() {
     loop {
         let interval = {
@@ -73,4 +100,19 @@ pub(crate) fn forget_thread_in_child() {
     let mut state = STATE.lock();
     state.interval_ms = 0;
     state.thread = None;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_interval;
+
+    #[test]
+    fn the_variable_is_plain_milliseconds() {
+        assert_eq!(parse_interval("250"), Some(250));
+        assert_eq!(parse_interval(" 0 "), Some(0));
+        assert_eq!(parse_interval("4294967295"), Some(u32::MAX));
+        for bad in ["", "-5", "+5", "1.5", "100ms", "4294967296", "0x10"] {
+            assert_eq!(parse_interval(bad), None, "{bad:?} must not parse");
+        }
+    }
 }

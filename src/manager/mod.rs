@@ -64,7 +64,9 @@ pub struct Manager {
 
 static GLOBAL: Lazy<Manager> = Lazy::new(|| {
     crate::manager::fork::install();
-    Manager::new(limit::default_limit())
+    let manager = Manager::new(limit::default_limit());
+    background::start_from_env(); // its thread waits for this to finish before it uses the manager
+    manager
 });
 
 /// The process-wide manager behind `dm_*` and `dev.directmem.DirectMemory`.

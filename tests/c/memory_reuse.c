@@ -6,7 +6,8 @@
  * - dm_trim gives them back now: `cached` drops to 0, the pages leave memory (mincore);
  * - dm_decay gives back only what is past its 100 ms, and does so with nothing else called;
  * - dm_set_background_decay does the same from a thread of its own while the program sleeps, and
- *   the thread ends when asked to. */
+ *   the thread ends when asked to; so does DM_BACKGROUND_DECAY_MS (the program runs itself again
+ *   with it set, and prints OK from there). */
 #define _DEFAULT_SOURCE
 #include <dirent.h>
 #include <stdint.h>
@@ -54,8 +55,35 @@ static void sleep_ms(long ms) {
     nanosleep(&wait, NULL);
 }
 
-int main(void) {
+/* With the decay thread asked for: it runs (one), gives a freed batch's slabs back while the
+ * program only sleeps and reads the memory stats (which give nothing back), and ends on 0. */
+static void background_decay_gives_back(void **blocks) {
+    int waited = 0; /* the thread names itself when it starts */
+    while (!decay_thread_runs() && waited < 3000) sleep_ms(10), waited += 10;
+    ASSERT(decay_thread_runs() == 1);
+    for (int i = 0; i < BATCH; i++) CHECK(dm_allocate(SIZE, 0, &blocks[i]));
+    void *probe = blocks[BATCH - 20];
+    *(volatile char *)probe = 1;
+    for (int i = 0; i < BATCH; i++) CHECK(dm_free(blocks[i]));
+    ASSERT(memory_now().cached >= 32u * 65536 && resident(probe));
+    waited = 0;
+    while (memory_now().cached > 1u << 20 && waited < 3000) sleep_ms(10), waited += 10;
+    ASSERT(memory_now().cached <= 1u << 20 && !resident(probe));
+    CHECK(dm_set_background_decay(0));
+    for (waited = 0; decay_thread_runs() && waited < 3000; waited += 10) sleep_ms(10);
+    ASSERT(!decay_thread_runs());
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
     static void *blocks[BATCH];
+    if (getenv("DM_BACKGROUND_DECAY_MS") != NULL) {
+        ASSERT(!decay_thread_runs());
+        CHECK(dm_decay(NULL)); /* the library's first use starts the thread */
+        background_decay_gives_back(blocks);
+        printf("memory_reuse: OK\n");
+        return 0;
+    }
 
     /* What live blocks occupy: at most 1.25 x their bytes + 16 B each, at every size (slots of
      * four classes per doubling, heap chunks, page-rounded mappings). */
@@ -137,25 +165,15 @@ int main(void) {
     CHECK(dm_decay(NULL));
     CHECK(dm_trim(NULL));
 
-    /* dm_set_background_decay: the same with no call into the library at all (reading the memory
-     * stats gives nothing back). */
+    /* dm_set_background_decay: the same with no call into the library at all. */
     ASSERT(!decay_thread_runs());
     CHECK(dm_set_background_decay(20));
     CHECK(dm_set_background_decay(25)); /* a new interval: still one thread */
-    int waited = 0; /* the thread names itself when it starts */
-    while (!decay_thread_runs() && waited < 3000) sleep_ms(10), waited += 10;
-    ASSERT(decay_thread_runs() == 1);
-    for (int i = 0; i < BATCH; i++) CHECK(dm_allocate(SIZE, 0, &blocks[i]));
-    probe = blocks[BATCH - 20];
-    *(volatile char *)probe = 1;
-    for (int i = 0; i < BATCH; i++) CHECK(dm_free(blocks[i]));
-    ASSERT(memory_now().cached >= 32u * 65536 && resident(probe));
-    waited = 0;
-    while (memory_now().cached > 1u << 20 && waited < 3000) sleep_ms(10), waited += 10;
-    ASSERT(memory_now().cached <= 1u << 20 && !resident(probe));
-    CHECK(dm_set_background_decay(0));
-    for (waited = 0; decay_thread_runs() && waited < 3000; waited += 10) sleep_ms(10);
-    ASSERT(!decay_thread_runs());
-    printf("memory_reuse: OK\n");
-    return 0;
+    background_decay_gives_back(blocks);
+    /* And from the environment, in a process of its own, which prints OK. */
+    fflush(stdout);
+    ASSERT(setenv("DM_BACKGROUND_DECAY_MS", "20", 1) == 0);
+    execv(argv[0], argv); /* not /proc/self/exe: under valgrind that is valgrind's own */
+    perror("execv");
+    return 1;
 }
