@@ -27,11 +27,17 @@ pub(super) struct Heap {
     /// heap takes ~0.8 KiB instead of the 5.4 KiB it took with every class's lists inline, and a
     /// thread's end walks the lists of the classes it used only.
     pub(super) classes: [Option<Box<ClassSlabs>>; CLASSES],
+    /// Bit `c`: class `c` was used (`classes[c]` is made; only then can `current[c]` be set). A
+    /// thread's end looks at those classes only: walking all 48 of both arrays cost ~900
+    /// instructions, half of what a short thread still spent beyond glibc's.
+    used: u64,
     /// Bytes of the empty slabs kept back, all classes together (at most [`SPARE_MAX`]).
     pub(super) spares: usize,
     /// The medium slot this heap took back last (its reuse is zeroed in place).
     last_freed: usize,
 }
+
+const _: () = assert!(CLASSES <= 64, "a bit per class in `used`");
 
 /// The slabs of one class that a heap owns besides its current one: with free slots of their own
 /// (or none when last looked at), and empty ones kept back.
@@ -112,6 +118,7 @@ impl Heap {
             counters,
             current: [None; CLASSES],
             classes: [const { None }; CLASSES],
+            used: 0,
             spares: 0,
             last_freed: 0,
         }
@@ -252,8 +259,8 @@ impl Heap {
     pub(super) fn give_up_spares(&mut self) {
         self.pool.spare_bytes.fetch_sub(self.spares as u64, Relaxed);
         self.spares = 0;
-        for slabs in self.classes.iter_mut().flatten() {
-            for slab in std::mem::take(&mut slabs.spare) {
+        for c in self.used_classes() {
+            for slab in self.classes[c].as_mut().map(|slabs| std::mem::take(&mut slabs.spare)).unwrap_or_default() {
                 self.pool.unowned.give_up(slab, true);
             }
         }
@@ -262,7 +269,18 @@ impl Heap {
     /// The lists of class `c` (made on first use).
     #[inline]
     fn slabs_of(&mut self, c: usize) -> &mut ClassSlabs {
+        self.used |= 1 << c;
         self.classes[c].get_or_insert_with(Box::default)
+    }
+
+    /// The classes used, lowest first (see `used`).
+    fn used_classes(&self) -> impl Iterator<Item = usize> + use<> {
+        let mut bits = self.used;
+        std::iter::from_fn(move || {
+            let c = (bits != 0).then(|| bits.trailing_zeros() as usize)?;
+            bits &= bits - 1;
+            Some(c)
+        })
     }
 
     /// Gives back the pages of this heap's current slabs that are empty (for `dm_trim`): one per
@@ -354,11 +372,13 @@ impl Heap {
             };
             unowned.give_up(slab, empty);
         };
-        self.current.iter_mut().filter_map(Option::take).for_each(give_up);
-        for slabs in self.classes.iter_mut().flatten() {
-            std::mem::take(&mut slabs.partial.slabs).into_iter().for_each(give_up);
-            std::mem::take(&mut slabs.full.slabs).into_iter().for_each(give_up);
-            slabs.verdict = Verdict::default();
+        for c in self.used_classes() {
+            self.current[c].take().into_iter().for_each(give_up);
+            if let Some(slabs) = &mut self.classes[c] {
+                std::mem::take(&mut slabs.partial.slabs).into_iter().for_each(give_up);
+                std::mem::take(&mut slabs.full.slabs).into_iter().for_each(give_up);
+                slabs.verdict = Verdict::default();
+            }
         }
         self.last_freed = 0;
     }
