@@ -242,8 +242,12 @@ impl Heap {
         // Safety: this heap owns the slab and its lists.
         unsafe {
             match (slab.place(), free == slab.slots) {
-                (Place::Partial(i), true) => drop(slabs.partial.remove(i)),
-                (Place::Full(i), true) => drop(slabs.full.remove(i)),
+                (Place::Partial(i), true) => {
+                    slabs.partial.remove(i);
+                }
+                (Place::Full(i), true) => {
+                    slabs.full.remove(i);
+                }
                 (Place::Full(i), false) => {
                     slabs.full.remove(i);
                     slabs.partial.push(slab);
@@ -260,8 +264,10 @@ impl Heap {
         self.pool.spare_bytes.fetch_sub(self.spares as u64, Relaxed);
         self.spares = 0;
         for c in self.used_classes() {
-            for slab in self.classes[c].as_mut().map(|slabs| std::mem::take(&mut slabs.spare)).unwrap_or_default() {
-                self.pool.unowned.give_up(slab, true);
+            if let Some(slabs) = &mut self.classes[c] {
+                for slab in std::mem::take(&mut slabs.spare) {
+                    self.pool.unowned.give_up(slab, true);
+                }
             }
         }
     }
