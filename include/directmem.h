@@ -136,11 +136,11 @@ typedef struct dm_memory_stats {
   uint64_t occupied;
   /**
    * Bytes kept in memory for reuse that no allocation uses: empty slabs whose pages are kept,
-   * by the library for a short while and by each thread (up to 1 MiB) for itself, and freed
-   * big blocks' mappings under 2 MiB that keep their pages for the next block (up to 32 MiB,
-   * for a short while) (see dm_trim). Not counted: the one slab per size class each thread
-   * allocates from, even when it is empty (dm_trim gives the calling thread's back). Not
-   * limited: never a cause of DM_ERR_LIMIT.
+   * by the library for a short while and by each thread (up to 1 MiB) for itself, the slab
+   * each thread allocates from in each size class when it is empty (the pages of the slots it
+   * handed out), and freed big blocks' mappings under 2 MiB that keep their pages for the next
+   * block (up to 32 MiB, for a short while) (see dm_trim). Not limited: never a cause of
+   * DM_ERR_LIMIT.
    */
   uint64_t cached;
 } dm_memory_stats;
@@ -360,8 +360,7 @@ enum dm_status dm_set_background_decay(uint32_t interval_ms);
  * fits (pages and addresses). Other threads keep up to 1 MiB of empty slabs each, and the ones
  * they allocate from, until they end. Like glibc's `malloc_trim`: for a program about to
  * idle or to be measured. Live blocks are untouched. If `given_back` is not NULL, the bytes of
- * pages given back are stored there: in a single-threaded program, all of `cached` plus the
- * empty slabs it allocates from, which `cached` does not count.
+ * pages given back are stored there: in a single-threaded program, all of `cached`.
  *
  * Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
  *

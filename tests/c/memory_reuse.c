@@ -3,7 +3,8 @@
  *   + 16 B per block at every size, 0 when none is live;
  * - a freed batch's empty slabs keep their pages for the next batch, shown as `cached`, not charged
  *   to the quota (a batch of the whole limit still fits afterwards);
- * - dm_trim gives them back now: `cached` drops to 0, the pages leave memory (mincore);
+ * - dm_trim gives them back now, exactly what `cached` said (also the empty slab the thread
+ *   allocates from): `cached` drops to 0, the pages leave memory (mincore);
  * - dm_decay gives back only what is past its 100 ms, and does so with nothing else called;
  * - dm_set_background_decay does the same from a thread of its own while the program sleeps, and
  *   the thread ends when asked to; so does DM_BACKGROUND_DECAY_MS (the program runs itself again
@@ -25,6 +26,9 @@ static dm_memory_stats memory_now(void) {
 
 #define BATCH 1000
 #define SIZE 4096
+/* What a thread keeps for itself once the library's own slabs went back: up to 1 MiB of empty
+ * slabs, and the slab of SIZE blocks it allocates from. */
+#define THREAD_KEEPS ((1u << 20) + 65536)
 
 static int resident(void *p) {
     long page = sysconf(_SC_PAGESIZE);
@@ -67,8 +71,8 @@ static void background_decay_gives_back(void **blocks) {
     for (int i = 0; i < BATCH; i++) CHECK(dm_free(blocks[i]));
     ASSERT(memory_now().cached >= 32u * 65536 && resident(probe));
     waited = 0;
-    while (memory_now().cached > 1u << 20 && waited < 3000) sleep_ms(10), waited += 10;
-    ASSERT(memory_now().cached <= 1u << 20 && !resident(probe));
+    while (memory_now().cached > THREAD_KEEPS && waited < 3000) sleep_ms(10), waited += 10;
+    ASSERT(memory_now().cached <= THREAD_KEEPS && !resident(probe));
     CHECK(dm_set_background_decay(0));
     for (waited = 0; decay_thread_runs() && waited < 3000; waited += 10) sleep_ms(10);
     ASSERT(!decay_thread_runs());
@@ -131,22 +135,23 @@ int main(int argc, char **argv) {
         }
         uint64_t given_back = 0;
         CHECK(dm_trim(&given_back));
-        /* All of `cached`, and the empty slabs the thread allocates from, which it does not count
-         * (one per size class used so far: 9 of 64 KiB, one of 1 MiB). */
-        ASSERT(given_back >= m.cached && given_back - m.cached <= 9u * 65536 + (1u << 20));
+        /* All of `cached`, which counts the empty slabs the thread allocates from (one per size
+         * class used so far), and nothing else. */
+        ASSERT(given_back == m.cached);
         ASSERT(memory_now().cached == 0);
         ASSERT(!resident(probe));
     }
-    /* The slab a thread allocates from is not `cached` even when empty; dm_trim gives its pages
-     * back too. */
+    /* The slab a thread allocates from keeps the pages of its freed blocks: `cached` shows them
+     * (the slots it handed out, not the whole 1 MiB slab), and dm_trim gives them back. */
     void *medium;
     CHECK(dm_allocate(20000, 0, &medium));
     memset(medium, 0xFF, 20000);
+    ASSERT(memory_now().cached == 0);
     CHECK(dm_free(medium));
-    ASSERT(resident(medium) && memory_now().cached == 0);
-    uint64_t current_back = 0;
+    uint64_t shown = memory_now().cached, current_back = 0;
+    ASSERT(resident(medium) && shown >= 20000 && shown < (1u << 20));
     CHECK(dm_trim(&current_back));
-    ASSERT(!resident(medium) && current_back >= (1u << 20));
+    ASSERT(!resident(medium) && current_back == shown && memory_now().cached == 0);
     /* dm_decay: nothing is due right after the frees; 100 ms later the pool's empty slabs are
      * (the thread's own stay), with no other call into the library in between. */
     for (int i = 0; i < BATCH; i++) CHECK(dm_allocate(SIZE, 0, &blocks[i]));
@@ -160,7 +165,7 @@ int main(int argc, char **argv) {
     struct timespec wait = {0, 150 * 1000 * 1000};
     nanosleep(&wait, NULL);
     CHECK(dm_decay(&decayed));
-    ASSERT(decayed > 0 && memory_now().cached == kept - decayed && memory_now().cached <= 1u << 20);
+    ASSERT(decayed > 0 && memory_now().cached == kept - decayed && memory_now().cached <= THREAD_KEEPS);
     ASSERT(!resident(probe));
     CHECK(dm_decay(NULL));
     CHECK(dm_trim(NULL));

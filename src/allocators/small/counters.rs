@@ -1,6 +1,9 @@
-//! Block counters of the small-block pool: kept per heap, summed for the stats.
+//! What a heap shows the stats: its block counters, summed over the heaps, and the slabs it
+//! allocates from, which hold memory even when empty.
 
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use super::size_class::CLASSES;
+use super::slab::Slab;
+use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
 
 /// Block counters of one heap. Only its thread writes them (load + store, no read-modify-write:
 /// nothing to contend); they wrap, and a heap that frees other threads' blocks goes "negative",
@@ -13,6 +16,17 @@ pub(super) struct Counters {
     /// Bytes of the live blocks' slots.
     pub(super) occupied: AtomicU64,
     pub(super) allocations: AtomicU64,
+    /// The heap's current slab per class (null: none). Written when the heap changes slabs, not
+    /// per block; read for `cached`, where an empty one counts (see [`Slab::idle_bytes`]).
+    current: CurrentSlabs,
+}
+
+struct CurrentSlabs([AtomicPtr<Slab>; CLASSES]);
+
+impl Default for CurrentSlabs {
+    fn default() -> CurrentSlabs {
+        CurrentSlabs([const { AtomicPtr::new(std::ptr::null_mut()) }; CLASSES])
+    }
 }
 
 impl Counters {
@@ -50,6 +64,19 @@ impl Counters {
         for counter in [&self.count, &self.capacity, &self.occupied, &self.allocations] {
             counter.store(0, SeqCst);
         }
+    }
+
+    /// Owner only: the heap allocates from `slab` in class `class` now (None: from no slab).
+    pub(super) fn show_current(&self, class: usize, slab: Option<&'static Slab>) {
+        let slab = slab.map_or(std::ptr::null_mut(), |s| s as *const Slab as *mut Slab);
+        self.current.0[class].store(slab, Release);
+    }
+
+    /// Bytes of the heap's current slabs that hold no block but keep written pages.
+    pub(super) fn idle_current_bytes(&self) -> u64 {
+        let slabs = self.current.0.iter().map(|s| s.load(Acquire));
+        // Safety: slab headers are never freed.
+        slabs.filter_map(|s| unsafe { s.as_ref() }).map(Slab::idle_bytes).sum()
     }
 
     /// For counters several threads write (the pool's).

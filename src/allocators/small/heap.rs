@@ -149,6 +149,7 @@ impl Heap {
                 }
             }
             let next = self.next_slab(c)?;
+            self.counters.show_current(c, Some(next));
             if let Some(full) = self.current[c].replace(next) {
                 // Safety: this heap owns the slab.
                 unsafe { self.slabs_of(c).full.push(full) };
@@ -290,15 +291,16 @@ impl Heap {
     }
 
     /// Gives back the pages of this heap's current slabs that are empty (for `dm_trim`): one per
-    /// class it allocated from, which no count shows while it waits for the next block of its
-    /// class. Returns the bytes. They stay current, every slot fresh.
+    /// class it allocated from, which waits for the next block of its class. Returns the bytes
+    /// `cached` counted for them ([`Slab::idle_bytes`]). They stay current, every slot fresh.
     pub(super) fn give_back_empty_current(&mut self) -> u64 {
         let mut bytes = 0;
         for slab in self.current.iter().flatten() {
             // Safety: this heap owns its current slabs; an empty one has no live block to keep.
             unsafe {
-                if slab.is_empty() && slab.give_back_pages() {
-                    bytes += slab.bytes as u64;
+                let idle = if slab.is_empty() { slab.idle_bytes() } else { 0 };
+                if idle > 0 && slab.give_back_pages() {
+                    bytes += idle;
                 }
             }
         }
@@ -379,6 +381,7 @@ impl Heap {
             unowned.give_up(slab, empty);
         };
         for c in self.used_classes() {
+            self.counters.show_current(c, None);
             self.current[c].take().into_iter().for_each(give_up);
             if let Some(slabs) = &mut self.classes[c] {
                 std::mem::take(&mut slabs.partial.slabs).into_iter().for_each(give_up);

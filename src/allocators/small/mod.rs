@@ -359,10 +359,12 @@ impl SmallBlocks {
         self.unowned.decay()
     }
 
-    /// Bytes of empty slabs kept with their pages for reuse: the pool's, and those the heaps keep
-    /// back for themselves (which only their threads give up).
+    /// Bytes of empty slabs kept with their pages for reuse: the pool's, those the heaps keep
+    /// back for themselves, and the heaps' current slabs that are empty (only their threads give
+    /// those up).
     pub fn cached_bytes(&self) -> u64 {
-        self.unowned.cached_bytes() + self.spare_bytes.load(Relaxed)
+        let current: u64 = self.heaps.lock().iter().map(|counters| counters.idle_current_bytes()).sum();
+        self.unowned.cached_bytes() + self.spare_bytes.load(Relaxed) + current
     }
 
     /// A slab of `class` for heap `owner`: an unowned one, or a new one.
@@ -647,21 +649,46 @@ mod tests {
     }
 
     #[test]
-    fn trim_gives_back_the_pages_of_the_empty_slab_a_thread_allocates_from() {
+    fn the_empty_slab_a_thread_allocates_from_shows_as_cached_and_trim_gives_it_back() {
         let p = pool();
-        let a = allocate(&p, 65536);
-        // Safety: a live block of 64 KiB.
-        unsafe { std::ptr::write_bytes(a as *mut u8, 0xFF, 65536) };
-        free(&p, a).unwrap(); // its slab is the heap's current one, now empty
-        let in_memory = |p| crate::os::pages_in_memory(p, 65536).unwrap().iter().filter(|&&r| r).count();
-        assert_eq!(in_memory(a), 65536 / crate::os::page_size(), "kept for the next block");
-        assert_eq!(p.cached_bytes(), 0, "and not counted: it is in use");
-        assert!(p.trim() >= size_class::MEDIUM_SLAB_SIZE as u64);
-        assert_eq!(in_memory(a), 0);
+        let blocks: Vec<usize> = (0..3).map(|_| allocate(&p, 65536)).collect();
+        for &b in &blocks {
+            // Safety: a live block of 64 KiB.
+            unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
+        }
+        assert_eq!(p.cached_bytes(), 0, "its blocks are live");
+        for &b in &blocks {
+            free(&p, b).unwrap(); // their slab is the heap's current one, now empty
+        }
+        let in_memory = |p| crate::os::pages_in_memory(p, 3 * 65536).unwrap().iter().filter(|&&r| r).count();
+        assert_eq!(in_memory(blocks[0]), 3 * 65536 / crate::os::page_size(), "kept for the next block");
+        assert_eq!(p.cached_bytes(), 3 * 65536, "and shown: the three slots handed out, not the whole slab");
+        // Another thread's current slab shows too, while that thread lives (4 KiB slots: 16 KiB).
+        let barrier = Arc::new(std::sync::Barrier::new(2));
+        let (theirs, pause) = (p.clone(), barrier.clone());
+        // Not a scoped thread: its join waits for the thread's end, where its heap leaves.
+        let thread = std::thread::spawn(move || {
+            let blocks: Vec<usize> = (0..4).map(|_| allocate(&theirs, 4096)).collect();
+            blocks.into_iter().for_each(|b| free(&theirs, b).unwrap());
+            pause.wait();
+            pause.wait();
+        });
+        barrier.wait();
+        assert_eq!(p.cached_bytes(), 3 * 65536 + 4 * 4096);
+        barrier.wait();
+        thread.join().unwrap();
+        // Ended, that thread gave its slab to the pool, which keeps it whole with its pages.
+        assert_eq!(p.cached_bytes(), 3 * 65536 + SLAB_SIZE as u64);
+        // This thread's current slab: trim gives back what `cached` showed for it, then none.
+        assert_eq!(p.heap().map(|h| unsafe { &mut *h }.give_back_empty_current()), Some(3 * 65536));
+        assert_eq!(in_memory(blocks[0]), 0);
+        assert_eq!(p.cached_bytes(), SLAB_SIZE as u64);
+        assert_eq!(p.trim(), SLAB_SIZE as u64);
+        assert_eq!(p.cached_bytes(), 0);
         let again = allocate(&p, 65536);
-        assert_eq!(again, a, "still the slab it allocates from");
+        assert_eq!(again, blocks[0], "still the slab it allocates from");
         // Safety: a live block of 64 KiB.
-        assert!(unsafe { std::slice::from_raw_parts(a as *const u8, 65536) }.iter().all(|&b| b == 0));
+        assert!(unsafe { std::slice::from_raw_parts(again as *const u8, 65536) }.iter().all(|&b| b == 0));
     }
 
     /// Every slab the heap lists knows where it is, and none is in two places.

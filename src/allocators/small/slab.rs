@@ -60,21 +60,15 @@ pub enum Place {
 struct Local {
     /// A set bit is a free slot this heap may hand out.
     free: &'static mut [u64],
-    free_count: u32,
     /// The first word that may have a set bit.
     cursor: usize,
     place: Place,
-    /// Slots from this one on were never handed out since the slab's pages were fresh from the
-    /// system (a new mapping, or discarded): they read as zero and need no zeroing. Like `calloc`
-    /// on fresh heap memory, this leaves the pages a block never touches out of memory (a batch
-    /// of 64 KiB blocks with a byte written in each: 4 KiB resident per block, not 64).
-    fresh: u32,
     /// How the program uses the blocks of a medium slab (see [`crate::allocators::small::medium`]).
     usage: Usage,
 }
 
 impl Local {
-    /// Takes the lowest free slot of word `w`, if it has one.
+    /// Takes the lowest free slot of word `w`, if it has one (the caller counts it).
     #[inline(always)]
     fn take_from(&mut self, w: usize) -> Option<usize> {
         let bits = self.free[w];
@@ -82,8 +76,24 @@ impl Local {
             return None;
         }
         self.free[w] = bits & (bits - 1);
-        self.free_count -= 1;
         Some(w * 64 + bits.trailing_zeros() as usize)
+    }
+}
+
+/// A count only the owning heap changes, which other threads may read for the stats: a plain
+/// load and store for the owner (no locked instruction), a snapshot for the others.
+#[derive(Default)]
+struct OwnerCount(AtomicU32);
+
+impl OwnerCount {
+    #[inline(always)]
+    fn get(&self) -> u32 {
+        self.0.load(Relaxed)
+    }
+
+    #[inline(always)]
+    fn set(&self, value: u32) {
+        self.0.store(value, Relaxed)
     }
 }
 
@@ -112,6 +122,13 @@ pub struct Slab {
     remote_count: AtomicU32,
     /// Unowned and full when given up, on no list (see [`crate::allocators::small::slab_pool`]).
     parked: AtomicBool,
+    /// Slots the owner may hand out (its bits in `local.free`).
+    free_count: OwnerCount,
+    /// Slots from this one on were never handed out since the slab's pages were fresh from the
+    /// system (a new mapping, or discarded): they read as zero and need no zeroing. Like `calloc`
+    /// on fresh heap memory, this leaves the pages a block never touches out of memory (a batch
+    /// of 64 KiB blocks with a byte written in each: 4 KiB resident per block, not 64).
+    fresh: OwnerCount,
     local: UnsafeCell<Local>,
 }
 
@@ -164,14 +181,9 @@ impl Slab {
             remote,
             remote_count: AtomicU32::new(0),
             parked: AtomicBool::new(false),
-            local: UnsafeCell::new(Local {
-                free,
-                free_count: slots,
-                cursor: 0,
-                place: Place::Unlisted,
-                fresh: 0,
-                usage: Usage::fresh(),
-            }),
+            free_count: OwnerCount(AtomicU32::new(slots)),
+            fresh: OwnerCount::default(),
+            local: UnsafeCell::new(Local { free, cursor: 0, place: Place::Unlisted, usage: Usage::fresh() }),
         }
     }
 
@@ -230,7 +242,9 @@ impl Slab {
     #[inline(always)]
     pub unsafe fn take_local(&self) -> Option<usize> {
         let local = self.local();
-        local.take_from(local.cursor)
+        let index = local.take_from(local.cursor)?;
+        self.free_count.set(self.free_count.get() - 1);
+        Some(index)
     }
 
     /// Owner: takes a free slot, collecting slots freed by other threads if need be.
@@ -239,7 +253,7 @@ impl Slab {
     /// The caller is the owner.
     pub unsafe fn take_free(&self) -> Option<usize> {
         let local = self.local();
-        if local.free_count == 0 && self.collect_remote(local) == 0 {
+        if self.free_count.get() == 0 && self.collect_remote(local) == 0 {
             return None;
         }
         // The search starts at the word of the last slot taken: usually it has more.
@@ -247,6 +261,7 @@ impl Slab {
         for w in (local.cursor..words).chain(0..local.cursor) {
             if let Some(index) = local.take_from(w) {
                 local.cursor = w;
+                self.free_count.set(self.free_count.get() - 1);
                 return Some(index);
             }
         }
@@ -264,7 +279,7 @@ impl Slab {
             collected += bits.count_ones();
         }
         self.remote_count.fetch_sub(collected, SeqCst);
-        local.free_count += collected;
+        self.free_count.set(self.free_count.get() + collected);
         collected
     }
 
@@ -275,10 +290,9 @@ impl Slab {
     /// The caller is the owner.
     #[inline(always)]
     pub unsafe fn first_use(&self, index: usize) -> bool {
-        let local = self.local();
-        let fresh = index as u32 >= local.fresh;
+        let fresh = index as u32 >= self.fresh.get();
         if fresh {
-            local.fresh = index as u32 + 1;
+            self.fresh.set(index as u32 + 1);
         }
         fresh
     }
@@ -288,7 +302,7 @@ impl Slab {
     /// # Safety
     /// The caller is the owner (or holds the unowned slab exclusively).
     pub unsafe fn used_slots(&self) -> usize {
-        self.local().fresh as usize
+        self.fresh.get() as usize
     }
 
     /// Gives all its pages back to the system (they read as zero again), so every slot is fresh;
@@ -300,9 +314,8 @@ impl Slab {
         if !crate::os::discard(self.base, self.bytes) {
             return false;
         }
-        let local = self.local();
-        local.fresh = 0;
-        local.usage = Usage::fresh();
+        self.fresh.set(0);
+        self.local().usage = Usage::fresh();
         true
     }
 
@@ -387,10 +400,10 @@ impl Slab {
     /// The caller is the owner.
     #[inline(always)]
     pub unsafe fn put_back_local(&self, index: usize) -> u32 {
-        let local = self.local();
-        local.free[index / 64] |= 1 << (index % 64);
-        local.free_count += 1;
-        local.free_count
+        self.local().free[index / 64] |= 1 << (index % 64);
+        let free = self.free_count.get() + 1;
+        self.free_count.set(free);
+        free
     }
 
     /// Owner: which list the slab is on.
@@ -420,9 +433,8 @@ impl Slab {
     /// # Safety
     /// The caller is the owner.
     pub unsafe fn is_empty(&self) -> bool {
-        let local = self.local();
-        self.collect_remote(local);
-        local.free_count == self.slots
+        self.collect_remote(self.local());
+        self.free_count.get() == self.slots
     }
 
     /// Owner: true when a slot can be taken without a new slab (after collecting remote frees).
@@ -430,8 +442,18 @@ impl Slab {
     /// # Safety
     /// The caller is the owner.
     pub unsafe fn has_free(&self) -> bool {
-        let local = self.local();
-        local.free_count > 0 || self.collect_remote(local) > 0
+        self.free_count.get() > 0 || self.collect_remote(self.local()) > 0
+    }
+
+    /// Any thread, for the stats: when it holds no block, the bytes of its pages that blocks may
+    /// have touched since they were fresh (the slots handed out, to whole pages), else 0. A
+    /// snapshot: the owner may be changing it.
+    pub fn idle_bytes(&self) -> u64 {
+        if self.free_count.get() + self.remote_count.load(Relaxed) < self.slots {
+            return 0;
+        }
+        let touched = self.fresh.get() as usize * self.slot_size as usize;
+        touched.next_multiple_of(crate::os::page_size()).min(self.bytes) as u64
     }
 }
 
