@@ -37,9 +37,10 @@ class DirectMemoryTest {
     void memoryKeptForReuseIsGivenBackWhenTheProgramGoesQuiet() throws InterruptedException {
         // 64 KiB buffers fill 1 MiB slabs: 160 of them empty 10 slabs when freed. Written whole, as
         // a program uses its buffers (slabs of buffers left mostly untouched give their pages back
-        // at once). This thread keeps one slab for itself; the library keeps the rest 100 ms, then
-        // gives their pages back, but only when it is used again, or when the cleaner thread's
-        // once-a-second tick asks it to.
+        // at once). This thread keeps one slab back for itself and the one it allocates from (both
+        // shown as cached, 2 MiB, with the smaller slabs it allocates from in the classes earlier
+        // tests used); the library keeps the rest 100 ms, then gives their pages back, but only
+        // when it is used again, or when the cleaner thread's once-a-second tick asks it to.
         ByteBuffer[] buffers = new ByteBuffer[160];
         byte[] data = new byte[64 << 10];
         Arrays.fill(data, (byte) 1);
@@ -49,10 +50,10 @@ class DirectMemoryTest {
         assertTrue(kept >= 8 << 20, "cached right after the frees: " + kept);
         long deadline = System.nanoTime() + 5_000_000_000L;
         long now;
-        while ((now = DirectMemory.stats().cached()) > 2 << 20 && System.nanoTime() - deadline < 0) {
+        while ((now = DirectMemory.stats().cached()) > 3 << 20 && System.nanoTime() - deadline < 0) {
             Thread.sleep(50); // no allocation meanwhile: nothing but the tick can give them back
         }
-        assertTrue(now <= 2 << 20, "still cached after 5 quiet seconds: " + now + " of " + kept);
+        assertTrue(now <= 3 << 20, "still cached after 5 quiet seconds: " + now + " of " + kept);
     }
 
     @Test
