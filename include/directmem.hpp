@@ -12,12 +12,15 @@
  * - directmem::on_release(ptr, callable): a cleaner that runs any callable once, when the block is
  *   released (dm_free, dm_clean, or the owning block going away). The callable runs on the releasing
  *   thread with no library lock held and must not throw (as a destructor; a throw terminates).
+ * - directmem::stats(), memory_stats(), trim(), decay(), set_background_decay(interval): the
+ *   counters and the controls of memory kept for reuse, as values and std::chrono.
  *
  * Everything here is thread-safe, as the C API is. Like malloc, nothing is async-signal-safe.
  */
 #ifndef DIRECTMEM_HPP
 #define DIRECTMEM_HPP
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory_resource>
@@ -186,6 +189,46 @@ struct allocator {
         return false;
     }
 };
+
+/** The library's counters (dm_get_stats). */
+inline dm_stats stats() {
+    dm_stats s{};
+    check(dm_get_stats(&s));
+    return s;
+}
+
+/** What the live blocks occupy and what is cached for reuse (dm_get_memory_stats). */
+inline dm_memory_stats memory_stats() {
+    dm_memory_stats m{};
+    check(dm_get_memory_stats(&m));
+    return m;
+}
+
+/** Gives the memory kept for reuse back to the system now (dm_trim); returns the bytes. */
+inline std::uint64_t trim() {
+    std::uint64_t given_back = 0;
+    check(dm_trim(&given_back));
+    return given_back;
+}
+
+/** Gives back the memory kept for reuse whose time is up (dm_decay); returns the bytes. */
+inline std::uint64_t decay() {
+    std::uint64_t given_back = 0;
+    check(dm_decay(&given_back));
+    return given_back;
+}
+
+/**
+ * A library thread that decays every `interval` (dm_set_background_decay); zero stops it. Throws
+ * directmem::error: DM_ERR_INVALID_ARGUMENT for a negative interval or one beyond 2^32 - 1 ms
+ * (nothing changes), DM_ERR_NO_MEMORY when the thread could not start.
+ */
+inline void set_background_decay(std::chrono::milliseconds interval) {
+    if (interval.count() < 0 || static_cast<std::uint64_t>(interval.count()) > UINT32_MAX) {
+        throw error(DM_ERR_INVALID_ARGUMENT);
+    }
+    check(dm_set_background_decay(static_cast<std::uint32_t>(interval.count())));
+}
 
 }  // namespace directmem
 

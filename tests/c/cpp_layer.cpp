@@ -2,6 +2,7 @@
 // form, cleaners taking any callable, std::pmr containers and an STL allocator counted in
 // dm_get_stats, and a pmr container under a tight limit that gets directmem::error and keeps working.
 // Built with -std=c++17 and -std=c++20, -Wall -Wextra -Werror, and run under valgrind.
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
@@ -94,11 +95,37 @@ static void a_tight_limit_throws_and_the_container_keeps_working() {
     std::printf("limit: push_back threw directmem::error(DM_ERR_LIMIT) after %zu bytes; the vector kept working\n", kept);
 }
 
+static void counters_and_reuse_controls() {
+    using namespace std::chrono_literals;
+    {
+        std::vector<directmem::block> blocks;
+        for (int i = 0; i < 1000; i++) blocks.emplace_back(4096);
+        ASSERT(directmem::stats().count == 1000 && directmem::memory_stats().occupied >= 1000 * 4096);
+    }
+    // Freed: their empty slabs are kept for reuse, shown as cached, and trim gives back just that.
+    std::uint64_t cached = directmem::memory_stats().cached;
+    ASSERT(cached >= 2 << 20);
+    directmem::decay();  // only what is past its time: whatever it is, trim takes the rest
+    cached = directmem::memory_stats().cached;
+    ASSERT(directmem::trim() == cached && directmem::memory_stats().cached == 0);
+    directmem::set_background_decay(20ms);
+    directmem::set_background_decay(0ms);
+    dm_status refused = DM_OK;
+    try {
+        directmem::set_background_decay(-1ms);
+    } catch (const directmem::error &e) {
+        refused = e.status();
+    }
+    ASSERT(refused == DM_ERR_INVALID_ARGUMENT);
+    std::printf("stats, memory_stats, decay, trim and set_background_decay: as the C functions say\n");
+}
+
 int main() {
     ASSERT(dm_version() == DM_VERSION_NUMBER);
     blocks_free_exactly_once();
     pmr_and_stl_containers_are_counted();
     a_tight_limit_throws_and_the_container_keeps_working();
+    counters_and_reuse_controls();
     dm_stats s = stats();
     ASSERT(s.count == 0 && s.reserved == 0);
     std::printf("cpp_layer: OK\n");
