@@ -29,6 +29,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 pub const SLAB_SHIFT: u32 = 16;
 pub const SLAB_SIZE: usize = 1 << SLAB_SHIFT;
 
+/// Words of a slab's free bitmap: enough for its most slots (16 B slots of a 64 KiB slab).
+const MAX_WORDS: usize = 64;
+const _: () = assert!(SLAB_SIZE / 16 <= MAX_WORDS * 64 && size_class::MEDIUM_SLAB_SIZE / size_class::MAX_SMALL_SLOT <= MAX_WORDS * 64);
+
 const FREE: u32 = 0;
 const LIVE: u32 = 1;
 const CLEANED: u32 = 2;
@@ -58,8 +62,9 @@ pub enum Place {
 
 /// The fields only the owning heap touches.
 struct Local {
-    /// A set bit is a free slot this heap may hand out.
-    free: &'static mut [u64],
+    /// A set bit is a free slot this heap may hand out. Always [`MAX_WORDS`] words (those beyond the
+    /// slab's slots stay 0), so that an index masked to it needs no bounds check on the fast path.
+    free: &'static mut [u64; MAX_WORDS],
     /// The first word that may have a set bit.
     cursor: usize,
     place: Place,
@@ -71,6 +76,7 @@ impl Local {
     /// Takes the lowest free slot of word `w`, if it has one (the caller counts it).
     #[inline(always)]
     fn take_from(&mut self, w: usize) -> Option<usize> {
+        let w = w % MAX_WORDS; // a no-op (w < MAX_WORDS): it spares the check
         let bits = self.free[w];
         if bits == 0 {
             return None;
@@ -162,8 +168,9 @@ impl Slab {
         let slots = (bytes / slot_size as usize) as u32;
         let words = (slots as usize).div_ceil(64);
         // Safety: all three are arrays of integers or atomics, for which zero is a valid value.
-        let (state, remote, free) = unsafe { (own_lines(slots as usize), own_lines(words), own_lines::<u64>(words)) };
-        free.fill(u64::MAX);
+        let (state, remote, free) = unsafe { (own_lines(slots as usize), own_lines(words), own_lines::<u64>(MAX_WORDS)) };
+        let free: &'static mut [u64; MAX_WORDS] = free.try_into().expect("MAX_WORDS words");
+        free[..words].fill(u64::MAX);
         if slots % 64 != 0 {
             free[words - 1] = (1 << (slots % 64)) - 1;
         }
@@ -257,7 +264,7 @@ impl Slab {
             return None;
         }
         // The search starts at the word of the last slot taken: usually it has more.
-        let words = local.free.len();
+        let words = (self.slots as usize).div_ceil(64);
         for w in (local.cursor..words).chain(0..local.cursor) {
             if let Some(index) = local.take_from(w) {
                 local.cursor = w;
@@ -400,7 +407,7 @@ impl Slab {
     /// The caller is the owner.
     #[inline(always)]
     pub unsafe fn put_back_local(&self, index: usize) -> u32 {
-        self.local().free[index / 64] |= 1 << (index % 64);
+        self.local().free[index / 64 % MAX_WORDS] |= 1 << (index % 64); // `% MAX_WORDS`: as in take_from
         let free = self.free_count.get() + 1;
         self.free_count.set(free);
         free
