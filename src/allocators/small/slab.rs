@@ -204,8 +204,9 @@ impl Slab {
     #[inline(always)]
     pub fn slot_of(&self, address: usize) -> Option<usize> {
         let offset = (address - self.base) as u32;
-        let index = size_class::divide(offset, self.magic);
-        (index * self.slot_size == offset && index < self.slots).then_some(index as usize)
+        let index = size_class::divide(offset, self.magic) as usize;
+        // `state.len()` is `slots`: bounded by it, the claim's `state[index]` needs no check.
+        (index as u32 * self.slot_size == offset && index < self.state.len()).then_some(index)
     }
 
     #[inline(always)]
@@ -345,7 +346,13 @@ impl Slab {
     /// Owner: marks a taken slot live with a block of `size` bytes (already zeroed).
     #[inline(always)]
     pub fn mark_live(&self, index: usize, size: usize) {
-        self.state[index].store(LIVE | ((size as u32) << STATE_BITS), Release);
+        // A slot taken from the bitmap is below `slots` (= `state.len()`). Not indexed: a bounds
+        // check's panic is a call, which costs the fast path of `dm_allocate` its stack frame.
+        // Were it ever out of range, the block would stay not live (its free refused, the slot
+        // never handed out again): nothing handed out twice.
+        if let Some(word) = self.state.get(index) {
+            word.store(LIVE | ((size as u32) << STATE_BITS), Release);
+        }
     }
 
     /// Any thread: tries to claim the live block in slot `index` for release.
