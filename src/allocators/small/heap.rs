@@ -7,7 +7,7 @@ use super::medium::Verdict;
 use super::size_class::CLASSES;
 use super::slab::{Place, Slab};
 use super::{Slot, SmallBlocks};
-use crate::quota::Credit;
+use crate::quota::{Credit, Quota};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Arc;
@@ -19,6 +19,8 @@ static NEXT_HEAP: AtomicU64 = AtomicU64::new(1);
 pub(super) struct Heap {
     pub(super) id: u64,
     pub(super) pool: Arc<SmallBlocks>,
+    /// The pool's quota, one load nearer than through `pool` for the fast paths.
+    quota: Arc<Quota>,
     pub(super) credit: Arc<Credit>,
     pub(super) counters: Arc<Counters>,
     /// Per class: the slab allocations come from (what the fast path reads; 64 entries, so that
@@ -115,6 +117,7 @@ impl Heap {
         Heap {
             id: NEXT_HEAP.fetch_add(1, SeqCst),
             credit: pool.quota.new_credit(),
+            quota: pool.quota.clone(),
             pool,
             counters,
             current: [None; 64],
@@ -132,7 +135,7 @@ impl Heap {
         let slab = self.current[class % 64]?; // a no-op (class < CLASSES): it spares the check
         // Safety: this heap owns its current slab.
         let index = unsafe { slab.take_local() }?;
-        if !self.pool.quota.spend(&self.credit, size as u64) {
+        if !self.quota.spend(&self.credit, size as u64) {
             // Safety: as above; the slot was taken just now and never handed out.
             unsafe { slab.put_back_local(index) };
             return None;
@@ -232,7 +235,7 @@ impl Heap {
                 self.relist(slab, free);
             }
         }
-        self.pool.quota.release_with(&self.credit, size as u64);
+        self.quota.release_with(&self.credit, size as u64);
     }
 
     /// A slab of this heap got its first free slot back (onto the partial list), or its last
