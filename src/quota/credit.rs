@@ -172,7 +172,8 @@ impl Quota {
     /// Spends `bytes` of `credit` if it covers them and nobody waits. False: nothing changed.
     #[inline(always)]
     pub(crate) fn spend(&self, credit: &Credit, bytes: u64) -> bool {
-        bytes == 0 || (self.waiters.load(Relaxed) == 0 && credit.update(|have| have.checked_sub(bytes)).is_some())
+        bytes == 0
+            || (self.pressure.waiters.load(Relaxed) == 0 && credit.update(|have| have.checked_sub(bytes)).is_some())
     }
 
     /// [`Quota::reserve`] for the thread owning `credit`: spends the credit when it covers
@@ -189,7 +190,7 @@ impl Quota {
     /// The part of [`Quota::reserve_with`] off the fast path: the credit did not cover `bytes`.
     #[inline(never)]
     pub(super) fn refill(&self, credit: &Credit, bytes: u64) -> Result<()> {
-        if self.waiters.load(SeqCst) == 0 {
+        if self.pressure.waiters.load(SeqCst) == 0 {
             // Out of credit (or it was just collected): spend what is left, take a new chunk.
             let have = credit.take_all();
             if have >= bytes {
@@ -214,9 +215,7 @@ impl Quota {
         // Pairs with a waiter's increment of `waiters` before it collects credits (the update
         // was atomic, or the collection's barrier made it visible): either we see the waiter
         // here, or its collection finds the bytes we just added.
-        if after > 2 * CREDIT_CHUNK
-            || self.waiters.load(SeqCst) > 0
-            || self.reserved.load(Relaxed) > self.limit.load(Relaxed)
+        if after > 2 * CREDIT_CHUNK || self.pressure.waiters.load(SeqCst) > 0 || self.pressure.over_limit.load(Relaxed)
         {
             self.return_credit(credit);
         }

@@ -23,7 +23,7 @@ use crate::padded::Padded;
 use crate::{Error, Result};
 use parking_lot::{Condvar, Mutex};
 use reclaim::{ReclaimState, IN_HOOK};
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
 
 /// The reclaim hook: called with the shortfall in bytes, asks whoever holds releasable memory
@@ -38,7 +38,7 @@ pub const CREDIT_CHUNK: u64 = 64 << 10;
 
 pub struct Quota {
     limit: AtomicU64,
-    /// Written whenever a thread's credit is refilled or given back, while `limit` and `waiters`
+    /// Written whenever a thread's credit is refilled or given back, while `limit` and `pressure`
     /// are read at every allocation and free: alone in its line.
     reserved: Padded<AtomicU64>,
     /// The part of `reserved` held through `reserve_raw` (dm_reserve), so unreserving can be checked.
@@ -47,11 +47,21 @@ pub struct Quota {
     reclaim_requests: AtomicU64,
     limit_failures: AtomicU64,
     reclaim_timeout_ms: AtomicU32,
-    waiters: AtomicUsize,
+    pressure: Pressure,
     state: Mutex<ReclaimState>,
     memory_returned: Condvar,
     /// Every live thread's credit, so that it can be collected and left out of the stats.
     credits: Mutex<Vec<Arc<Credit>>>,
+}
+
+/// What makes a thread's frees skip its credit and go back to the budget at once: reservations
+/// waiting, or `reserved` above a limit lowered below it. Read at every free, so in one line (not
+/// on `reserved`'s, written by every thread's refills, nor `limit`'s: a free read both before,
+/// ~0.4 ns of a 64 B free).
+#[repr(C)]
+struct Pressure {
+    waiters: AtomicUsize,
+    over_limit: AtomicBool,
 }
 
 /// A snapshot of the quota's counters.
@@ -74,7 +84,7 @@ impl Quota {
             reclaim_requests: AtomicU64::new(0),
             limit_failures: AtomicU64::new(0),
             reclaim_timeout_ms: AtomicU32::new(DEFAULT_RECLAIM_TIMEOUT_MS),
-            waiters: AtomicUsize::new(0),
+            pressure: Pressure { waiters: AtomicUsize::new(0), over_limit: AtomicBool::new(false) },
             state: Mutex::new(ReclaimState::default()),
             memory_returned: Condvar::new(),
             credits: Mutex::new(Vec::new()),
@@ -109,9 +119,24 @@ impl Quota {
     /// reservations fail until enough is released. Raising it lets waiters through at once.
     pub fn set_limit(&self, bytes: u64) {
         self.limit.store(bytes, SeqCst);
+        // Before the credit is collected: from here on, frees give theirs back at once.
+        self.note_over_limit();
         // Credit was taken under the old limit: a lower one must hold for every thread from now.
         self.collect_credits();
         self.wake_waiters();
+    }
+
+    /// Sets `over_limit` to whether `reserved` is above the limit now. Each caller checks again
+    /// after its store, so that of two racing callers (a `set_limit` and a `release`) the last
+    /// store cannot leave a stale answer.
+    fn note_over_limit(&self) {
+        loop {
+            let over = self.reserved.load(SeqCst) > self.limit.load(SeqCst);
+            self.pressure.over_limit.store(over, SeqCst);
+            if over == (self.reserved.load(SeqCst) > self.limit.load(SeqCst)) {
+                return;
+            }
+        }
     }
 
     pub fn set_reclaim_timeout(&self, millis: u32) {
@@ -178,7 +203,7 @@ impl Quota {
     /// Takes `bytes` only if they fit now and nobody is queued: no reclaim round, no waiting, and
     /// a refusal is not counted as a limit failure (the caller has another way to get memory).
     pub fn try_reserve(&self, bytes: u64) -> Result<()> {
-        if bytes == 0 || (self.waiters.load(SeqCst) == 0 && self.try_take(bytes, 0)) {
+        if bytes == 0 || (self.pressure.waiters.load(SeqCst) == 0 && self.try_take(bytes, 0)) {
             Ok(())
         } else {
             Err(Error::Limit)
@@ -191,9 +216,12 @@ impl Quota {
             return;
         }
         self.reserved.fetch_sub(bytes, SeqCst);
+        if self.pressure.over_limit.load(SeqCst) {
+            self.note_over_limit();
+        }
         // SeqCst pairs with the waiter's increment of `waiters` before its retry: either we see
         // the waiter and wake it, or its retry sees the bytes we just returned.
-        if self.waiters.load(SeqCst) > 0 {
+        if self.pressure.waiters.load(SeqCst) > 0 {
             self.wake_waiters();
         }
     }
@@ -318,7 +346,7 @@ mod tests {
         q.set_hook(Some(Arc::new(|_| {})));
         let q2 = q.clone();
         let releaser = std::thread::spawn(move || {
-            while q2.waiters.load(SeqCst) == 0 {
+            while q2.pressure.waiters.load(SeqCst) == 0 {
                 std::thread::yield_now();
             }
             q2.release(MIB);
@@ -373,7 +401,7 @@ mod tests {
         let started = Instant::now();
         assert_eq!(q.reserve(1), Err(Error::Limit));
         assert!(started.elapsed() >= Duration::from_millis(50));
-        assert_eq!(q.waiters.load(SeqCst), 0);
+        assert_eq!(q.pressure.waiters.load(SeqCst), 0);
         assert_eq!(q.state.lock().queue.len(), 0);
     }
 
@@ -399,7 +427,7 @@ mod tests {
                 })
             })
             .collect();
-        while q.waiters.load(SeqCst) < 4 {
+        while q.pressure.waiters.load(SeqCst) < 4 {
             std::thread::yield_now();
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -444,7 +472,7 @@ mod tests {
                 assert!(started.elapsed() >= Duration::from_millis(300));
                 assert_eq!(s.reserved, 10);
             }
-            assert_eq!(q.waiters.load(SeqCst), 0);
+            assert_eq!(q.pressure.waiters.load(SeqCst), 0);
         }
     }
 
@@ -469,7 +497,7 @@ mod tests {
             c.fetch_add(1, SeqCst);
             let q = weak.upgrade().unwrap();
             // Let every other thread fail and join this round before memory comes back.
-            while q.waiters.load(SeqCst) < 4 {
+            while q.pressure.waiters.load(SeqCst) < 4 {
                 std::thread::yield_now();
             }
             q.release(100);
@@ -495,13 +523,13 @@ mod tests {
         q.set_hook(Some(Arc::new(|_| {})));
         let q2 = q.clone();
         let big = std::thread::spawn(move || q2.reserve(12)); // waits for 2 more bytes
-        while q.waiters.load(SeqCst) == 0 {
+        while q.pressure.waiters.load(SeqCst) == 0 {
             std::thread::yield_now();
         }
         let q3 = q.clone();
         // Fits, but is more than a quarter of the head's request: must queue.
         let small = std::thread::spawn(move || q3.reserve(5));
-        while q.waiters.load(SeqCst) < 2 {
+        while q.pressure.waiters.load(SeqCst) < 2 {
             std::thread::yield_now();
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -565,13 +593,13 @@ mod tests {
         q.set_hook(Some(Arc::new(|_| {})));
         let q2 = q.clone();
         let big = std::thread::spawn(move || q2.reserve(20)); // can never fit while 90 are held
-        while q.waiters.load(SeqCst) == 0 {
+        while q.pressure.waiters.load(SeqCst) == 0 {
             std::thread::yield_now();
         }
         q.set_reclaim_timeout(100); // the newcomer's deadline comes long before the head's
                                     // 8 bytes fit, but 8 * 4 > 20: it queues, and at its deadline it takes them anyway.
         assert_eq!(q.reserve(8), Ok(()));
-        assert_eq!(q.waiters.load(SeqCst), 1, "the head was still queued");
+        assert_eq!(q.pressure.waiters.load(SeqCst), 1, "the head was still queued");
         assert_eq!(big.join().unwrap(), Err(Error::Limit));
         assert_eq!(q.stats().reserved, 98);
     }
@@ -602,7 +630,7 @@ mod tests {
         q.set_hook(Some(Arc::new(|_| panic!("injected"))));
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.reserve(1)));
         assert!(r.is_err());
-        assert_eq!(q.waiters.load(SeqCst), 0);
+        assert_eq!(q.pressure.waiters.load(SeqCst), 0);
         let state = q.state.lock();
         assert!(state.queue.is_empty() && !state.round_in_flight);
         drop(state);

@@ -76,7 +76,7 @@ impl Quota {
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         state.queue.push_back(Waiter { ticket, bytes, since: Instant::now() });
-        self.waiters.fetch_add(1, SeqCst);
+        self.pressure.waiters.fetch_add(1, SeqCst);
         // Leaves the queue however this ends, a panic in the hook included. `wait_turn` consumes
         // the lock guard, so it is released before the slot's Drop takes the lock again.
         let _slot = QueueSlot { quota: self, ticket };
@@ -201,7 +201,7 @@ impl Drop for QueueSlot<'_> {
         if let Some(i) = state.queue.iter().position(|w| w.ticket == self.ticket) {
             state.queue.remove(i);
         }
-        self.quota.waiters.fetch_sub(1, SeqCst);
+        self.quota.pressure.waiters.fetch_sub(1, SeqCst);
         self.quota.memory_returned.notify_all();
     }
 }

@@ -691,6 +691,27 @@ mod tests {
         assert!(unsafe { std::slice::from_raw_parts(again as *const u8, 65536) }.iter().all(|&b| b == 0));
     }
 
+    #[test]
+    fn under_a_limit_lowered_below_what_is_reserved_freed_blocks_are_not_reused_through_the_credit() {
+        let p = pool();
+        p.quota.set_reclaim_timeout(10);
+        let blocks: Vec<usize> = (0..100).map(|_| allocate(&p, 4096)).collect();
+        p.quota.set_limit(100 << 10); // 400 KiB reserved
+        for &b in &blocks[..10] {
+            free(&p, b).unwrap();
+        }
+        // The 40 KiB went back to the budget, not to this thread's credit: still 360 KiB over.
+        assert!(matches!(p.allocate(4096, class_of(4096, 0).unwrap()), Served::Failed(Error::Limit)));
+        for &b in &blocks[10..] {
+            free(&p, b).unwrap();
+        }
+        assert_eq!(p.quota.stats().reserved, 0);
+        // Below the limit again: allocations go on, and frees keep credit for the next ones.
+        let again: Vec<usize> = (0..20).map(|_| allocate(&p, 4096)).collect();
+        again.into_iter().for_each(|b| free(&p, b).unwrap());
+        assert!(p.quota.collect_credits() >= 80 << 10, "the 80 KiB freed were kept as credit again");
+    }
+
     /// Every slab the heap lists knows where it is, and none is in two places.
     fn check_lists(p: &Arc<SmallBlocks>) {
         // Safety: this thread's heap, not in use meanwhile.

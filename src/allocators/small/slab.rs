@@ -31,7 +31,9 @@ pub const SLAB_SIZE: usize = 1 << SLAB_SHIFT;
 
 /// Words of a slab's free bitmap: enough for its most slots (16 B slots of a 64 KiB slab).
 const MAX_WORDS: usize = 64;
-const _: () = assert!(SLAB_SIZE / 16 <= MAX_WORDS * 64 && size_class::MEDIUM_SLAB_SIZE / size_class::MAX_SMALL_SLOT <= MAX_WORDS * 64);
+const _: () = assert!(
+    SLAB_SIZE / 16 <= MAX_WORDS * 64 && size_class::MEDIUM_SLAB_SIZE / size_class::MAX_SMALL_SLOT <= MAX_WORDS * 64
+);
 
 const FREE: u32 = 0;
 const LIVE: u32 = 1;
@@ -168,7 +170,8 @@ impl Slab {
         let slots = (bytes / slot_size as usize) as u32;
         let words = (slots as usize).div_ceil(64);
         // Safety: all three are arrays of integers or atomics, for which zero is a valid value.
-        let (state, remote, free) = unsafe { (own_lines(slots as usize), own_lines(words), own_lines::<u64>(MAX_WORDS)) };
+        let (state, remote, free) =
+            unsafe { (own_lines(slots as usize), own_lines(words), own_lines::<u64>(MAX_WORDS)) };
         let free: &'static mut [u64; MAX_WORDS] = free.try_into().expect("MAX_WORDS words");
         free[..words].fill(u64::MAX);
         if slots % 64 != 0 {
