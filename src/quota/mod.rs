@@ -38,8 +38,8 @@ pub const CREDIT_CHUNK: u64 = 64 << 10;
 
 pub struct Quota {
     limit: AtomicU64,
-    /// Written whenever a thread's credit is refilled or given back, while `limit` and `pressure`
-    /// are read at every allocation and free: alone in its line.
+    /// Written whenever a thread's credit is refilled or given back, while `pressure` is read at
+    /// every allocation and free: alone in its line.
     reserved: Padded<AtomicU64>,
     /// The part of `reserved` held through `reserve_raw` (dm_reserve), so unreserving can be checked.
     held: AtomicU64,

@@ -132,8 +132,9 @@ impl Heap {
     /// the current slab's own free bits, paid from the credit. None: take the slow path.
     #[inline(always)]
     pub(super) fn take_fast(&mut self, size: usize, class: usize) -> Option<NonNull<u8>> {
-        let slab = self.current[class % 64]?; // a no-op (class < CLASSES): it spares the check
-                                              // Safety: this heap owns its current slab.
+        // `% 64`: a no-op (class < CLASSES) that spares the bounds check.
+        let slab = self.current[class % 64]?;
+        // Safety: this heap owns its current slab.
         let index = unsafe { slab.take_local() }?;
         if !self.quota.spend(&self.credit, size as u64) {
             // Safety: as above; the slot was taken just now and never handed out.

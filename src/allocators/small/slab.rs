@@ -349,10 +349,10 @@ impl Slab {
     /// Owner: marks a taken slot live with a block of `size` bytes (already zeroed).
     #[inline(always)]
     pub fn mark_live(&self, index: usize, size: usize) {
-        // A slot taken from the bitmap is below `slots` (= `state.len()`). Not indexed: a bounds
-        // check's panic is a call, which costs the fast path of `dm_allocate` its stack frame.
-        // Were it ever out of range, the block would stay not live (its free refused, the slot
-        // never handed out again): nothing handed out twice.
+        // A slot taken from the bitmap is below `slots` (= `state.len()`). Not indexed: that
+        // check cannot fail, and its panic path sat on the fast path. Were the slot ever out of
+        // range, the block would stay not live (its free refused, the slot never handed out
+        // again): nothing handed out twice.
         if let Some(word) = self.state.get(index) {
             word.store(LIVE | ((size as u32) << STATE_BITS), Release);
         }
