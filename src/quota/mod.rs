@@ -130,10 +130,11 @@ impl Quota {
     /// after its store, so that of two racing callers (a `set_limit` and a `release`) the last
     /// store cannot leave a stale answer.
     fn note_over_limit(&self) {
+        let over_now = || self.reserved.load(SeqCst) > self.limit.load(SeqCst);
         loop {
-            let over = self.reserved.load(SeqCst) > self.limit.load(SeqCst);
+            let over = over_now();
             self.pressure.over_limit.store(over, SeqCst);
-            if over == (self.reserved.load(SeqCst) > self.limit.load(SeqCst)) {
+            if over == over_now() {
                 return;
             }
         }

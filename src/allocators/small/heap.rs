@@ -154,8 +154,7 @@ impl Heap {
                 }
             }
             let next = self.next_slab(c)?;
-            self.counters.show_current(c, Some(next));
-            if let Some(full) = self.current[c].replace(next) {
+            if let Some(full) = self.replace_current(c, Some(next)) {
                 // Safety: this heap owns the slab.
                 unsafe { self.slabs_of(c).full.push(full) };
             }
@@ -278,6 +277,13 @@ impl Heap {
         }
     }
 
+    /// Class `c`'s current slab becomes `slab`; returns the one before. The only place it changes,
+    /// so that the copy the stats read ([`Counters::show_current`]) never falls behind.
+    fn replace_current(&mut self, c: usize, slab: Option<&'static Slab>) -> Option<&'static Slab> {
+        self.counters.show_current(c, slab);
+        std::mem::replace(&mut self.current[c], slab)
+    }
+
     /// The lists of class `c` (made on first use).
     #[inline]
     fn slabs_of(&mut self, c: usize) -> &mut ClassSlabs {
@@ -376,7 +382,8 @@ impl Heap {
             self.counters.reset();
         }
         self.give_up_spares();
-        let unowned = &self.pool.unowned;
+        let pool = self.pool.clone(); // the closure below borrows it while the loop changes `self`
+        let unowned = &pool.unowned;
         let give_up = |slab: &'static Slab| {
             // Safety: this heap still owns the slab.
             let empty = unsafe {
@@ -386,8 +393,7 @@ impl Heap {
             unowned.give_up(slab, empty);
         };
         for c in self.used_classes() {
-            self.counters.show_current(c, None);
-            self.current[c].take().into_iter().for_each(give_up);
+            self.replace_current(c, None).into_iter().for_each(give_up);
             if let Some(slabs) = &mut self.classes[c] {
                 std::mem::take(&mut slabs.partial.slabs).into_iter().for_each(give_up);
                 std::mem::take(&mut slabs.full.slabs).into_iter().for_each(give_up);
