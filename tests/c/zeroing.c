@@ -1,12 +1,15 @@
-/* Every block reads zero when handed out, whatever happened to its memory before (issue 13): threads
- * allocate blocks of mixed sizes (mostly 8-128 KiB, the medium slots whose reuse is zeroed either in
- * place or by giving pages back, as the program was found to write its blocks), write a byte or the
- * whole block with their own pattern, and free them in random order, a third through another
- * thread (remote frees). Each thread's blocks of one size class are written alike for a while, so
- * the library finds some classes barely touched and others written, and changes its mind as the
- * pattern flips. Every byte of every new block is checked in the stretches that write whole blocks
- * (the first 4 KiB and the last byte in the others: reading a page brings it into memory, which
- * would make the blocks look written); the counters end at zero. */
+/* Every block reads zero when handed out, whatever happened to its memory before, and keeps what
+ * was written to it while it is live (issue 13): threads allocate blocks of mixed sizes (mostly
+ * 8-128 KiB, the medium slots whose reuse is zeroed either in place or by giving pages back, as the
+ * program was found to write its blocks), write a byte at each end or the whole block with a tag of
+ * their own, resize some (dm_reallocate: in place or moved), and free them in random order, a third
+ * through another thread (remote frees). Each thread's blocks of one size class are written alike
+ * for a while, so the library finds some classes barely touched and others written, and changes its
+ * mind as the pattern flips. Every byte of every new block (and of a block's growth) is checked in
+ * the stretches that write whole blocks (the first 4 KiB and the last byte in the others: reading a
+ * page brings it into memory, which would make the blocks look written). Before every free and
+ * resize the block must still hold its tag and size: a slot handed out twice, or a block zeroed
+ * while live, shows as another tag or zero. The counters end at zero. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -14,8 +17,6 @@
 #include "check.h"
 
 enum { THREADS = 4, ROUNDS = 300, LIVE = 48, EXCHANGE = 64 };
-
-static _Atomic(void *) exchange[EXCHANGE]; /* blocks handed to whichever thread frees them */
 
 static uint64_t next_random(uint64_t *s) {
     *s = *s * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -30,52 +31,134 @@ static size_t pick_size(uint64_t *s) {
     }
 }
 
-static void all_zero(const unsigned char *p, size_t n) {
+static void all_zero(const unsigned char *p, size_t n, const char *what) {
     for (size_t i = 0; i < n; i++) {
         if (p[i] != 0) {
-            fprintf(stderr, "a new block reads 0x%02x at offset %zu\n", p[i], i);
+            fprintf(stderr, "%s reads 0x%02x at offset %zu\n", what, p[i], i);
             exit(1);
         }
     }
 }
 
+/* A live block as its holder wrote it. */
+typedef struct {
+    unsigned char *p;
+    size_t n;
+    unsigned char tag; /* never 0, so that a block zeroed while live shows */
+    int whole;         /* every byte holds the tag, else its first and last */
+} block;
+
+static _Atomic(block *) exchange[EXCHANGE]; /* blocks handed to whichever thread frees them */
+
+static void write_tag(block *b) {
+    if (b->whole) {
+        memset(b->p, b->tag, b->n);
+    } else {
+        b->p[0] = b->tag;
+        b->p[b->n - 1] = b->tag;
+    }
+}
+
+static void expect_tag(const block *b, size_t at, size_t n) {
+    for (size_t i = at; i < at + n; i++) {
+        if (b->p[i] != b->tag) {
+            fprintf(stderr, "a live block of %zu bytes reads 0x%02x at offset %zu, written 0x%02x: "
+                            "its memory was handed out again\n", b->n, b->p[i], i, b->tag);
+            exit(1);
+        }
+    }
+}
+
+/* The block still holds what its holder wrote, at its size. */
+static void intact(const block *b) {
+    size_t size = 0;
+    CHECK(dm_block_size(b->p, &size));
+    ASSERT(size == b->n);
+    if (b->whole) {
+        expect_tag(b, 0, b->n);
+    } else {
+        expect_tag(b, 0, 1);
+        expect_tag(b, b->n - 1, 1);
+    }
+}
+
+static void release(block *b) {
+    intact(b);
+    CHECK(dm_free(b->p));
+    b->p = NULL;
+}
+
+/* Resizes `b` to `n` bytes: what it held stays, what it gains reads zero. */
+static void resize(block *b, size_t n, int whole) {
+    intact(b);
+    void *q;
+    CHECK(dm_reallocate(b->p, n, &q));
+    size_t old = b->n;
+    b->p = q;
+    b->n = n;
+    if (b->whole) {
+        expect_tag(b, 0, old < n ? old : n);
+    } else {
+        expect_tag(b, 0, 1);
+        if (n >= old) expect_tag(b, old - 1, 1);
+    }
+    if (n > old) {
+        size_t grown = n - old;
+        all_zero(b->p + old, whole || grown < 4096 ? grown : 4096, "a resized block's growth");
+        all_zero(b->p + n - 1, 1, "a resized block's growth");
+    }
+    b->whole = whole;
+    write_tag(b);
+}
+
 static void *worker(void *arg) {
     size_t id = (size_t)arg;
     uint64_t s = 0x9e3779b97f4a7c15ULL * (id + 1);
-    void *live[LIVE] = {0};
+    block live[LIVE] = {0};
     for (size_t r = 0; r < ROUNDS; r++) {
-        /* Written whole in some stretches, a byte per block in others. */
+        /* Written whole in some stretches, a byte at each end in others. */
         int whole = (r / 50 + id) % 2;
         for (size_t k = 0; k < LIVE / 4; k++) {
-            size_t i = next_random(&s) % LIVE;
-            if (live[i]) {
-                if (next_random(&s) % 3 == 0) {
-                    /* Hand it to another thread; free what was there. */
-                    void *old = atomic_exchange(&exchange[next_random(&s) % EXCHANGE], live[i]);
-                    if (old) CHECK(dm_free(old));
-                } else {
-                    CHECK(dm_free(live[i]));
+            block *b = &live[next_random(&s) % LIVE];
+            if (b->p) {
+                uint64_t what = next_random(&s) % 6;
+                if (what == 0) {
+                    resize(b, pick_size(&s), whole);
+                    continue;
                 }
-                live[i] = NULL;
+                if (what <= 2) {
+                    /* Hand it to another thread; free what was there. */
+                    block *mine = malloc(sizeof *mine);
+                    ASSERT(mine);
+                    *mine = *b;
+                    block *old = atomic_exchange(&exchange[next_random(&s) % EXCHANGE], mine);
+                    if (old) {
+                        release(old);
+                        free(old);
+                    }
+                    b->p = NULL;
+                } else {
+                    release(b);
+                }
             }
             size_t n = pick_size(&s);
             void *p;
             CHECK(dm_allocate(n, 0, &p));
+            b->p = p;
+            b->n = n;
             if (whole) {
-                all_zero(p, n);
+                all_zero(p, n, "a new block");
             } else {
-                /* Reading a page puts it in memory, which would make the block look written: only
-                 * its first 4 KiB and its last byte, where a stale byte of an earlier block would
-                 * show first (a byte per block is written at the start). */
-                all_zero(p, n < 4096 ? n : 4096);
-                all_zero((unsigned char *)p + n - 1, 1);
+                all_zero(p, n < 4096 ? n : 4096, "a new block");
+                all_zero(b->p + n - 1, 1, "a new block");
             }
-            memset(p, 0xA0 + (int)id, whole ? n : 1);
-            live[i] = p;
+            b->tag = (unsigned char)(1 + next_random(&s) % 255);
+            b->whole = whole;
+            write_tag(b);
         }
     }
     for (size_t i = 0; i < LIVE; i++)
-        if (live[i]) CHECK(dm_free(live[i]));
+        if (live[i].p) release(&live[i]);
     return NULL;
 }
 
@@ -84,12 +167,15 @@ int main(void) {
     for (size_t i = 0; i < THREADS; i++) pthread_create(&t[i], NULL, worker, (void *)i);
     for (size_t i = 0; i < THREADS; i++) pthread_join(t[i], NULL);
     for (size_t i = 0; i < EXCHANGE; i++) {
-        void *p = atomic_exchange(&exchange[i], NULL);
-        if (p) CHECK(dm_free(p));
+        block *b = atomic_exchange(&exchange[i], NULL);
+        if (b) {
+            release(b);
+            free(b);
+        }
     }
     dm_stats st = stats_now();
     ASSERT(st.count == 0 && st.capacity == 0 && st.reserved == 0);
-    printf("zeroing: OK (%d threads, %d blocks each, every new block zero)\n", THREADS,
-           ROUNDS * LIVE / 4);
+    printf("zeroing: OK (%d threads, %d steps each, every new block zero, every live block intact)\n",
+           THREADS, ROUNDS * LIVE / 4);
     return 0;
 }
