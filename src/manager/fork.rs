@@ -6,7 +6,10 @@
 //!
 //! What holds in the child: every dm_ function works; blocks allocated before the fork are
 //! live copies (free them in the child as in the parent); other threads' small-block slabs and
-//! quota credit stay theirs, counted, and are reached as usual (frees from the child work). Not
+//! quota credit stay theirs, counted, and are reached as usual (frees from the child work); a
+//! thread caught at the fork inside the few instructions where it updates its credit without
+//! atomics would leave the credit marked busy for good, so the child clears those marks (a
+//! collection, when a reservation does not fit, would wait for them forever). Not
 //! covered: `fork()` from inside a reclaim hook or a cleaner action that another thread waits on
 //! (the child gets no such waiter), and, like malloc, a signal handler calling dm_ functions. The
 //! background decay thread is not in the child: it is off there until asked for again.
@@ -68,5 +71,6 @@ extern "C" fn child() {
             (lock as *const parking_lot::RawMutex as *mut parking_lot::RawMutex).write(parking_lot::RawMutex::INIT)
         };
     }
+    manager::global().forget_other_threads_in_child();
     background::forget_thread_in_child();
 }

@@ -311,6 +311,12 @@ impl Manager {
         locks
     }
 
+    /// In a child of fork(), on its only thread: what the parent's other threads were doing at the
+    /// fork must not be waited for (see [`crate::quota::Credit`]).
+    pub(crate) fn forget_other_threads_in_child(&self) {
+        self.quota.forget_credit_owners_in_child();
+    }
+
     /// Bytes that fit under the limit now (0 when reserved is above it); cheaper than [`Manager::stats`].
     pub fn available(&self) -> u64 {
         let q = self.quota.stats();

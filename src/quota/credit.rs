@@ -121,6 +121,14 @@ impl Credit {
     pub fn peek(&self) -> u64 {
         self.bytes.load(SeqCst)
     }
+
+    /// In a child of fork(): the owner, if it was inside its bracket when the parent forked, is
+    /// a thread the child does not have, and would leave `busy` set for good (a collection would
+    /// wait for it forever). The bytes are whatever its last store left (at most its one update
+    /// in flight is lost, as any other of its operations in flight).
+    fn forget_owner_in_child(&self) {
+        self.busy.store(false, SeqCst);
+    }
 }
 
 /// Empties every credit in `credits` and returns the sum. Callers must not collect concurrently.
@@ -231,6 +239,11 @@ impl Quota {
         self.credits.lock().iter().map(|c| c.peek()).sum()
     }
 
+    /// In a child of fork(), on its only thread: see [`Credit::forget_owner_in_child`].
+    pub(crate) fn forget_credit_owners_in_child(&self) {
+        self.credits.lock().iter().for_each(|credit| credit.forget_owner_in_child());
+    }
+
     /// Brings every thread's credit back to the shared budget. Returns the bytes collected.
     pub fn collect_credits(&self) -> u64 {
         let collected = collect(&self.credits.lock());
@@ -280,5 +293,20 @@ mod tests {
             (added, collector.join().unwrap())
         });
         assert_eq!(collected + credit.take_all(), added);
+    }
+
+    #[test]
+    fn in_a_child_of_fork_a_credit_left_inside_its_bracket_does_not_stall_collection() {
+        let quota = Arc::new(Quota::new(1 << 20));
+        let credit = quota.new_credit();
+        quota.reserve_with(&credit, 100).unwrap();
+        // What a fork leaves of a thread that was between the two stores of `update`.
+        credit.busy.store(true, SeqCst);
+        quota.forget_credit_owners_in_child();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let collector = quota.clone();
+        std::thread::spawn(move || sender.send(collector.collect_credits()).unwrap());
+        let collected = receiver.recv_timeout(std::time::Duration::from_secs(10));
+        assert_eq!(collected, Ok(CREDIT_CHUNK), "the collection waits for a thread that is gone");
     }
 }
