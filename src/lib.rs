@@ -3,7 +3,9 @@
 //!
 //! The layers, each using only those below it (the tree shows them):
 //! - `os`: the operating system's memory primitives (page size, map, unmap, discard, huge-page
-//!   advice, residency, a coarse clock); `padded`: a value alone in its cache lines;
+//!   advice, residency, a coarse clock); `barrier`: the asymmetric barrier (`membarrier`) that
+//!   lets a thread work on its own data without locked instructions; `padded`: a value alone in
+//!   its cache lines;
 //! - [`allocators`]: where a block's memory comes from: `small` (up to 128 KiB: per-thread slabs in
 //!   48 size classes, the slab table, the pool of slabs no thread owns) and [`allocators::system`]
 //!   (mappings of their own above 128 KiB, freed mappings kept for reuse; the C heap for what
@@ -20,6 +22,7 @@
 //! `include/directmem.h`) and `jni` (the native half of the Java API `dev.directmem.DirectMemory`).
 
 pub mod allocators;
+mod barrier;
 pub mod error;
 pub mod ffi;
 mod jni;

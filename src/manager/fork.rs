@@ -42,7 +42,7 @@ fn locks() -> Vec<&'static parking_lot::RawMutex> {
 extern "C" fn prepare() {
     // One-time initialisations another thread may be in the middle of: finished before the fork,
     // or the child would wait for a thread it does not have.
-    crate::quota::credit::init();
+    crate::barrier::init();
     crate::allocators::small::thread_heaps::init();
     crate::os::page_size();
     // Safety of the order: locks that nest are listed in the order they nest (the quota's state,

@@ -4,7 +4,7 @@
 //! Spending with a compare-and-swap costs little in itself, but a locked instruction on x86
 //! waits for every earlier store to drain (here: the zeroing of the block just handed out), and
 //! an allocate + free pair did three. So the owner updates its credit with plain loads and stores
-//! and the rare collector pays instead, with an asymmetric barrier (the scheme of liburcu and
+//! and the rare collector pays instead, with an asymmetric barrier ([`crate::barrier`], the scheme of liburcu and
 //! folly's `asymmetricHeavyBarrier`):
 //! - the owner brackets each update with `busy` (a plain store and a compiler fence) and checks
 //!   `shared` inside the bracket; when `shared` is set it uses atomic read-modify-writes instead;
@@ -22,57 +22,10 @@
 //! caller (the quota's credit list lock).
 
 use super::{Quota, CREDIT_CHUNK};
+use crate::barrier;
 use crate::Result;
-use once_cell::sync::Lazy;
 use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering::*};
 use std::sync::Arc;
-
-const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
-const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
-const MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED: libc::c_int = 1 << 4;
-
-fn membarrier(cmd: libc::c_int) -> bool {
-    // Safety: membarrier takes no pointers.
-    unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0, 0) == 0 }
-}
-
-/// Whether owners may update without atomics: the process registered for expedited barriers.
-static ASYMMETRIC: Lazy<bool> = Lazy::new(|| membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED));
-
-/// Makes sure the one-time registration is done: a child of fork() must not find it half done by
-/// a thread that does not exist there (it would wait for it forever).
-pub(crate) fn init() {
-    Lazy::force(&ASYMMETRIC);
-}
-
-/// Registers when the library is loaded. In a process that already runs several threads the
-/// kernel makes the registration wait for an RCU grace period: 13-20 ms here, which the first
-/// allocation paid (and a two-thread benchmark of 40 ms saw as 7 ns a pair). A program linked
-/// against the library loads it before `main`, alone, where it costs microseconds; one that
-/// `dlopen`s it later (a JVM) pays the wait at load time instead of at its first allocation.
-#[cfg(target_os = "linux")]
-#[used]
-#[link_section = ".init_array"]
-static REGISTER_AT_LOAD: extern "C" fn() = {
-    extern "C" fn register() {
-        init();
-    }
-    register
-};
-
-/// The collector's side: every thread of the process executes a full barrier before this returns.
-fn heavy_barrier() {
-    // A child after fork() starts unregistered: register and try again, then fall back to the
-    // slow global barrier. Only if the kernel refuses every kind is there no correct way on.
-    if membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
-        || (membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED) && membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED))
-        || membarrier(MEMBARRIER_CMD_GLOBAL)
-    {
-        return;
-    }
-    eprintln!("directmem: membarrier failed after registering; cannot collect quota credit safely");
-    std::process::abort();
-}
 
 #[repr(align(128))]
 pub struct Credit {
@@ -85,7 +38,7 @@ pub struct Credit {
 
 impl Default for Credit {
     fn default() -> Credit {
-        Credit { bytes: AtomicU64::new(0), busy: AtomicBool::new(false), shared: AtomicBool::new(!*ASYMMETRIC) }
+        Credit { bytes: AtomicU64::new(0), busy: AtomicBool::new(false), shared: AtomicBool::new(!barrier::asymmetric()) }
     }
 }
 
@@ -139,8 +92,8 @@ pub fn collect(credits: &[Arc<Credit>]) -> u64 {
     for credit in credits {
         credit.shared.store(true, SeqCst);
     }
-    if *ASYMMETRIC {
-        heavy_barrier();
+    if barrier::asymmetric() {
+        barrier::heavy();
     }
     let mut collected = 0;
     for credit in credits {
@@ -151,7 +104,7 @@ pub fn collect(credits: &[Arc<Credit>]) -> u64 {
         collected += credit.bytes.swap(0, SeqCst);
     }
     for credit in credits {
-        credit.shared.store(!*ASYMMETRIC, Release);
+        credit.shared.store(!barrier::asymmetric(), Release);
     }
     collected
 }
