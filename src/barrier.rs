@@ -12,6 +12,7 @@
 //! and the users fall back (atomics for the credit; no visits to other threads' heaps).
 
 use once_cell::sync::Lazy;
+use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering::*};
 
 const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
@@ -67,3 +68,81 @@ pub(crate) fn heavy() {
     std::process::abort();
 }
 
+
+/// What another thread asks of an owner through its [`Bracket`] (bits of `wanted`).
+pub(crate) mod ask {
+    /// Update the words others read with atomic read-modify-writes (a collector is at work, or
+    /// for good without `membarrier`).
+    pub const ATOMICS: u8 = 1;
+    /// Do not work on the data at all: a visitor is in (or on its way). The owner takes a path
+    /// that waits for it.
+    pub const STAND_ASIDE: u8 = 2;
+}
+
+/// The owner's side of the barrier: `busy` while it works on its data, and what other threads ask
+/// of it meanwhile. One per thread and data set (a thread's quota credit and its heap share one:
+/// a fast path brackets its work once).
+#[repr(C)]
+pub(crate) struct Bracket {
+    busy: AtomicBool,
+    /// The bits of [`ask`], in a word of its own: read right after `busy` is written, a byte
+    /// beside it made the load wait for the store on this machine's AMD EPYC (64 B allocate +
+    /// free pairs 19.0 ns against 16.0, medians of 9 alternating runs).
+    wanted: AtomicU64,
+}
+
+impl Default for Bracket {
+    fn default() -> Bracket {
+        let wanted = if asymmetric() { 0 } else { ask::ATOMICS };
+        Bracket { busy: AtomicBool::new(false), wanted: AtomicU64::new(wanted as u64) }
+    }
+}
+
+impl Bracket {
+    /// Owner: starts working; returns what is asked of it (see [`ask`]).
+    #[inline(always)]
+    pub(crate) fn enter(&self) -> u8 {
+        self.busy.store(true, Relaxed);
+        // The light side of the barrier: only the compiler must keep `busy` before `wanted`; the
+        // hardware's reordering is undone by the other thread's heavy barrier. Acquire: the work
+        // of a visit that just ended happened before what follows.
+        compiler_fence(SeqCst);
+        self.wanted.load(Acquire) as u8
+    }
+
+    /// Owner: done working.
+    #[inline(always)]
+    pub(crate) fn leave(&self) {
+        compiler_fence(SeqCst);
+        // Release: what the owner did happens before the work of whoever waits for it.
+        self.busy.store(false, Release);
+    }
+
+    /// Another thread: asks `what` of the owner. Then [`heavy`] (once for many brackets), then
+    /// [`Bracket::wait_for_owner`]; from there on the owner complies until [`Bracket::withdraw`].
+    pub(crate) fn ask(&self, what: u8) {
+        self.wanted.fetch_or(what as u64, SeqCst);
+    }
+
+    /// Another thread, after [`heavy`]: waits until a bracket the owner entered before it saw the
+    /// request has closed.
+    pub(crate) fn wait_for_owner(&self) {
+        while self.busy.load(Acquire) {
+            std::hint::spin_loop();
+            std::thread::yield_now(); // the owner may have been descheduled inside its bracket
+        }
+    }
+
+    /// Another thread: no longer asks `what` (atomics stay asked for good without `membarrier`).
+    pub(crate) fn withdraw(&self, what: u8) {
+        let keep = if asymmetric() { 0 } else { ask::ATOMICS };
+        self.wanted.fetch_and(!(what as u64) | keep as u64, Release);
+    }
+
+    /// In a child of fork(): an owner caught inside its bracket at the fork is a thread the child
+    /// does not have, and would leave `busy` set for good (whoever waits for it would wait
+    /// forever). What it was doing is lost, as any other of its operations in flight.
+    pub(crate) fn forget_owner_in_child(&self) {
+        self.busy.store(false, SeqCst);
+    }
+}

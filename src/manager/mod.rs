@@ -312,7 +312,8 @@ impl Manager {
     }
 
     /// In a child of fork(), on its only thread: what the parent's other threads were doing at the
-    /// fork must not be waited for (see [`crate::quota::Credit`]).
+    /// fork must not be waited for (their quota credit's bracket, which their heaps' fast paths
+    /// share).
     pub(crate) fn forget_other_threads_in_child(&self) {
         self.quota.forget_credit_owners_in_child();
     }

@@ -4,54 +4,55 @@
 //! Spending with a compare-and-swap costs little in itself, but a locked instruction on x86
 //! waits for every earlier store to drain (here: the zeroing of the block just handed out), and
 //! an allocate + free pair did three. So the owner updates its credit with plain loads and stores
-//! and the rare collector pays instead, with an asymmetric barrier ([`crate::barrier`], the scheme of liburcu and
-//! folly's `asymmetricHeavyBarrier`):
-//! - the owner brackets each update with `busy` (a plain store and a compiler fence) and checks
-//!   `shared` inside the bracket; when `shared` is set it uses atomic read-modify-writes instead;
-//! - a collector sets `shared`, then runs `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)`, which
-//!   makes every running thread of the process execute a full memory barrier. Afterwards either
-//!   the owner's `busy` is visible (the collector waits for the bracket to close, a few
-//!   instructions) or the owner sees `shared` (and uses atomics). Either way the collector's swap
-//!   never races a plain update, so no byte is lost or made up.
+//! and the rare collector pays instead, with the asymmetric barrier of [`crate::barrier`] (the
+//! scheme of liburcu and folly's `asymmetricHeavyBarrier`):
+//! - the owner brackets each update ([`Bracket`]: a plain store and a compiler fence) and reads
+//!   inside the bracket what is asked of it; when asked for atomics it uses read-modify-writes;
+//! - a collector asks for atomics, then runs the heavy barrier (`membarrier`), which makes every
+//!   running thread of the process execute a full memory barrier. Afterwards either the owner's
+//!   bracket is visible (the collector waits for it to close, a few instructions) or the owner
+//!   sees the request (and uses atomics). Either way the collector's swap never races a plain
+//!   update, so no byte is lost or made up.
 //!
 //! Measured on a loop of 64 B allocate + free pairs: ~0.6 ns of ~19 ns per pair (3%). Small, but it
 //! leaves a free with one locked instruction, the claim that keeps racing double frees exact.
 //!
-//! Where `membarrier` is missing (kernels before 4.14, seccomp filters), `shared` stays set for
-//! good and every update is atomic, as before this scheme. Collectors are serialized by the
+//! Where `membarrier` is missing (kernels before 4.14, seccomp filters), atomics stay asked for
+//! for good and every update is atomic, as before this scheme. Collectors are serialized by the
 //! caller (the quota's credit list lock).
 
 use super::{Quota, CREDIT_CHUNK};
-use crate::barrier;
+use crate::barrier::{self, ask, Bracket};
 use crate::Result;
-use std::sync::atomic::{compiler_fence, AtomicBool, AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicU64, Ordering::*};
 use std::sync::Arc;
 
 #[repr(align(128))]
+#[derive(Default)]
 pub struct Credit {
     bytes: AtomicU64,
-    /// Set by the owner while it updates `bytes` with plain loads and stores.
-    busy: AtomicBool,
-    /// Set while a collector works (for good without `membarrier`): the owner uses atomics.
-    shared: AtomicBool,
-}
-
-impl Default for Credit {
-    fn default() -> Credit {
-        Credit { bytes: AtomicU64::new(0), busy: AtomicBool::new(false), shared: AtomicBool::new(!barrier::asymmetric()) }
-    }
+    /// The owner's bracket around its plain updates; collectors ask it for atomics. The owner's
+    /// heap brackets its fast paths with it too (one bracket for both, see
+    /// `allocators::small::door`).
+    pub(crate) bracket: Bracket,
 }
 
 impl Credit {
     /// Owner only: replaces the credit `have` with `f(have)`, unless `f` says None. Returns the
     /// credit before, if it was replaced.
     #[inline(always)]
-    pub fn update(&self, mut f: impl FnMut(u64) -> Option<u64>) -> Option<u64> {
-        self.busy.store(true, Relaxed);
-        // The light side of the barrier: only the compiler must keep `busy` before `shared`;
-        // the hardware's reordering is undone by the collector's membarrier.
-        compiler_fence(SeqCst);
-        let before = if !self.shared.load(Relaxed) {
+    pub fn update(&self, f: impl FnMut(u64) -> Option<u64>) -> Option<u64> {
+        let asked = self.bracket.enter();
+        let before = self.update_within(asked, f);
+        self.bracket.leave();
+        before
+    }
+
+    /// [`Credit::update`] for an owner inside its bracket already, which `asked` what
+    /// [`Bracket::enter`] returned.
+    #[inline(always)]
+    pub(crate) fn update_within(&self, asked: u8, mut f: impl FnMut(u64) -> Option<u64>) -> Option<u64> {
+        if asked & ask::ATOMICS == 0 {
             let have = self.bytes.load(Relaxed);
             f(have).map(|new| {
                 self.bytes.store(new, Relaxed);
@@ -59,10 +60,7 @@ impl Credit {
             })
         } else {
             self.bytes.fetch_update(SeqCst, SeqCst, f).ok()
-        };
-        compiler_fence(SeqCst);
-        self.busy.store(false, Release);
-        before
+        }
     }
 
     /// Owner only: empties the credit, returning what it held.
@@ -75,13 +73,6 @@ impl Credit {
         self.bytes.load(SeqCst)
     }
 
-    /// In a child of fork(): the owner, if it was inside its bracket when the parent forked, is
-    /// a thread the child does not have, and would leave `busy` set for good (a collection would
-    /// wait for it forever). The bytes are whatever its last store left (at most its one update
-    /// in flight is lost, as any other of its operations in flight).
-    fn forget_owner_in_child(&self) {
-        self.busy.store(false, SeqCst);
-    }
 }
 
 /// Empties every credit in `credits` and returns the sum. Callers must not collect concurrently.
@@ -90,21 +81,18 @@ pub fn collect(credits: &[Arc<Credit>]) -> u64 {
         return 0;
     }
     for credit in credits {
-        credit.shared.store(true, SeqCst);
+        credit.bracket.ask(ask::ATOMICS);
     }
     if barrier::asymmetric() {
         barrier::heavy();
     }
     let mut collected = 0;
     for credit in credits {
-        while credit.busy.load(Acquire) {
-            std::hint::spin_loop();
-            std::thread::yield_now(); // the owner may have been descheduled inside its bracket
-        }
+        credit.bracket.wait_for_owner();
         collected += credit.bytes.swap(0, SeqCst);
     }
     for credit in credits {
-        credit.shared.store(!barrier::asymmetric(), Release);
+        credit.bracket.withdraw(ask::ATOMICS);
     }
     collected
 }
@@ -133,8 +121,18 @@ impl Quota {
     /// Spends `bytes` of `credit` if it covers them and nobody waits. False: nothing changed.
     #[inline(always)]
     pub(crate) fn spend(&self, credit: &Credit, bytes: u64) -> bool {
+        let asked = credit.bracket.enter();
+        let spent = self.spend_within(credit, asked, bytes);
+        credit.bracket.leave();
+        spent
+    }
+
+    /// [`Quota::spend`] for an owner inside its bracket (`asked`: what [`Bracket::enter`] said).
+    #[inline(always)]
+    pub(crate) fn spend_within(&self, credit: &Credit, asked: u8, bytes: u64) -> bool {
         bytes == 0
-            || (self.pressure.waiters.load(Relaxed) == 0 && credit.update(|have| have.checked_sub(bytes)).is_some())
+            || (self.pressure.waiters.load(Relaxed) == 0
+                && credit.update_within(asked, |have| have.checked_sub(bytes)).is_some())
     }
 
     /// [`Quota::reserve`] for the thread owning `credit`: spends the credit when it covers
@@ -172,19 +170,31 @@ impl Quota {
     /// reserved (credit must be bytes within the limit); then all of it goes back to the budget.
     #[inline(always)]
     pub fn release_with(&self, credit: &Credit, bytes: u64) {
-        let after = credit.update(|have| Some(have + bytes)).unwrap_or(0) + bytes;
-        // Pairs with a waiter's increment of `waiters` before it collects credits (the update
-        // was atomic, or the collection's barrier made it visible): either we see the waiter
-        // here, or its collection finds the bytes we just added.
-        if after > 2 * CREDIT_CHUNK || self.pressure.waiters.load(SeqCst) > 0 || self.pressure.over_limit.load(Relaxed)
-        {
+        let asked = credit.bracket.enter();
+        let give_back = self.release_within(credit, asked, bytes);
+        credit.bracket.leave();
+        if give_back {
             self.return_credit(credit);
         }
     }
 
+    /// [`Quota::release_with`] for an owner inside its bracket (`asked`): the bytes go to the
+    /// credit. True: the credit must go back to the budget, with [`Quota::return_credit`] once the
+    /// bracket is closed (it may take the quota's lock, which a collector waiting for the bracket
+    /// may need).
+    #[inline(always)]
+    pub(crate) fn release_within(&self, credit: &Credit, asked: u8, bytes: u64) -> bool {
+        let after = credit.update_within(asked, |have| Some(have + bytes)).unwrap_or(0) + bytes;
+        // Pairs with a waiter's increment of `waiters` before it collects credits (the update
+        // was atomic, or the collection's barrier made it visible): either we see the waiter
+        // here, or its collection finds the bytes we just added.
+        after > 2 * CREDIT_CHUNK || self.pressure.waiters.load(SeqCst) > 0 || self.pressure.over_limit.load(Relaxed)
+    }
+
+    /// Owner, outside its bracket: all of its credit goes back to the budget.
     #[cold]
     #[inline(never)]
-    fn return_credit(&self, credit: &Credit) {
+    pub(crate) fn return_credit(&self, credit: &Credit) {
         self.release(credit.take_all());
     }
 
@@ -192,9 +202,9 @@ impl Quota {
         self.credits.lock().iter().map(|c| c.peek()).sum()
     }
 
-    /// In a child of fork(), on its only thread: see [`Credit::forget_owner_in_child`].
+    /// In a child of fork(), on its only thread: see [`Bracket::forget_owner_in_child`].
     pub(crate) fn forget_credit_owners_in_child(&self) {
-        self.credits.lock().iter().for_each(|credit| credit.forget_owner_in_child());
+        self.credits.lock().iter().for_each(|credit| credit.bracket.forget_owner_in_child());
     }
 
     /// Brings every thread's credit back to the shared budget. Returns the bytes collected.
@@ -208,6 +218,7 @@ impl Quota {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
     #[test]
     fn updates_and_collections_racing_lose_and_invent_nothing() {
@@ -254,7 +265,7 @@ mod tests {
         let credit = quota.new_credit();
         quota.reserve_with(&credit, 100).unwrap();
         // What a fork leaves of a thread that was between the two stores of `update`.
-        credit.busy.store(true, SeqCst);
+        credit.bracket.enter();
         quota.forget_credit_owners_in_child();
         let (sender, receiver) = std::sync::mpsc::channel();
         let collector = quota.clone();

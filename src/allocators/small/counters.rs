@@ -1,6 +1,8 @@
-//! What a heap shows the stats: its block counters, summed over the heaps, and the slabs it
-//! allocates from, which hold memory even when empty.
+//! What a heap shares with other threads: its block counters, summed over the heaps, and the
+//! slabs it allocates from, which hold memory even when empty, for the stats; its door, for
+//! visitors (see [`super::door`]).
 
+use super::door::Door;
 use super::size_class::CLASSES;
 use super::slab::Slab;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
@@ -16,6 +18,8 @@ pub(super) struct Counters {
     /// Bytes of the live blocks' slots.
     pub(super) occupied: AtomicU64,
     pub(super) allocations: AtomicU64,
+    /// The heap's door, for visitors.
+    pub(super) door: Door,
     /// The heap's current slab per class (null: none). Written when the heap changes slabs, not
     /// per block; read for `cached`, where an empty one counts (see [`Slab::idle_bytes`]).
     current: CurrentSlabs,

@@ -36,6 +36,9 @@ pub(super) struct Heap {
     used: u64,
     /// Bytes of the empty slabs kept back, all classes together (at most [`SPARE_MAX`]).
     pub(super) spares: usize,
+    /// Their pages that blocks touched ([`Slab::idle_bytes`], which does not change while a slab
+    /// is kept back): what the pool's `spare_bytes` counts for this heap, shown as `cached`.
+    spares_cached: u64,
     /// The medium slot this heap took back last (its reuse is zeroed in place).
     last_freed: usize,
 }
@@ -124,19 +127,21 @@ impl Heap {
             classes: [const { None }; CLASSES],
             used: 0,
             spares: 0,
+            spares_cached: 0,
             last_freed: 0,
         }
     }
 
     /// The common case of an allocation, with nothing that can block or call out: a slot from
-    /// the current slab's own free bits, paid from the credit. None: take the slow path.
+    /// the current slab's own free bits, paid from the credit. None: take the slow path. Inside
+    /// the credit's bracket (`asked`: what entering it said).
     #[inline(always)]
-    pub(super) fn take_fast(&mut self, size: usize, class: usize) -> Option<NonNull<u8>> {
+    pub(super) fn take_fast(&mut self, size: usize, class: usize, asked: u8) -> Option<NonNull<u8>> {
         // `% 64`: a no-op (class < CLASSES) that spares the bounds check.
         let slab = self.current[class % 64]?;
         // Safety: this heap owns its current slab.
         let index = unsafe { slab.take_local() }?;
-        if !self.quota.spend(&self.credit, size as u64) {
+        if !self.quota.spend_within(&self.credit, asked, size as u64) {
             // Safety: as above; the slot was taken just now and never handed out.
             unsafe { slab.put_back_local(index) };
             return None;
@@ -212,14 +217,18 @@ impl Heap {
         }
         if let Some(slab) = slabs.spare.pop() {
             self.spares -= slab.bytes;
-            self.pool.spare_bytes.fetch_sub(slab.bytes as u64, Relaxed);
+            self.spares_cached -= slab.idle_bytes();
+            self.pool.spare_bytes.fetch_sub(slab.idle_bytes(), Relaxed);
             return Some(slab);
         }
         self.pool.slab_for(c, self.id)
     }
 
+    /// A slot whose claim this thread won becomes free again, and its bytes go to the credit.
+    /// Inside the credit's bracket (`asked`: what entering it said). True: the credit must go
+    /// back to the budget once the bracket is closed (see [`Quota::release_within`]).
     #[inline(always)]
-    pub(super) fn put_back(&mut self, slot: Slot, size: usize) {
+    pub(super) fn put_back(&mut self, slot: Slot, size: usize, asked: u8) -> bool {
         let slab = slot.slab;
         self.counters.released(size, slab.slot_size);
         if slab.owner() != self.id {
@@ -235,7 +244,16 @@ impl Heap {
                 self.relist(slab, free);
             }
         }
-        self.quota.release_with(&self.credit, size as u64);
+        self.quota.release_within(&self.credit, asked, size as u64)
+    }
+
+    /// [`Heap::put_back`] for a slow path, which enters the credit's bracket itself.
+    pub(super) fn put_back_bracketed(&mut self, slot: Slot, size: usize) -> bool {
+        let credit = self.credit.clone();
+        let asked = credit.bracket.enter();
+        let give_back = self.put_back(slot, size, asked);
+        credit.bracket.leave();
+        give_back
     }
 
     /// A slab of this heap got its first free slot back (onto the partial list), or its last
@@ -266,8 +284,9 @@ impl Heap {
 
     /// Gives the empty slabs kept back to the pool (for `dm_trim`, and when the thread ends).
     pub(super) fn give_up_spares(&mut self) {
-        self.pool.spare_bytes.fetch_sub(self.spares as u64, Relaxed);
+        self.pool.spare_bytes.fetch_sub(self.spares_cached, Relaxed);
         self.spares = 0;
+        self.spares_cached = 0;
         for c in self.used_classes() {
             if let Some(slabs) = &mut self.classes[c] {
                 for slab in std::mem::take(&mut slabs.spare) {
@@ -330,7 +349,8 @@ impl Heap {
         if self.spares + slab.bytes <= SPARE_MAX {
             self.slabs_of(slab.class).spare.push(slab);
             self.spares += slab.bytes;
-            self.pool.spare_bytes.fetch_add(slab.bytes as u64, Relaxed);
+            self.spares_cached += slab.idle_bytes();
+            self.pool.spare_bytes.fetch_add(slab.idle_bytes(), Relaxed);
         } else {
             self.pool.unowned.keep_resident(slab);
         }
@@ -371,6 +391,9 @@ impl Heap {
     /// the pool's `ended`. What stays is the heap's memory, its lists' room, and its credit and
     /// counters (empty, still registered), for [`Heap::reuse`].
     pub(super) fn leave(&mut self) {
+        // Closed to visitors first (this waits for one that is in it).
+        let counters = self.counters.clone();
+        counters.door.lock().close();
         if std::ptr::eq(last_heap::get().1, self) {
             last_heap::set(0, std::ptr::null_mut());
         }

@@ -15,8 +15,13 @@
 //! slabs become unowned, to be adopted by the next heap that needs a slab of that size. The empty
 //! heap is kept for the next new thread. A thread that has no heap (it is ending) still frees
 //! through the remote path and allocates through the general path.
+//!
+//! Only its thread works in a heap, with one exception: `dm_trim` (and `dm_decay`, for heaps
+//! idle since its last call) visits other threads' heaps through their doors ([`door`]) to give
+//! back the empty slabs they keep.
 
 mod counters;
+mod door;
 mod heap;
 mod last_heap;
 mod medium;
@@ -27,6 +32,7 @@ mod slab_table;
 pub(crate) mod thread_heaps;
 
 use crate::allocators::system as sysmem;
+use crate::barrier::ask;
 use crate::padded::Padded;
 use crate::quota::{Credit, Quota};
 use crate::{Error, Result};
@@ -89,8 +95,11 @@ pub struct SmallBlocks {
     /// Boxed: a heap changes hands without being copied or allocated.
     #[allow(clippy::vec_box)]
     retired: Mutex<Vec<Box<Heap>>>,
-    /// Bytes of the empty slabs the heaps keep back for themselves (for the stats).
+    /// Bytes of the pages of the empty slabs the heaps keep back for themselves (for the stats).
     spare_bytes: Padded<AtomicU64>,
+    /// Held through a visit of the heaps ([`door::visit_each`]): one visitor at a time, and none
+    /// in the middle of one at a fork (the child would find the heaps' doors locked for good).
+    visits: Mutex<()>,
 }
 
 /// Heaps kept for new threads. Making and dropping a heap cost a thread that allocates one block
@@ -120,6 +129,7 @@ impl SmallBlocks {
             ended: Counters::default(),
             retired: Mutex::new(Vec::new()),
             spare_bytes: Padded(AtomicU64::new(0)),
+            visits: Mutex::new(()),
         })
     }
 
@@ -158,6 +168,8 @@ impl SmallBlocks {
                 }
             })
         })?;
+        // Safety: see `heap`; a new or retired heap is closed, so no visitor is in it.
+        unsafe { &(*heap).counters }.door.lock().open(heap);
         last_heap::set(self.id, heap);
         Some(heap)
     }
@@ -171,8 +183,7 @@ impl SmallBlocks {
         if let Err(e) = sysmem::fault::before_allocation() {
             return Served::Failed(e);
         }
-        // Safety: see `heap`; the fast path does not call out.
-        match unsafe { &mut *heap }.take_fast(size, class) {
+        match in_heap(heap, #[inline(always)] |heap, asked| heap.take_fast(size, class, asked)) {
             Some(block) => Served::Block(block),
             None => self.allocate_slow(heap, size, class),
         }
@@ -187,9 +198,7 @@ impl SmallBlocks {
         if cfg!(feature = "fault-injection") {
             return None;
         }
-        let heap = self.last_heap()?;
-        // Safety: see `heap`; the fast path does not call out.
-        unsafe { &mut *heap }.take_fast(size, class)
+        in_heap(self.last_heap()?, #[inline(always)] |heap, asked| heap.take_fast(size, class, asked))
     }
 
     /// [`SmallBlocks::allocate`] when the credit or the current slab ran out.
@@ -202,9 +211,7 @@ impl SmallBlocks {
         if let Err(e) = self.quota.reserve_with(credit, size as u64) {
             return Served::Failed(e);
         }
-        // Safety: see `heap`; nothing from here on calls out.
-        let heap = unsafe { &mut *heap };
-        match heap.take(size, class) {
+        match with_heap_locked(heap, |heap| heap.take(size, class)) {
             Some(block) => Served::Block(block),
             None => {
                 self.quota.release_with(credit, size as u64);
@@ -232,8 +239,7 @@ impl SmallBlocks {
         let Some(heap) = self.last_heap() else { return false };
         match slab.claim(index) {
             Claim::Won(size) => {
-                // Safety: see `heap`; putting back does not call out.
-                unsafe { &mut *heap }.put_back(Slot { slab, index }, size);
+                self.put_back(heap, Slot { slab, index }, size);
                 true
             }
             Claim::Cleaned | Claim::NotLive => false,
@@ -245,10 +251,37 @@ impl SmallBlocks {
     #[inline]
     pub fn release(self: &Arc<Self>, slot: Slot, size: usize) {
         match self.heap() {
-            // Safety: see `heap`; putting back does not call out.
-            Some(heap) => unsafe { &mut *heap }.put_back(slot, size),
+            Some(heap) => self.put_back(heap, slot, size),
             None => self.release_heapless(slot, size),
         }
+    }
+
+    /// A slot whose claim this thread won goes back through its `heap`: in its bracket, or the
+    /// slow way when a visitor is in.
+    #[inline(always)]
+    fn put_back(&self, heap: *mut Heap, slot: Slot, size: usize) {
+        match in_heap(heap, #[inline(always)] |heap, asked| Some(heap.put_back(slot, size, asked))) {
+            Some(false) => {}
+            Some(true) => self.return_credit(heap),
+            None => self.put_back_locked(heap, slot, size),
+        }
+    }
+
+    /// [`SmallBlocks::put_back`] while a visitor is in `heap`: waits for it at the heap's lock.
+    #[cold]
+    #[inline(never)]
+    fn put_back_locked(&self, heap: *mut Heap, slot: Slot, size: usize) {
+        if with_heap_locked(heap, |heap| heap.put_back_bracketed(slot, size)) {
+            self.return_credit(heap);
+        }
+    }
+
+    /// All of `heap`'s credit goes back to the budget (outside its bracket).
+    #[cold]
+    #[inline(never)]
+    fn return_credit(&self, heap: *mut Heap) {
+        // Safety: see `heap`; the credit lives as long as the heap.
+        self.quota.return_credit(unsafe { &(*heap).credit });
     }
 
     /// A release by a thread that is ending and has no heap any more.
@@ -292,7 +325,7 @@ impl SmallBlocks {
         let change = (new as u64).wrapping_sub(old as u64);
         match self.heap() {
             // Safety: see `heap`; the counters are this thread's.
-            Some(heap) => Counters::bump(&unsafe { &*heap }.counters.capacity, change),
+            Some(heap) => Counters::bump(&unsafe { &(*heap).counters }.capacity, change),
             None => self.ended.add_shared(SmallStats { capacity: change, ..SmallStats::default() }),
         }
         Ok(true)
@@ -320,7 +353,8 @@ impl SmallBlocks {
     pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
         unsafe {
-            let mut locks = vec![self.heaps.raw(), self.arena.raw(), self.retired.raw()];
+            // `visits` first: a visitor holds it while it takes the others.
+            let mut locks = vec![self.visits.raw(), self.heaps.raw(), self.arena.raw(), self.retired.raw()];
             locks.extend(self.unowned.locks());
             locks
         }
@@ -340,19 +374,32 @@ impl SmallBlocks {
         }
     }
 
-    /// Gives the pages of the empty slabs kept for reuse back to the system (the pool's, and those
-    /// this thread's heap keeps back or allocates from; other threads keep theirs); returns the
-    /// bytes.
+    /// Gives the pages of the empty slabs kept for reuse back to the system: the pool's, and those
+    /// every thread's heap keeps back or allocates from (a heap whose thread is in a slow path
+    /// right now is left alone: it is not idle); returns the bytes.
     pub fn trim(self: &Arc<Self>) -> u64 {
-        let mut current = 0;
-        if let Some(heap) = self.heap() {
-            // Safety: see `heap`; giving slabs up does not call out.
-            let heap = unsafe { &mut *heap };
+        let heaps = self.visit_heaps(|heap| {
             heap.give_up_spares();
-            current = heap.give_back_empty_current();
-        }
-        self.unowned.trim() + current
+            heap.give_back_empty_current()
+        });
+        self.unowned.trim() + heaps
     }
+
+    /// Runs `visit` in every heap that a thread owns and that is not in a slow path (only this
+    /// thread's own where the system has no cheap barrier, see [`crate::barrier`]); the sum of
+    /// what it returned.
+    fn visit_heaps(&self, visit: impl FnMut(&mut Heap) -> u64) -> u64 {
+        let _one_at_a_time = self.visits.lock();
+        let heaps: Vec<Arc<Counters>> = if crate::barrier::asymmetric() {
+            self.heaps.lock().clone()
+        } else {
+            // Safety: see `heap`; only the counters are read.
+            thread_heaps::find(self.id).map(|heap| unsafe { &(*heap).counters }.clone()).into_iter().collect()
+        };
+        let doors: Vec<&door::Door> = heaps.iter().map(|heap| &heap.door).collect();
+        door::visit_each(&doors, visit)
+    }
+
 
     /// See [`SlabPool::decay`].
     pub fn decay(&self) -> u64 {
@@ -393,6 +440,34 @@ impl SmallBlocks {
         arena.0 += SLAB_SIZE;
         Some(base)
     }
+}
+
+/// Runs `work` in this thread's `heap` as its owner, without a lock, inside the bracket of its
+/// credit (`work` gets what [`crate::barrier::Bracket::enter`] said), unless a visitor asked it to
+/// stand aside: None then (take the slow path, which waits for the visitor at the heap's lock).
+#[inline(always)]
+fn in_heap<R>(heap: *mut Heap, work: impl FnOnce(&mut Heap, u8) -> Option<R>) -> Option<R> {
+    // Safety: see `SmallBlocks::heap`. The bracket is reached without a reference to the heap,
+    // which a visitor may be working in until `enter` says otherwise; `credit` never changes.
+    let bracket = &unsafe { &(*heap).credit }.bracket;
+    let asked = bracket.enter();
+    let result = if asked & ask::STAND_ASIDE == 0 {
+        // Safety: see `SmallBlocks::heap`; visitors are out, and `work` does not call out.
+        work(unsafe { &mut *heap }, asked)
+    } else {
+        None
+    };
+    bracket.leave();
+    result
+}
+
+/// Runs `work` in this thread's `heap` as its owner, holding its lock (a visit in progress is
+/// waited for). For the slow paths.
+fn with_heap_locked<R>(heap: *mut Heap, work: impl FnOnce(&mut Heap) -> R) -> R {
+    // Safety: as in `in_heap`.
+    let _locked = unsafe { &(*heap).counters }.door.lock();
+    // Safety: see `SmallBlocks::heap`; the lock keeps visitors out, and `work` does not call out.
+    work(unsafe { &mut *heap })
 }
 
 /// A mapping of `len` bytes on a slab boundary, for slabs; None if the system has none, or it lies
@@ -677,18 +752,63 @@ mod tests {
         assert_eq!(p.cached_bytes(), 3 * 65536 + 4 * 4096);
         barrier.wait();
         thread.join().unwrap();
-        // Ended, that thread gave its slab to the pool, which keeps it whole with its pages.
-        assert_eq!(p.cached_bytes(), 3 * 65536 + SLAB_SIZE as u64);
+        // Ended, that thread gave its slab to the pool, which keeps it with its pages: counted once.
+        assert_eq!(p.cached_bytes(), 3 * 65536 + 4 * 4096);
         // This thread's current slab: trim gives back what `cached` showed for it, then none.
         assert_eq!(p.heap().map(|h| unsafe { &mut *h }.give_back_empty_current()), Some(3 * 65536));
         assert_eq!(in_memory(blocks[0]), 0);
-        assert_eq!(p.cached_bytes(), SLAB_SIZE as u64);
-        assert_eq!(p.trim(), SLAB_SIZE as u64);
+        assert_eq!(p.cached_bytes(), 4 * 4096);
+        assert_eq!(p.trim(), 4 * 4096);
         assert_eq!(p.cached_bytes(), 0);
         let again = allocate(&p, 65536);
         assert_eq!(again, blocks[0], "still the slab it allocates from");
         // Safety: a live block of 64 KiB.
         assert!(unsafe { std::slice::from_raw_parts(again as *const u8, 65536) }.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn trim_gives_back_what_an_idle_thread_keeps_and_the_thread_goes_on_as_before() {
+        let p = pool();
+        let in_memory = |p, len| crate::os::pages_in_memory(p, len).unwrap().iter().filter(|&&r| r).count();
+        let (go, idle) = (Arc::new(std::sync::Barrier::new(2)), Arc::new(std::sync::Barrier::new(2)));
+        let (theirs, go_on, idle_now) = (p.clone(), go.clone(), idle.clone());
+        let thread = std::thread::spawn(move || {
+            // 20 medium blocks written whole (their empty slab keeps its pages), 40 small ones
+            // spread over more than one slab (one empty slab is kept back, another is current).
+            let medium: Vec<usize> = (0..20).map(|_| allocate(&theirs, 40000)).collect();
+            let small: Vec<usize> = (0..40).map(|_| allocate(&theirs, 4096)).collect();
+            for &b in &medium {
+                // Safety: a live block of 40000 bytes.
+                unsafe { std::ptr::write_bytes(b as *mut u8, 0xEE, 40000) };
+            }
+            for &b in &small {
+                // Safety: a live block of 4 KiB.
+                unsafe { std::ptr::write_bytes(b as *mut u8, 0xEE, 4096) };
+            }
+            medium.iter().chain(&small).for_each(|&b| free(&theirs, b).unwrap());
+            idle_now.wait(); // idle, holding its empty slabs
+            go_on.wait();
+            // Its slabs work as before, and what it gets reads zero.
+            let again: Vec<usize> = (0..20).map(|_| allocate(&theirs, 40000)).collect();
+            for &b in &again {
+                // Safety: a live block of 40000 bytes.
+                assert!(unsafe { std::slice::from_raw_parts(b as *const u8, 40000) }.iter().all(|&x| x == 0));
+            }
+            again.into_iter().for_each(|b| free(&theirs, b).unwrap());
+            (medium[0], small[0])
+        });
+        idle.wait();
+        let cached = p.cached_bytes();
+        assert!(cached >= 20 * 40000 + 40 * 4096, "{cached} bytes cached");
+        assert_eq!(p.trim(), cached, "all of it given back from this thread");
+        assert_eq!(p.cached_bytes(), 0);
+        go.wait();
+        let (medium, small) = thread.join().unwrap();
+        // The thread's end gave its slabs to the pool; what the last round touched goes with trim.
+        p.trim();
+        assert_eq!(in_memory(medium, 20 * 40960), 0, "the medium slab's pages went back");
+        assert_eq!(in_memory(small, SLAB_SIZE), 0, "the small slab's pages went back");
+        assert_eq!(p.stats().count, 0);
     }
 
     #[test]

@@ -41,6 +41,8 @@ struct Resident {
     last_owner: u64,
     /// When it was given up (coarse milliseconds).
     since: u64,
+    /// Its pages that blocks touched ([`Slab::idle_bytes`]): what it keeps, as counted in `cached`.
+    bytes: u64,
 }
 
 pub struct SlabPool {
@@ -48,7 +50,7 @@ pub struct SlabPool {
     room: [Mutex<Vec<&'static Slab>>; CLASSES],
     /// Empty slabs with their pages, oldest first.
     resident: Mutex<VecDeque<Resident>>,
-    /// Bytes in `resident`, for the stats without the lock.
+    /// Bytes of pages in `resident`, for the stats without the lock.
     resident_bytes: AtomicU64,
 }
 
@@ -82,11 +84,11 @@ impl SlabPool {
             let mut resident = self.resident.lock();
             let own = resident.iter().rposition(|r| r.class == class && r.last_owner == owner);
             let found = own.or_else(|| resident.iter().rposition(|r| r.class == class));
-            let slab = found.and_then(|i| resident.remove(i)).map(|r| r.slab);
-            if let Some(slab) = slab {
-                self.resident_bytes.fetch_sub(slab.bytes as u64, Relaxed);
+            let taken = found.and_then(|i| resident.remove(i));
+            if let Some(r) = taken {
+                self.resident_bytes.fetch_sub(r.bytes, Relaxed);
             }
-            (slab, self.expire(&mut resident, coarse_millis()))
+            (taken.map(|r| r.slab), self.expire(&mut resident, coarse_millis()))
         };
         self.give_back(expired);
         slab
@@ -131,14 +133,22 @@ impl SlabPool {
         true
     }
 
-    /// Keeps an empty slab (which its heap lets go of here) with its pages for reuse.
+    /// Keeps an empty slab (which its heap lets go of here) with its pages for reuse; one whose
+    /// pages blocks never touched since they were fresh (or given back: a trim, a slab its thread
+    /// ended with) keeps none, and goes straight to the list with room.
     pub fn keep_resident(&self, slab: &'static Slab) {
         slab.set_owner(0);
+        let bytes = slab.idle_bytes();
+        if bytes == 0 {
+            self.room[slab.class].lock().push(slab);
+        }
         let expired = {
             let mut resident = self.resident.lock();
             let now = coarse_millis();
-            resident.push_back(Resident { slab, class: slab.class, last_owner: slab.last_owner(), since: now });
-            self.resident_bytes.fetch_add(slab.bytes as u64, Relaxed);
+            if bytes > 0 {
+                resident.push_back(Resident { slab, class: slab.class, last_owner: slab.last_owner(), since: now, bytes });
+                self.resident_bytes.fetch_add(bytes, Relaxed);
+            }
             self.expire(&mut resident, now)
         };
         self.give_back(expired);
@@ -155,45 +165,44 @@ impl SlabPool {
     }
 
     /// The empty slabs past their time or beyond the bound, taken out of `resident`.
-    fn expire(&self, resident: &mut VecDeque<Resident>, now: u64) -> Vec<&'static Slab> {
+    fn expire(&self, resident: &mut VecDeque<Resident>, now: u64) -> Vec<Resident> {
         let mut expired = Vec::new();
-        while let Some(&Resident { slab, since, .. }) = resident.front() {
-            if self.resident_bytes.load(Relaxed) <= RESIDENT_MAX && now.saturating_sub(since) < DECAY_MS {
+        while let Some(&r) = resident.front() {
+            if self.resident_bytes.load(Relaxed) <= RESIDENT_MAX && now.saturating_sub(r.since) < DECAY_MS {
                 break;
             }
             resident.pop_front();
-            self.resident_bytes.fetch_sub(slab.bytes as u64, Relaxed);
-            expired.push(slab);
+            self.resident_bytes.fetch_sub(r.bytes, Relaxed);
+            expired.push(r);
         }
         expired
     }
 
     /// Gives the pages of empty slabs back to the system (outside any lock: one system call each)
-    /// and lists them with room.
-    fn give_back(&self, slabs: Vec<&'static Slab>) {
-        for slab in slabs {
+    /// and lists them with room. Returns the bytes `cached` counted for them.
+    fn give_back(&self, slabs: Vec<Resident>) -> u64 {
+        let mut bytes = 0;
+        for Resident { slab, bytes: kept, .. } in slabs {
             // Safety: taken off the resident list, on no other: this caller holds it; empty.
             unsafe { slab.give_back_pages() };
             self.room[slab.class].lock().push(slab);
+            bytes += kept;
         }
+        bytes
     }
 
     /// Gives back the pages of the empty slabs whose time is up, as the pool's own traffic would:
     /// for a caller that ticks while the program is quiet. Returns the bytes.
     pub fn decay(&self) -> u64 {
         let expired = self.expire(&mut self.resident.lock(), coarse_millis());
-        let bytes = expired.iter().map(|s| s.bytes as u64).sum();
-        self.give_back(expired);
-        bytes
+        self.give_back(expired)
     }
 
     /// Gives the pages of every empty slab kept back to the system now. Returns the bytes.
     pub fn trim(&self) -> u64 {
-        let all: Vec<_> = self.resident.lock().drain(..).map(|r| r.slab).collect();
-        let bytes = all.iter().map(|s| s.bytes as u64).sum();
-        self.resident_bytes.fetch_sub(bytes, Relaxed);
-        self.give_back(all);
-        bytes
+        let all: Vec<_> = self.resident.lock().drain(..).collect();
+        self.resident_bytes.fetch_sub(all.iter().map(|r| r.bytes).sum(), Relaxed);
+        self.give_back(all)
     }
 
     /// Bytes of empty slabs kept with their pages.
@@ -266,15 +275,23 @@ mod tests {
         unmap_region(some.base, SLAB_SIZE);
     }
 
+    /// An empty slab whose first `slots` slots were handed out (and freed) since its pages were fresh.
+    fn touched(slots: u32) -> &'static Slab {
+        let slab = slab(0);
+        // Safety: heap 1 (this test) owns it.
+        (0..slots).for_each(|i| assert!(unsafe { slab.first_use(i as usize) }));
+        slab
+    }
+
     #[test]
     fn an_empty_slab_keeps_its_pages_for_the_decay_time_then_gives_them_back() {
         let pool = SlabPool::new();
-        let (a, b) = (slab(0), slab(0));
+        let (a, b) = (touched(1), touched(16));
         // Safety: the slab's memory is ours, and heap 1 (this test) owns it.
         unsafe { (a.base as *mut u8).write(0xAB) };
-        assert!(unsafe { a.first_use(0) } && !unsafe { a.first_use(0) }, "slot 0 was handed out");
+        assert!(!unsafe { a.first_use(0) }, "slot 0 was handed out");
         pool.give_up(a, true);
-        assert_eq!(pool.cached_bytes(), SLAB_SIZE as u64);
+        assert_eq!(pool.cached_bytes(), 4096, "the page of the one slot handed out");
         assert!(pool.adopt(FOUR_KIB + 1, 2).is_none(), "another class");
         let again = pool.adopt(FOUR_KIB, 2).expect("kept");
         assert!(std::ptr::eq(again, a));
@@ -284,7 +301,7 @@ mod tests {
         pool.give_up(a, true);
         std::thread::sleep(std::time::Duration::from_millis(DECAY_MS + 20));
         pool.give_up(b, true); // the pool's traffic expires the older one
-        assert_eq!(pool.cached_bytes(), SLAB_SIZE as u64);
+        assert_eq!(pool.cached_bytes(), SLAB_SIZE as u64, "all of b's slots were handed out");
         // Safety: as above.
         assert_eq!(unsafe { (a.base as *const u8).read() }, 0, "its pages went back");
         // Safety: in the pool, held by nobody else.
@@ -296,6 +313,11 @@ mod tests {
         let mut want = vec![a.base, b.base];
         want.sort();
         assert_eq!(adopted, want, "both listed with room after giving their pages back");
+        // Given up again with no slot handed out since its pages were given back: nothing to
+        // keep, nothing shown, and adopted at once all the same.
+        pool.give_up(b, true);
+        assert_eq!(pool.cached_bytes(), 0);
+        assert!(std::ptr::eq(pool.adopt(FOUR_KIB, 2).unwrap(), b));
         unmap_region(a.base, SLAB_SIZE);
         unmap_region(b.base, SLAB_SIZE);
     }
@@ -303,7 +325,7 @@ mod tests {
     #[test]
     fn no_more_than_the_bound_keeps_its_pages() {
         let pool = SlabPool::new();
-        let slabs: Vec<_> = (0..RESIDENT_MAX as usize / SLAB_SIZE + 3).map(|_| slab(0)).collect();
+        let slabs: Vec<_> = (0..RESIDENT_MAX as usize / SLAB_SIZE + 3).map(|_| touched(16)).collect();
         slabs.iter().for_each(|s| pool.give_up(s, true));
         assert_eq!(pool.cached_bytes(), RESIDENT_MAX);
         pool.trim();
