@@ -3,6 +3,7 @@
 //! visitors (see [`super::door`]).
 
 use super::door::Door;
+use crate::allocators::DECAY_MS;
 use super::size_class::CLASSES;
 use super::slab::Slab;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
@@ -20,6 +21,8 @@ pub(super) struct Counters {
     pub(super) allocations: AtomicU64,
     /// The heap's door, for visitors.
     pub(super) door: Door,
+    /// Whether its thread is idle, as `dm_decay` sees it.
+    pub(super) idle: IdleWatch,
     /// The heap's current slab per class (null: none). Written when the heap changes slabs, not
     /// per block; read for `cached`, where an empty one counts (see [`Slab::idle_bytes`]).
     current: CurrentSlabs,
@@ -38,7 +41,37 @@ impl Default for CurrentSlabs {
     }
 }
 
+/// What `dm_decay` (one at a time, under the visits lock) last saw of a heap: its thread is idle
+/// when its counters have not moved for [`DECAY_MS`], and what it keeps then goes back once.
+pub(super) struct IdleWatch {
+    /// The counters' signature when last looked at...
+    seen: AtomicU64,
+    /// ...since when (coarse milliseconds)...
+    since: AtomicU64,
+    /// ...and the signature at which the heap was last visited for it.
+    visited: AtomicU64,
+}
+
+impl Default for IdleWatch {
+    fn default() -> IdleWatch {
+        // `seen` matches no signature: a heap is first seen, then found idle.
+        IdleWatch { seen: AtomicU64::new(u64::MAX), since: AtomicU64::new(0), visited: AtomicU64::new(u64::MAX) }
+    }
+}
+
 impl Counters {
+    /// Whether the heap's thread has neither allocated nor freed for [`DECAY_MS`] up to `now`, as
+    /// seen by successive calls, and was not visited for it since. Only `dm_decay` calls it.
+    pub(super) fn idle_since_last_look(&self, now: u64) -> bool {
+        let signature = self.allocations.load(Relaxed) ^ self.count.load(Relaxed).rotate_left(32);
+        let idle = &self.idle;
+        if idle.seen.swap(signature, Relaxed) != signature {
+            idle.since.store(now, Relaxed);
+            return false;
+        }
+        now.saturating_sub(idle.since.load(Relaxed)) >= DECAY_MS && idle.visited.swap(signature, Relaxed) != signature
+    }
+
     #[inline(always)]
     pub(super) fn bump(counter: &AtomicU64, by: u64) {
         counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);

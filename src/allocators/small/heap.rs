@@ -282,7 +282,31 @@ impl Heap {
         }
     }
 
-    /// Gives the empty slabs kept back to the pool (for `dm_trim`, and when the thread ends).
+    /// Gives the pages of the empty slabs kept back to the system now, and the slabs to the pool
+    /// (for `dm_trim`, and `dm_decay` once the thread is idle). Returns the bytes `cached` counted
+    /// for them.
+    pub(super) fn give_back_spares(&mut self) -> u64 {
+        let mut given_back = 0;
+        for c in self.used_classes() {
+            if let Some(slabs) = &mut self.classes[c] {
+                for slab in std::mem::take(&mut slabs.spare) {
+                    let idle = slab.idle_bytes();
+                    // Safety: this heap owns the slab, which is empty.
+                    if unsafe { self.pool.unowned.give_back_now(slab) } {
+                        given_back += idle;
+                    } else {
+                        self.pool.unowned.give_up(slab, true); // the system refused: kept resident
+                    }
+                }
+            }
+        }
+        self.pool.spare_bytes.fetch_sub(self.spares_cached, Relaxed);
+        self.spares = 0;
+        self.spares_cached = 0;
+        given_back
+    }
+
+    /// Gives the empty slabs kept back to the pool, with their pages (when the thread ends).
     pub(super) fn give_up_spares(&mut self) {
         self.pool.spare_bytes.fetch_sub(self.spares_cached, Relaxed);
         self.spares = 0;
@@ -318,6 +342,12 @@ impl Heap {
             bits &= bits - 1;
             Some(c)
         })
+    }
+
+    /// Gives back the pages of what the heap keeps for reuse: its empty slabs kept back and its
+    /// current slabs that are empty. Returns the bytes `cached` counted for them.
+    pub(super) fn give_back_kept(&mut self) -> u64 {
+        self.give_back_spares() + self.give_back_empty_current()
     }
 
     /// Gives back the pages of this heap's current slabs that are empty (for `dm_trim`): one per

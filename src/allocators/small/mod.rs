@@ -378,32 +378,31 @@ impl SmallBlocks {
     /// every thread's heap keeps back or allocates from (a heap whose thread is in a slow path
     /// right now is left alone: it is not idle); returns the bytes.
     pub fn trim(self: &Arc<Self>) -> u64 {
-        let heaps = self.visit_heaps(|heap| {
-            heap.give_up_spares();
-            heap.give_back_empty_current()
-        });
-        self.unowned.trim() + heaps
+        self.visit_heaps(|_| true, Heap::give_back_kept) + self.unowned.trim()
     }
 
-    /// Runs `visit` in every heap that a thread owns and that is not in a slow path (only this
-    /// thread's own where the system has no cheap barrier, see [`crate::barrier`]); the sum of
-    /// what it returned.
-    fn visit_heaps(&self, visit: impl FnMut(&mut Heap) -> u64) -> u64 {
+    /// Runs `visit` in every heap `pick` picks that a thread owns and that is not in a slow path
+    /// (only this thread's own where the system has no cheap barrier, see [`crate::barrier`]);
+    /// the sum of what it returned.
+    fn visit_heaps(&self, pick: impl FnMut(&&Arc<Counters>) -> bool, visit: impl FnMut(&mut Heap) -> u64) -> u64 {
         let _one_at_a_time = self.visits.lock();
         let heaps: Vec<Arc<Counters>> = if crate::barrier::asymmetric() {
-            self.heaps.lock().clone()
+            self.heaps.lock().iter().filter(pick).cloned().collect()
         } else {
             // Safety: see `heap`; only the counters are read.
-            thread_heaps::find(self.id).map(|heap| unsafe { &(*heap).counters }.clone()).into_iter().collect()
+            let own = thread_heaps::find(self.id).map(|heap| unsafe { &(*heap).counters }.clone());
+            own.iter().filter(pick).cloned().collect()
         };
         let doors: Vec<&door::Door> = heaps.iter().map(|heap| &heap.door).collect();
         door::visit_each(&doors, visit)
     }
 
 
-    /// See [`SlabPool::decay`].
+    /// See [`SlabPool::decay`]; and what the heaps of threads idle for [`crate::allocators::DECAY_MS`]
+    /// (no allocation, no free) keep, given back once per idle stretch.
     pub fn decay(&self) -> u64 {
-        self.unowned.decay()
+        let now = crate::os::coarse_millis();
+        self.visit_heaps(|heap| heap.idle_since_last_look(now), Heap::give_back_kept) + self.unowned.decay()
     }
 
     /// Bytes of empty slabs kept with their pages for reuse: the pool's, those the heaps keep
@@ -809,6 +808,47 @@ mod tests {
         assert_eq!(in_memory(medium, 20 * 40960), 0, "the medium slab's pages went back");
         assert_eq!(in_memory(small, SLAB_SIZE), 0, "the small slab's pages went back");
         assert_eq!(p.stats().count, 0);
+    }
+
+    #[test]
+    fn decay_gives_back_what_a_thread_idle_for_the_decay_time_keeps_once() {
+        let p = pool();
+        let (go, idle) = (Arc::new(std::sync::Barrier::new(2)), Arc::new(std::sync::Barrier::new(2)));
+        let (theirs, go_on, idle_now) = (p.clone(), go.clone(), idle.clone());
+        let round = move || {
+            let blocks: Vec<usize> = (0..40).map(|_| allocate(&theirs, 4096)).collect();
+            for &b in &blocks {
+                // Safety: a live block of 4 KiB.
+                unsafe { std::ptr::write_bytes(b as *mut u8, 0xEE, 4096) };
+            }
+            blocks.into_iter().for_each(|b| free(&theirs, b).unwrap());
+        };
+        let thread = std::thread::spawn(move || {
+            round();
+            idle_now.wait(); // idle, keeping its empty slabs
+            go_on.wait();
+            round(); // active again
+            idle_now.wait();
+            go_on.wait();
+        });
+        idle.wait();
+        let kept = p.cached_bytes();
+        assert!(kept >= 40 * 4096, "{kept}");
+        assert_eq!(p.decay(), 0, "first look: not idle yet");
+        std::thread::sleep(std::time::Duration::from_millis(crate::allocators::DECAY_MS + 50));
+        assert_eq!(p.decay(), kept, "idle for the decay time: what it keeps goes back");
+        assert_eq!(p.cached_bytes(), 0);
+        go.wait();
+        idle.wait();
+        let kept = p.cached_bytes();
+        assert!(kept > 0);
+        assert_eq!(p.decay(), 0, "it moved since the last look");
+        std::thread::sleep(std::time::Duration::from_millis(crate::allocators::DECAY_MS + 50));
+        assert_eq!(p.decay(), kept);
+        std::thread::sleep(std::time::Duration::from_millis(crate::allocators::DECAY_MS + 50));
+        assert_eq!(p.decay(), 0, "once per idle stretch");
+        go.wait();
+        thread.join().unwrap();
     }
 
     #[test]
