@@ -135,12 +135,12 @@ typedef struct dm_memory_stats {
    */
   uint64_t occupied;
   /**
-   * Bytes kept in memory for reuse that no allocation uses: empty slabs whose pages are kept,
-   * by the library for a short while and by each thread (up to 1 MiB) for itself, the slab
-   * each thread allocates from in each size class when it is empty (the pages of the slots it
-   * handed out), and freed big blocks' mappings under 2 MiB that keep their pages for the next
-   * block (up to 32 MiB, for a short while) (see dm_trim). Not limited: never a cause of
-   * DM_ERR_LIMIT.
+   * Bytes kept in memory for reuse that no allocation uses: the pages blocks touched in empty
+   * slabs, kept by the library for a short while and by each thread (up to 1 MiB of slabs)
+   * for itself, and in the slab each thread allocates from in each size class when it is
+   * empty; and freed big blocks' mappings under 2 MiB that keep their pages for the next
+   * block (up to 32 MiB, for a short while) (see dm_trim and dm_decay). Not limited: never a
+   * cause of DM_ERR_LIMIT.
    */
   uint64_t cached;
 } dm_memory_stats;
@@ -325,10 +325,12 @@ enum dm_status dm_get_stats(struct dm_stats *out);
 /**
  * Gives back the memory kept for reuse whose time is up: the pages of the empty slabs and of the
  * freed big blocks' mappings the library has kept over ~100 ms, which it otherwise gives back only
- * when it is used again (as jemalloc and mimalloc do without their background threads). For a
- * program's idle loop or timer; the JVM binding calls it about once a second. Unlike dm_trim,
- * memory still in its time is kept, and the empty slabs threads keep for themselves are left
- * alone. If `given_back` is not NULL, the bytes of pages given back are stored there.
+ * when it is used again (as jemalloc and mimalloc do without their background threads), and what
+ * each thread keeps for itself (as dm_trim) once the thread has neither allocated nor freed a
+ * block since a dm_decay at least ~100 ms before (once per such idle stretch). For a program's
+ * idle loop or timer; the JVM binding calls it about once a second. Unlike dm_trim, memory
+ * still in its time, and what active threads keep, stays. If `given_back` is not NULL, the
+ * bytes of pages given back are stored there.
  *
  * Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
  *
@@ -355,12 +357,15 @@ enum dm_status dm_set_background_decay(uint32_t interval_ms);
 /**
  * Gives memory kept for reuse back to the system now: the pages of the empty slabs the library
  * keeps (otherwise given back by themselves ~100 ms after they emptied, as the library is used),
- * of those the calling thread keeps back for itself and of the ones it allocates from (one per
- * size class) that are empty, and the freed big blocks' mappings kept for the next block that
- * fits (pages and addresses). Other threads keep up to 1 MiB of empty slabs each, and the ones
- * they allocate from, until they end. Like glibc's `malloc_trim`: for a program about to
- * idle or to be measured. Live blocks are untouched. If `given_back` is not NULL, the bytes of
- * pages given back are stored there: in a single-threaded program, all of `cached`.
+ * of those every thread keeps back for itself and of the ones it allocates from (one per size
+ * class) that are empty, and the freed big blocks' mappings kept for the next block that fits
+ * (pages and addresses). Other threads are reached without slowing their allocations: each
+ * steps aside for the microseconds a visit of its heap takes; one caught in the library's slow
+ * path at that moment (so not idle) keeps its own. Where the kernel has no `membarrier` (before
+ * Linux 4.14, or filtered by seccomp), only the calling thread's are given back. Like
+ * glibc's `malloc_trim`: for a program about to idle or to be measured. Live blocks are
+ * untouched. If `given_back` is not NULL, the bytes of pages given back are stored there: all
+ * of `cached` when no other thread allocates or frees meanwhile.
  *
  * Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
  *
