@@ -68,7 +68,6 @@ pub(crate) fn heavy() {
     std::process::abort();
 }
 
-
 /// What another thread asks of an owner through its [`Bracket`] (bits of `wanted`).
 pub(crate) mod ask {
     /// Update the words others read with atomic read-modify-writes (a collector is at work, or

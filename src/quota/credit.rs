@@ -72,7 +72,6 @@ impl Credit {
     pub fn peek(&self) -> u64 {
         self.bytes.load(SeqCst)
     }
-
 }
 
 /// Empties every credit in `credits` and returns the sum. Callers must not collect concurrently.

@@ -3,9 +3,9 @@
 //! visitors (see [`super::door`]).
 
 use super::door::Door;
-use crate::allocators::DECAY_MS;
 use super::size_class::CLASSES;
 use super::slab::Slab;
+use crate::allocators::DECAY_MS;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
 
 /// Block counters of one heap. Only its thread writes them (load + store, no read-modify-write:

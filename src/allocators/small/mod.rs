@@ -183,7 +183,11 @@ impl SmallBlocks {
         if let Err(e) = sysmem::fault::before_allocation() {
             return Served::Failed(e);
         }
-        match in_heap(heap, #[inline(always)] |heap, asked| heap.take_fast(size, class, asked)) {
+        match in_heap(
+            heap,
+            #[inline(always)]
+            |heap, asked| heap.take_fast(size, class, asked),
+        ) {
             Some(block) => Served::Block(block),
             None => self.allocate_slow(heap, size, class),
         }
@@ -198,7 +202,11 @@ impl SmallBlocks {
         if cfg!(feature = "fault-injection") {
             return None;
         }
-        in_heap(self.last_heap()?, #[inline(always)] |heap, asked| heap.take_fast(size, class, asked))
+        in_heap(
+            self.last_heap()?,
+            #[inline(always)]
+            |heap, asked| heap.take_fast(size, class, asked),
+        )
     }
 
     /// [`SmallBlocks::allocate`] when the credit or the current slab ran out.
@@ -260,7 +268,11 @@ impl SmallBlocks {
     /// slow way when a visitor is in.
     #[inline(always)]
     fn put_back(&self, heap: *mut Heap, slot: Slot, size: usize) {
-        match in_heap(heap, #[inline(always)] |heap, asked| Some(heap.put_back(slot, size, asked))) {
+        match in_heap(
+            heap,
+            #[inline(always)]
+            |heap, asked| Some(heap.put_back(slot, size, asked)),
+        ) {
             Some(false) => {}
             Some(true) => self.return_credit(heap),
             None => self.put_back_locked(heap, slot, size),
@@ -396,7 +408,6 @@ impl SmallBlocks {
         let doors: Vec<&door::Door> = heaps.iter().map(|heap| &heap.door).collect();
         door::visit_each(&doors, visit)
     }
-
 
     /// See [`SlabPool::decay`]; and what the heaps of threads idle for [`crate::allocators::DECAY_MS`]
     /// (no allocation, no free) keep, given back once per idle stretch.

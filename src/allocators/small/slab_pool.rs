@@ -146,7 +146,13 @@ impl SlabPool {
             let mut resident = self.resident.lock();
             let now = coarse_millis();
             if bytes > 0 {
-                resident.push_back(Resident { slab, class: slab.class, last_owner: slab.last_owner(), since: now, bytes });
+                resident.push_back(Resident {
+                    slab,
+                    class: slab.class,
+                    last_owner: slab.last_owner(),
+                    since: now,
+                    bytes,
+                });
                 self.resident_bytes.fetch_add(bytes, Relaxed);
             }
             self.expire(&mut resident, now)

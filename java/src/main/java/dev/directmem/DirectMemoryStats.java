@@ -7,8 +7,9 @@ package dev.directmem;
  * {@link DirectMemory#free}. {@code liveCleaners} and {@code cleanersRun} count the library's cleaners
  * ({@code dm_cleaner_register}); a Java buffer's release is Java's own and not among them.
  * {@code occupied} is what the live blocks take from the system (their capacity rounded up to slots,
- * heap chunks and pages); {@code cached}, memory kept for reuse that no block uses (empty slabs: the
- * library's for a short while, and those each thread keeps back or allocates from, up to its end).
+ * heap chunks and pages); {@code cached}, memory kept for reuse that no block uses (the pages of empty
+ * slabs: the library's for a short while, and those each thread keeps back or allocates from, until
+ * the thread has sat still, allocating and freeing nothing, for about a second, or ends).
  * Neither is limited. Exact when no thread allocates or frees while it is taken.
  */
 public record DirectMemoryStats(
