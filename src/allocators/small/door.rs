@@ -65,7 +65,7 @@ impl Door {
 /// kept out, and returns the sum of what it returned. Visits are serialized by the caller; only
 /// the calling thread's own heap may be among `doors` when [`barrier::asymmetric`] is false.
 pub(super) fn visit_each(doors: &[&Door], mut visit: impl FnMut(&mut Heap) -> u64) -> u64 {
-    let mut open: Vec<(&Bracket, MutexGuard<'_, HeapPtr>)> = doors
+    let open: Vec<(&Bracket, MutexGuard<'_, HeapPtr>)> = doors
         .iter()
         .filter_map(|door| {
             let heap = door.heap.try_lock()?;
@@ -85,13 +85,13 @@ pub(super) fn visit_each(doors: &[&Door], mut visit: impl FnMut(&mut Heap) -> u6
         barrier::heavy();
     }
     let mut sum = 0;
-    for (bracket, heap) in &mut open {
+    // Each heap is let go as soon as it was visited: its owner waits for its own visit only.
+    for (bracket, heap) in open {
         bracket.wait_for_owner();
+        let owned = heap.0;
         // Safety: as above, and the owner is kept out: its slow paths by the lock, its fast paths
         // by the request (they saw it, or their bracket has closed).
-        sum += visit(unsafe { &mut *heap.0 });
-    }
-    for (bracket, heap) in open {
+        sum += visit(unsafe { &mut *owned });
         bracket.withdraw(ask::STAND_ASIDE);
         drop(heap);
     }
