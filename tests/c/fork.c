@@ -4,7 +4,12 @@
  * the main thread forks 40 times, and a fourth starts short threads that allocate and end (a
  * thread's heap is made, or reused, and retired around the fork); each child allocates, frees,
  * runs such a thread of its own and reads the stats, with an alarm that kills it if it hangs. The
- * background decay thread runs every 2 ms throughout; a child starts its own and stops it. */
+ * background decay thread runs every 2 ms throughout; a child starts its own and stops it. A fifth
+ * thread trims and decays over and over (visits to the other threads' heaps, which may be half
+ * done at a fork), and each child trims, decays and sets the limit (which collects every thread's
+ * quota credit: the parent's other threads, absent in the child, may have been inside their
+ * brackets at the fork). */
+#include <time.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -34,6 +39,17 @@ static void *allocate_and_end(void *arg) {
     return NULL;
 }
 
+/* dm_trim and dm_decay over and over, a little apart, until told to stop. */
+static void *trim_and_decay(void *arg) {
+    (void)arg;
+    struct timespec pause = {0, 100 * 1000};
+    for (unsigned long i = 0; !atomic_load(&stop); i++) {
+        CHECK(i % 2 ? dm_trim(NULL) : dm_decay(NULL));
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
 /* Short threads, one after another, until told to stop. */
 static void *start_threads(void *arg) {
     (void)arg;
@@ -57,6 +73,8 @@ static int in_child(void) {
         }
     }
     if (dm_set_background_decay(2) != DM_OK || dm_set_background_decay(0) != DM_OK) return 7;
+    if (dm_trim(NULL) != DM_OK || dm_decay(NULL) != DM_OK) return 8;
+    if (dm_set_limit(1u << 30) != DM_OK) return 9;
     pthread_t t;
     void *thread_failed;
     if (pthread_create(&t, NULL, allocate_and_end, (void *)64) != 0) return 5;
@@ -72,9 +90,10 @@ int main(void) {
     alarm(120);
     CHECK(dm_set_limit(1u << 30));
     CHECK(dm_set_background_decay(2));
-    pthread_t t[4];
+    pthread_t t[5];
     for (size_t i = 0; i < 3; i++) ASSERT(pthread_create(&t[i], NULL, churn, (void *)i) == 0);
     ASSERT(pthread_create(&t[3], NULL, start_threads, NULL) == 0);
+    ASSERT(pthread_create(&t[4], NULL, trim_and_decay, NULL) == 0);
     int hung = 0, failed = 0;
     for (int f = 0; f < FORKS; f++) {
         pid_t pid = fork();
@@ -86,7 +105,7 @@ int main(void) {
         else if (WEXITSTATUS(status) != 0) failed++;
     }
     atomic_store(&stop, 1);
-    for (int i = 0; i < 4; i++) ASSERT(pthread_join(t[i], NULL) == 0);
+    for (int i = 0; i < 5; i++) ASSERT(pthread_join(t[i], NULL) == 0);
     CHECK(dm_set_background_decay(0));
     printf("fork: %d children, %d hung, %d failed\n", FORKS, hung, failed);
     ASSERT(hung == 0 && failed == 0);
