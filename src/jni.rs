@@ -235,6 +235,15 @@ pub extern "system" fn Java_dev_directmem_Native_decay0(
     without_env(0, || clamp(manager::global().decay()))
 }
 
+/// `Native.trim0()`: gives back all the memory kept for reuse, every thread's (`dm_trim`); the bytes.
+#[unsafe(no_mangle)]
+pub extern "system" fn Java_dev_directmem_Native_trim0(
+    _env: *mut jni::sys::JNIEnv,
+    _class: jni::sys::jclass,
+) -> jlong {
+    without_env(0, || clamp(manager::global().trim()))
+}
+
 /// `Native.statusCode0(String name)`: the code of the failure named so in the core's table
 /// ([`Error::name`]), or -1 if there is none.
 #[unsafe(no_mangle)]

@@ -149,6 +149,20 @@ public final class DirectMemory {
         Native.setLimit0(bytes);
     }
 
+    /**
+     * Gives the memory kept for reuse back to the system now, as C's {@code dm_trim} (and glibc's
+     * {@code malloc_trim}): the pages of the empty slabs the library and every thread keep for their
+     * next buffers, and of freed big buffers' mappings. For a program about to go idle or to be
+     * measured; without it they go back about a second after their last use (the cleaner thread's
+     * tick), or at the next allocations. Live buffers are untouched.
+     *
+     * @return the bytes given back: what {@link DirectMemoryStats#cached()} said, when no other thread
+     *         allocates or frees meanwhile
+     */
+    public static long trim() {
+        return Native.trim0();
+    }
+
     /** The counters of the library (shared with C code in this process), plus buffers reclaimed by the GC. */
     public static DirectMemoryStats stats() {
         return DirectMemoryStats.of(StatsFields.read(), Block.RECLAIMED_BY_GC.sum());

@@ -91,6 +91,9 @@ final class Native {
      */
     static native long decay0();
 
+    /** Gives back all the memory the library keeps for reuse, every thread's ({@code dm_trim}); the bytes. */
+    static native long trim0();
+
     /** Writes each counter of the library into the field of {@code target} with the same name. */
     static native void statsInto0(StatsFields target);
 

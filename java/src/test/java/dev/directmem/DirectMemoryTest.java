@@ -59,6 +59,42 @@ class DirectMemoryTest {
     }
 
     @Test
+    void trimGivesBackWhatAnIdleThreadKeeps() throws InterruptedException {
+        // 40 buffers of 64 KiB, written whole, fill three 1 MiB slabs; freed, one goes back to the
+        // library and the thread keeps two: one back for itself and the one it allocates from.
+        // Only that thread could give those back before: a trim from here left them (>= 1 MiB).
+        java.util.concurrent.CountDownLatch idle = new java.util.concurrent.CountDownLatch(1);
+        java.util.concurrent.CountDownLatch done = new java.util.concurrent.CountDownLatch(1);
+        Thread thread = new Thread(() -> {
+            byte[] data = new byte[64 << 10];
+            Arrays.fill(data, (byte) 1);
+            ByteBuffer[] buffers = new ByteBuffer[40];
+            for (int i = 0; i < buffers.length; i++) buffers[i] = DirectMemory.allocate(64 << 10).put(data);
+            for (ByteBuffer b : buffers) DirectMemory.free(b);
+            idle.countDown();
+            try {
+                done.await();
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        });
+        thread.start();
+        try {
+            idle.await();
+            long kept = DirectMemory.stats().cached();
+            assertTrue(kept >= 1 << 20, "cached after the other thread's frees: " + kept);
+            long trimmed = DirectMemory.trim();
+            long left = DirectMemory.stats().cached();
+            assertTrue(trimmed >= 1 << 20, "trimmed " + trimmed + " of " + kept);
+            // Not 0: the cleaner thread may free a buffer the GC found meanwhile.
+            assertTrue(left < 256 << 10, "still cached after the trim: " + left + " of " + kept);
+        } finally {
+            done.countDown();
+            thread.join();
+        }
+    }
+
+    @Test
     void allocatedBytesAreCountedAndFreedExactly() {
         DirectMemoryStats before = DirectMemory.stats();
         ByteBuffer a = DirectMemory.allocate(1000), b = DirectMemory.allocate(5000);
