@@ -237,10 +237,7 @@ pub extern "system" fn Java_dev_directmem_Native_decay0(
 
 /// `Native.trim0()`: gives back all the memory kept for reuse, every thread's (`dm_trim`); the bytes.
 #[unsafe(no_mangle)]
-pub extern "system" fn Java_dev_directmem_Native_trim0(
-    _env: *mut jni::sys::JNIEnv,
-    _class: jni::sys::jclass,
-) -> jlong {
+pub extern "system" fn Java_dev_directmem_Native_trim0(_env: *mut jni::sys::JNIEnv, _class: jni::sys::jclass) -> jlong {
     without_env(0, || clamp(manager::global().trim()))
 }
 
