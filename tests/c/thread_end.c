@@ -4,8 +4,11 @@
  * (its destructor runs first, while the thread still has its heap) and one made after (its
  * destructor runs once the heap is gone: the library serves it without one). Short-lived threads
  * in a row, a few at a time, each free blocks earlier threads left, allocate blocks of mixed sizes
- * (every one must read zero), and leave some live for later threads. At the end the counters and
- * the quota are back at zero, and every allocation was counted. Run natively and under valgrind. */
+ * (every one must read zero), and leave some live for later threads. Meanwhile another thread
+ * trims and decays, visiting the heaps of threads that are starting, working and ending. At the
+ * end the counters and the quota are back at zero, and every allocation was counted. Run natively
+ * and under valgrind. */
+#include <time.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -57,18 +60,37 @@ static void *one_thread(void *arg) {
     return NULL;
 }
 
+static atomic_int running = 1;
+
+/* dm_trim and dm_decay, a little apart, while the rounds run. */
+static void *trim_and_decay(void *arg) {
+    unsigned long *calls = arg;
+    struct timespec pause = {0, 50 * 1000};
+    for (; atomic_load(&running); ++*calls) {
+        CHECK(*calls % 2 ? dm_trim(NULL) : dm_decay(NULL));
+        nanosleep(&pause, NULL);
+    }
+    return NULL;
+}
+
 int main(void) {
     /* The program's first key, then the library's (at its first allocation), then the second. */
     ASSERT(pthread_key_create(&before, at_thread_end) == 0);
     CHECK(dm_free(take_zeroed(64)));
     ASSERT(pthread_key_create(&after, at_thread_end) == 0);
 
+    pthread_t trimmer;
+    unsigned long trims = 0;
+    ASSERT(pthread_create(&trimmer, NULL, trim_and_decay, &trims) == 0);
     for (int round = 0; round < ROUNDS; round++) {
         pthread_t t[AT_ONCE];
         for (int i = 0; i < AT_ONCE; i++)
             ASSERT(pthread_create(&t[i], NULL, one_thread, (void *)(uintptr_t)(round * AT_ONCE + i)) == 0);
         for (int i = 0; i < AT_ONCE; i++) ASSERT(pthread_join(t[i], NULL) == 0);
     }
+    atomic_store(&running, 0);
+    ASSERT(pthread_join(trimmer, NULL) == 0);
+    ASSERT(trims > 0);
     ASSERT(atomic_load(&destructor_runs) == 2 * ROUNDS * AT_ONCE);
     for (int i = 0; i < LEFT; i++) {
         void *old = atomic_exchange(&left[i], NULL);
@@ -81,8 +103,9 @@ int main(void) {
                 (unsigned long long)atomic_load(&allocations));
         return 1;
     }
-    printf("%d threads, %llu allocations (%llu in key destructors), stats exact\nthread_end: OK\n",
+    printf("%d threads, %llu allocations (%llu in key destructors), %lu trims and decays meanwhile, "
+           "stats exact\nthread_end: OK\n",
            ROUNDS * AT_ONCE, (unsigned long long)st.total_allocations,
-           (unsigned long long)atomic_load(&destructor_runs) * 5);
+           (unsigned long long)atomic_load(&destructor_runs) * 5, trims);
     return 0;
 }
