@@ -327,7 +327,8 @@ enum dm_status dm_get_stats(struct dm_stats *out);
  * freed big blocks' mappings the library has kept over ~100 ms, which it otherwise gives back only
  * when it is used again (as jemalloc and mimalloc do without their background threads), and what
  * each thread keeps for itself (as dm_trim) once the thread has neither allocated nor freed a
- * block since a dm_decay at least ~100 ms before (once per such idle stretch). For a program's
+ * block since a dm_decay at least ~100 ms before (once per such idle stretch; other threads as
+ * dm_trim reaches them, the calling thread's only without `membarrier`). For a program's
  * idle loop or timer; the JVM binding calls it about once a second. Unlike dm_trim, memory
  * still in its time, and what active threads keep, stays. If `given_back` is not NULL, the
  * bytes of pages given back are stored there.
