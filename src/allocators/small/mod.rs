@@ -822,6 +822,58 @@ mod tests {
     }
 
     #[test]
+    fn a_visit_waits_for_the_owner_to_close_its_bracket() {
+        let p = pool();
+        let inside = Arc::new(std::sync::Barrier::new(2));
+        let (theirs, entered) = (p.clone(), inside.clone());
+        let thread = std::thread::spawn(move || {
+            free(&theirs, allocate(&theirs, 4096)).unwrap(); // its heap, with an empty slab
+                                                             // Safety: this thread's heap; its credit lives as long as the heap.
+            let bracket = &unsafe { &(*theirs.heap().unwrap()).credit }.bracket;
+            bracket.enter(); // as a fast path that is slow to finish
+            entered.wait();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            bracket.leave();
+        });
+        inside.wait();
+        let started = std::time::Instant::now();
+        p.trim();
+        assert!(started.elapsed() >= std::time::Duration::from_millis(250), "the visit did not wait");
+        thread.join().unwrap();
+    }
+
+    #[test]
+    fn an_owner_asked_to_stand_aside_waits_for_the_visit() {
+        use std::sync::atomic::AtomicBool;
+        let p = pool();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let go = Arc::new(std::sync::Barrier::new(2));
+        let done = Arc::new(AtomicBool::new(false));
+        let (theirs, go_on, finished) = (p.clone(), go.clone(), done.clone());
+        let thread = std::thread::spawn(move || {
+            free(&theirs, allocate(&theirs, 64)).unwrap(); // its current slab has room: the fast path
+            sender.send(theirs.heap().unwrap() as usize).unwrap();
+            go_on.wait();
+            let block = allocate(&theirs, 64);
+            finished.store(true, SeqCst);
+            free(&theirs, block).unwrap();
+        });
+        let heap = receiver.recv().unwrap() as *mut Heap;
+        // A visitor's first steps: the heap's lock, then the request.
+        // Safety: the thread's heap lives until the thread ends (joined below).
+        let (door, bracket) = unsafe { (&(&(*heap).counters).door, &(&(*heap).credit).bracket) };
+        let visiting = door.lock();
+        bracket.ask(ask::STAND_ASIDE);
+        go.wait();
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        assert!(!done.load(SeqCst), "the owner allocated in its heap during the visit");
+        bracket.withdraw(ask::STAND_ASIDE);
+        drop(visiting);
+        thread.join().unwrap();
+        assert!(done.load(SeqCst));
+    }
+
+    #[test]
     fn decay_gives_back_what_a_thread_idle_for_the_decay_time_keeps_once() {
         let p = pool();
         let (go, idle) = (Arc::new(std::sync::Barrier::new(2)), Arc::new(std::sync::Barrier::new(2)));
