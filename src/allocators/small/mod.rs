@@ -861,7 +861,9 @@ mod tests {
         let heap = receiver.recv().unwrap() as *mut Heap;
         // A visitor's first steps: the heap's lock, then the request.
         // Safety: the thread's heap lives until the thread ends (joined below).
-        let (door, bracket) = unsafe { (&(&(*heap).counters).door, &(&(*heap).credit).bracket) };
+        let door = &unsafe { &(*heap).counters }.door;
+        // Safety: as above.
+        let bracket = &unsafe { &(*heap).credit }.bracket;
         let visiting = door.lock();
         bracket.ask(ask::STAND_ASIDE);
         go.wait();
