@@ -246,9 +246,16 @@ impl Kept {
     }
 
     /// Gives every kept mapping back to the system; returns the bytes of those that kept their
-    /// pages, or None if none was kept.
+    /// pages, or None if none was ever kept.
     pub fn unmap_all(&self) -> Option<u64> {
-        let all = self.index.lock().take()?;
+        let all = {
+            let mut guard = self.index.lock();
+            let index = guard.as_mut()?;
+            // Ages go on from where they were: mappings out for cleaning come back with theirs,
+            // which no mapping kept from now on may share.
+            let after = Index { next_age: index.next_age, ..Index::default() };
+            std::mem::replace(index, after)
+        };
         let dirty: usize = all.dirty.values().map(|&(len, _)| len).sum();
         self.dirty_bytes.fetch_sub(dirty as u64, Relaxed);
         for &(len, start) in all.by_age.values() {
@@ -316,6 +323,35 @@ mod tests {
         assert_eq!(kept.dirty_bytes(), len as u64);
         assert_eq!(kept.unmap_all(), Some(len as u64), "a clean, b dirty, both unmapped");
         assert_eq!(kept.dirty_bytes(), 0);
+    }
+
+    #[test]
+    fn mappings_cleaned_across_a_trim_keep_ages_apart_from_the_ones_kept_after_it() {
+        // A decay (or the traffic) takes a dirty mapping out to give its pages back, a trim
+        // unmaps what is listed meanwhile, new mappings are kept, then the cleaned one comes back.
+        // Found by a thread trimming while others freed big blocks: ages began again at 0 after
+        // the trim, the cleaned mapping came back with its old age, the same as a new dirty one,
+        // and taking one unlisted the other's dirty bytes: the count wrapped below zero.
+        let kept = Kept::new();
+        let (short, long) = (16 * page_size(), 20 * page_size());
+        let (a, b) = (map_region(short, page_size()).unwrap(), map_region(long, page_size()).unwrap());
+        // Safety: the mappings are ours.
+        unsafe { std::ptr::write_bytes(a as *mut u8, 1, short) };
+        kept.keep(a, short, false, false);
+        let expired = kept.expire(kept.index.lock().as_mut().unwrap(), u64::MAX);
+        assert_eq!(expired.len(), 1, "a taken out to be cleaned");
+        assert_eq!(kept.unmap_all(), Some(0), "nothing else was kept");
+        // Safety: as above.
+        unsafe { std::ptr::write_bytes(b as *mut u8, 1, long) };
+        kept.keep(b, long, false, false);
+        assert_eq!(kept.dirty_bytes(), long as u64);
+        kept.clean(expired);
+        let taken = kept.take(short, 1).unwrap();
+        assert_eq!((taken.start, taken.dirty), (a, false), "the smallest that fits: a, clean");
+        assert_eq!(kept.dirty_bytes(), long as u64, "b still counted");
+        assert_eq!(kept.unmap_all(), Some(long as u64));
+        assert_eq!(kept.dirty_bytes(), 0);
+        unmap_region(a, short);
     }
 
     #[test]
