@@ -14,8 +14,10 @@ import org.junit.jupiter.api.Test;
 /**
  * 8 threads for {@code directmem.soakSeconds} (default 60) under a tight limit: small and big buffers,
  * some kept a while and freed explicitly, some dropped for the GC, some freed twice, with GCs in
- * between. Each buffer is stamped with its owner and checked before it goes, so two live buffers that
- * share memory would be caught. Nothing may fail, and the counters must come out exact.
+ * between, while another thread trims every 2 ms (its visits reach the eight threads' heaps as they
+ * work). Each buffer is stamped with its owner and checked before it goes, so two live buffers that
+ * share memory, or pages given back under a live buffer, would be caught. Nothing may fail, and the
+ * counters must come out exact.
  */
 class SoakTest extends SettledTest {
     private static final int THREADS = 8;
@@ -62,8 +64,22 @@ class SoakTest extends SettledTest {
                 }
             }, "soak-" + t));
         }
+        AtomicLong trims = new AtomicLong();
+        Thread trimmer = new Thread(() -> {
+            try {
+                while (System.nanoTime() < end) {
+                    DirectMemory.trim();
+                    trims.incrementAndGet();
+                    Thread.sleep(2);
+                }
+            } catch (Throwable e) {
+                errors.add(e);
+            }
+        }, "soak-trim");
         threads.forEach(Thread::start);
+        trimmer.start();
         for (Thread t : threads) t.join();
+        trimmer.join();
         assertEquals(List.of(), errors, "no error in " + allocations.get() + " allocations");
 
         assertTrue(Support.gcUntil(() -> DirectMemory.stats().count() == 0), DirectMemory.stats().toString());
@@ -78,9 +94,11 @@ class SoakTest extends SettledTest {
                 "released by exactly one of free and the GC");
         assertTrue(after.peakReserved() <= LIMIT, after.toString());
         assertEquals(before.limitFailures(), after.limitFailures(), "no allocation failed");
+        assertTrue(trims.get() > 0);
         System.out.printf("soak: %d s, %d threads, %d allocations, %d explicit frees, %d double frees refused, "
-                + "%d reclaimed by the GC, %d reclaim requests%n", seconds, THREADS, made, explicitFrees.get(),
-                doubleFrees.get(), after.reclaimedByGc() - before.reclaimedByGc(), after.reclaimRequests() - before.reclaimRequests());
+                + "%d reclaimed by the GC, %d reclaim requests, %d trims%n", seconds, THREADS, made, explicitFrees.get(),
+                doubleFrees.get(), after.reclaimedByGc() - before.reclaimedByGc(), after.reclaimRequests() - before.reclaimRequests(),
+                trims.get());
     }
 
     private static void free(ByteBuffer b, AtomicLong frees, AtomicLong doubleFrees, SplittableRandom random) {
