@@ -23,6 +23,10 @@ pub(super) struct Counters {
     pub(super) door: Door,
     /// Whether its thread is idle, as `dm_decay` sees it.
     pub(super) idle: IdleWatch,
+    /// The pages of the empty slabs the heap keeps back ([`Slab::idle_bytes`], which does not
+    /// change while a slab is kept back): what the pool's `spare_bytes` counts for this heap.
+    /// Written by the owner (or a visitor in its place).
+    spares: AtomicU64,
     /// The heap's current slab per class (null: none). Written when the heap changes slabs, not
     /// per block; read for `cached`, where an empty one counts (see [`Slab::idle_bytes`]).
     current: CurrentSlabs,
@@ -115,6 +119,22 @@ impl Counters {
         if slab.is_some() {
             current.classes.store(current.classes.load(Relaxed) | 1 << class, Release);
         }
+    }
+
+    /// See `spares`.
+    pub(super) fn spares(&self) -> u64 {
+        self.spares.load(Relaxed)
+    }
+
+    /// Owner (or a visitor in its place): see `spares`.
+    pub(super) fn set_spares(&self, bytes: u64) {
+        self.spares.store(bytes, Relaxed)
+    }
+
+    /// Whether the heap keeps pages a visit could give back (a hint: its owner may be changing it;
+    /// a heap passed over now is looked at again by the next trim or decay).
+    pub(super) fn keeps_some(&self) -> bool {
+        self.spares() > 0 || self.idle_current_bytes() > 0
     }
 
     /// Bytes of the heap's current slabs that hold no block but keep pages blocks touched.

@@ -36,9 +36,6 @@ pub(super) struct Heap {
     used: u64,
     /// Bytes of the empty slabs kept back, all classes together (at most [`SPARE_MAX`]).
     pub(super) spares: usize,
-    /// Their pages that blocks touched ([`Slab::idle_bytes`], which does not change while a slab
-    /// is kept back): what the pool's `spare_bytes` counts for this heap, shown as `cached`.
-    spares_cached: u64,
     /// The medium slot this heap took back last (its reuse is zeroed in place).
     last_freed: usize,
 }
@@ -127,7 +124,6 @@ impl Heap {
             classes: [const { None }; CLASSES],
             used: 0,
             spares: 0,
-            spares_cached: 0,
             last_freed: 0,
         }
     }
@@ -217,7 +213,7 @@ impl Heap {
         }
         if let Some(slab) = slabs.spare.pop() {
             self.spares -= slab.bytes;
-            self.spares_cached -= slab.idle_bytes();
+            self.counters.set_spares(self.counters.spares() - slab.idle_bytes());
             self.pool.spare_bytes.fetch_sub(slab.idle_bytes(), Relaxed);
             return Some(slab);
         }
@@ -300,17 +296,17 @@ impl Heap {
                 }
             }
         }
-        self.pool.spare_bytes.fetch_sub(self.spares_cached, Relaxed);
+        self.pool.spare_bytes.fetch_sub(self.counters.spares(), Relaxed);
         self.spares = 0;
-        self.spares_cached = 0;
+        self.counters.set_spares(0);
         given_back
     }
 
     /// Gives the empty slabs kept back to the pool, with their pages (when the thread ends).
     pub(super) fn give_up_spares(&mut self) {
-        self.pool.spare_bytes.fetch_sub(self.spares_cached, Relaxed);
+        self.pool.spare_bytes.fetch_sub(self.counters.spares(), Relaxed);
         self.spares = 0;
-        self.spares_cached = 0;
+        self.counters.set_spares(0);
         for c in self.used_classes() {
             if let Some(slabs) = &mut self.classes[c] {
                 for slab in std::mem::take(&mut slabs.spare) {
@@ -379,7 +375,7 @@ impl Heap {
         if self.spares + slab.bytes <= SPARE_MAX {
             self.slabs_of(slab.class).spare.push(slab);
             self.spares += slab.bytes;
-            self.spares_cached += slab.idle_bytes();
+            self.counters.set_spares(self.counters.spares() + slab.idle_bytes());
             self.pool.spare_bytes.fetch_add(slab.idle_bytes(), Relaxed);
         } else {
             self.pool.unowned.keep_resident(slab);

@@ -388,9 +388,10 @@ impl SmallBlocks {
 
     /// Gives the pages of the empty slabs kept for reuse back to the system: the pool's, and those
     /// every thread's heap keeps back or allocates from (a heap whose thread is in a slow path
-    /// right now is left alone: it is not idle); returns the bytes.
+    /// right now is left alone: it is not idle; one that keeps nothing is not visited); returns
+    /// the bytes.
     pub fn trim(self: &Arc<Self>) -> u64 {
-        self.visit_heaps(|_| true, Heap::give_back_kept) + self.unowned.trim()
+        self.visit_heaps(|heap| heap.keeps_some(), Heap::give_back_kept) + self.unowned.trim()
     }
 
     /// Runs `visit` in every heap `pick` picks that a thread owns and that is not in a slow path
@@ -413,7 +414,8 @@ impl SmallBlocks {
     /// (no allocation, no free) keep, given back once per idle stretch.
     pub fn decay(&self) -> u64 {
         let now = crate::os::coarse_millis();
-        self.visit_heaps(|heap| heap.idle_since_last_look(now), Heap::give_back_kept) + self.unowned.decay()
+        let idle_and_keeping = |heap: &&Arc<Counters>| heap.keeps_some() && heap.idle_since_last_look(now);
+        self.visit_heaps(idle_and_keeping, Heap::give_back_kept) + self.unowned.decay()
     }
 
     /// Bytes of empty slabs kept with their pages for reuse: the pool's, those the heaps keep
