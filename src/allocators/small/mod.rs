@@ -845,6 +845,28 @@ mod tests {
     }
 
     #[test]
+    fn a_heap_that_keeps_nothing_is_not_visited() {
+        let p = pool();
+        let inside = Arc::new(std::sync::Barrier::new(2));
+        let (theirs, entered) = (p.clone(), inside.clone());
+        let thread = std::thread::spawn(move || {
+            let live = allocate(&theirs, 4096); // its slab holds a block: nothing to give back
+                                                // Safety: this thread's heap; its credit lives as long as the heap.
+            let bracket = &unsafe { &(*theirs.heap().unwrap()).credit }.bracket;
+            bracket.enter();
+            entered.wait();
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            bracket.leave();
+            free(&theirs, live).unwrap();
+        });
+        inside.wait();
+        let started = std::time::Instant::now();
+        assert_eq!(p.trim(), 0);
+        assert!(started.elapsed() < std::time::Duration::from_millis(200), "the trim waited for a busy heap");
+        thread.join().unwrap();
+    }
+
+    #[test]
     fn an_owner_asked_to_stand_aside_waits_for_the_visit() {
         use std::sync::atomic::AtomicBool;
         let p = pool();
