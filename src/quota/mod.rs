@@ -593,10 +593,11 @@ mod tests {
         q.reserve(90).unwrap();
         q.set_hook(Some(Arc::new(|_| {})));
         let q2 = q.clone();
-        let big = std::thread::spawn(move || q2.reserve(20)); // can never fit while 90 are held
-                                                              // Until the head asked the hook: it reads its timeout just before. (Waiting for `waiters`
-                                                              // instead let the timeout below reach the head too, which then failed first: 6 of 6 runs
-                                                              // of this test alone.)
+        // Can never fit while 90 are held.
+        let big = std::thread::spawn(move || q2.reserve(20));
+        // Until the head asked the hook: it reads its timeout just before. (Waiting for `waiters`
+        // instead let the timeout below reach the head too, which then failed first: 6 of 6 runs
+        // of this test alone.)
         while q.stats().reclaim_requests == 0 {
             std::thread::yield_now();
         }

@@ -212,9 +212,7 @@ impl Heap {
             return Some(slab);
         }
         if let Some(slab) = slabs.spare.pop() {
-            self.spares -= slab.bytes;
-            self.counters.set_spares(self.counters.spares() - slab.idle_bytes());
-            self.pool.spare_bytes.fetch_sub(slab.idle_bytes(), Relaxed);
+            self.count_spares(slab.bytes, slab.idle_bytes(), false);
             return Some(slab);
         }
         self.pool.slab_for(c, self.id)
@@ -283,36 +281,50 @@ impl Heap {
     /// for them.
     pub(super) fn give_back_spares(&mut self) -> u64 {
         let mut given_back = 0;
-        for c in self.used_classes() {
-            if let Some(slabs) = &mut self.classes[c] {
-                for slab in std::mem::take(&mut slabs.spare) {
-                    let idle = slab.idle_bytes();
-                    // Safety: this heap owns the slab, which is empty.
-                    if unsafe { self.pool.unowned.give_back_now(slab) } {
-                        given_back += idle;
-                    } else {
-                        self.pool.unowned.give_up(slab, true); // the system refused: kept resident
-                    }
-                }
+        for slab in self.take_spares() {
+            let idle = slab.idle_bytes();
+            // Safety: this heap owns the slab, which is empty.
+            if unsafe { self.pool.unowned.give_back_now(slab) } {
+                given_back += idle;
+            } else {
+                self.pool.unowned.give_up(slab, true); // the system refused: kept resident
             }
         }
-        self.pool.spare_bytes.fetch_sub(self.counters.spares(), Relaxed);
-        self.spares = 0;
-        self.counters.set_spares(0);
         given_back
     }
 
     /// Gives the empty slabs kept back to the pool, with their pages (when the thread ends).
     pub(super) fn give_up_spares(&mut self) {
+        for slab in self.take_spares() {
+            self.pool.unowned.give_up(slab, true);
+        }
+    }
+
+    /// Every empty slab kept back, taken off the lists and out of the count.
+    fn take_spares(&mut self) -> Vec<&'static Slab> {
+        let mut all = Vec::new();
+        for c in self.used_classes() {
+            if let Some(slabs) = &mut self.classes[c] {
+                all.append(&mut slabs.spare);
+            }
+        }
         self.pool.spare_bytes.fetch_sub(self.counters.spares(), Relaxed);
         self.spares = 0;
         self.counters.set_spares(0);
-        for c in self.used_classes() {
-            if let Some(slabs) = &mut self.classes[c] {
-                for slab in std::mem::take(&mut slabs.spare) {
-                    self.pool.unowned.give_up(slab, true);
-                }
-            }
+        all
+    }
+
+    /// Counts a slab of `bytes` whose blocks touched `touched` bytes of pages as kept back
+    /// (`kept`), or as taken again: against [`SPARE_MAX`], and in `cached`.
+    fn count_spares(&mut self, bytes: usize, touched: u64, kept: bool) {
+        if kept {
+            self.spares += bytes;
+            self.counters.set_spares(self.counters.spares() + touched);
+            self.pool.spare_bytes.fetch_add(touched, Relaxed);
+        } else {
+            self.spares -= bytes;
+            self.counters.set_spares(self.counters.spares() - touched);
+            self.pool.spare_bytes.fetch_sub(touched, Relaxed);
         }
     }
 
@@ -374,9 +386,7 @@ impl Heap {
         }
         if self.spares + slab.bytes <= SPARE_MAX {
             self.slabs_of(slab.class).spare.push(slab);
-            self.spares += slab.bytes;
-            self.counters.set_spares(self.counters.spares() + slab.idle_bytes());
-            self.pool.spare_bytes.fetch_add(slab.idle_bytes(), Relaxed);
+            self.count_spares(slab.bytes, slab.idle_bytes(), true);
         } else {
             self.pool.unowned.keep_resident(slab);
         }
@@ -418,8 +428,7 @@ impl Heap {
     /// counters (empty, still registered), for [`Heap::reuse`].
     pub(super) fn leave(&mut self) {
         // Closed to visitors first (this waits for one that is in it).
-        let counters = self.counters.clone();
-        counters.door.lock().close();
+        self.counters.door.lock().close();
         if std::ptr::eq(last_heap::get().1, self) {
             last_heap::set(0, std::ptr::null_mut());
         }

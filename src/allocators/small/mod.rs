@@ -823,21 +823,34 @@ mod tests {
         assert_eq!(p.stats().count, 0);
     }
 
-    #[test]
-    fn a_visit_waits_for_the_owner_to_close_its_bracket() {
-        let p = pool();
+    /// A thread whose heap keeps an empty slab, or whose slab holds a live block (`keeps_nothing`),
+    /// sitting 300 ms inside its bracket, as a fast path slow to finish; returns once it is in.
+    fn owner_inside_its_bracket(p: &Arc<SmallBlocks>, keeps_nothing: bool) -> std::thread::JoinHandle<()> {
         let inside = Arc::new(std::sync::Barrier::new(2));
         let (theirs, entered) = (p.clone(), inside.clone());
         let thread = std::thread::spawn(move || {
-            free(&theirs, allocate(&theirs, 4096)).unwrap(); // its heap, with an empty slab
-                                                             // Safety: this thread's heap; its credit lives as long as the heap.
+            let live = allocate(&theirs, 4096);
+            if !keeps_nothing {
+                free(&theirs, live).unwrap();
+            }
+            // Safety: this thread's heap; its credit lives as long as the heap.
             let bracket = &unsafe { &(*theirs.heap().unwrap()).credit }.bracket;
-            bracket.enter(); // as a fast path that is slow to finish
+            bracket.enter();
             entered.wait();
             std::thread::sleep(std::time::Duration::from_millis(300));
             bracket.leave();
+            if keeps_nothing {
+                free(&theirs, live).unwrap();
+            }
         });
         inside.wait();
+        thread
+    }
+
+    #[test]
+    fn a_visit_waits_for_the_owner_to_close_its_bracket() {
+        let p = pool();
+        let thread = owner_inside_its_bracket(&p, false);
         let started = std::time::Instant::now();
         p.trim();
         assert!(started.elapsed() >= std::time::Duration::from_millis(250), "the visit did not wait");
@@ -847,19 +860,7 @@ mod tests {
     #[test]
     fn a_heap_that_keeps_nothing_is_not_visited() {
         let p = pool();
-        let inside = Arc::new(std::sync::Barrier::new(2));
-        let (theirs, entered) = (p.clone(), inside.clone());
-        let thread = std::thread::spawn(move || {
-            let live = allocate(&theirs, 4096); // its slab holds a block: nothing to give back
-                                                // Safety: this thread's heap; its credit lives as long as the heap.
-            let bracket = &unsafe { &(*theirs.heap().unwrap()).credit }.bracket;
-            bracket.enter();
-            entered.wait();
-            std::thread::sleep(std::time::Duration::from_millis(300));
-            bracket.leave();
-            free(&theirs, live).unwrap();
-        });
-        inside.wait();
+        let thread = owner_inside_its_bracket(&p, true);
         let started = std::time::Instant::now();
         assert_eq!(p.trim(), 0);
         assert!(started.elapsed() < std::time::Duration::from_millis(200), "the trim waited for a busy heap");
