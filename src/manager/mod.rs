@@ -169,6 +169,9 @@ impl Manager {
     /// along: same handles, run once when the new block is released. On any failure the old
     /// block stays as it was.
     pub fn reallocate(&self, address: usize, new_size: usize) -> Result<NonNull<u8>> {
+        // A size no block can have is refused as such before any path asks the quota (a
+        // mapping's growth in place would: DM_ERR_LIMIT, counted as a limit failure).
+        sysmem::check_request(new_size, 0)?;
         let (old_size, has_cleaners) = match self.small.find(address) {
             Some(slot) => {
                 let slot = slot?;
@@ -383,6 +386,23 @@ mod tests {
         assert_eq!(m.stats().limit_failures, 0);
         assert_eq!(m.allocate(1, 0), Err(Error::Limit));
         assert_eq!(m.stats().limit_failures, 1);
+    }
+
+    #[test]
+    fn a_resize_to_a_size_that_overflows_is_refused_as_such_whatever_the_block() {
+        // Small, medium, a mapping: each under a limit it fits, each resized to sizes no block
+        // can have. (A mapping's in-place growth asked the quota first: DM_ERR_LIMIT, counted.)
+        let m = Manager::new(64 << 20);
+        for size in [64, 5000, 100_000, 200_000, 4 << 20] {
+            let p = m.allocate(size, 0).unwrap().as_ptr() as usize;
+            for new_size in [usize::MAX, usize::MAX - 4096, isize::MAX as usize] {
+                assert_eq!(m.reallocate(p, new_size), Err(Error::InvalidArgument), "{size} -> {new_size}");
+            }
+            let s = m.stats();
+            assert_eq!((s.reserved, s.count, s.limit_failures), (size as u64, 1, 0), "{size}: nothing changed");
+            assert_eq!(m.block_size(p), Ok(size));
+            m.free(p).unwrap();
+        }
     }
 
     #[test]
