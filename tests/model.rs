@@ -13,11 +13,28 @@ use std::ffi::c_void;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Allocate { size: usize, alignment: usize, null_out: bool },
+    Allocate {
+        size: usize,
+        alignment: usize,
+        null_out: bool,
+    },
     Free(Target),
-    Register { target: Target, null_out: bool },
+    Register {
+        target: Target,
+        null_out: bool,
+    },
     Clean(Handle),
-    Write { block: usize, len: usize },
+    Write {
+        block: usize,
+        len: usize,
+    },
+    Reallocate {
+        target: Target,
+        size: usize,
+        null_out: bool,
+    },
+    /// `dm_trim` (true) or `dm_decay` (false).
+    GiveBack(bool),
     Reserve(usize),
     Unreserve(usize),
     SetLimit(u64),
@@ -54,6 +71,7 @@ fn op() -> impl Strategy<Value = Op> {
         Just(isize::MAX as usize),
         Just(1usize << 45)
     ];
+    let sizes = size.clone();
     let alignment = prop_oneof![
         Just(0usize),
         Just(1),
@@ -81,10 +99,13 @@ fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         6 => (size, alignment, prop::bool::weighted(0.05)).prop_map(|(size, alignment, null_out)| Op::Allocate { size, alignment, null_out }),
         3 => target.clone().prop_map(Op::Free),
-        3 => (target, prop::bool::weighted(0.05)).prop_map(|(target, null_out)| Op::Register { target, null_out }),
+        3 => (target.clone(), prop::bool::weighted(0.05)).prop_map(|(target, null_out)| Op::Register { target, null_out }),
         2 => handle.prop_map(Op::Clean),
         2 => (any::<usize>(), prop_oneof![3 => 0usize..300, 1 => Just(usize::MAX)])
             .prop_map(|(block, len)| Op::Write { block, len }), // usize::MAX: the whole block
+        3 => (target.clone(), sizes, prop::bool::weighted(0.05))
+            .prop_map(|(target, size, null_out)| Op::Reallocate { target, size, null_out }),
+        1 => any::<bool>().prop_map(Op::GiveBack),
         1 => prop_oneof![Just(0usize), 1usize..100_000, Just(usize::MAX)].prop_map(Op::Reserve),
         1 => prop_oneof![Just(0usize), 1usize..100_000].prop_map(Op::Unreserve),
         1 => prop_oneof![Just(0u64), Just(1 << 20), Just(16 << 20), Just(u64::MAX)].prop_map(Op::SetLimit),
@@ -120,7 +141,49 @@ fn runs(i: usize) -> u32 {
     unsafe { (*std::ptr::addr_of!(RUNS))[i] }
 }
 
+/// What a resize of a live block may answer: exactly one status, or, where only a resize in place
+/// fits under the limit, OK in place or a refusal.
+enum Resize {
+    Exactly(dm_status),
+    InPlaceOrRefused,
+}
+
 impl Model {
+    /// What dm_allocate(size, alignment) answers with a valid out-pointer.
+    fn allocation(&self, size: usize, alignment: usize) -> dm_status {
+        let a = if alignment == 0 { 16 } else { alignment };
+        let bad_request =
+            !a.is_power_of_two() || a > 1 << 30 || size.checked_add(a).is_none_or(|t| t > isize::MAX as usize);
+        // reserved + size overflowing 64 bits is a bad size, not a full quota.
+        let overflows = size > 0 && size as u64 <= self.limit && self.reserved().checked_add(size as u64).is_none();
+        if bad_request || overflows {
+            DM_ERR_INVALID_ARGUMENT
+        } else if size > 0 && self.reserved().checked_add(size as u64).is_none_or(|r| r > self.limit) {
+            DM_ERR_LIMIT
+        } else if size >= 1 << 40 {
+            DM_ERR_NO_MEMORY // fits an unlimited quota, but no machine here maps a TiB: rolled back
+        } else {
+            DM_OK
+        }
+    }
+
+    /// What dm_reallocate of live block `i` to `size` bytes (a size a block can have) answers. A
+    /// move reserves the new size while the old block is held; a resize in place, the growth.
+    fn resize(&self, i: usize, size: usize) -> Resize {
+        let reserved = self.reserved();
+        let growth = size.saturating_sub(self.live[i].size) as u64;
+        let moved = reserved.checked_add(size as u64);
+        let grown = reserved.checked_add(growth);
+        // Reserving 0 bytes always fits, even above a lowered limit.
+        if (size == 0 || moved.is_some_and(|r| r <= self.limit)) && size < 1 << 40 {
+            Resize::Exactly(DM_OK)
+        } else if growth > 0 && grown.is_some_and(|r| r > self.limit) {
+            Resize::Exactly(DM_ERR_LIMIT)
+        } else {
+            Resize::InPlaceOrRefused
+        }
+    }
+
     fn reserved(&self) -> u64 {
         self.held + self.live.iter().map(|b| b.size as u64).sum::<u64>()
     }
@@ -138,9 +201,10 @@ impl Model {
             Target::Live(i) if !self.live.is_empty() => {
                 (self.live[i % self.live.len()].ptr as *mut c_void, Some(i % self.live.len()))
             }
+            // Strictly inside: a block's end may be the next block's start.
             Target::Interior(i) => match Self::pick(&self.live, i) {
-                Some(b) => ((b.ptr as usize + 1 + i % b.size.max(1)) as *mut c_void, None),
-                None => (foreign as *mut c_void, None),
+                Some(b) if b.size >= 2 => ((b.ptr as usize + 1 + i % (b.size - 1)) as *mut c_void, None),
+                _ => (foreign as *mut c_void, None),
             },
             Target::Freed(i) => (Self::pick(&self.freed, i).map_or(foreign as usize, |&a| a) as *mut c_void, None),
             Target::Null => (std::ptr::null_mut(), None),
@@ -165,22 +229,7 @@ impl Model {
                 let out_ptr = if null_out { std::ptr::null_mut() } else { &mut out as *mut _ };
                 let got = unsafe { dm_allocate(size, alignment, out_ptr) };
                 let a = if alignment == 0 { 16 } else { alignment };
-                let bad_request = null_out
-                    || !a.is_power_of_two()
-                    || a > 1 << 30
-                    || size.checked_add(a).is_none_or(|t| t > isize::MAX as usize);
-                // reserved + size overflowing 64 bits is a bad size, not a full quota.
-                let overflows =
-                    size > 0 && size as u64 <= self.limit && self.reserved().checked_add(size as u64).is_none();
-                let want = if bad_request || overflows {
-                    DM_ERR_INVALID_ARGUMENT
-                } else if size > 0 && self.reserved().checked_add(size as u64).is_none_or(|r| r > self.limit) {
-                    DM_ERR_LIMIT
-                } else if size >= 1 << 40 {
-                    DM_ERR_NO_MEMORY // fits an unlimited quota, but no machine here maps a TiB: rolled back
-                } else {
-                    DM_OK
-                };
+                let want = if null_out { DM_ERR_INVALID_ARGUMENT } else { self.allocation(size, alignment) };
                 if got == DM_OK {
                     // Recorded before any assertion, so the case's cleanup frees it whatever happens.
                     self.freed.retain(|&f| f != out as usize);
@@ -257,6 +306,71 @@ impl Model {
                     self.check_ran(&ctxs)?;
                 }
             }
+            Op::Reallocate { target, size, null_out } => {
+                let (p, live) = self.pointer(target, foreign);
+                let mut out: *mut c_void = std::ptr::null_mut();
+                let out_ptr = if null_out { std::ptr::null_mut() } else { &mut out as *mut _ };
+                let got = unsafe { dm_reallocate(p, size, out_ptr) };
+                let bad_size = size.checked_add(16).is_none_or(|t| t > isize::MAX as usize);
+                let want = if null_out || (!p.is_null() && bad_size) {
+                    Resize::Exactly(DM_ERR_INVALID_ARGUMENT)
+                } else if p.is_null() {
+                    Resize::Exactly(self.allocation(size, 0))
+                } else if let Some(i) = live {
+                    self.resize(i, size)
+                } else {
+                    Resize::Exactly(DM_ERR_NOT_LIVE)
+                };
+                // Recorded before any assertion, so the case's cleanup frees it whatever happens.
+                if got == DM_OK {
+                    self.freed.retain(|&f| f != out as usize);
+                    match live {
+                        Some(i) => {
+                            let b = &mut self.live[i];
+                            if out != p {
+                                self.freed.push(p as usize);
+                            }
+                            b.ptr = out as *mut u8;
+                            b.size = size;
+                            b.written = b.written.min(size); // the rest must read zero (see check)
+                        }
+                        None => self.live.push(Block { ptr: out as *mut u8, size, handles: vec![], written: 0 }),
+                    }
+                }
+                match want {
+                    Resize::Exactly(want) => prop_assert_eq!(got, want, "{:?}", op),
+                    Resize::InPlaceOrRefused => prop_assert!(
+                        (got == DM_OK && out == p)
+                            || [DM_ERR_LIMIT, DM_ERR_NO_MEMORY, DM_ERR_INVALID_ARGUMENT].contains(&got),
+                        "{:?}: {:?}, moved: {}",
+                        op,
+                        got,
+                        out != p
+                    ),
+                }
+                if got != DM_OK {
+                    prop_assert!(out.is_null(), "out written on failure");
+                }
+            }
+            Op::GiveBack(trim) => {
+                let before = common::memory_stats().cached;
+                let mut given_back = u64::MAX;
+                // Safety: a valid out-pointer.
+                let got = unsafe {
+                    if trim {
+                        dm_trim(&mut given_back)
+                    } else {
+                        dm_decay(&mut given_back)
+                    }
+                };
+                prop_assert_eq!(got, DM_OK);
+                let after = common::memory_stats().cached;
+                // One thread at work: what is given back is what `cached` showed, and a trim all of it.
+                prop_assert_eq!(after + given_back, before, "{:?}", op);
+                if trim {
+                    prop_assert_eq!(after, 0);
+                }
+            }
             Op::Write { block, len } => {
                 let n = self.live.len().max(1);
                 if let Some(b) = self.live.get_mut(block % n) {
@@ -310,7 +424,12 @@ impl Model {
         prop_assert_eq!(s.capacity, self.live.iter().map(|b| b.size as u64).sum::<u64>());
         prop_assert_eq!(s.count, self.live.len() as u64);
         prop_assert_eq!(s.live_cleaners, self.live.iter().map(|b| b.handles.len() as u64).sum::<u64>());
+        prop_assert!(common::memory_stats().occupied >= s.capacity, "live blocks occupy at least their bytes");
         for b in &self.live {
+            let mut size = usize::MAX;
+            // Safety: a valid out-pointer; the block pointer is only looked up.
+            prop_assert_eq!(unsafe { dm_block_size(b.ptr as *const c_void, &mut size) }, DM_OK);
+            prop_assert_eq!(size, b.size, "dm_block_size");
             // Safety: live block of `size` bytes.
             let bytes = unsafe { std::slice::from_raw_parts(b.ptr, b.size) };
             let untouched = &bytes[b.written..];
@@ -339,12 +458,15 @@ proptest! {
         prop_assert_eq!(dm_set_limit(model.limit), DM_OK);
         let mut next_ctx = 0;
         let outcome = ops.iter().try_for_each(|op| model.step(op, foreign.as_mut_ptr().wrapping_add(8), &mut next_ctx));
-        // Leave nothing behind for the next case, whatever happened.
+        // Leave nothing behind for the next case, whatever happened; a failed step is the failure
+        // to report (after it the model may be behind the library).
+        let mut left = 0;
         for b in std::mem::take(&mut model.live) {
-            prop_assert_eq!(unsafe { dm_free(b.ptr as *mut c_void) }, DM_OK);
+            left += usize::from(unsafe { dm_free(b.ptr as *mut c_void) } != DM_OK);
         }
-        prop_assert_eq!(dm_unreserve(model.held as usize), DM_OK);
+        left += usize::from(dm_unreserve(model.held as usize) != DM_OK);
         outcome?;
+        prop_assert_eq!(left, 0, "every block the model holds frees, its reservations unreserve");
         let s = common::stats();
         prop_assert_eq!((s.reserved, s.capacity, s.count, s.live_cleaners), (0, 0, 0, 0));
     }

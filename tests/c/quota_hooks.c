@@ -32,6 +32,8 @@ static void nested_hook(void *ctx, size_t wanted) {
     if (nested_alloc == DM_OK) CHECK(dm_free(p));
     nested_reserve = dm_reserve(4096);
     if (nested_reserve == DM_OK) CHECK(dm_unreserve(4096));
+    CHECK(dm_trim(NULL)); /* what a hook might well do first */
+    CHECK(dm_decay(NULL));
     if (held) {
         CHECK(dm_free(held));
         held = NULL;

@@ -36,6 +36,12 @@ pub fn stats() -> dm_stats {
     s
 }
 
+pub fn memory_stats() -> dm_memory_stats {
+    let mut m = dm_memory_stats::default();
+    assert_eq!(unsafe { dm_get_memory_stats(&mut m) }, dm_status::DM_OK);
+    m
+}
+
 pub fn allocate(size: usize, alignment: usize) -> *mut c_void {
     let mut p = std::ptr::null_mut();
     assert_eq!(unsafe { dm_allocate(size, alignment, &mut p) }, dm_status::DM_OK);
