@@ -464,9 +464,11 @@ impl Slab {
 
     /// Any thread, for the stats: when it holds no block, the bytes of its pages that blocks may
     /// have touched since they were fresh (the slots handed out, to whole pages), else 0. A
-    /// snapshot: the owner may be changing it.
+    /// snapshot: the owner may be changing it, and `remote_count` is one below the bits of a
+    /// remote free whose bit the owner collected before its count went up (wrapping: such a
+    /// slab reads as not empty yet).
     pub fn idle_bytes(&self) -> u64 {
-        if self.free_count.get() + self.remote_count.load(Relaxed) < self.slots {
+        if self.free_count.get().wrapping_add(self.remote_count.load(Relaxed)) < self.slots {
             return 0;
         }
         let touched = self.fresh.get() as usize * self.slot_size as usize;
@@ -549,6 +551,27 @@ mod tests {
         });
         assert!(unsafe { slab.is_empty() });
         assert_eq!(unsafe { slab.take_free() }.map(|i| i < 8), Some(true));
+    }
+
+    #[test]
+    fn a_remote_free_caught_between_its_bit_and_its_count_reads_as_not_yet_empty() {
+        let slab = Slab::new(4 << SLAB_SHIFT, 7, class(8192), 1);
+        let all: Vec<_> = (0..8).map(|_| unsafe { slab.take_free() }.unwrap()).collect();
+        for &i in &all {
+            unsafe { slab.first_use(i) }; // handed out: its pages count once the slab is empty
+        }
+        for &i in &all[2..] {
+            unsafe { slab.put_back_local(i) };
+        }
+        // Two other threads put the last two blocks back; the owner collects while the second is
+        // halfway (its bit set, its count not yet): two bits for a count of one, so the count
+        // goes one below zero (wrapped) until the second thread's increment.
+        slab.put_back_remote(all[0]);
+        slab.remote[all[1] / 64].fetch_or(1 << (all[1] % 64), SeqCst);
+        assert!(unsafe { slab.is_empty() });
+        assert_eq!(slab.idle_bytes(), 0, "a snapshot in between reads as not empty (and does not overflow)");
+        slab.remote_count.fetch_add(1, SeqCst);
+        assert_eq!(slab.idle_bytes(), 8 * 8192, "empty once the count caught up");
     }
 
     #[test]
