@@ -262,8 +262,10 @@ extern "C" fn free_general(ptr: *mut c_void) -> dm_status {
 /// with it: the same handles, not run by the move, run once when the new block is released.
 /// Bytes beyond the old size are zero either way, and the quota is charged the difference.
 /// `ptr` NULL: as dm_allocate(new_size, 0, out). On any failure nothing changes and `ptr` stays
-/// valid. A dm_clean of one of the block's handles racing with its move may find it in neither
-/// place and return DM_ERR_NOT_LIVE (as a dm_free of `ptr` racing with it would).
+/// valid. A dm_free, dm_clean or dm_reallocate of the same block racing with a move: one of
+/// them wins and the others return DM_ERR_NOT_LIVE (a dm_clean may also find the block in
+/// neither place); the old block is claimed before a byte of it is read, so a move that loses
+/// reads nothing freed. One that stayed in place leaves the block live for the others.
 ///
 /// Thread-safe. May call the reclaim hook and wait. Returns DM_OK and writes `*out`;
 /// DM_ERR_INVALID_ARGUMENT (NULL `out`, a size that overflows); DM_ERR_NOT_LIVE (`ptr` not the

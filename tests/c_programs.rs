@@ -108,6 +108,7 @@ fn c_test_programs_hold_up_to_misuse_and_races() {
         "sqlite_alloc",
         "memory_reuse",
         "realloc_cleaners",
+        "realloc_races",
         "dlopen_threads",
         "load_registration",
         "zeroing",

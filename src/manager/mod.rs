@@ -74,6 +74,14 @@ pub fn global() -> &'static Manager {
     &GLOBAL
 }
 
+/// A block claimed for a move: nobody else can release it; this caller finishes its release.
+enum Old {
+    /// A slab slot without cleaners, and its size.
+    Slot(small::Slot, usize),
+    /// A block of the table: a mapping, heap memory, or a slot with cleaners.
+    Table(Claimed),
+}
+
 impl Manager {
     pub fn new(limit: u64) -> Manager {
         let quota = Arc::new(Quota::new(limit));
@@ -172,45 +180,65 @@ impl Manager {
         // A size no block can have is refused as such before any path asks the quota (a
         // mapping's growth in place would: DM_ERR_LIMIT, counted as a limit failure).
         sysmem::check_request(new_size, 0)?;
-        let (old_size, has_cleaners) = match self.small.find(address) {
+        let slot = match self.small.find(address) {
             Some(slot) => {
                 let slot = slot?;
                 let (size, has_cleaners) = slot.live_size().ok_or(Error::NotLive)?;
                 if !has_cleaners && self.small.resize_in_place(&slot, size, new_size)? {
                     return NonNull::new(address as *mut u8).ok_or(Error::Internal);
                 }
-                (size, has_cleaners)
+                Some(slot)
             }
             None => {
-                let (size, has_cleaners) = self.blocks.size_of(address)?;
+                let (size, _) = self.blocks.size_of(address)?;
                 if self.resize_in_place(address, size, new_size)? {
                     return NonNull::new(address as *mut u8).ok_or(Error::Internal);
                 }
-                (size, has_cleaners)
+                None
             }
         };
         let new = self.allocate(new_size, 0)?;
-        // Safety: both blocks are live, at least min(old, new) bytes long, and distinct.
-        unsafe { std::ptr::copy_nonoverlapping(address as *const u8, new.as_ptr(), old_size.min(new_size)) };
-        if has_cleaners {
-            // The claim makes this caller the only one to release the old block; its cleaners go
-            // to the new one with their handles.
-            return match self.blocks.claim_by_address(address) {
-                Ok(old) => self.move_block_cleaners(old, new.as_ptr() as usize).map(|()| new),
-                Err(e) => {
-                    let _ = self.free(new.as_ptr() as usize);
-                    Err(e)
-                }
-            };
-        }
-        match self.free(address) {
-            Ok(()) => Ok(new),
+        // The old block is claimed before a byte of it is read. A free racing with the move (a race
+        // the caller made) either comes first, and the move fails, or finds the block gone; until
+        // this call releases it, its memory stays (a freed mapping may be unmapped at once).
+        // Released before, its address may even be the new block's: that is no claim to make.
+        let claimed =
+            if new.as_ptr() as usize == address { Err(Error::NotLive) } else { self.claim_old(slot, address) };
+        let old = match claimed {
+            Ok(old) => old,
             Err(e) => {
-                // Freed by another thread meanwhile (a race the caller made): give the copy back.
                 let _ = self.free(new.as_ptr() as usize);
-                Err(e)
+                return Err(e);
+            }
+        };
+        let old_size = match &old {
+            Old::Slot(_, size) => *size,
+            Old::Table(claimed) if claimed.memory.is_some() => claimed.size,
+            // A slot's entry in the table: the size is in the slot's state, CLEANED until released.
+            Old::Table(_) => slot.and_then(|slot| slot.live_size()).map_or(0, |(size, _)| size),
+        };
+        // Safety: the old block is this call's (claimed), the new one too; both hold at least
+        // min(old, new) bytes, and they are distinct blocks.
+        unsafe { std::ptr::copy_nonoverlapping(address as *const u8, new.as_ptr(), old_size.min(new_size)) };
+        match old {
+            Old::Slot(slot, size) => self.small.release(slot, size),
+            // Its cleaners go to the new block with their handles.
+            Old::Table(claimed) => self.move_block_cleaners(claimed, new.as_ptr() as usize)?,
+        }
+        Ok(new)
+    }
+
+    /// Claims the block being moved away from (see [`Manager::reallocate`]): a slot without
+    /// cleaners through the slab, any other through the table.
+    fn claim_old(&self, slot: Option<small::Slot>, address: usize) -> Result<Old> {
+        if let Some(slot) = slot {
+            match slot.claim() {
+                Claim::Won(size) => return Ok(Old::Slot(slot, size)),
+                Claim::NotLive => return Err(Error::NotLive),
+                Claim::Cleaned => {} // its cleaners are in the table
             }
         }
+        self.blocks.claim_by_address(address).map(Old::Table)
     }
 
     /// A block of the table resized in place (see [`Registry::resize_in_place`]), the quota charged

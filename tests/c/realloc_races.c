@@ -1,0 +1,141 @@
+/* dm_reallocate racing dm_free, or another dm_reallocate, of the same block, while a third thread
+ * calls dm_trim without pause (it unmaps the freed big blocks' kept mappings). The header says
+ * such a race has one winner and the loser gets DM_ERR_NOT_LIVE. A move used to read the old
+ * block before claiming it: a free in between, then a trim, left it copying from an unmapped
+ * mapping (SIGSEGV), and its own new block could land on the freed address, which it then freed
+ * and returned. Each round checks that exactly one call won (both, when the resize stayed in
+ * place: the other then had the same block), that the surviving block holds the old bytes and
+ * zeros after them, that a cleaner ran once; at the end the counters are zero. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <time.h>
+#include "check.h"
+
+enum { SECONDS_PER_CASE = 2 };
+
+static _Atomic(void *) target;
+static atomic_int round_no, answered, stop;
+static atomic_int cleaner_runs;
+static size_t other_to;          /* the racer's new size (0: it frees instead) */
+static dm_status other_got;
+static void *other_out;
+
+static void count(void *ctx) {
+    (void)ctx;
+    atomic_fetch_add(&cleaner_runs, 1);
+}
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+/* The other side of each round: waits for the round to start, then frees or resizes the block. */
+static void *racer(void *arg) {
+    (void)arg;
+    for (int seen = 0;;) {
+        int r;
+        while ((r = atomic_load(&round_no)) == seen)
+            if (atomic_load(&stop)) return NULL;
+        seen = r;
+        void *p = atomic_load(&target);
+        other_out = NULL;
+        other_got = other_to ? dm_reallocate(p, other_to, &other_out) : dm_free(p);
+        atomic_store(&answered, r);
+    }
+}
+
+static void *trimmer(void *arg) {
+    (void)arg;
+    while (!atomic_load(&stop)) CHECK(dm_trim(NULL));
+    return NULL;
+}
+
+/* The survivor of a round: `size` bytes, the first `kept` of them 0x5a, the rest zero. */
+static void check_survivor(void *q, size_t size, size_t kept) {
+    size_t got = 0;
+    CHECK(dm_block_size(q, &got));
+    ASSERT(got == size);
+    const unsigned char *b = q;
+    for (size_t i = 0; i < size; i++) {
+        if (b[i] != (i < kept ? 0x5a : 0)) {
+            fprintf(stderr, "the survivor %p of %zu bytes (%zu kept) reads %#x at %zu\n", q, size, kept, b[i], i);
+            exit(1);
+        }
+    }
+    CHECK(dm_free(q));
+}
+
+/* Rounds of one case for SECONDS_PER_CASE: `from` bytes resized to `to` here, freed (`other` 0)
+ * or resized to `other` there, with a cleaner on the block when `cleaner`. */
+static void race(size_t from, size_t to, size_t other, int cleaner) {
+    long rounds = 0, won_here = 0, won_there = 0;
+    other_to = other;
+    int runs_before = atomic_load(&cleaner_runs);
+    double end = now_s() + SECONDS_PER_CASE;
+    while (now_s() < end) {
+        void *p, *q = NULL;
+        CHECK(dm_allocate(from, 0, &p));
+        memset(p, 0x5a, from);
+        dm_cleaner h;
+        if (cleaner) CHECK(dm_cleaner_register(p, count, NULL, &h));
+        atomic_store(&target, p);
+        int r = atomic_fetch_add(&round_no, 1) + 1;
+        dm_status got = dm_reallocate(p, to, &q);
+        while (atomic_load(&answered) != r) {
+        }
+        size_t kept_here = from < to ? from : to, kept_there = from < other ? from : other;
+        if (got == DM_OK && other_got == DM_OK) {
+            /* Both may win only when the first stayed in place: the second then had the same block. */
+            ASSERT(q == p || other_out == p);
+            if (other_to == 0) {
+                ASSERT(q == p); /* resized in place, then freed there */
+            } else {
+                check_survivor(q == p ? other_out : q, q == p ? other : to, q == p ? kept_here : kept_there);
+            }
+        } else if (got == DM_OK) {
+            EXPECT(other_got, DM_ERR_NOT_LIVE);
+            check_survivor(q, to, kept_here);
+            won_here++;
+        } else {
+            EXPECT(got, DM_ERR_NOT_LIVE);
+            ASSERT(q == NULL);
+            EXPECT(other_got, DM_OK);
+            if (other_to) check_survivor(other_out, other_to, kept_there);
+            won_there++;
+        }
+        rounds++;
+    }
+    if (cleaner) ASSERT(atomic_load(&cleaner_runs) - runs_before == rounds);
+    dm_stats s = stats_now();
+    ASSERT(s.count == 0 && s.reserved == 0 && s.live_cleaners == 0);
+    char against[64];
+    if (other) snprintf(against, sizeof against, "a resize to %zu", other);
+    else snprintf(against, sizeof against, "a free");
+    printf("%zu -> %zu against %s%s: %ld rounds, the resize won %ld, the other %ld (the rest: in place, then the other)\n",
+           from, to, against, cleaner ? ", with a cleaner" : "", rounds, won_here, won_there);
+}
+
+int main(void) {
+    CHECK(dm_set_limit(256u << 20));
+    pthread_t other, trims;
+    ASSERT(pthread_create(&other, NULL, racer, NULL) == 0);
+    ASSERT(pthread_create(&trims, NULL, trimmer, NULL) == 0);
+    race(200 << 10, 300 << 10, 0, 0); /* a mapping: its kept address is reused by the new block */
+    race(200 << 10, 300 << 10, 0, 1);
+    /* A slot with cleaners always moves, even within its class: a free that comes first puts
+     * the slot back, and the move's new block may be that same slot. */
+    race(64, 64, 0, 1);
+    race(20000, 100000, 0, 0); /* medium slots */
+    race(64, 1000, 0, 0);      /* small slots */
+    race(64, 1000, 0, 1);
+    race(64, 1000, 5000, 0); /* two moves of one block */
+    race(20000, 200 << 10, 64, 1);
+    atomic_store(&stop, 1);
+    ASSERT(pthread_join(other, NULL) == 0);
+    ASSERT(pthread_join(trims, NULL) == 0);
+    printf("realloc_races: OK\n");
+    return 0;
+}
