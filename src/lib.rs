@@ -32,5 +32,6 @@ mod os;
 mod padded;
 pub mod quota;
 pub mod registry;
+mod sync;
 
 pub use error::{Error, Result};

@@ -19,8 +19,8 @@
 //! the block found must also list the handle. Lock order: a block shard, then a handle shard.
 
 use crate::allocators::system::Memory;
+use crate::sync::Mutex;
 use crate::{Error, Result};
-use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
@@ -100,7 +100,7 @@ fn shard_of(address: usize) -> usize {
 impl Registry {
     /// The shard locks, for [`crate::manager::fork`], in the order they nest: block shards, then
     /// handle shards (no block shard is taken while a handle shard is held).
-    pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
+    pub(crate) fn locks(&self) -> Vec<&crate::sync::RawMutex> {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
         let blocks = self.shards.iter().map(|m| unsafe { m.raw() });
         blocks.chain(self.handles.iter().map(|m| unsafe { m.raw() })).collect()

@@ -13,8 +13,8 @@
 //! library is first used).
 
 use crate::manager;
+use crate::sync::Mutex;
 use crate::{Error, Result};
-use parking_lot::Mutex;
 use std::time::Duration;
 
 struct Background {
@@ -90,7 +90,7 @@ fn run() {
 }
 
 /// Its lock, for [`crate::manager::fork`].
-pub(crate) fn lock() -> &'static parking_lot::RawMutex {
+pub(crate) fn lock() -> &'static crate::sync::RawMutex {
     // Safety: the raw lock is only locked and unlocked as a whole by `fork`'s handlers.
     unsafe { STATE.raw() }
 }

@@ -2,7 +2,9 @@
 //! take every lock of the process-wide manager (and of the kept mappings) just before `fork()`,
 //! so that no lock is held by a thread that does not exist in the child, and the data each guards
 //! is whole. The parent then unlocks them; the child resets them to unlocked in place (other
-//! threads may have been parked on them in the parent: the child must not try to wake them).
+//! threads may have been waiting on them in the parent: the child must not try to wake them).
+//! Each lock is one futex word (`crate::sync`): no table of waiting threads outside the locks
+//! that a fork could leave half changed.
 //!
 //! What holds in the child: every dm_ function works; blocks allocated before the fork are
 //! live copies (free them in the child as in the parent); other threads' small-block slabs and
@@ -16,7 +18,7 @@
 
 use crate::allocators::system::mappings;
 use crate::manager::{self, background};
-use parking_lot::lock_api::RawMutex as _;
+use lock_api::RawMutex as _;
 use std::sync::Once;
 
 static INSTALL: Once = Once::new();
@@ -32,7 +34,7 @@ pub(crate) fn install() {
     });
 }
 
-fn locks() -> Vec<&'static parking_lot::RawMutex> {
+fn locks() -> Vec<&'static crate::sync::RawMutex> {
     let mut locks = manager::global().locks();
     locks.push(mappings::global().lock());
     locks.push(background::lock());
@@ -64,12 +66,9 @@ extern "C" fn parent() {
 
 extern "C" fn child() {
     for lock in locks() {
-        // Safety: this thread holds it (taken in `prepare`) and is the only thread there is. A
-        // plain unlock could try to wake threads parked on it in the parent, which do not exist
-        // here, through parking_lot's table, whose locks they may hold: write the unlocked state.
-        unsafe {
-            (lock as *const parking_lot::RawMutex as *mut parking_lot::RawMutex).write(parking_lot::RawMutex::INIT)
-        };
+        // This thread holds it (taken in `prepare`) and is the only thread there is: free again,
+        // with no thread of the parent's recorded as waiting.
+        lock.reset_in_child();
     }
     manager::global().forget_other_threads_in_child();
     background::forget_thread_in_child();

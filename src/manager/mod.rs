@@ -335,7 +335,7 @@ impl Manager {
     }
 
     /// Every lock of this manager, in the one order [`crate::manager::fork`] takes them.
-    pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
+    pub(crate) fn locks(&self) -> Vec<&crate::sync::RawMutex> {
         let mut locks: Vec<_> = self.quota.locks().into();
         locks.extend(self.small.locks());
         locks.extend(self.blocks.locks());

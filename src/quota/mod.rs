@@ -20,8 +20,8 @@ pub(crate) mod credit;
 mod reclaim;
 
 use crate::padded::Padded;
+use crate::sync::{Condvar, Mutex};
 use crate::{Error, Result};
-use parking_lot::{Condvar, Mutex};
 use reclaim::{ReclaimState, IN_HOOK};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::Arc;
@@ -94,7 +94,7 @@ impl Quota {
     /// Its locks, in the order [`crate::manager::fork`] takes them, which is the order they nest:
     /// state, then credits (a waiter holding the state lock may sum the credits for the peak).
     /// Nothing takes the state lock while holding the credits lock.
-    pub(crate) fn locks(&self) -> [&parking_lot::RawMutex; 2] {
+    pub(crate) fn locks(&self) -> [&crate::sync::RawMutex; 2] {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
         unsafe { [self.state.raw(), self.credits.raw()] }
     }

@@ -32,8 +32,8 @@
 //!   that frees memory can never deadlock against a waiter.
 
 use super::{Hook, Quota};
+use crate::sync::MutexGuard;
 use crate::Result;
-use parking_lot::MutexGuard;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::*;
 use std::time::{Duration, Instant};

@@ -21,7 +21,7 @@
 
 use super::heap::Heap;
 use crate::barrier::{self, ask, Bracket};
-use parking_lot::{Mutex, MutexGuard};
+use crate::sync::{Mutex, MutexGuard};
 
 #[derive(Default)]
 pub(super) struct Door {

@@ -35,11 +35,11 @@ use crate::allocators::system as sysmem;
 use crate::barrier::ask;
 use crate::padded::Padded;
 use crate::quota::{Credit, Quota};
+use crate::sync::Mutex;
 use crate::{Error, Result};
 use counters::Counters;
 pub use counters::SmallStats;
 use heap::Heap;
-use parking_lot::Mutex;
 pub use size_class::class_of;
 use slab::{Claim, Slab, SLAB_SIZE};
 use slab_pool::SlabPool;
@@ -362,7 +362,7 @@ impl SmallBlocks {
     }
 
     /// Its locks, for [`crate::manager::fork`]: none is taken while another is held.
-    pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
+    pub(crate) fn locks(&self) -> Vec<&crate::sync::RawMutex> {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
         unsafe {
             // `visits` first: a visitor holds it while it takes the others.

@@ -19,7 +19,7 @@
 use crate::allocators::small::size_class::CLASSES;
 use crate::allocators::small::slab::Slab;
 use crate::os::coarse_millis;
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering::*};
 
@@ -217,7 +217,7 @@ impl SlabPool {
     }
 
     /// Its locks, for [`crate::manager::fork`]: none is taken while another is held.
-    pub(crate) fn locks(&self) -> Vec<&parking_lot::RawMutex> {
+    pub(crate) fn locks(&self) -> Vec<&crate::sync::RawMutex> {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
         unsafe {
             let mut locks = vec![self.resident.raw()];

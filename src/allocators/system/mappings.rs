@@ -22,7 +22,7 @@
 
 use crate::allocators::DECAY_MS;
 use crate::os::{coarse_millis, discard, discard_for_reuse, mostly_resident, unmap_region, HUGE_PAGE};
-use parking_lot::Mutex;
+use crate::sync::Mutex;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::*};
 
@@ -98,7 +98,7 @@ impl Kept {
     }
 
     /// Its lock, for [`crate::fork`].
-    pub(crate) fn lock(&self) -> &parking_lot::RawMutex {
+    pub(crate) fn lock(&self) -> &crate::sync::RawMutex {
         // Safety: the raw lock is only locked and unlocked as a whole by `fork`'s handlers.
         unsafe { self.index.raw() }
     }
