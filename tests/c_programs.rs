@@ -109,6 +109,7 @@ fn c_test_programs_hold_up_to_misuse_and_races() {
         "memory_reuse",
         "realloc_cleaners",
         "realloc_races",
+        "all_at_once",
         "dlopen_threads",
         "load_registration",
         "zeroing",
