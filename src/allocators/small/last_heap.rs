@@ -8,7 +8,7 @@
 //! what C's `__attribute__((tls_model("initial-exec")))` compiles to (jemalloc and mimalloc
 //! declare their thread caches so). The price: the library's thread-local block becomes static
 //! TLS (the `STATIC_TLS` flag), which a `dlopen` (a JVM's `System.load`) takes from the reserve
-//! glibc keeps for it (512 B by default; the whole block here is 224 B). Other targets keep
+//! glibc keeps for it (512 B by default; the whole block here is 176 B). Other targets keep
 //! `thread_local!`.
 
 use super::heap::Heap;

@@ -17,7 +17,7 @@ use std::sync::OnceLock;
 
 /// Pools a thread keeps a heap in (a program has one; a unit test up to two). In a further pool
 /// the thread has no heap: its small blocks there take the general path. Each entry is 16 B of
-/// the library's static TLS block (224 B in all with two; see `last_heap.rs`).
+/// the library's static TLS block (176 B in all with two; see `last_heap.rs`).
 const POOLS: usize = 2;
 
 #[derive(Clone, Copy)]
