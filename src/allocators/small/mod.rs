@@ -328,10 +328,7 @@ impl SmallBlocks {
             }
             return Err(Error::NotLive); // freed (or given cleaners) by another thread meanwhile
         }
-        if new > old {
-            // Safety: the slot holds `new` bytes from its start, which this caller's block owns.
-            unsafe { std::ptr::write_bytes((slot.slab.slot_address(slot.index) + old) as *mut u8, 0, new - old) };
-        } else {
+        if new < old {
             self.quota.release((old - new) as u64);
         }
         let change = (new as u64).wrapping_sub(old as u64);

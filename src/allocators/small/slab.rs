@@ -7,7 +7,10 @@
 //! - LIVE -> FREE: a release claims the block with one compare-and-swap, so of two racing
 //!   releases exactly one wins and the other finds the block not live;
 //! - LIVE -> CLEANED: a cleaner was registered. From then on the block table owns the release
-//!   (it claims the block under its lock) and the slot goes FREE only after the cleaners ran.
+//!   (it claims the block under its lock) and the slot goes FREE only after the cleaners ran;
+//! - LIVE -> GROWING -> LIVE: a resize in place to a bigger size zeroes the bytes it adds in
+//!   between, when nothing can claim the block: a free racing with it can neither take the slot
+//!   from under the zeroing nor let another block land there first.
 //!
 //! The state word also holds the block's size, so a release knows what to give back.
 //!
@@ -38,6 +41,7 @@ const _: () = assert!(
 const FREE: u32 = 0;
 const LIVE: u32 = 1;
 const CLEANED: u32 = 2;
+const GROWING: u32 = 3;
 const STATE_BITS: u32 = 2;
 const STATE_MASK: u32 = (1 << STATE_BITS) - 1;
 
@@ -387,12 +391,24 @@ impl Slab {
     }
 
     /// Any thread: a live block of `old` bytes in slot `index` becomes one of `new` bytes (both
-    /// within the slot). False if the slot no longer holds that block (freed meanwhile, or it got
-    /// cleaners).
+    /// within the slot); bytes it gains read zero. False if the slot no longer holds that block
+    /// (freed meanwhile, or it got cleaners): nothing changed.
     pub fn resize(&self, index: usize, old: usize, new: usize) -> bool {
         let from = LIVE | ((old as u32) << STATE_BITS);
         let to = LIVE | ((new as u32) << STATE_BITS);
-        self.state[index].compare_exchange(from, to, AcqRel, Acquire).is_ok()
+        if new <= old {
+            return self.state[index].compare_exchange(from, to, AcqRel, Acquire).is_ok();
+        }
+        // Zeroed while GROWING, which no release claims: with the block LIVE at its new size
+        // first, a racing free could release it and a new block take the slot before the zeroing.
+        if self.state[index].compare_exchange(from, GROWING | ((old as u32) << STATE_BITS), AcqRel, Acquire).is_err() {
+            return false;
+        }
+        // Safety: the slot holds `new` bytes from its start, and while GROWING they are this
+        // caller's alone.
+        unsafe { std::ptr::write_bytes((self.slot_address(index) + old) as *mut u8, 0, new - old) };
+        self.state[index].store(to, Release);
+        true
     }
 
     /// Any thread, under the block table's lock: LIVE -> CLEANED. False if the block is not live.
@@ -551,6 +567,26 @@ mod tests {
         });
         assert!(unsafe { slab.is_empty() });
         assert_eq!(unsafe { slab.take_free() }.map(|i| i < 8), Some(true));
+    }
+
+    #[test]
+    fn a_block_growing_in_place_cannot_be_claimed_until_its_new_bytes_are_zero() {
+        let mut memory = vec![0x5au8; 2 * SLAB_SIZE];
+        let base = (memory.as_mut_ptr() as usize).next_multiple_of(SLAB_SIZE);
+        let slab = Slab::new(base, 7, class(112), 1);
+        let i = unsafe { slab.take_free() }.unwrap();
+        slab.mark_live(i, 100);
+        let word = &slab.state[i];
+        // Halfway through a growth, as another thread would see it.
+        word.store(GROWING | (100 << STATE_BITS), SeqCst);
+        assert_eq!(slab.claim(i), Claim::NotLive, "a racing free finds nothing to release");
+        assert!(!slab.mark_cleaned(i) && slab.live_size(i).is_none());
+        word.store(LIVE | (100 << STATE_BITS), SeqCst);
+        assert!(slab.resize(i, 100, 112));
+        let slot = unsafe { std::slice::from_raw_parts(slab.slot_address(i) as *const u8, 112) };
+        assert!(slot[..100].iter().all(|&b| b == 0x5a) && slot[100..].iter().all(|&b| b == 0), "growth zeroed");
+        assert_eq!(slab.claim(i), Claim::Won(112));
+        drop(memory);
     }
 
     #[test]
