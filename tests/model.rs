@@ -177,7 +177,9 @@ impl Model {
         // Reserving 0 bytes always fits, even above a lowered limit.
         if (size == 0 || moved.is_some_and(|r| r <= self.limit)) && size < 1 << 40 {
             Resize::Exactly(DM_OK)
-        } else if growth > 0 && grown.is_some_and(|r| r > self.limit) {
+        } else if growth > 0 && grown.is_some_and(|r| r > self.limit) && moved.is_some() {
+            // (When the move's sum overflows 64 bits, a move answers as dm_allocate would:
+            // DM_ERR_INVALID_ARGUMENT, which the last case takes.)
             Resize::Exactly(DM_ERR_LIMIT)
         } else {
             Resize::InPlaceOrRefused
