@@ -1,5 +1,6 @@
-/* dm_reallocate racing dm_free, or another dm_reallocate, of the same block, while a third thread
- * calls dm_trim without pause (it unmaps the freed big blocks' kept mappings). The header says
+/* dm_reallocate racing dm_free, another dm_reallocate, or a dm_clean of the block's cleaner, of the
+ * same block, while a third thread calls dm_trim without pause (it unmaps the freed big blocks'
+ * kept mappings). The header says
  * such a race has one winner and the loser gets DM_ERR_NOT_LIVE. A move used to read the old
  * block before claiming it: a free in between, then a trim, left it copying from an unmapped
  * mapping (SIGSEGV), and its own new block could land on the freed address, which it then freed
@@ -18,6 +19,8 @@ static _Atomic(void *) target;
 static atomic_int round_no, answered, stop;
 static atomic_int cleaner_runs;
 static size_t other_to;          /* the racer's new size (0: it frees instead) */
+static int other_cleans;         /* the racer cleans `handle` instead */
+static dm_cleaner handle;
 static dm_status other_got;
 static void *other_out;
 
@@ -42,7 +45,7 @@ static void *racer(void *arg) {
         seen = r;
         void *p = atomic_load(&target);
         other_out = NULL;
-        other_got = other_to ? dm_reallocate(p, other_to, &other_out) : dm_free(p);
+        other_got = other_cleans ? dm_clean(handle) : other_to ? dm_reallocate(p, other_to, &other_out) : dm_free(p);
         atomic_store(&answered, r);
     }
 }
@@ -53,8 +56,9 @@ static void *trimmer(void *arg) {
     return NULL;
 }
 
-/* The survivor of a round: `size` bytes, the first `kept` of them 0x5a, the rest zero. */
-static void check_survivor(void *q, size_t size, size_t kept) {
+/* The survivor of a round: `size` bytes, the first `kept` of them 0x5a, the rest zero; freed
+ * after when `free_it`. */
+static void check_survivor_with(void *q, size_t size, size_t kept, int free_it) {
     size_t got = 0;
     CHECK(dm_block_size(q, &got));
     ASSERT(got == size);
@@ -65,8 +69,10 @@ static void check_survivor(void *q, size_t size, size_t kept) {
             exit(1);
         }
     }
-    CHECK(dm_free(q));
+    if (free_it) CHECK(dm_free(q));
 }
+
+static void check_survivor(void *q, size_t size, size_t kept) { check_survivor_with(q, size, kept, 1); }
 
 /* Rounds of one case for SECONDS_PER_CASE: `from` bytes resized to `to` here, freed (`other` 0)
  * or resized to `other` there, with a cleaner on the block when `cleaner`. */
@@ -118,6 +124,49 @@ static void race(size_t from, size_t to, size_t other, int cleaner) {
            from, to, against, cleaner ? ", with a cleaner" : "", rounds, won_here, won_there);
 }
 
+/* Rounds of `from` bytes with a cleaner moved to `to` here while the racer cleans that cleaner's
+ * handle: the clean releases the block wherever it is, before the move (the move then fails),
+ * after it (the new block goes), or, caught in between, finds it in neither place and leaves the
+ * cleaner on the new block, where a second clean finds it. Either way the cleaner runs once. */
+static void race_clean(size_t from, size_t to) {
+    long rounds = 0, before = 0, after = 0, between = 0;
+    other_cleans = 1;
+    int runs_before = atomic_load(&cleaner_runs);
+    double end = now_s() + SECONDS_PER_CASE;
+    while (now_s() < end) {
+        void *p, *q = NULL;
+        CHECK(dm_allocate(from, 0, &p));
+        memset(p, 0x5a, from);
+        CHECK(dm_cleaner_register(p, count, NULL, &handle));
+        atomic_store(&target, p);
+        int r = atomic_fetch_add(&round_no, 1) + 1;
+        dm_status got = dm_reallocate(p, to, &q);
+        while (atomic_load(&answered) != r) {
+        }
+        if (got != DM_OK) {
+            EXPECT(got, DM_ERR_NOT_LIVE);
+            EXPECT(other_got, DM_OK);
+            before++;
+        } else if (other_got == DM_OK) {
+            size_t size;
+            EXPECT(dm_block_size(q, &size), DM_ERR_NOT_LIVE);
+            after++;
+        } else {
+            EXPECT(other_got, DM_ERR_NOT_LIVE);
+            check_survivor_with(q, to, from < to ? from : to, 0);
+            CHECK(dm_clean(handle)); /* still on the new block */
+            between++;
+        }
+        rounds++;
+    }
+    other_cleans = 0;
+    ASSERT(atomic_load(&cleaner_runs) - runs_before == rounds);
+    dm_stats s = stats_now();
+    ASSERT(s.count == 0 && s.reserved == 0 && s.live_cleaners == 0);
+    printf("%zu -> %zu with a cleaner, against a clean of it: %ld rounds; the clean came before the move %ld, "
+           "after it %ld, in between %ld\n", from, to, rounds, before, after, between);
+}
+
 int main(void) {
     CHECK(dm_set_limit(256u << 20));
     pthread_t other, trims;
@@ -133,6 +182,8 @@ int main(void) {
     race(64, 1000, 0, 1);
     race(64, 1000, 5000, 0); /* two moves of one block */
     race(20000, 200 << 10, 64, 1);
+    race_clean(64, 1000);
+    race_clean(200 << 10, 100);
     atomic_store(&stop, 1);
     ASSERT(pthread_join(other, NULL) == 0);
     ASSERT(pthread_join(trims, NULL) == 0);
