@@ -1,8 +1,8 @@
 /* dm_reallocate racing dm_free, another dm_reallocate, or a dm_clean of the block's cleaner, of the
  * same block, while a third thread calls dm_trim without pause (it unmaps the freed big blocks'
- * kept mappings). The header says
- * such a race has one winner and the loser gets DM_ERR_NOT_LIVE. A move used to read the old
- * block before claiming it: a free in between, then a trim, left it copying from an unmapped
+ * kept mappings). The header says such a race has one winner and the loser gets DM_ERR_NOT_LIVE
+ * (a clean may also find the block in neither place). A move used to read the old block before
+ * claiming it: a free in between, then a trim, left it copying from an unmapped
  * mapping (SIGSEGV), and its own new block could land on the freed address, which it then freed
  * and returned. Each round checks that exactly one call won (both, when the resize stayed in
  * place: the other then had the same block), that the surviving block holds the old bytes and
