@@ -1,10 +1,10 @@
-/* dm_reallocate racing dm_free, another dm_reallocate, or a dm_clean of the block's cleaner, of the
- * same block, while a third thread calls dm_trim without pause (it unmaps the freed big blocks'
- * kept mappings). The header says such a race has one winner and the loser gets DM_ERR_NOT_LIVE
- * (a clean may also find the block in neither place). A move used to read the old block before
- * claiming it: a free in between, then a trim, left it copying from an unmapped
- * mapping (SIGSEGV), and its own new block could land on the freed address, which it then freed
- * and returned. Each round checks that exactly one call won (both, when the resize stayed in
+/* dm_reallocate racing dm_free, another dm_reallocate, a dm_clean of the block's cleaner, or a
+ * dm_cleaner_register, of the same block, while a third thread calls dm_trim without pause (it
+ * unmaps the freed big blocks' kept mappings). The header says such a race has one winner and the
+ * loser gets DM_ERR_NOT_LIVE (a clean may also find the block in neither place). A move used to
+ * read the old block before claiming it: a free in between, then a trim, left it copying from an
+ * unmapped mapping (SIGSEGV), and its own new block could land on the freed address, which it
+ * then freed and returned. Each round checks that exactly one call won (both, when the resize stayed in
  * place: the other then had the same block), that the surviving block holds the old bytes and
  * zeros after them, that a cleaner ran once; at the end the counters are zero. */
 #include <pthread.h>
@@ -20,6 +20,7 @@ static atomic_int round_no, answered, stop;
 static atomic_int cleaner_runs;
 static size_t other_to;          /* the racer's new size (0: it frees instead) */
 static int other_cleans;         /* the racer cleans `handle` instead */
+static int other_registers;      /* the racer attaches a cleaner instead */
 static dm_cleaner handle;
 static dm_status other_got;
 static void *other_out;
@@ -45,7 +46,11 @@ static void *racer(void *arg) {
         seen = r;
         void *p = atomic_load(&target);
         other_out = NULL;
-        other_got = other_cleans ? dm_clean(handle) : other_to ? dm_reallocate(p, other_to, &other_out) : dm_free(p);
+        dm_cleaner h;
+        other_got = other_registers ? dm_cleaner_register(p, count, NULL, &h)
+                    : other_cleans  ? dm_clean(handle)
+                    : other_to      ? dm_reallocate(p, other_to, &other_out)
+                                    : dm_free(p);
         atomic_store(&answered, r);
     }
 }
@@ -167,6 +172,36 @@ static void race_clean(size_t from, size_t to) {
            "after it %ld, in between %ld\n", from, to, rounds, before, after, between);
 }
 
+/* Rounds of `from` bytes moved to `to` here while the racer attaches a cleaner to the block: it
+ * lands on the old block before the move claims it (and moves along) or finds no block; a
+ * cleaner that was attached runs once, when the moved block is freed. */
+static void race_register(size_t from, size_t to) {
+    long rounds = 0, attached = 0;
+    other_registers = 1;
+    int runs_before = atomic_load(&cleaner_runs);
+    double end = now_s() + SECONDS_PER_CASE;
+    while (now_s() < end) {
+        void *p, *q = NULL;
+        CHECK(dm_allocate(from, 0, &p));
+        memset(p, 0x5a, from);
+        atomic_store(&target, p);
+        int r = atomic_fetch_add(&round_no, 1) + 1;
+        CHECK(dm_reallocate(p, to, &q));
+        while (atomic_load(&answered) != r) {
+        }
+        if (other_got == DM_OK) attached++;
+        else EXPECT(other_got, DM_ERR_NOT_LIVE);
+        check_survivor(q, to, from < to ? from : to);
+        rounds++;
+    }
+    other_registers = 0;
+    ASSERT(atomic_load(&cleaner_runs) - runs_before == attached);
+    dm_stats s = stats_now();
+    ASSERT(s.count == 0 && s.reserved == 0 && s.live_cleaners == 0);
+    printf("%zu -> %zu against a cleaner attached to it: %ld rounds, %ld attached (each ran once)\n", from, to,
+           rounds, attached);
+}
+
 int main(void) {
     CHECK(dm_set_limit(256u << 20));
     pthread_t other, trims;
@@ -184,6 +219,8 @@ int main(void) {
     race(20000, 200 << 10, 64, 1);
     race_clean(64, 1000);
     race_clean(200 << 10, 100);
+    race_register(64, 1000);
+    race_register(100, 200 << 10);
     atomic_store(&stop, 1);
     ASSERT(pthread_join(other, NULL) == 0);
     ASSERT(pthread_join(trims, NULL) == 0);
