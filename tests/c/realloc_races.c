@@ -79,6 +79,27 @@ static void check_survivor_with(void *q, size_t size, size_t kept, int free_it) 
 
 static void check_survivor(void *q, size_t size, size_t kept) { check_survivor_with(q, size, kept, 1); }
 
+/* A new block of `from` bytes, all 0x5a; with a cleaner (handle in `*h`) when `h` is not NULL. */
+static void *filled(size_t from, dm_cleaner *h) {
+    void *p;
+    CHECK(dm_allocate(from, 0, &p));
+    memset(p, 0x5a, from);
+    if (h) CHECK(dm_cleaner_register(p, count, NULL, h));
+    return p;
+}
+
+/* Sends the racer at `p`; returns the round's number, for `end_round`. */
+static int start_round(void *p) {
+    atomic_store(&target, p);
+    return atomic_fetch_add(&round_no, 1) + 1;
+}
+
+/* Waits for the racer's answer in round `r`. */
+static void end_round(int r) {
+    while (atomic_load(&answered) != r) {
+    }
+}
+
 /* Rounds of one case for SECONDS_PER_CASE: `from` bytes resized to `to` here, freed (`other` 0)
  * or resized to `other` there, with a cleaner on the block when `cleaner`. */
 static void race(size_t from, size_t to, size_t other, int cleaner) {
@@ -87,16 +108,11 @@ static void race(size_t from, size_t to, size_t other, int cleaner) {
     int runs_before = atomic_load(&cleaner_runs);
     double end = now_s() + SECONDS_PER_CASE;
     while (now_s() < end) {
-        void *p, *q = NULL;
-        CHECK(dm_allocate(from, 0, &p));
-        memset(p, 0x5a, from);
         dm_cleaner h;
-        if (cleaner) CHECK(dm_cleaner_register(p, count, NULL, &h));
-        atomic_store(&target, p);
-        int r = atomic_fetch_add(&round_no, 1) + 1;
+        void *p = filled(from, cleaner ? &h : NULL), *q = NULL;
+        int r = start_round(p);
         dm_status got = dm_reallocate(p, to, &q);
-        while (atomic_load(&answered) != r) {
-        }
+        end_round(r);
         size_t kept_here = from < to ? from : to, kept_there = from < other ? from : other;
         if (got == DM_OK && other_got == DM_OK) {
             /* Both may win only when the first stayed in place: the second then had the same block. */
@@ -139,15 +155,10 @@ static void race_clean(size_t from, size_t to) {
     int runs_before = atomic_load(&cleaner_runs);
     double end = now_s() + SECONDS_PER_CASE;
     while (now_s() < end) {
-        void *p, *q = NULL;
-        CHECK(dm_allocate(from, 0, &p));
-        memset(p, 0x5a, from);
-        CHECK(dm_cleaner_register(p, count, NULL, &handle));
-        atomic_store(&target, p);
-        int r = atomic_fetch_add(&round_no, 1) + 1;
+        void *p = filled(from, &handle), *q = NULL;
+        int r = start_round(p);
         dm_status got = dm_reallocate(p, to, &q);
-        while (atomic_load(&answered) != r) {
-        }
+        end_round(r);
         if (got != DM_OK) {
             EXPECT(got, DM_ERR_NOT_LIVE);
             EXPECT(other_got, DM_OK);
@@ -181,14 +192,10 @@ static void race_register(size_t from, size_t to) {
     int runs_before = atomic_load(&cleaner_runs);
     double end = now_s() + SECONDS_PER_CASE;
     while (now_s() < end) {
-        void *p, *q = NULL;
-        CHECK(dm_allocate(from, 0, &p));
-        memset(p, 0x5a, from);
-        atomic_store(&target, p);
-        int r = atomic_fetch_add(&round_no, 1) + 1;
+        void *p = filled(from, NULL), *q = NULL;
+        int r = start_round(p);
         CHECK(dm_reallocate(p, to, &q));
-        while (atomic_load(&answered) != r) {
-        }
+        end_round(r);
         if (other_got == DM_OK) attached++;
         else EXPECT(other_got, DM_ERR_NOT_LIVE);
         check_survivor(q, to, from < to ? from : to);
