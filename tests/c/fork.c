@@ -1,8 +1,9 @@
 /* fork() while other threads allocate, then the library in the child (issue 13): every child must
  * finish. Before the atfork handlers, 5-12% of children hung in a lock a parent thread held at the
- * fork. 3 threads allocate and free blocks of every kind (small slots, heap blocks, mappings) while
- * the main thread forks 40 times, and a fourth starts short threads that allocate and end (a
- * thread's heap is made, or reused, and retired around the fork); each child allocates, frees,
+ * fork. 3 threads allocate and free blocks of every kind (small slots, heap blocks, mappings; a
+ * third of them resized first) while the main thread forks 40 times, and a fourth starts short
+ * threads that allocate and end (a thread's heap is made, or reused, and retired around the
+ * fork); each child allocates, frees,
  * runs such a thread of its own and reads the stats, with an alarm that kills it if it hangs. The
  * background decay thread runs every 2 ms throughout; a child starts its own and stops it. A fifth
  * thread trims and decays over and over (visits to the other threads' heaps, which may be half
@@ -25,9 +26,11 @@ static void *churn(void *arg) {
     unsigned i = (unsigned)(size_t)arg;
     while (!atomic_load(&stop)) {
         void *p;
-        CHECK(dm_allocate(sizes[i++ % 7], 0, &p));
+        size_t size = sizes[i++ % 7];
+        CHECK(dm_allocate(size, 0, &p));
         dm_cleaner c;
         if (i % 5 == 0) CHECK(dm_cleaner_register(p, NULL, NULL, &c));
+        if (i % 3 == 0) CHECK(dm_reallocate(p, size * 3 / 2 + 1, &p)); /* a move, or in place */
         CHECK(dm_free(p));
     }
     return NULL;
