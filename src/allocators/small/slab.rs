@@ -404,6 +404,8 @@ impl Slab {
         if self.state[index].compare_exchange(from, GROWING | ((old as u32) << STATE_BITS), AcqRel, Acquire).is_err() {
             return false;
         }
+        #[cfg(test)]
+        tests::WHILE_GROWING.with(|hook| hook.get().map(|hook| hook(self, index)));
         // Safety: the slot holds `new` bytes from its start, and while GROWING they are this
         // caller's alone.
         unsafe { std::ptr::write_bytes((self.slot_address(index) + old) as *mut u8, 0, new - old) };
@@ -569,6 +571,15 @@ mod tests {
         assert_eq!(unsafe { slab.take_free() }.map(|i| i < 8), Some(true));
     }
 
+    /// What another thread does to slot `index` of a slab at some moment.
+    type Meddle = fn(&Slab, usize);
+
+    thread_local! {
+        /// Called by `resize` while a growth zeroes the bytes it adds.
+        pub(super) static WHILE_GROWING: std::cell::Cell<Option<Meddle>> = const { std::cell::Cell::new(None) };
+        static SEEN_GROWING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+
     #[test]
     fn a_block_growing_in_place_cannot_be_claimed_until_its_new_bytes_are_zero() {
         let mut memory = vec![0x5au8; 2 * SLAB_SIZE];
@@ -576,13 +587,18 @@ mod tests {
         let slab = Slab::new(base, 7, class(112), 1);
         let i = unsafe { slab.take_free() }.unwrap();
         slab.mark_live(i, 100);
-        let word = &slab.state[i];
-        // Halfway through a growth, as another thread would see it.
-        word.store(GROWING | (100 << STATE_BITS), SeqCst);
-        assert_eq!(slab.claim(i), Claim::NotLive, "a racing free finds nothing to release");
-        assert!(!slab.mark_cleaned(i) && slab.live_size(i).is_none());
-        word.store(LIVE | (100 << STATE_BITS), SeqCst);
+        WHILE_GROWING.with(|hook| {
+            hook.set(Some(|slab, i| {
+                // A racing free would release the block (and a new one could take the slot
+                // before the zeroing), a cleaner would attach to it: neither may.
+                assert_eq!(slab.claim(i), Claim::NotLive, "a block still being zeroed was claimed");
+                assert!(!slab.mark_cleaned(i) && slab.live_size(i).is_none());
+                SEEN_GROWING.with(|seen| seen.set(true));
+            }))
+        });
         assert!(slab.resize(i, 100, 112));
+        WHILE_GROWING.with(|hook| hook.set(None));
+        assert!(SEEN_GROWING.with(|seen| seen.get()), "the growth was looked at halfway");
         let slot = unsafe { std::slice::from_raw_parts(slab.slot_address(i) as *const u8, 112) };
         assert!(slot[..100].iter().all(|&b| b == 0x5a) && slot[100..].iter().all(|&b| b == 0), "growth zeroed");
         assert_eq!(slab.claim(i), Claim::Won(112));
