@@ -54,8 +54,18 @@ pub(crate) fn asymmetric() -> bool {
     *ASYMMETRIC
 }
 
-/// The rare side: every thread of the process executes a full barrier before this returns.
-pub(crate) fn heavy() {
+/// The rare side, after asking owners something ([`Bracket::ask`]): from here on each owner either
+/// sees the request or its bracket is visible (to [`Bracket::wait_for_owner`]). Without
+/// `membarrier` there is nothing to do: owners use atomics for good, and visits reach only the
+/// caller's own heap.
+pub(crate) fn publish_asks() {
+    if asymmetric() {
+        heavy();
+    }
+}
+
+/// Every thread of the process executes a full barrier before this returns.
+fn heavy() {
     // A child after fork() starts unregistered: register and try again, then fall back to the
     // slow global barrier. Only if the kernel refuses every kind is there no correct way on.
     if membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)
@@ -117,13 +127,22 @@ impl Bracket {
         self.busy.store(false, Release);
     }
 
-    /// Another thread: asks `what` of the owner. Then [`heavy`] (once for many brackets), then
+    /// Owner: runs `work` inside the bracket; `work` gets what is asked of it (see [`ask`]).
+    #[inline(always)]
+    pub(crate) fn around<R>(&self, work: impl FnOnce(u8) -> R) -> R {
+        let asked = self.enter();
+        let result = work(asked);
+        self.leave();
+        result
+    }
+
+    /// Another thread: asks `what` of the owner. Then [`publish_asks`] (once for many brackets), then
     /// [`Bracket::wait_for_owner`]; from there on the owner complies until [`Bracket::withdraw`].
     pub(crate) fn ask(&self, what: u8) {
         self.wanted.fetch_or(what as u64, SeqCst);
     }
 
-    /// Another thread, after [`heavy`]: waits until a bracket the owner entered before it saw the
+    /// Another thread, after [`publish_asks`]: waits until a bracket the owner entered before it saw the
     /// request has closed.
     pub(crate) fn wait_for_owner(&self) {
         while self.busy.load(Acquire) {

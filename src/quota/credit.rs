@@ -42,10 +42,7 @@ impl Credit {
     /// credit before, if it was replaced.
     #[inline(always)]
     pub fn update(&self, f: impl FnMut(u64) -> Option<u64>) -> Option<u64> {
-        let asked = self.bracket.enter();
-        let before = self.update_within(asked, f);
-        self.bracket.leave();
-        before
+        self.bracket.around(|asked| self.update_within(asked, f))
     }
 
     /// [`Credit::update`] for an owner inside its bracket already, which `asked` what
@@ -82,9 +79,7 @@ pub fn collect(credits: &[Arc<Credit>]) -> u64 {
     for credit in credits {
         credit.bracket.ask(ask::ATOMICS);
     }
-    if barrier::asymmetric() {
-        barrier::heavy();
-    }
+    barrier::publish_asks();
     let mut collected = 0;
     for credit in credits {
         credit.bracket.wait_for_owner();
@@ -120,10 +115,7 @@ impl Quota {
     /// Spends `bytes` of `credit` if it covers them and nobody waits. False: nothing changed.
     #[inline(always)]
     pub(crate) fn spend(&self, credit: &Credit, bytes: u64) -> bool {
-        let asked = credit.bracket.enter();
-        let spent = self.spend_within(credit, asked, bytes);
-        credit.bracket.leave();
-        spent
+        credit.bracket.around(|asked| self.spend_within(credit, asked, bytes))
     }
 
     /// [`Quota::spend`] for an owner inside its bracket (`asked`: what [`Bracket::enter`] said).
@@ -169,10 +161,7 @@ impl Quota {
     /// reserved (credit must be bytes within the limit); then all of it goes back to the budget.
     #[inline(always)]
     pub fn release_with(&self, credit: &Credit, bytes: u64) {
-        let asked = credit.bracket.enter();
-        let give_back = self.release_within(credit, asked, bytes);
-        credit.bracket.leave();
-        if give_back {
+        if credit.bracket.around(|asked| self.release_within(credit, asked, bytes)) {
             self.return_credit(credit);
         }
     }

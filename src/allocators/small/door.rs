@@ -81,9 +81,7 @@ pub(super) fn visit_each(doors: &[&Door], mut visit: impl FnMut(&mut Heap) -> u6
     if open.is_empty() {
         return 0;
     }
-    if barrier::asymmetric() {
-        barrier::heavy();
-    }
+    barrier::publish_asks();
     let mut sum = 0;
     // Each heap is let go as soon as it was visited: its owner waits for its own visit only.
     for (bracket, heap) in open {

@@ -244,10 +244,7 @@ impl Heap {
     /// [`Heap::put_back`] for a slow path, which enters the credit's bracket itself.
     pub(super) fn put_back_bracketed(&mut self, slot: Slot, size: usize) -> bool {
         let credit = self.credit.clone();
-        let asked = credit.bracket.enter();
-        let give_back = self.put_back(slot, size, asked);
-        credit.bracket.leave();
-        give_back
+        credit.bracket.around(|asked| self.put_back(slot, size, asked))
     }
 
     /// A slab of this heap got its first free slot back (onto the partial list), or its last

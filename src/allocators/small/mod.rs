@@ -459,15 +459,16 @@ fn in_heap<R>(heap: *mut Heap, work: impl FnOnce(&mut Heap, u8) -> Option<R>) ->
     // Safety: see `SmallBlocks::heap`. The bracket is reached without a reference to the heap,
     // which a visitor may be working in until `enter` says otherwise; `credit` never changes.
     let bracket = &unsafe { &(*heap).credit }.bracket;
-    let asked = bracket.enter();
-    let result = if asked & ask::STAND_ASIDE == 0 {
-        // Safety: see `SmallBlocks::heap`; visitors are out, and `work` does not call out.
-        work(unsafe { &mut *heap }, asked)
-    } else {
-        None
-    };
-    bracket.leave();
-    result
+    bracket.around(
+        #[inline(always)]
+        |asked| {
+            if asked & ask::STAND_ASIDE != 0 {
+                return None;
+            }
+            // Safety: see `SmallBlocks::heap`; visitors are out, and `work` does not call out.
+            work(unsafe { &mut *heap }, asked)
+        },
+    )
 }
 
 /// Runs `work` in this thread's `heap` as its owner, holding its lock (a visit in progress is
