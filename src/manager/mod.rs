@@ -74,8 +74,9 @@ pub fn global() -> &'static Manager {
     &GLOBAL
 }
 
-/// A block claimed for a move: nobody else can release it; this caller finishes its release.
-enum Old {
+/// A block claimed for release (by a free, or a move away from it): nobody else can release it;
+/// this caller finishes its release.
+enum Taken {
     /// A slab slot without cleaners, and its size.
     Slot(small::Slot, usize),
     /// A block of the table: a mapping, heap memory, or a slot with cleaners.
@@ -147,19 +148,11 @@ impl Manager {
     /// Releases the live block starting at `address`: its cleaners run, its memory is freed.
     #[inline]
     pub fn free(&self, address: usize) -> Result<()> {
-        if let Some(slot) = self.small.find(address) {
-            let slot = slot?;
-            match slot.claim() {
-                Claim::Won(size) => {
-                    self.small.release(slot, size);
-                    return Ok(());
-                }
-                Claim::NotLive => return Err(Error::NotLive),
-                Claim::Cleaned => {} // its cleaners are in the registry
-            }
+        let slot = self.small.find(address).transpose()?;
+        match self.take(slot, address)? {
+            Taken::Slot(slot, size) => self.small.release(slot, size),
+            Taken::Table(claimed) => self.finish_release(claimed),
         }
-        let claimed = self.blocks.claim_by_address(address)?;
-        self.finish_release(claimed);
         Ok(())
     }
 
@@ -202,8 +195,7 @@ impl Manager {
         // the caller made) either comes first, and the move fails, or finds the block gone; until
         // this call releases it, its memory stays (a freed mapping may be unmapped at once).
         // Released before, its address may even be the new block's: that is no claim to make.
-        let claimed =
-            if new.as_ptr() as usize == address { Err(Error::NotLive) } else { self.claim_old(slot, address) };
+        let claimed = if new.as_ptr() as usize == address { Err(Error::NotLive) } else { self.take(slot, address) };
         let old = match claimed {
             Ok(old) => old,
             Err(e) => {
@@ -212,33 +204,34 @@ impl Manager {
             }
         };
         let old_size = match &old {
-            Old::Slot(_, size) => *size,
-            Old::Table(claimed) if claimed.memory.is_some() => claimed.size,
+            Taken::Slot(_, size) => *size,
+            Taken::Table(claimed) if claimed.memory.is_some() => claimed.size,
             // A slot's entry in the table: the size is in the slot's state, CLEANED until released.
-            Old::Table(_) => slot.and_then(|slot| slot.live_size()).map_or(0, |(size, _)| size),
+            Taken::Table(_) => slot.and_then(|slot| slot.live_size()).map_or(0, |(size, _)| size),
         };
         // Safety: the old block is this call's (claimed), the new one too; both hold at least
         // min(old, new) bytes, and they are distinct blocks.
         unsafe { std::ptr::copy_nonoverlapping(address as *const u8, new.as_ptr(), old_size.min(new_size)) };
         match old {
-            Old::Slot(slot, size) => self.small.release(slot, size),
+            Taken::Slot(slot, size) => self.small.release(slot, size),
             // Its cleaners go to the new block with their handles.
-            Old::Table(claimed) => self.move_block_cleaners(claimed, new.as_ptr() as usize)?,
+            Taken::Table(claimed) => self.move_block_cleaners(claimed, new.as_ptr() as usize)?,
         }
         Ok(new)
     }
 
-    /// Claims the block being moved away from (see [`Manager::reallocate`]): a slot without
-    /// cleaners through the slab, any other through the table.
-    fn claim_old(&self, slot: Option<small::Slot>, address: usize) -> Result<Old> {
+    /// Claims the live block at `address` (`slot`: its slot, if it is in a slab) for release: a
+    /// slot without cleaners through the slab, any other block through the table.
+    #[inline]
+    fn take(&self, slot: Option<small::Slot>, address: usize) -> Result<Taken> {
         if let Some(slot) = slot {
             match slot.claim() {
-                Claim::Won(size) => return Ok(Old::Slot(slot, size)),
+                Claim::Won(size) => return Ok(Taken::Slot(slot, size)),
                 Claim::NotLive => return Err(Error::NotLive),
                 Claim::Cleaned => {} // its cleaners are in the table
             }
         }
-        self.blocks.claim_by_address(address).map(Old::Table)
+        self.blocks.claim_by_address(address).map(Taken::Table)
     }
 
     /// A block of the table resized in place (see [`Registry::resize_in_place`]), the quota charged
