@@ -11,10 +11,13 @@
 //! quota credit stay theirs, counted, and are reached as usual (frees from the child work); a
 //! thread caught at the fork inside the few instructions where it updates its credit without
 //! atomics would leave the credit marked busy for good, so the child clears those marks (a
-//! collection, when a reservation does not fit, would wait for them forever). Not
-//! covered: `fork()` from inside a reclaim hook or a cleaner action that another thread waits on
-//! (the child gets no such waiter), and, like malloc, a signal handler calling dm_ functions. The
-//! background decay thread is not in the child: it is off there until asked for again.
+//! collection, when a reservation does not fit, would wait for them forever); and the parent's
+//! other threads waiting in the quota's queue, or running a reclaim hook call, are forgotten (the
+//! child would queue behind them for good). A fork from inside the hook keeps the forking thread's
+//! own place and round. Not covered: a block another thread was releasing or resizing at the fork
+//! (the child has no such call to finish it: it stays counted there), and, like malloc, a signal
+//! handler calling dm_ functions. The background decay thread is not in the child: it is off there
+//! until asked for again.
 
 use crate::allocators::system::mappings;
 use crate::manager::{self, background};

@@ -337,9 +337,9 @@ impl Manager {
 
     /// In a child of fork(), on its only thread: what the parent's other threads were doing at the
     /// fork must not be waited for (their quota credit's bracket, which their heaps' fast paths
-    /// share).
+    /// share, and their places in the quota's queue).
     pub(crate) fn forget_other_threads_in_child(&self) {
-        self.quota.forget_credit_owners_in_child();
+        self.quota.forget_other_threads_in_child();
     }
 
     /// Bytes that fit under the limit now (0 when reserved is above it); cheaper than [`Manager::stats`].

@@ -191,7 +191,7 @@ impl Quota {
     }
 
     /// In a child of fork(), on its only thread: see [`Bracket::forget_owner_in_child`].
-    pub(crate) fn forget_credit_owners_in_child(&self) {
+    pub(super) fn forget_credit_owners_in_child(&self) {
         self.credits.lock().iter().for_each(|credit| credit.bracket.forget_owner_in_child());
     }
 

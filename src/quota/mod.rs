@@ -150,6 +150,14 @@ impl Quota {
         // returned memory until their timeout, as the contract says.
     }
 
+    /// In a child of fork(), on its only thread: what the parent's other threads were doing here
+    /// at the fork (inside their credit's bracket, waiting in the queue, running a round) must
+    /// not be waited for.
+    pub(crate) fn forget_other_threads_in_child(&self) {
+        self.forget_credit_owners_in_child();
+        self.forget_waiters_in_child();
+    }
+
     /// Accounts for `bytes` held by the caller without allocating (`dm_reserve`).
     pub fn reserve_raw(&self, bytes: u64) -> Result<()> {
         self.reserve(bytes)?;

@@ -57,6 +57,8 @@ pub(super) struct ReclaimState {
     pub(super) queue: VecDeque<Waiter>,
     next_ticket: u64,
     pub(super) round_in_flight: bool,
+    /// The ticket of the waiter whose thread runs the round in flight.
+    round_runner: u64,
     rounds_started: u64,
     rounds_completed: u64,
     /// Queued reservations served so far: while it grows the queue moves, and no deadline comes.
@@ -134,6 +136,7 @@ impl Quota {
             let may_ask = state.rounds_completed <= mark && !state.round_in_flight && now >= not_before;
             if let Some(hook) = state.hook.clone().filter(|_| may_ask) {
                 state.round_in_flight = true;
+                state.round_runner = ticket;
                 state.rounds_started += 1;
                 self.reclaim_requests.fetch_add(1, SeqCst);
                 drop(state);
@@ -159,6 +162,21 @@ impl Quota {
             }
             self.memory_returned.wait_until(&mut state, wake_at);
         }
+    }
+}
+
+impl Quota {
+    /// In a child of fork(), on its only thread: the parent's other threads that were queued
+    /// here, or running a round, are not in the child. Left in, they would stand at the head of
+    /// the queue for good: every reservation of the child not covered by credit would wait its
+    /// whole timeout behind them, and no round would ever start again. Only the forking thread's
+    /// own place stays, when it forked from inside the hook call of its round.
+    pub(super) fn forget_waiters_in_child(&self) {
+        let mut state = self.state.lock();
+        let ours = (IN_HOOK.with(|depth| depth.get()) > 0).then_some(state.round_runner);
+        state.queue.retain(|w| Some(w.ticket) == ours);
+        state.round_in_flight = ours.is_some();
+        self.pressure.waiters.store(state.queue.len(), SeqCst);
     }
 }
 

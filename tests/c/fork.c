@@ -9,7 +9,13 @@
  * thread trims and decays over and over (visits to the other threads' heaps, which may be half
  * done at a fork), and each child trims, decays and sets the limit (which collects every thread's
  * quota credit: the parent's other threads, absent in the child, may have been inside their
- * brackets at the fork). */
+ * brackets at the fork).
+ *
+ * Before that, forks in the middle of the reclaim protocol: a child forked while a parent thread
+ * runs a slow reclaim hook and another waits behind it, and a child forked from inside the hook.
+ * The waiters of the parent are not in the child: before the child forgot them, every reservation
+ * there that a thread's credit did not cover (a 16 B block included) queued behind them and took
+ * the whole reclaim timeout, and no reclaim hook was ever called again in the child. */
 #include <time.h>
 #include <pthread.h>
 #include <signal.h>
@@ -19,7 +25,132 @@
 #include "check.h"
 
 #define FORKS 40
+#define KIB 1024u
 static atomic_int stop;
+
+static double now_s(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static void pause_ms(long ms) {
+    struct timespec t = {ms / 1000, ms % 1000 * 1000000};
+    nanosleep(&t, NULL);
+}
+
+/* The reclaim hook of the round cases. In the parent, it holds its round until told to end it
+ * (the parent forks meanwhile), unless it is to fork itself. In a child, it releases `held`. */
+static void *held;
+static atomic_int rounds_entered, end_round, fork_in_hook;
+static pid_t forked_in_hook = -1;
+static int is_child;
+
+static void slow_hook(void *ctx, size_t wanted) {
+    (void)ctx, (void)wanted;
+    if (is_child) {
+        if (held) CHECK(dm_free(held));
+        held = NULL; /* its address may be a new block's soon */
+        return;
+    }
+    atomic_fetch_add(&rounds_entered, 1);
+    if (atomic_exchange(&fork_in_hook, 0)) { /* once */
+        forked_in_hook = fork();
+        ASSERT(forked_in_hook >= 0);
+        if (forked_in_hook == 0) is_child = 1; /* the child's only thread goes on in this hook */
+        return;
+    }
+    while (!atomic_load(&end_round)) pause_ms(1);
+}
+
+/* What a child checks: a reservation that fits is served at once, small or big (not after
+ * the reclaim timeout), and one that does not fit calls the hook, which frees `held` (if the
+ * child still has it). */
+static int reservations_in_child(void) {
+    alarm(30);
+    dm_stats before = stats_now();
+    double start = now_s();
+    void *small, *big, *bigger;
+    if (dm_allocate(16, 0, &small) != DM_OK || dm_free(small) != DM_OK) return 10;
+    if (dm_allocate(200 * KIB, 0, &big) != DM_OK) return 11;
+    if (now_s() - start > 1.0) return 12; /* the reclaim timeout, 10 s, when it queued */
+    if (held) {
+        if (dm_allocate(500 * KIB, 0, &bigger) != DM_OK) return 13; /* only once `held` is freed */
+        if (stats_now().reclaim_requests != before.reclaim_requests + 1) return 14;
+        if (dm_free(bigger) != DM_OK) return 15;
+    }
+    if (dm_free(big) != DM_OK) return 15;
+    if (now_s() - start > 1.0) return 16;
+    return 0;
+}
+
+/* Wants `bytes`; returns the status (the parent's waiters must not fail: checked after the child). */
+static void *wanting(void *bytes) {
+    void *p;
+    dm_status status = dm_allocate((size_t)bytes, 0, &p);
+    if (is_child) { /* forked inside the hook: this is the child's only thread */
+        /* Served once the hook, called again in the child, freed `held`. */
+        int code = status != DM_OK || held ? 17 : reservations_in_child();
+        if (code == 0 && dm_free(p) != DM_OK) code = 18;
+        fflush(stdout);
+        _exit(code);
+    }
+    if (status == DM_OK) CHECK(dm_free(p));
+    return (void *)(size_t)status;
+}
+
+static void joined_ok(pthread_t t) {
+    void *status;
+    ASSERT(pthread_join(t, &status) == 0);
+    EXPECT((dm_status)(size_t)status, DM_OK);
+}
+
+static int exit_code(pid_t pid) {
+    int status;
+    ASSERT(waitpid(pid, &status, 0) == pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
+}
+
+/* Limit 1 MiB, 800 KiB held: a thread wants 600 KiB and its hook call is slow, another wants
+ * 400 KiB behind it; the parent forks during that round. Then a thread's hook forks. */
+static void forks_during_a_reclaim_round(void) {
+    CHECK(dm_set_limit(1024 * KIB));
+    CHECK(dm_set_reclaim_timeout_ms(10000));
+    CHECK(dm_allocate(800 * KIB, 0, &held));
+    CHECK(dm_set_reclaim_hook(slow_hook, NULL));
+    pthread_t first, second;
+    ASSERT(pthread_create(&first, NULL, wanting, (void *)(600 * KIB)) == 0);
+    while (atomic_load(&rounds_entered) == 0) pause_ms(1);
+    ASSERT(pthread_create(&second, NULL, wanting, (void *)(400 * KIB)) == 0);
+    pause_ms(50); /* the second joins the queue behind the round */
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        is_child = 1;
+        _exit(reservations_in_child());
+    }
+    int code = exit_code(pid);
+    printf("fork: child forked during a round: exit %d\n", code);
+    fflush(stdout); /* not printed again by the next child */
+    ASSERT(code == 0);
+    CHECK(dm_free(held));
+    atomic_store(&end_round, 1);
+    joined_ok(first);
+    joined_ok(second);
+
+    /* The hook forks: in the child its thread goes on in the round, then in the reservation. */
+    CHECK(dm_allocate(800 * KIB, 0, &held));
+    atomic_store(&fork_in_hook, 1);
+    ASSERT(pthread_create(&first, NULL, wanting, (void *)(600 * KIB)) == 0);
+    while (forked_in_hook < 0) pause_ms(1);
+    code = exit_code(forked_in_hook);
+    printf("fork: child forked inside the hook: exit %d\n", code);
+    ASSERT(code == 0);
+    CHECK(dm_free(held));
+    joined_ok(first);
+    CHECK(dm_set_reclaim_hook(NULL, NULL));
+    CHECK(dm_set_reclaim_timeout_ms(1000));
+}
 
 static void *churn(void *arg) {
     size_t sizes[] = {16, 64, 1000, 8192, 20000, 100000, 300000};
@@ -90,7 +221,8 @@ static int in_child(void) {
 int main(void) {
     /* A deadlock in the parent (the fork handlers against another thread) ends as a failure, not
      * a hang of the test run; children do not inherit it. */
-    alarm(120);
+    alarm(180);
+    forks_during_a_reclaim_round();
     CHECK(dm_set_limit(1u << 30));
     CHECK(dm_set_background_decay(2));
     pthread_t t[5];
