@@ -393,7 +393,11 @@ pub extern "C" fn dm_set_limit(bytes: u64) -> dm_status {
 /// failing thread with no library lock held and may call any dm_ function; a reservation it makes
 /// (dm_allocate, dm_reserve) is served at once if it fits and fails at once with DM_ERR_LIMIT if
 /// not (it cannot wait for the hook call it is part of). `ctx` is passed to it untouched and must
-/// stay valid while the hook is installed.
+/// stay valid while the hook is installed. When this returns, the hook it replaced is not running
+/// on any thread and will not be called again (a call in flight is waited for), so what it used
+/// may be freed; called from inside the hook, it returns at once (that call is the caller's own).
+/// So it must not be called while holding what a hook call in flight waits for (a lock the hook
+/// takes, a cleaner action the hook waits to see run).
 /// Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
 ///
 /// # Safety

@@ -117,6 +117,12 @@ impl Condvar {
         let Some(timeout) = deadline.checked_duration_since(Instant::now()) else { return };
         MutexGuard::unlocked(guard, || futex_wait(&self.notifications, seen, Some(timeout)));
     }
+
+    /// [`Condvar::wait_until`] with no deadline.
+    pub fn wait<T>(&self, guard: &mut MutexGuard<'_, T>) {
+        let seen = self.notifications.load(Acquire);
+        MutexGuard::unlocked(guard, || futex_wait(&self.notifications, seen, None));
+    }
 }
 
 /// Sleeps while `word` holds `expected`, at most `timeout` (wake-ups may also be spurious).

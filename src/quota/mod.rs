@@ -144,10 +144,16 @@ impl Quota {
         self.reclaim_timeout_ms.store(millis, SeqCst);
     }
 
+    /// Installs or removes the reclaim hook. Once this returns, the hook it replaced is not
+    /// running (a call in flight on another thread is waited for) and is never called again, so
+    /// the caller may free what it used; from inside a hook call, which is this thread's own
+    /// round, it returns at once.
     pub fn set_hook(&self, hook: Option<Hook>) {
-        self.state.lock().hook = hook;
+        let mut state = self.state.lock();
+        state.hook = hook;
         // Waiters that relied on a removed hook are not left behind: they keep waiting for
         // returned memory until their timeout, as the contract says.
+        self.wait_for_round_in_flight(state);
     }
 
     /// In a child of fork(), on its only thread: what the parent's other threads were doing here

@@ -166,6 +166,19 @@ impl Quota {
 }
 
 impl Quota {
+    /// Waits until the round in flight, if any, has ended; at once from inside a hook call (the
+    /// round in flight is then this thread's own).
+    pub(super) fn wait_for_round_in_flight(&self, mut state: MutexGuard<'_, ReclaimState>) {
+        if IN_HOOK.with(|depth| depth.get()) > 0 {
+            return;
+        }
+        // Rounds run one at a time: the one in flight, if any, is number `rounds_started`.
+        let round = state.rounds_started;
+        while state.round_in_flight && state.rounds_started == round {
+            self.memory_returned.wait(&mut state); // a round's end notifies
+        }
+    }
+
     /// In a child of fork(), on its only thread: the parent's other threads that were queued
     /// here, or running a round, are not in the child. Left in, they would stand at the head of
     /// the queue for good: every reservation of the child not covered by credit would wait its
