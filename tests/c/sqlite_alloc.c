@@ -1,7 +1,11 @@
 /* SQLite running on directmem as its allocator (SQLITE_CONFIG_MALLOC: xMalloc, xFree, xRealloc,
  * xSize), the way a real C library takes a custom allocator: every byte SQLite allocates is a
  * directmem block, counted in dm_get_stats and bounded by the limit. Builds a table with an index,
- * queries it, hits a tight limit (SQLITE_NOMEM, then recovery), and ends with no block left. */
+ * queries it, hits a tight limit (SQLITE_NOMEM, then recovery), and ends with no block left.
+ * Then one connection shared by threads that come and go (SQLite's serialized mode): what one
+ * thread's statement allocates, another's frees (page cache, statements, result rows), and threads
+ * end while blocks they allocated live on in SQLite's caches. */
+#include <pthread.h>
 #include <sqlite3.h>
 #include <string.h>
 
@@ -42,6 +46,45 @@ static long long one_number(sqlite3 *db, const char *sql) {
     return v;
 }
 
+/* One connection, used in turn by short threads: each inserts rows through a statement it
+ * prepares, reads back a sum, and ends. */
+enum { WORKERS = 4, GENERATIONS = 8, ROWS_PER_THREAD = 300 };
+
+static void *shared_connection_worker(void *arg) {
+    sqlite3 *db = arg;
+    sqlite3_stmt *insert;
+    ASSERT(sqlite3_prepare_v2(db, "INSERT INTO s (v, payload) VALUES (?1, randomblob(?2))", -1, &insert, NULL) == SQLITE_OK);
+    for (int i = 0; i < ROWS_PER_THREAD; i++) {
+        sqlite3_bind_int(insert, 1, i);
+        sqlite3_bind_int(insert, 2, 16 + (i * 37) % 3000);
+        ASSERT(sqlite3_step(insert) == SQLITE_DONE);
+        sqlite3_reset(insert);
+        if (i % 50 == 0) ASSERT(one_number(db, "SELECT count(*) FROM s WHERE v = 0") > 0);
+    }
+    sqlite3_finalize(insert);
+    return NULL;
+}
+
+static void threads_sharing_one_connection(void) {
+    sqlite3 *db;
+    ASSERT(sqlite3_open_v2(":memory:", &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, NULL) == SQLITE_OK);
+    exec(db, "CREATE TABLE s (id INTEGER PRIMARY KEY, v INTEGER, payload BLOB)");
+    exec(db, "CREATE INDEX s_v ON s (v)");
+    for (int g = 0; g < GENERATIONS; g++) {
+        pthread_t t[WORKERS];
+        for (int w = 0; w < WORKERS; w++) ASSERT(pthread_create(&t[w], NULL, shared_connection_worker, db) == 0);
+        for (int w = 0; w < WORKERS; w++) ASSERT(pthread_join(t[w], NULL) == 0);
+        if (g % 2 == 1) exec(db, "DELETE FROM s WHERE id % 3 = 0"); /* frees pages other threads filled */
+    }
+    long long rows = one_number(db, "SELECT count(*) FROM s");
+    ASSERT(rows > 0 && rows < (long long)GENERATIONS * WORKERS * ROWS_PER_THREAD);
+    ASSERT(one_number(db, "SELECT count(*) FROM s WHERE length(payload) != 16 + (v * 37) % 3000") == 0);
+    dm_stats during = stats_now();
+    printf("sqlite: %d threads in %d generations shared one connection: %lld rows, %llu blocks live\n",
+           WORKERS, GENERATIONS, rows, (unsigned long long)during.count);
+    ASSERT(sqlite3_close(db) == SQLITE_OK);
+}
+
 int main(void) {
     static const sqlite3_mem_methods methods = {x_malloc, x_free, x_realloc, x_size, x_roundup, x_init, x_shutdown, NULL};
     ASSERT(sqlite3_config(SQLITE_CONFIG_MALLOC, &methods) == SQLITE_OK);
@@ -71,6 +114,7 @@ int main(void) {
     printf("sqlite: a tight limit gave %s, and after raising it the insert went through\n", sqlite3_errstr(rc));
 
     ASSERT(sqlite3_close(db) == SQLITE_OK);
+    threads_sharing_one_connection();
     ASSERT(sqlite3_shutdown() == SQLITE_OK);
     dm_stats after = stats_now();
     ASSERT(after.count == 0 && after.reserved == 0);
