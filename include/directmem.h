@@ -10,6 +10,12 @@
  *
  * Not async-signal-safe, like malloc: never call a dm_ function from a signal handler (one that
  * interrupted a dm_ call on the same thread may be handed a block twice, or deadlock).
+ *
+ * Thread cancellation: dm_ functions wait (for memory, for a lock) at no cancellation point, and
+ * the callbacks the library calls (the reclaim hook, cleaner actions) run with cancellation
+ * disabled, so a pthread_cancel acts at the thread's next cancellation point after the dm_ call. A callback must not leave
+ * the call some other way (pthread_exit, longjmp): the library cannot finish it then. Like
+ * malloc, not async-cancel-safe (no dm_ call under PTHREAD_CANCEL_ASYNCHRONOUS).
  */
 
 #ifndef DIRECTMEM_H
@@ -307,6 +313,8 @@ enum dm_status dm_set_limit(uint64_t bytes);
  * `hook`, if not NULL, must be safe to call with `ctx` from any thread.
  */
 enum dm_status dm_set_reclaim_hook(dm_reclaim_fn hook, void *ctx);
+
+extern int pthread_setcancelstate(int state, int *old_state);
 
 /**
  * Sets how long a reservation may wait for memory after calling the reclaim hook while no

@@ -340,7 +340,7 @@ fn c_action(function: dm_cleanup_fn, ctx: *mut c_void) -> Action {
         fn run(self) {
             // Safety: the registrant promised `function(ctx)` may be called once when the block is
             // released; the core runs an action exactly once.
-            unsafe { (self.0)(self.1) }
+            without_cancellation(|| unsafe { (self.0)(self.1) })
         }
     }
     match function {
@@ -408,11 +408,33 @@ pub unsafe extern "C" fn dm_set_reclaim_hook(hook: dm_reclaim_fn, ctx: *mut c_vo
         let hook = hook.map(|function| {
             let ctx = SendPtr(ctx);
             // Safety: the caller promised `function(ctx, _)` may be called from any thread.
-            Arc::new(move |bytes: u64| unsafe { function(ctx.get(), bytes as usize) }) as crate::quota::Hook
+            Arc::new(move |bytes: u64| without_cancellation(|| unsafe { function(ctx.get(), bytes as usize) }))
+                as crate::quota::Hook
         });
         manager::global().set_reclaim_hook(hook);
         Ok(())
     })
+}
+
+unsafe extern "C" {
+    fn pthread_setcancelstate(state: c_int, old_state: *mut c_int) -> c_int;
+}
+/// `PTHREAD_CANCEL_DISABLE` (glibc and musl alike; the libc crate does not have it).
+const PTHREAD_CANCEL_DISABLE: c_int = 1;
+
+/// Runs a C callback (a reclaim hook, a cleaner action) with the thread's cancellation disabled.
+/// A cancellation acted on inside it (a `sleep`, a `close`, a condition wait: cancellation points)
+/// would unwind through the library's frames, which cannot run their clean-up for it: the process
+/// aborted ("exception not rethrown"). Disabled, a cancellation request waits for the next
+/// cancellation point after the dm_ call returns, as glibc defers it in its own functions.
+fn without_cancellation<R>(call: impl FnOnce() -> R) -> R {
+    let mut before: c_int = 0;
+    // Safety: sets this thread's own cancellation state; `before` is a valid out-pointer.
+    unsafe { pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &mut before) };
+    let result = call();
+    // Safety: as above; puts back what the caller had (disabled stays disabled).
+    unsafe { pthread_setcancelstate(before, &mut before) };
+    result
 }
 
 /// The C caller's opaque context, handed back to its own hook on whichever thread needs it.

@@ -114,6 +114,7 @@ fn c_test_programs_hold_up_to_misuse_and_races() {
         "load_registration",
         "zeroing",
         "thread_end",
+        "cancel",
     ] {
         let out = run(&mut Command::new(build.join(name)));
         let program = name.trim_end_matches(char::is_numeric);
