@@ -257,7 +257,8 @@ enum dm_status dm_block_size(const void *ptr, size_t *size);
  * releasing their own block from inside returns DM_ERR_NOT_LIVE. `ctx` is passed through
  * untouched; the caller keeps it valid until the action has run.
  * Thread-safe. Returns DM_OK and writes `*out`; DM_ERR_INVALID_ARGUMENT (NULL `out`);
- * DM_ERR_NOT_LIVE (`ptr` is not the start of a live block); DM_ERR_INTERNAL.
+ * DM_ERR_NOT_LIVE (`ptr` is not the start of a live block); DM_ERR_NO_MEMORY (none for the
+ * cleaner's record: nothing attached, `action` will not run); DM_ERR_INTERNAL.
  *
  * # Safety
  * `out` must be NULL or point to writable storage for a dm_cleaner; `action`, if not NULL, must

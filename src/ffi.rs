@@ -310,7 +310,8 @@ pub unsafe extern "C" fn dm_block_size(ptr: *const c_void, size: *mut usize) -> 
 /// releasing their own block from inside returns DM_ERR_NOT_LIVE. `ctx` is passed through
 /// untouched; the caller keeps it valid until the action has run.
 /// Thread-safe. Returns DM_OK and writes `*out`; DM_ERR_INVALID_ARGUMENT (NULL `out`);
-/// DM_ERR_NOT_LIVE (`ptr` is not the start of a live block); DM_ERR_INTERNAL.
+/// DM_ERR_NOT_LIVE (`ptr` is not the start of a live block); DM_ERR_NO_MEMORY (none for the
+/// cleaner's record: nothing attached, `action` will not run); DM_ERR_INTERNAL.
 ///
 /// # Safety
 /// `out` must be NULL or point to writable storage for a dm_cleaner; `action`, if not NULL, must
@@ -324,14 +325,15 @@ pub unsafe extern "C" fn dm_cleaner_register(
 ) -> dm_status {
     boundary(|| {
         let out = non_null(out)?;
-        let handle = manager::global().register_cleaner(ptr as usize, c_action(action, ctx))?;
+        let handle = manager::global().register_cleaner(ptr as usize, c_action(action, ctx)?)?;
         write_out(out, handle);
         Ok(())
     })
 }
 
 /// A C cleaner action as the core's [`Action`]: `function(ctx)`, or nothing for a NULL function.
-fn c_action(function: dm_cleanup_fn, ctx: *mut c_void) -> Action {
+/// `NoMemory` when there is none for it.
+fn c_action(function: dm_cleanup_fn, ctx: *mut c_void) -> Result<Action> {
     struct Call(unsafe extern "C" fn(*mut c_void), *mut c_void);
     // Safety: `ctx` is the registrant's opaque value, handed back to its function on whichever
     // thread releases the block, as the header documents.
@@ -346,9 +348,9 @@ fn c_action(function: dm_cleanup_fn, ctx: *mut c_void) -> Action {
     match function {
         Some(function) => {
             let call = Call(function, ctx);
-            Box::new(move || call.run())
+            Ok(crate::fallible::boxed(move || call.run())?)
         }
-        None => Box::new(|| {}),
+        None => Ok(Box::new(|| {})), // takes no memory
     }
 }
 

@@ -16,7 +16,8 @@
 //! - [`manager`]: these composed into one process-wide direct-memory manager (and its fork
 //!   handlers); its [`manager::Stats`] is the one stats layout;
 //! - [`error`] and [`limit`]: the one status table and the one size parser, which every layer and
-//!   both doors use.
+//!   both doors use; `fallible`: the library's own bookkeeping memory, taken so that a refusal is
+//!   an error or a fallback, not an abort.
 //!
 //! None of these knows C or Java. Two sibling doors stand on the manager: [`ffi`] (the C ABI of
 //! `include/directmem.h`) and `jni` (the native half of the Java API `dev.directmem.DirectMemory`).
@@ -24,6 +25,7 @@
 pub mod allocators;
 mod barrier;
 pub mod error;
+mod fallible;
 pub mod ffi;
 mod jni;
 pub mod limit;

@@ -17,8 +17,14 @@
 //! (`dm_reallocate`) takes its cleaners along: same handles, new address. A stale handle (its
 //! block released, the address handed out again) finds nothing rather than the new block, since
 //! the block found must also list the handle. Lock order: a block shard, then a handle shard.
+//!
+//! Memory for the table itself is taken fallibly, before anything changes: an insert or a
+//! registration the system has no memory for is refused (`NoMemory`) with nothing changed, and a
+//! move keeps the old block's entry, marked moving (not live to anyone else), until the new one
+//! holds the cleaners, so that a refusal there can put everything back as it was.
 
 use crate::allocators::system::Memory;
+use crate::fallible;
 use crate::sync::Mutex;
 use crate::{Error, Result};
 use rustc_hash::FxHashMap;
@@ -39,6 +45,14 @@ struct Block {
     cleaners: Vec<(u64, Action)>,
     /// What `memory` takes from the system, computed once (for the heap it is a libc call).
     footprint: usize,
+    /// Claimed by a move that has not finished: not live to anyone else (see [`Registry::claim_for_move`]).
+    moving: bool,
+}
+
+impl Block {
+    fn slot_entry(cleaners: Vec<(u64, Action)>) -> Block {
+        Block { memory: None, size: 0, cleaners, footprint: 0, moving: false }
+    }
 }
 
 #[derive(Default)]
@@ -48,6 +62,29 @@ struct Shard {
     capacity: u64,
     occupied: u64,
     total_allocations: u64,
+}
+
+impl Shard {
+    /// The live block at `address` (a block being moved away is not).
+    fn live(&mut self, address: usize) -> Option<&mut Block> {
+        self.blocks.get_mut(&address).filter(|block| !block.moving)
+    }
+
+    /// Room for one more entry, or `NoMemory`.
+    fn reserve_entry(&mut self) -> Result<()> {
+        self.blocks.try_reserve(1).map_err(|_| Error::NoMemory)
+    }
+
+    /// Takes the entry at `address` out, and its block out of the counts.
+    fn remove(&mut self, address: usize) -> Option<Block> {
+        let block = self.blocks.remove(&address)?;
+        if block.memory.is_some() {
+            self.count -= 1;
+            self.capacity -= block.size as u64;
+            self.occupied -= block.footprint as u64;
+        }
+        Some(block)
+    }
 }
 
 /// A block taken out of the table by the one caller allowed to release it.
@@ -110,20 +147,25 @@ impl Registry {
         &self.handles[(handle & (SHARDS as u64 - 1)) as usize]
     }
 
-    /// Records a freshly allocated block.
-    pub fn insert(&self, memory: Memory, size: usize) {
+    /// Records a freshly allocated block; gives the memory back (`Err`) when the table has no
+    /// memory for its entry (nothing changed).
+    pub fn insert(&self, memory: Memory, size: usize) -> std::result::Result<(), Memory> {
         let address = memory.ptr.as_ptr() as usize;
         let footprint = memory.footprint(); // before the lock: for heap memory a libc call
         let mut shard = self.shards[shard_of(address)].lock();
+        if shard.reserve_entry().is_err() {
+            return Err(memory);
+        }
         shard.count += 1;
         shard.capacity += size as u64;
         shard.occupied += footprint as u64;
         shard.total_allocations += 1;
-        let block = Block { memory: Some(memory), size, cleaners: Vec::new(), footprint };
+        let block = Block { memory: Some(memory), size, cleaners: Vec::new(), footprint, moving: false };
         let previous = shard.blocks.insert(address, block);
         // The system allocator cannot hand out a live address twice, unless the program freed one
         // of our blocks behind our back with free(): undefined behaviour we cannot undo.
         debug_assert!(previous.is_none(), "address {address:#x} handed out twice");
+        Ok(())
     }
 
     /// Attaches a cleaner to the live block starting at `address`.
@@ -142,35 +184,87 @@ impl Registry {
         self.register(address, action, hand_over)
     }
 
+    /// Attaches a new cleaner; on any failure nothing changed (the action is dropped unrun).
     fn register(&self, address: usize, action: Action, hand_over: impl FnOnce() -> bool) -> Result<u64> {
         let handle = self.next_cleaner.fetch_add(1, SeqCst);
-        self.attach(address, vec![(handle, action)], hand_over)?;
+        let mut shard = self.shards[shard_of(address)].lock();
+        let shard = &mut *shard;
+        // What takes memory first: the room in the block's list (or for its entry), the handle's.
+        let mut list = Vec::new();
+        match shard.blocks.get_mut(&address) {
+            Some(block) if block.moving => return Err(Error::NotLive),
+            Some(block) => fallible::reserve(&mut block.cleaners, 1)?,
+            None => {
+                shard.reserve_entry()?;
+                fallible::reserve(&mut list, 1)?;
+            }
+        }
+        {
+            let mut handles = self.handle_shard(handle).lock();
+            handles.try_reserve(1).map_err(|_| Error::NoMemory)?;
+            handles.insert(handle, address);
+        }
+        let block = match shard.blocks.get_mut(&address) {
+            Some(block) => block,
+            None if hand_over() => shard.blocks.entry(address).or_insert(Block::slot_entry(list)),
+            None => {
+                self.handle_shard(handle).lock().remove(&handle);
+                return Err(Error::NotLive);
+            }
+        };
+        block.cleaners.push((handle, action));
+        self.live_cleaners.fetch_add(1, SeqCst);
         Ok(handle)
     }
 
-    /// Attaches cleaners (with their handles) to the live block at `address`: new ones, or those
-    /// a moved block brings along (as its claim took them out: the handles stay). For a slab slot
-    /// without an entry, `hand_over` (run under the shard lock) hands its release over to the table
-    /// first. On failure the cleaners are dropped unrun.
-    pub fn attach(&self, address: usize, cleaners: Vec<(u64, Action)>, hand_over: impl FnOnce() -> bool) -> Result<()> {
-        let mut shard = self.shards[shard_of(address)].lock();
-        let shard = &mut *shard;
-        if !shard.blocks.contains_key(&address) && hand_over() {
-            shard.blocks.insert(address, Block { memory: None, size: 0, cleaners: Vec::new(), footprint: 0 });
+    /// Gives the cleaners a move took out of the block at `from` ([`Registry::claim_for_move`]) to
+    /// the live block at `to`, a new block no one else knows yet: its entry (made now for a slab
+    /// slot, if `hand_over` hands its release over) takes them with their handles. On failure
+    /// (`NoMemory` for a slot's entry, `NotLive`) nothing changed: the caller puts them back.
+    pub fn attach_moved(
+        &self,
+        to: usize,
+        cleaners: Vec<(u64, Action)>,
+        hand_over: impl FnOnce() -> bool,
+    ) -> std::result::Result<(), (Error, Vec<(u64, Action)>)> {
+        if cleaners.is_empty() {
+            return Ok(());
         }
-        let block = shard.blocks.get_mut(&address).ok_or(Error::NotLive)?;
-        self.live_cleaners.fetch_add(cleaners.len() as u64, SeqCst);
-        for (handle, action) in cleaners {
-            self.handle_shard(handle).lock().insert(handle, address);
-            block.cleaners.push((handle, action));
+        let mut shard = self.shards[shard_of(to)].lock();
+        let shard = &mut *shard;
+        match shard.live(to) {
+            // A fresh block's list is empty: it takes the list whole, with no memory to take.
+            Some(block) => {
+                debug_assert!(block.cleaners.is_empty(), "a new block already has cleaners");
+                block.cleaners = cleaners;
+            }
+            None => {
+                if let Err(e) = shard.reserve_entry() {
+                    return Err((e, cleaners));
+                }
+                if !hand_over() {
+                    return Err((Error::NotLive, cleaners));
+                }
+                shard.blocks.insert(to, Block::slot_entry(cleaners));
+            }
+        }
+        for (handle, _) in &shard.blocks[&to].cleaners {
+            self.repoint(*handle, to);
         }
         Ok(())
     }
 
+    /// Points a live cleaner's handle at the block at `address` (it has an entry: no memory taken).
+    fn repoint(&self, handle: u64, address: usize) {
+        if let Some(at) = self.handle_shard(handle).lock().get_mut(&handle) {
+            *at = address;
+        }
+    }
+
     /// The size of the live block starting at `address`, and whether it has cleaners.
     pub fn size_of(&self, address: usize) -> Result<(usize, bool)> {
-        let shard = self.shards[shard_of(address)].lock();
-        let block = shard.blocks.get(&address).ok_or(Error::NotLive)?;
+        let mut shard = self.shards[shard_of(address)].lock();
+        let block = shard.live(address).ok_or(Error::NotLive)?;
         Ok((block.size, !block.cleaners.is_empty()))
     }
 
@@ -180,7 +274,7 @@ impl Registry {
     pub fn resize_in_place(&self, address: usize, old_size: usize, new_size: usize) -> Result<bool> {
         let mut shard = self.shards[shard_of(address)].lock();
         let shard = &mut *shard;
-        let block = shard.blocks.get_mut(&address).ok_or(Error::NotLive)?;
+        let block = shard.blocks.get_mut(&address).filter(|block| !block.moving).ok_or(Error::NotLive)?;
         let Some(memory) = block.memory.as_mut().filter(|_| block.size == old_size) else { return Ok(false) };
         if !memory.resize_in_place(old_size, new_size) {
             return Ok(false);
@@ -204,19 +298,46 @@ impl Registry {
         let mut shard = self.shards[shard_of(address)].lock();
         // Between the two locks the block may have been released (and the address reused): only
         // a block that still lists the handle is its block.
-        match shard.blocks.get(&address) {
+        match shard.live(address) {
             Some(block) if block.cleaners.iter().any(|(h, _)| *h == handle) => self.claim(&mut shard, address),
             _ => Err(Error::NotLive),
         }
     }
 
-    fn claim(&self, shard: &mut Shard, address: usize) -> Result<Claimed> {
-        let block = shard.blocks.remove(&address).ok_or(Error::NotLive)?;
-        if block.memory.is_some() {
-            shard.count -= 1;
-            shard.capacity -= block.size as u64;
-            shard.occupied -= block.footprint as u64;
+    /// Claims the live block at `address` for a move: its entry stays, marked moving (not live to
+    /// anyone else), and its cleaners are handed out with their handles still pointing here.
+    /// Then either [`Registry::finish_move`] (the cleaners are on the new block) or
+    /// [`Registry::undo_move`].
+    /// Also returns the block's size if it has memory of its own (None: a slab slot's entry).
+    pub fn claim_for_move(&self, address: usize) -> Result<(Vec<(u64, Action)>, Option<usize>)> {
+        let mut shard = self.shards[shard_of(address)].lock();
+        let block = shard.live(address).ok_or(Error::NotLive)?;
+        block.moving = true;
+        Ok((std::mem::take(&mut block.cleaners), block.memory.as_ref().map(|_| block.size)))
+    }
+
+    /// The move of the block at `address` is off: it is live again, with `cleaners` (no memory
+    /// taken: its list was emptied into them).
+    pub fn undo_move(&self, address: usize, cleaners: Vec<(u64, Action)>) {
+        let mut shard = self.shards[shard_of(address)].lock();
+        if let Some(block) = shard.blocks.get_mut(&address) {
+            block.cleaners = cleaners;
+            block.moving = false;
         }
+    }
+
+    /// The move of the block at `address` is done (its cleaners went with it): its entry goes.
+    pub fn finish_move(&self, address: usize) -> Claimed {
+        let mut shard = self.shards[shard_of(address)].lock();
+        let block = shard.remove(address).expect("a block being moved keeps its entry until the move ends");
+        Claimed { address, memory: block.memory, size: block.size, cleaners: Vec::new() }
+    }
+
+    fn claim(&self, shard: &mut Shard, address: usize) -> Result<Claimed> {
+        if shard.live(address).is_none() {
+            return Err(Error::NotLive);
+        }
+        let block = shard.remove(address).ok_or(Error::NotLive)?;
         if !block.cleaners.is_empty() {
             for (handle, _) in &block.cleaners {
                 self.handle_shard(*handle).lock().remove(handle);
@@ -260,7 +381,7 @@ mod tests {
     fn block(registry: &Registry, size: usize) -> usize {
         let memory = sysmem::allocate_zeroed(size, 16).unwrap();
         let address = memory.ptr.as_ptr() as usize;
-        registry.insert(memory, size);
+        assert!(registry.insert(memory, size).is_ok());
         address
     }
 
@@ -306,7 +427,7 @@ mod tests {
         let stale = r.register_cleaner(a, no_action()).unwrap();
         let claimed = r.claim_by_address(a).unwrap();
         // Put a new block at the very same address.
-        r.insert(claimed.memory.unwrap(), 32);
+        assert!(r.insert(claimed.memory.unwrap(), 32).is_ok());
         let fresh = r.register_cleaner(a, no_action()).unwrap();
         assert!(matches!(r.claim_by_cleaner(stale), Err(Error::NotLive)));
         assert_eq!(r.stats().count, 1);

@@ -83,6 +83,15 @@ enum Taken {
     Table(Claimed),
 }
 
+/// A block a move has claimed ([`Manager::reallocate`]).
+enum Moving {
+    /// A slab slot without cleaners, and its size.
+    Slot(small::Slot, usize),
+    /// A block of the table, its entry kept (marked moving): its cleaners, and its size if it
+    /// has memory of its own (None: a slot's entry, whose size is in the slot).
+    Table(Vec<(u64, Action)>, Option<usize>),
+}
+
 impl Manager {
     pub fn new(limit: u64) -> Manager {
         let quota = Arc::new(Quota::new(limit));
@@ -132,17 +141,18 @@ impl Manager {
     }
 
     fn allocate_reserved(&self, size: usize, alignment: usize) -> Result<NonNull<u8>> {
-        match sysmem::allocate_zeroed(size, alignment) {
-            Ok(memory) => {
-                let ptr = memory.ptr;
-                self.blocks.insert(memory, size);
-                Ok(ptr)
-            }
-            Err(e) => {
-                self.quota.release(size as u64);
-                Err(e)
-            }
+        let recorded = sysmem::allocate_zeroed(size, alignment).and_then(|memory| {
+            let ptr = memory.ptr;
+            // No memory for the table's entry: the block's memory goes back, nothing recorded.
+            self.blocks.insert(memory, size).map(|()| ptr).map_err(|memory| {
+                sysmem::release(memory);
+                Error::NoMemory
+            })
+        });
+        if recorded.is_err() {
+            self.quota.release(size as u64);
         }
+        recorded
     }
 
     /// Releases the live block starting at `address`: its cleaners run, its memory is freed.
@@ -195,7 +205,8 @@ impl Manager {
         // the caller made) either comes first, and the move fails, or finds the block gone; until
         // this call releases it, its memory stays (a freed mapping may be unmapped at once).
         // Released before, its address may even be the new block's: that is no claim to make.
-        let claimed = if new.as_ptr() as usize == address { Err(Error::NotLive) } else { self.take(slot, address) };
+        let claimed =
+            if new.as_ptr() as usize == address { Err(Error::NotLive) } else { self.take_for_move(slot, address) };
         let old = match claimed {
             Ok(old) => old,
             Err(e) => {
@@ -204,20 +215,53 @@ impl Manager {
             }
         };
         let old_size = match &old {
-            Taken::Slot(_, size) => *size,
-            Taken::Table(claimed) if claimed.memory.is_some() => claimed.size,
+            Moving::Slot(_, size) | Moving::Table(_, Some(size)) => *size,
             // A slot's entry in the table: the size is in the slot's state, CLEANED until released.
-            Taken::Table(_) => slot.and_then(|slot| slot.live_size()).map_or(0, |(size, _)| size),
+            Moving::Table(_, None) => slot.and_then(|slot| slot.live_size()).map_or(0, |(size, _)| size),
         };
         // Safety: the old block is this call's (claimed), the new one too; both hold at least
         // min(old, new) bytes, and they are distinct blocks.
         unsafe { std::ptr::copy_nonoverlapping(address as *const u8, new.as_ptr(), old_size.min(new_size)) };
         match old {
-            Taken::Slot(slot, size) => self.small.release(slot, size),
-            // Its cleaners go to the new block with their handles.
-            Taken::Table(claimed) => self.move_block_cleaners(claimed, new.as_ptr() as usize)?,
+            Moving::Slot(slot, size) => self.small.release(slot, size),
+            // Its cleaners go to the new block with their handles, then the old one goes.
+            Moving::Table(cleaners, _) => {
+                if let Err((e, cleaners)) = self.attach_moved(new.as_ptr() as usize, cleaners) {
+                    self.blocks.undo_move(address, cleaners);
+                    let _ = self.free(new.as_ptr() as usize);
+                    return Err(e);
+                }
+                self.release_memory(self.blocks.finish_move(address));
+            }
         }
         Ok(new)
+    }
+
+    /// Claims the live block at `address` for a move: a slot without cleaners through the slab,
+    /// any other block through the table (its entry kept until the move is done or undone).
+    fn take_for_move(&self, slot: Option<small::Slot>, address: usize) -> Result<Moving> {
+        if let Some(slot) = slot {
+            match slot.claim() {
+                Claim::Won(size) => return Ok(Moving::Slot(slot, size)),
+                Claim::NotLive => return Err(Error::NotLive),
+                Claim::Cleaned => {} // its cleaners are in the table
+            }
+        }
+        let (cleaners, size) = self.blocks.claim_for_move(address)?;
+        Ok(Moving::Table(cleaners, size))
+    }
+
+    /// Gives a moved block's cleaners to the new block at `to` (see [`Registry::attach_moved`]).
+    fn attach_moved(
+        &self,
+        to: usize,
+        cleaners: Vec<(u64, Action)>,
+    ) -> std::result::Result<(), (Error, Vec<(u64, Action)>)> {
+        match self.small.find(to) {
+            None => self.blocks.attach_moved(to, cleaners, || false),
+            Some(Ok(slot)) => self.blocks.attach_moved(to, cleaners, || slot.mark_cleaned()),
+            Some(Err(e)) => Err((e, cleaners)),
+        }
     }
 
     /// Claims the live block at `address` (`slot`: its slot, if it is in a slab) for release: a
@@ -286,21 +330,6 @@ impl Manager {
                 self.blocks.register_slot_cleaner(address, action, || slot.mark_cleaned())
             }
         }
-    }
-
-    /// Moves the cleaners of the block at `from` (claimed out of the table: nobody else can
-    /// release it now) to the live block at `to`, then frees `from`'s memory without running them.
-    fn move_block_cleaners(&self, mut from: Claimed, to: usize) -> Result<()> {
-        let cleaners = std::mem::take(&mut from.cleaners);
-        let moved = match self.small.find(to) {
-            None => self.blocks.attach(to, cleaners, || false),
-            Some(slot) => {
-                let slot = slot?;
-                self.blocks.attach(to, cleaners, || slot.mark_cleaned())
-            }
-        };
-        self.release_memory(from);
-        moved
     }
 
     pub fn reserve(&self, bytes: u64) -> Result<()> {

@@ -1,0 +1,149 @@
+/* The library's own bookkeeping when the C heap refuses (RLIMIT_AS, strict overcommit): each
+ * time, exactly one of the library's malloc-family calls fails, the first, the second, ... until
+ * a run's calls all succeed. This program defines malloc, calloc, realloc and the aligned ones
+ * (glibc's `__libc_` functions underneath), so the library's calls come here. Each run is a
+ * child of fork() (the same start every time) that allocates blocks of every kind, attaches
+ * cleaners, resizes, frees everything, trims and starts a thread. What must hold: no abort; an
+ * allocation, registration or resize either succeeds or returns DM_ERR_NO_MEMORY and changes
+ * nothing (a resized block keeps its bytes); every free succeeds; nothing is left counted.
+ * Before: "memory allocation of N bytes failed" and an abort, in allocations (the big blocks'
+ * table, a cleaner's entry, a new slab) and in frees (the lists of memory kept for reuse). */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include "check.h"
+
+extern void *__libc_malloc(size_t);
+extern void *__libc_calloc(size_t, size_t);
+extern void *__libc_realloc(void *, size_t);
+extern void *__libc_memalign(size_t, size_t);
+
+/* Armed: the call that brings it to 0 fails, once. */
+static atomic_long countdown = -1;
+static atomic_int failed_one;
+
+static int refuse(void) {
+    if (atomic_load(&countdown) > 0 && atomic_fetch_sub(&countdown, 1) == 1) {
+        atomic_store(&failed_one, 1);
+        return 1;
+    }
+    return 0;
+}
+
+void *malloc(size_t n) { return refuse() ? (errno = ENOMEM, NULL) : __libc_malloc(n); }
+void *calloc(size_t n, size_t m) { return refuse() ? (errno = ENOMEM, NULL) : __libc_calloc(n, m); }
+void *realloc(void *p, size_t n) { return refuse() ? (errno = ENOMEM, NULL) : __libc_realloc(p, n); }
+void *memalign(size_t a, size_t n) { return refuse() ? (errno = ENOMEM, NULL) : __libc_memalign(a, n); }
+void *aligned_alloc(size_t a, size_t n) { return memalign(a, n); }
+int posix_memalign(void **out, size_t a, size_t n) {
+    void *p = memalign(a, n);
+    if (p == NULL) return ENOMEM;
+    *out = p;
+    return 0;
+}
+
+#define BLOCKS 600
+static void *blocks[BLOCKS];
+static size_t sizes[BLOCKS];
+static int refusals;
+
+/* A status that may be a refusal: counted; anything else but DM_OK fails the run. */
+static int allowed(dm_status s, int line) {
+    if (s == DM_OK) return 1;
+    if (s == DM_ERR_NO_MEMORY) {
+        refusals++;
+        return 0;
+    }
+    fprintf(stderr, "line %d: status %d (%s)\n", line, (int)s, dm_status_message((int)s));
+    _exit(20);
+}
+#define ALLOWED(call) allowed((call), __LINE__)
+
+static void noop(void *ctx) { (void)ctx; }
+
+static void *thread_allocating(void *arg) {
+    (void)arg;
+    void *p;
+    if (ALLOWED(dm_allocate(64, 0, &p))) CHECK(dm_free(p));
+    return NULL;
+}
+
+static void filled_with(void *p, size_t n, unsigned char byte) {
+    for (size_t i = 0; i < n; i++)
+        if (((unsigned char *)p)[i] != byte) _exit(21);
+}
+
+static int run(long fail_at) {
+    static const size_t kinds[] = {16, 64, 1000, 8192, 20000, 100000, 200000, 3 << 20};
+    atomic_store(&countdown, fail_at);
+    for (int i = 0; i < BLOCKS; i++) {
+        size_t size = kinds[i % 8];
+        if (i % 8 == 7 && i > 8 * 8) size = 1000; /* a few 3 MiB blocks are enough */
+        blocks[i] = NULL;
+        if (!ALLOWED(dm_allocate(size, 0, &blocks[i]))) continue;
+        sizes[i] = size;
+        memset(blocks[i], i & 0xff, size < 64 ? size : 64);
+        dm_cleaner c;
+        if (i % 3 == 0) ALLOWED(dm_cleaner_register(blocks[i], noop, NULL, &c));
+        if (i % 4 == 0) {
+            void *moved;
+            if (ALLOWED(dm_reallocate(blocks[i], sizes[i] * 2 + 1, &moved))) {
+                blocks[i] = moved;
+                sizes[i] = sizes[i] * 2 + 1;
+            }
+            filled_with(blocks[i], sizes[i] / 2 < 64 ? sizes[i] / 2 : 64, i & 0xff);
+        }
+    }
+    pthread_t t;
+    if (pthread_create(&t, NULL, thread_allocating, NULL) == 0) ASSERT(pthread_join(t, NULL) == 0);
+    for (int i = 0; i < BLOCKS; i++)
+        if (blocks[i]) CHECK(dm_free(blocks[i]));
+    CHECK(dm_trim(NULL));
+    CHECK(dm_decay(NULL));
+    atomic_store(&countdown, -1);
+    dm_stats s = stats_now();
+    if (s.count != 0 || s.reserved != 0 || s.live_cleaners != 0) {
+        fprintf(stderr, "left: count %llu reserved %llu cleaners %llu\n", (unsigned long long)s.count,
+                (unsigned long long)s.reserved, (unsigned long long)s.live_cleaners);
+        return 22;
+    }
+    return atomic_load(&failed_one) ? 0 : 1; /* 1: no call was refused: every one was reached */
+}
+
+int main(void) {
+    alarm(600);
+    CHECK(dm_set_limit(UINT64_MAX));
+    int runs = 0, total_refusals = 0;
+    for (long fail_at = 1;; fail_at++) {
+        int pipefd[2];
+        ASSERT(pipe(pipefd) == 0);
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+            int code = run(fail_at);
+            ASSERT(write(pipefd[1], &refusals, sizeof refusals) == sizeof refusals);
+            _exit(code);
+        }
+        close(pipefd[1]);
+        int status, child_refusals = 0;
+        ASSERT(waitpid(pid, &status, 0) == pid);
+        if (read(pipefd[0], &child_refusals, sizeof child_refusals) != sizeof child_refusals) child_refusals = 0;
+        close(pipefd[0]);
+        if (!WIFEXITED(status) || (WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 1)) {
+            fprintf(stderr, "out_of_memory: the %ld-th allocation of the run refused: %s %d\n", fail_at,
+                    WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+            return 1;
+        }
+        runs++;
+        total_refusals += child_refusals;
+        if (WEXITSTATUS(status) == 1) break; /* past the run's last allocation */
+    }
+    printf("out_of_memory: %d runs, one refused allocation each; %d dm_ calls answered DM_ERR_NO_MEMORY\n", runs - 1,
+           total_refusals);
+    printf("out_of_memory: OK\n");
+    return 0;
+}
