@@ -6,8 +6,8 @@
 use crate::{Error, Result};
 use std::alloc::Layout;
 
-/// `value` in a box of its own, or `NoMemory` (the value is dropped).
-pub fn boxed<T>(value: T) -> Result<Box<T>> {
+/// `value` in a box of its own, or the value back when there is no memory for it.
+pub fn boxed<T>(value: T) -> std::result::Result<Box<T>, T> {
     let layout = Layout::new::<T>();
     if layout.size() == 0 {
         return Ok(Box::new(value)); // takes no memory
@@ -17,7 +17,7 @@ pub fn boxed<T>(value: T) -> Result<Box<T>> {
     unsafe {
         let memory = std::alloc::alloc(layout).cast::<T>();
         if memory.is_null() {
-            return Err(Error::NoMemory);
+            return Err(value);
         }
         memory.write(value);
         Ok(Box::from_raw(memory))

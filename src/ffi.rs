@@ -348,7 +348,7 @@ fn c_action(function: dm_cleanup_fn, ctx: *mut c_void) -> Result<Action> {
     match function {
         Some(function) => {
             let call = Call(function, ctx);
-            Ok(crate::fallible::boxed(move || call.run())?)
+            Ok(crate::fallible::boxed(move || call.run()).map_err(|_| Error::NoMemory)?)
         }
         None => Ok(Box::new(|| {})), // takes no memory
     }

@@ -74,11 +74,21 @@ pub fn discard(start: usize, len: usize) -> bool {
 /// Which pages of a mapped range (starting on a page) are in memory (`mincore`), or None if the
 /// system will not say. A hint for policy only: a page swapped out counts as not in memory, though
 /// it still holds data, so this must never decide whether memory reads as zero.
+/// Also None when there is no memory for the answer.
 pub fn pages_in_memory(start: usize, len: usize) -> Option<Vec<bool>> {
-    let mut vector = vec![0u8; len.div_ceil(page_size())];
+    let pages = len.div_ceil(page_size());
+    let mut vector: Vec<u8> = Vec::new();
+    vector.try_reserve_exact(pages).ok()?;
+    vector.resize(pages, 0);
     // Safety: the range is mapped (the caller's) and `vector` has a byte per page.
-    let done = unsafe { libc::mincore(start as *mut libc::c_void, len, vector.as_mut_ptr()) == 0 };
-    done.then(|| vector.iter().map(|&v| v & 1 != 0).collect())
+    if unsafe { libc::mincore(start as *mut libc::c_void, len, vector.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    vector.iter_mut().for_each(|v| *v &= 1);
+    let mut vector = std::mem::ManuallyDrop::new(vector);
+    // Safety: every byte is 0 or 1, a valid bool, and bool has u8's size and alignment: the
+    // allocation is reused as it is (no second one, which could be refused).
+    Some(unsafe { Vec::from_raw_parts(vector.as_mut_ptr().cast::<bool>(), vector.len(), vector.capacity()) })
 }
 
 /// Milliseconds of the system's coarse monotonic clock (resolution a few ms; a few ns to read,

@@ -37,12 +37,15 @@ const SHARDS: usize = 1 << SHARD_BITS;
 /// held. The doors make it: `ffi` from a C function pointer and its context.
 pub type Action = Box<dyn FnOnce() + Send>;
 
+/// A block's cleaners: (handle, action) in registration order.
+pub type Cleaners = Vec<(u64, Action)>;
+
 struct Block {
     /// None: a slab slot with cleaners (counted by its slab, not here).
     memory: Option<Memory>,
     size: usize,
     /// (handle, action) in registration order.
-    cleaners: Vec<(u64, Action)>,
+    cleaners: Cleaners,
     /// What `memory` takes from the system, computed once (for the heap it is a libc call).
     footprint: usize,
     /// Claimed by a move that has not finished: not live to anyone else (see [`Registry::claim_for_move`]).
@@ -50,7 +53,7 @@ struct Block {
 }
 
 impl Block {
-    fn slot_entry(cleaners: Vec<(u64, Action)>) -> Block {
+    fn slot_entry(cleaners: Cleaners) -> Block {
         Block { memory: None, size: 0, cleaners, footprint: 0, moving: false }
     }
 }
@@ -94,7 +97,7 @@ pub struct Claimed {
     pub memory: Option<Memory>,
     pub size: usize,
     /// Its cleaners, (handle, action) in registration order.
-    pub cleaners: Vec<(u64, Action)>,
+    pub cleaners: Cleaners,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -224,9 +227,9 @@ impl Registry {
     pub fn attach_moved(
         &self,
         to: usize,
-        cleaners: Vec<(u64, Action)>,
+        cleaners: Cleaners,
         hand_over: impl FnOnce() -> bool,
-    ) -> std::result::Result<(), (Error, Vec<(u64, Action)>)> {
+    ) -> std::result::Result<(), (Error, Cleaners)> {
         if cleaners.is_empty() {
             return Ok(());
         }
@@ -309,7 +312,7 @@ impl Registry {
     /// Then either [`Registry::finish_move`] (the cleaners are on the new block) or
     /// [`Registry::undo_move`].
     /// Also returns the block's size if it has memory of its own (None: a slab slot's entry).
-    pub fn claim_for_move(&self, address: usize) -> Result<(Vec<(u64, Action)>, Option<usize>)> {
+    pub fn claim_for_move(&self, address: usize) -> Result<(Cleaners, Option<usize>)> {
         let mut shard = self.shards[shard_of(address)].lock();
         let block = shard.live(address).ok_or(Error::NotLive)?;
         block.moving = true;
@@ -318,7 +321,7 @@ impl Registry {
 
     /// The move of the block at `address` is off: it is live again, with `cleaners` (no memory
     /// taken: its list was emptied into them).
-    pub fn undo_move(&self, address: usize, cleaners: Vec<(u64, Action)>) {
+    pub fn undo_move(&self, address: usize, cleaners: Cleaners) {
         let mut shard = self.shards[shard_of(address)].lock();
         if let Some(block) = shard.blocks.get_mut(&address) {
             block.cleaners = cleaners;
@@ -349,7 +352,7 @@ impl Registry {
 
     /// Runs a claimed block's cleaner actions, in registration order, with no lock held. The claim
     /// made this caller their only owner: each runs once.
-    pub fn run_actions(&self, cleaners: Vec<(u64, Action)>) {
+    pub fn run_actions(&self, cleaners: Cleaners) {
         for (_, action) in cleaners {
             action();
             self.cleaners_run.fetch_add(1, SeqCst);

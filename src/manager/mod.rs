@@ -12,7 +12,7 @@ use crate::allocators::small::slab::Claim;
 use crate::allocators::small::{self, Served, SmallBlocks};
 use crate::allocators::system as sysmem;
 use crate::quota::{Hook, Quota};
-use crate::registry::{Action, Claimed, Registry};
+use crate::registry::{Action, Claimed, Cleaners, Registry};
 use crate::{limit, Error, Result};
 use once_cell::sync::Lazy;
 use std::ptr::NonNull;
@@ -89,7 +89,7 @@ enum Moving {
     Slot(small::Slot, usize),
     /// A block of the table, its entry kept (marked moving): its cleaners, and its size if it
     /// has memory of its own (None: a slot's entry, whose size is in the slot).
-    Table(Vec<(u64, Action)>, Option<usize>),
+    Table(Cleaners, Option<usize>),
 }
 
 impl Manager {
@@ -252,11 +252,7 @@ impl Manager {
     }
 
     /// Gives a moved block's cleaners to the new block at `to` (see [`Registry::attach_moved`]).
-    fn attach_moved(
-        &self,
-        to: usize,
-        cleaners: Vec<(u64, Action)>,
-    ) -> std::result::Result<(), (Error, Vec<(u64, Action)>)> {
+    fn attach_moved(&self, to: usize, cleaners: Cleaners) -> std::result::Result<(), (Error, Cleaners)> {
         match self.small.find(to) {
             None => self.blocks.attach_moved(to, cleaners, || false),
             Some(Ok(slot)) => self.blocks.attach_moved(to, cleaners, || slot.mark_cleaned()),

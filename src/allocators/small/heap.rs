@@ -7,6 +7,7 @@ use super::medium::Verdict;
 use super::size_class::CLASSES;
 use super::slab::{Place, Slab};
 use super::{Slot, SmallBlocks};
+use crate::fallible;
 use crate::quota::{Credit, Quota};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::*};
@@ -50,6 +51,17 @@ pub(super) struct ClassSlabs {
     pub(super) spare: Vec<&'static Slab>,
     /// For a medium class: does an empty slab keep its pages? (See [`super::medium`].)
     verdict: Verdict,
+}
+
+impl ClassSlabs {
+    /// Room on each list for every slab of the class the heap owns, with one more (`current`:
+    /// whether it has a current slab besides the listed ones); false when the system has none.
+    fn make_room_for_one_more(&mut self, current: bool) -> bool {
+        let owned = self.partial.slabs.len() + self.full.slabs.len() + self.spare.len() + usize::from(current) + 1;
+        [&mut self.partial.slabs, &mut self.full.slabs, &mut self.spare]
+            .into_iter()
+            .all(|list| fallible::reserve(list, owned - list.len()).is_ok())
+    }
 }
 
 impl Default for ClassSlabs {
@@ -191,6 +203,11 @@ impl Heap {
     /// Where allocation goes when the current slab is full: an owned slab with room, the slab
     /// kept back, an unowned one, a new one.
     pub(super) fn next_slab(&mut self, c: usize) -> Option<&'static Slab> {
+        let has_current = self.current[c].is_some();
+        if self.classes[c].is_none() {
+            // The class's lists, made on its first use: without memory for them, no slab.
+            self.classes[c] = Some(fallible::boxed(ClassSlabs::default()).ok()?);
+        }
         let slabs = self.slabs_of(c);
         // Safety (throughout): this heap owns the slabs on its lists.
         if let Some(slab) = unsafe { slabs.partial.pop() } {
@@ -214,6 +231,11 @@ impl Heap {
         if let Some(slab) = slabs.spare.pop() {
             self.count_spares(slab.bytes, slab.idle_bytes(), false);
             return Some(slab);
+        }
+        // One more slab for this heap: room for it on each of the class's lists first, so that
+        // moving slabs between them (on free paths) never needs memory.
+        if !slabs.make_room_for_one_more(has_current) {
+            return None;
         }
         self.pool.slab_for(c, self.id)
     }
@@ -277,38 +299,39 @@ impl Heap {
     /// (for `dm_trim`, and `dm_decay` once the thread is idle). Returns the bytes `cached` counted
     /// for them.
     pub(super) fn give_back_spares(&mut self) -> u64 {
+        let pool = self.pool.clone(); // borrowed while the lists change
         let mut given_back = 0;
-        for slab in self.take_spares() {
+        self.drain_spares(|slab| {
             let idle = slab.idle_bytes();
-            // Safety: this heap owns the slab, which is empty.
-            if unsafe { self.pool.unowned.give_back_now(slab) } {
+            // Safety: this heap owned the slab, which is empty.
+            if unsafe { pool.unowned.give_back_now(slab) } {
                 given_back += idle;
             } else {
-                self.pool.unowned.give_up(slab, true); // the system refused: kept resident
+                pool.unowned.give_up(slab, true); // the system refused: kept resident
             }
-        }
+        });
         given_back
     }
 
     /// Gives the empty slabs kept back to the pool, with their pages (when the thread ends).
     pub(super) fn give_up_spares(&mut self) {
-        for slab in self.take_spares() {
-            self.pool.unowned.give_up(slab, true);
-        }
+        let pool = self.pool.clone();
+        self.drain_spares(|slab| pool.unowned.give_up(slab, true));
     }
 
-    /// Every empty slab kept back, taken off the lists and out of the count.
-    fn take_spares(&mut self) -> Vec<&'static Slab> {
-        let mut all = Vec::new();
-        for c in self.used_classes() {
-            if let Some(slabs) = &mut self.classes[c] {
-                all.append(&mut slabs.spare);
-            }
-        }
+    /// Takes every empty slab kept back out of the count and off the lists, one by one to `each`
+    /// (no list of them is made: that could need memory).
+    fn drain_spares(&mut self, mut each: impl FnMut(&'static Slab)) {
         self.pool.spare_bytes.fetch_sub(self.counters.spares(), Relaxed);
         self.spares = 0;
         self.counters.set_spares(0);
-        all
+        for c in self.used_classes() {
+            if let Some(slabs) = &mut self.classes[c] {
+                while let Some(slab) = slabs.spare.pop() {
+                    each(slab);
+                }
+            }
+        }
     }
 
     /// Counts a slab of `bytes` whose blocks touched `touched` bytes of pages as kept back
@@ -332,7 +355,8 @@ impl Heap {
         std::mem::replace(&mut self.current[c], slab)
     }
 
-    /// The lists of class `c` (made on first use).
+    /// The lists of class `c` (made on first use, by [`Heap::next_slab`]: a class whose lists are
+    /// not made has no slab here, so no other path makes them).
     #[inline]
     fn slabs_of(&mut self, c: usize) -> &mut ClassSlabs {
         self.used |= 1 << c;

@@ -84,8 +84,14 @@ impl Usage {
     /// true: give the pages back) or wrote them (Some false: the slab is dense from now on); None
     /// when nothing tells.
     fn judge_empty(&mut self, base: usize, slot_size: usize, used: usize) -> Option<bool> {
-        let judged: Vec<usize> = (0..used).filter(|&i| self.in_place & (1 << i) == 0).collect();
-        let sparse = sparse(base, slot_size, &judged)?;
+        // On the stack (a medium slab has at most 64 slots): a free path must not need memory.
+        let mut judged = [0; 64];
+        let mut n = 0;
+        for i in (0..used).filter(|&i| self.in_place & (1 << i) == 0) {
+            judged[n] = i;
+            n += 1;
+        }
+        let sparse = sparse(base, slot_size, &judged[..n])?;
         self.dense = !sparse;
         Some(sparse)
     }

@@ -33,6 +33,7 @@ pub(crate) mod thread_heaps;
 
 use crate::allocators::system as sysmem;
 use crate::barrier::ask;
+use crate::fallible;
 use crate::padded::Padded;
 use crate::quota::{Credit, Quota};
 use crate::sync::Mutex;
@@ -428,8 +429,27 @@ impl SmallBlocks {
         if let Some(slab) = self.unowned.adopt(class, owner) {
             return Some(slab);
         }
-        let base = if size_class::slab_size(class) == SLAB_SIZE { self.cut_slab()? } else { Self::map_medium_slab()? };
-        let slab: &'static Slab = Box::leak(Box::new(Slab::new(base, self.id, class, owner)));
+        // What a new slab needs from the C heap comes before its region, and may be refused
+        // (then nothing is kept): its header and words, room on the pool's lists (so that giving
+        // it up later, on a free path, takes none), its entries in the slab table.
+        let mut header = match Slab::try_new(0, self.id, class, owner).map(fallible::boxed) {
+            Some(Ok(header)) => header,
+            Some(Err(header)) => return header.discard_none(),
+            None => return None,
+        };
+        if !self.unowned.make_room_for(class) {
+            return (*header).discard_none();
+        }
+        let bytes = size_class::slab_size(class);
+        let Some(base) = (if bytes == SLAB_SIZE { self.cut_slab() } else { Self::map_medium_slab() }) else {
+            return (*header).discard_none();
+        };
+        if !table::prepare(base, bytes) {
+            crate::os::unmap_region(base, bytes);
+            return (*header).discard_none();
+        }
+        header.base = base;
+        let slab: &'static Slab = Box::leak(header);
         table::insert(slab);
         Some(slab)
     }

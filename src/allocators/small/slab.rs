@@ -152,14 +152,26 @@ pub struct Slab {
 ///
 /// # Safety
 /// All-zero bytes must be a valid `T`.
-unsafe fn own_lines<T>(n: usize) -> &'static mut [T] {
+/// None when the system has no memory for them.
+///
+/// # Safety
+/// All-zero bytes must be a valid `T`.
+unsafe fn own_lines<T>(n: usize) -> Option<&'static mut [T]> {
+    let memory = std::alloc::alloc_zeroed(lines_layout::<T>(n));
+    (!memory.is_null()).then(|| std::slice::from_raw_parts_mut(memory.cast::<T>(), n))
+}
+
+/// Gives back what [`own_lines`] gave, when the slab it was for is not made after all.
+///
+/// # Safety
+/// `lines` came from `own_lines` and is used no more.
+unsafe fn free_lines<T>(lines: &'static [T]) {
+    std::alloc::dealloc(lines.as_ptr().cast_mut().cast(), lines_layout::<T>(lines.len()));
+}
+
+fn lines_layout<T>(n: usize) -> std::alloc::Layout {
     let size = (n * size_of::<T>()).next_multiple_of(LINES);
-    let layout = std::alloc::Layout::from_size_align(size, LINES).expect("a slab's words fit in memory");
-    let memory = std::alloc::alloc_zeroed(layout);
-    if memory.is_null() {
-        std::alloc::handle_alloc_error(layout);
-    }
-    std::slice::from_raw_parts_mut(memory.cast::<T>(), n)
+    std::alloc::Layout::from_size_align(size, LINES).expect("a slab's words fit in memory")
 }
 
 // Safety: `local` is only touched through the `unsafe` owner methods, whose callers guarantee
@@ -168,20 +180,39 @@ unsafe impl Sync for Slab {}
 
 impl Slab {
     /// A header for the region at `base`, every slot free, owned by `owner`.
+    #[cfg(test)]
     pub fn new(base: usize, pool: u64, class: usize, owner: u64) -> Slab {
+        Slab::try_new(base, pool, class, owner).expect("memory for a slab header")
+    }
+
+    /// A header for the region at `base`, every slot free, owned by `owner`; None when the
+    /// system has no memory for its per-slot words (nothing is kept then).
+    pub fn try_new(base: usize, pool: u64, class: usize, owner: u64) -> Option<Slab> {
         let slot_size = size_class::SIZES[class];
         let bytes = size_class::slab_size(class);
         let slots = (bytes / slot_size as usize) as u32;
         let words = (slots as usize).div_ceil(64);
-        // Safety: all three are arrays of integers or atomics, for which zero is a valid value.
-        let (state, remote, free) =
-            unsafe { (own_lines(slots as usize), own_lines(words), own_lines::<u64>(MAX_WORDS)) };
+        // Safety: all three are arrays of integers or atomics, for which zero is a valid value;
+        // those made are given back if a later one cannot be.
+        let (state, remote, free) = unsafe {
+            let state = own_lines::<AtomicU32>(slots as usize)?;
+            let Some(remote) = own_lines::<AtomicU64>(words) else {
+                free_lines(state);
+                return None;
+            };
+            let Some(free) = own_lines::<u64>(MAX_WORDS) else {
+                free_lines(state);
+                free_lines(remote);
+                return None;
+            };
+            (state, remote, free)
+        };
         let free: &'static mut [u64; MAX_WORDS] = free.try_into().expect("MAX_WORDS words");
         free[..words].fill(u64::MAX);
         if slots % 64 != 0 {
             free[words - 1] = (1 << (slots % 64)) - 1;
         }
-        Slab {
+        Some(Slab {
             base,
             bytes,
             pool,
@@ -198,6 +229,22 @@ impl Slab {
             free_count: OwnerCount(AtomicU32::new(slots)),
             fresh: OwnerCount::default(),
             local: UnsafeCell::new(Local { free, cursor: 0, place: Place::Unlisted, usage: Usage::fresh() }),
+        })
+    }
+
+    /// [`Slab::discard`], for a caller that then has no slab to return.
+    pub fn discard_none<T>(self) -> Option<T> {
+        self.discard();
+        None
+    }
+
+    /// Gives back a header that was never published (its region could not be had).
+    pub fn discard(self) {
+        // Safety: the header was never shared, so its words are used no more.
+        unsafe {
+            free_lines(self.state);
+            free_lines(self.remote);
+            free_lines(&*(*self.local.get()).free);
         }
     }
 
@@ -630,6 +677,7 @@ mod tests {
     fn interior_addresses_are_no_slot_and_the_table_finds_slabs() {
         let base = 0x7f00_1234_0000;
         let slab: &'static Slab = Box::leak(Box::new(Slab::new(base, 7, class(64), 1)));
+        assert!(table::prepare(slab.base, slab.bytes));
         table::insert(slab);
         assert!(std::ptr::eq(table::find(base + 100).unwrap(), slab));
         assert!(table::find(base + SLAB_SIZE).is_none());

@@ -21,7 +21,7 @@ use crate::allocators::small::slab::Slab;
 use crate::os::coarse_millis;
 use crate::sync::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering::*};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::*};
 
 use crate::allocators::DECAY_MS;
 
@@ -52,6 +52,11 @@ pub struct SlabPool {
     resident: Mutex<VecDeque<Resident>>,
     /// Bytes of pages in `resident`, for the stats without the lock.
     resident_bytes: AtomicU64,
+    /// Slabs made, per class (changed under that class's `room` lock) and in all (under the
+    /// `resident` lock): each list has room for all of them, taken when a slab is made, so that
+    /// giving a slab to the pool (a free path) never needs memory.
+    made: [AtomicUsize; CLASSES],
+    made_in_all: AtomicUsize,
 }
 
 impl SlabPool {
@@ -60,7 +65,32 @@ impl SlabPool {
             room: std::array::from_fn(|_| Mutex::new(Vec::new())),
             resident: Mutex::new(VecDeque::new()),
             resident_bytes: AtomicU64::new(0),
+            made: std::array::from_fn(|_| AtomicUsize::new(0)),
+            made_in_all: AtomicUsize::new(0),
         }
+    }
+
+    /// Room on the pool's lists for one more slab of `class`, for a slab about to be made; false
+    /// when the system has no memory for it (nothing changed that matters: room taken stays).
+    pub fn make_room_for(&self, class: usize) -> bool {
+        // One lock at a time (`fork` takes them all, the resident list's first).
+        {
+            let mut room = self.room[class].lock();
+            let made = self.made[class].load(Relaxed) + 1;
+            let more = made.saturating_sub(room.len());
+            if room.try_reserve(more).is_err() {
+                return false;
+            }
+            self.made[class].store(made, Relaxed);
+        }
+        let mut resident = self.resident.lock();
+        let made_in_all = self.made_in_all.load(Relaxed) + 1;
+        let more = made_in_all.saturating_sub(resident.len());
+        if resident.try_reserve(more).is_err() {
+            return false; // the class's count stays one up: its list a little roomier than needed
+        }
+        self.made_in_all.store(made_in_all, Relaxed);
+        true
     }
 
     /// An unowned slab of `class`, now owned by `owner`: one with room, else an empty resident
@@ -80,7 +110,7 @@ impl SlabPool {
     /// this thread's core's caches: two threads that free and refill batches each get their own
     /// slabs back), else the newest of that class.
     fn take_resident(&self, class: usize, owner: u64) -> Option<&'static Slab> {
-        let (slab, expired) = {
+        let slab = {
             let mut resident = self.resident.lock();
             let own = resident.iter().rposition(|r| r.class == class && r.last_owner == owner);
             let found = own.or_else(|| resident.iter().rposition(|r| r.class == class));
@@ -88,9 +118,9 @@ impl SlabPool {
             if let Some(r) = taken {
                 self.resident_bytes.fetch_sub(r.bytes, Relaxed);
             }
-            (taken.map(|r| r.slab), self.expire(&mut resident, coarse_millis()))
+            taken.map(|r| r.slab)
         };
-        self.give_back(expired);
+        self.give_back_expired();
         slab
     }
 
@@ -142,22 +172,18 @@ impl SlabPool {
         if bytes == 0 {
             self.room[slab.class].lock().push(slab);
         }
-        let expired = {
-            let mut resident = self.resident.lock();
-            let now = coarse_millis();
-            if bytes > 0 {
-                resident.push_back(Resident {
-                    slab,
-                    class: slab.class,
-                    last_owner: slab.last_owner(),
-                    since: now,
-                    bytes,
-                });
-                self.resident_bytes.fetch_add(bytes, Relaxed);
-            }
-            self.expire(&mut resident, now)
-        };
-        self.give_back(expired);
+        if bytes > 0 {
+            // Room for it was taken when it was made (`make_room_for`): no memory needed.
+            self.resident.lock().push_back(Resident {
+                slab,
+                class: slab.class,
+                last_owner: slab.last_owner(),
+                since: coarse_millis(),
+                bytes,
+            });
+            self.resident_bytes.fetch_add(bytes, Relaxed);
+        }
+        self.give_back_expired();
     }
 
     /// Another thread freed a slot of `slab`, which is parked: it goes back on its class's list.
@@ -170,45 +196,55 @@ impl SlabPool {
         }
     }
 
-    /// The empty slabs past their time or beyond the bound, taken out of `resident`.
-    fn expire(&self, resident: &mut VecDeque<Resident>, now: u64) -> Vec<Resident> {
-        let mut expired = Vec::new();
-        while let Some(&r) = resident.front() {
-            if self.resident_bytes.load(Relaxed) <= RESIDENT_MAX && now.saturating_sub(r.since) < DECAY_MS {
-                break;
-            }
-            resident.pop_front();
-            self.resident_bytes.fetch_sub(r.bytes, Relaxed);
-            expired.push(r);
+    /// The oldest empty slab, taken out of `resident` if it is past its time or the list is
+    /// beyond its bound.
+    fn pop_expired(&self, resident: &mut VecDeque<Resident>, now: u64) -> Option<Resident> {
+        let r = *resident.front()?;
+        if self.resident_bytes.load(Relaxed) <= RESIDENT_MAX && now.saturating_sub(r.since) < DECAY_MS {
+            return None;
         }
-        expired
+        resident.pop_front();
+        self.resident_bytes.fetch_sub(r.bytes, Relaxed);
+        Some(r)
     }
 
-    /// Gives the pages of empty slabs back to the system (outside any lock: one system call each)
-    /// and lists them with room. Returns the bytes `cached` counted for them.
-    fn give_back(&self, slabs: Vec<Resident>) -> u64 {
+    /// Gives back the empty slabs whose time is up: each taken out under the lock, its pages
+    /// given back outside it (one system call each; no list of them is made, which could need
+    /// memory on a free path). Returns the bytes `cached` counted for them.
+    fn give_back_expired(&self) -> u64 {
+        let now = coarse_millis();
         let mut bytes = 0;
-        for Resident { slab, bytes: kept, .. } in slabs {
-            // Safety: taken off the resident list, on no other: this caller holds it; empty.
-            unsafe { slab.give_back_pages() };
-            self.room[slab.class].lock().push(slab);
-            bytes += kept;
+        loop {
+            let expired = self.pop_expired(&mut self.resident.lock(), now);
+            let Some(r) = expired else { return bytes };
+            bytes += self.give_back(r);
         }
+    }
+
+    /// Gives an empty slab's pages back to the system (outside any lock) and lists it with room.
+    /// Returns the bytes `cached` counted for it.
+    fn give_back(&self, Resident { slab, bytes, .. }: Resident) -> u64 {
+        // Safety: taken off the resident list, on no other: this caller holds it; empty.
+        unsafe { slab.give_back_pages() };
+        self.room[slab.class].lock().push(slab);
         bytes
     }
 
     /// Gives back the pages of the empty slabs whose time is up, as the pool's own traffic would:
     /// for a caller that ticks while the program is quiet. Returns the bytes.
     pub fn decay(&self) -> u64 {
-        let expired = self.expire(&mut self.resident.lock(), coarse_millis());
-        self.give_back(expired)
+        self.give_back_expired()
     }
 
     /// Gives the pages of every empty slab kept back to the system now. Returns the bytes.
     pub fn trim(&self) -> u64 {
-        let all: Vec<_> = self.resident.lock().drain(..).collect();
-        self.resident_bytes.fetch_sub(all.iter().map(|r| r.bytes).sum(), Relaxed);
-        self.give_back(all)
+        let mut bytes = 0;
+        loop {
+            let taken = self.resident.lock().pop_front();
+            let Some(r) = taken else { return bytes };
+            self.resident_bytes.fetch_sub(r.bytes, Relaxed);
+            bytes += self.give_back(r);
+        }
     }
 
     /// Bytes of empty slabs kept with their pages.

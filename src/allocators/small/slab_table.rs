@@ -39,33 +39,43 @@ pub fn find(address: usize) -> Option<&'static Slab> {
     unsafe { slab.as_ref() }
 }
 
+/// Makes the table's entries for the regions of `len` bytes at `base` (aligned to SLAB_SIZE),
+/// so that [`insert`] needs no memory; false when the system has none for them. What was made
+/// stays (leaves are never freed; a later slab there uses them).
+pub fn prepare(base: usize, len: usize) -> bool {
+    (base..base + len).step_by(SLAB_SIZE).all(|region| indexes(region).is_some_and(|(top, _)| leaf(top).is_some()))
+}
+
 /// Records a new slab, for good, in every region it spans. `slab.base` must be aligned to
-/// SLAB_SIZE and the whole slab covered.
+/// SLAB_SIZE, the whole slab covered and [`prepare`]d.
 pub fn insert(slab: &'static Slab) {
     for region in (slab.base..slab.base + slab.bytes).step_by(SLAB_SIZE) {
-        insert_region(region, slab);
+        let (top, low) = indexes(region).expect("slab outside the table");
+        let leaf = ROOT[top].load(Acquire);
+        assert!(!leaf.is_null(), "a slab's regions are prepared before it is recorded");
+        // Safety: `leaf` is a live leaf (never freed).
+        unsafe { (*leaf)[low].store(slab as *const Slab as *mut Slab, Release) };
     }
 }
 
-fn insert_region(region: usize, slab: &'static Slab) {
-    let (top, low) = indexes(region).expect("slab outside the table");
-    let mut leaf = ROOT[top].load(Acquire);
-    if leaf.is_null() {
-        let layout = std::alloc::Layout::new::<Leaf>();
-        // Safety: all-zero bytes are null AtomicPtrs; the layout is not zero-sized.
-        let fresh = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Leaf;
-        if fresh.is_null() {
-            std::alloc::handle_alloc_error(layout);
-        }
-        leaf = match ROOT[top].compare_exchange(std::ptr::null_mut(), fresh, AcqRel, Acquire) {
-            Ok(_) => fresh,
-            Err(theirs) => {
-                // Safety: `fresh` was never shared.
-                unsafe { std::alloc::dealloc(fresh as *mut u8, layout) };
-                theirs
-            }
-        };
+/// The leaf at `top`, made if need be; None when the system has no memory for it.
+fn leaf(top: usize) -> Option<*mut Leaf> {
+    let leaf = ROOT[top].load(Acquire);
+    if !leaf.is_null() {
+        return Some(leaf);
     }
-    // Safety: `leaf` is a live leaf (never freed).
-    unsafe { (*leaf)[low].store(slab as *const Slab as *mut Slab, Release) };
+    let layout = std::alloc::Layout::new::<Leaf>();
+    // Safety: all-zero bytes are null AtomicPtrs; the layout is not zero-sized.
+    let fresh = unsafe { std::alloc::alloc_zeroed(layout) } as *mut Leaf;
+    if fresh.is_null() {
+        return None;
+    }
+    match ROOT[top].compare_exchange(std::ptr::null_mut(), fresh, AcqRel, Acquire) {
+        Ok(_) => Some(fresh),
+        Err(theirs) => {
+            // Safety: `fresh` was never shared.
+            unsafe { std::alloc::dealloc(fresh as *mut u8, layout) };
+            Some(theirs)
+        }
+    }
 }
