@@ -110,7 +110,8 @@ impl SlabPool {
     /// this thread's core's caches: two threads that free and refill batches each get their own
     /// slabs back), else the newest of that class.
     fn take_resident(&self, class: usize, owner: u64) -> Option<&'static Slab> {
-        let slab = {
+        let now = coarse_millis();
+        let (slab, expired) = {
             let mut resident = self.resident.lock();
             let own = resident.iter().rposition(|r| r.class == class && r.last_owner == owner);
             let found = own.or_else(|| resident.iter().rposition(|r| r.class == class));
@@ -118,9 +119,9 @@ impl SlabPool {
             if let Some(r) = taken {
                 self.resident_bytes.fetch_sub(r.bytes, Relaxed);
             }
-            taken.map(|r| r.slab)
+            (taken.map(|r| r.slab), self.pop_expired(&mut resident, now))
         };
-        self.give_back_expired();
+        self.give_back_expired_after(expired, now);
         slab
     }
 
@@ -172,18 +173,23 @@ impl SlabPool {
         if bytes == 0 {
             self.room[slab.class].lock().push(slab);
         }
-        if bytes > 0 {
-            // Room for it was taken when it was made (`make_room_for`): no memory needed.
-            self.resident.lock().push_back(Resident {
-                slab,
-                class: slab.class,
-                last_owner: slab.last_owner(),
-                since: coarse_millis(),
-                bytes,
-            });
-            self.resident_bytes.fetch_add(bytes, Relaxed);
-        }
-        self.give_back_expired();
+        let now = coarse_millis();
+        let expired = {
+            let mut resident = self.resident.lock();
+            if bytes > 0 {
+                // Room for it was taken when it was made (`make_room_for`): no memory needed.
+                resident.push_back(Resident {
+                    slab,
+                    class: slab.class,
+                    last_owner: slab.last_owner(),
+                    since: now,
+                    bytes,
+                });
+                self.resident_bytes.fetch_add(bytes, Relaxed);
+            }
+            self.pop_expired(&mut resident, now)
+        };
+        self.give_back_expired_after(expired, now);
     }
 
     /// Another thread freed a slot of `slab`, which is parked: it goes back on its class's list.
@@ -213,12 +219,20 @@ impl SlabPool {
     /// memory on a free path). Returns the bytes `cached` counted for them.
     fn give_back_expired(&self) -> u64 {
         let now = coarse_millis();
+        let first = self.pop_expired(&mut self.resident.lock(), now);
+        self.give_back_expired_after(first, now)
+    }
+
+    /// [`SlabPool::give_back_expired`] for a caller that took the `first` out already (under a
+    /// lock it held anyway: most of the time there is none, and no second lock is taken).
+    fn give_back_expired_after(&self, first: Option<Resident>, now: u64) -> u64 {
         let mut bytes = 0;
-        loop {
-            let expired = self.pop_expired(&mut self.resident.lock(), now);
-            let Some(r) = expired else { return bytes };
+        let mut next = first;
+        while let Some(r) = next {
             bytes += self.give_back(r);
+            next = self.pop_expired(&mut self.resident.lock(), now);
         }
+        bytes
     }
 
     /// Gives an empty slab's pages back to the system (outside any lock) and lists it with room.

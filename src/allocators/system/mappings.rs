@@ -19,11 +19,17 @@
 //! Address space kept costs commit charge under strict overcommit (`vm.overcommit_memory=2`);
 //! hence the bounds: at most [`KEPT_MAX`] mappings and [`KEPT_BYTES_MAX`] bytes, the oldest
 //! unmapped first, and all of them unmapped before a new mapping is reported as failed.
+//!
+//! The index is made once, with room for [`KEPT_MAX`] entries (and without memory for it,
+//! nothing is kept): keeping a mapping is a free path, which must never need memory. Entries are
+//! linked three ways in that room: in a bucket per length class (four per doubling, newest
+//! first: a best fit looks at the buckets from the length's up to half as long again, and stops
+//! at an exact length), in age order (the oldest evicted first) and, for the dirty ones, in
+//! dirty order (the oldest given back first).
 
 use crate::allocators::DECAY_MS;
 use crate::os::{coarse_millis, discard, discard_for_reuse, mostly_resident, unmap_region, HUGE_PAGE};
 use crate::sync::Mutex;
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::*};
 
 /// At most this many mappings are kept, and at most [`KEPT_BYTES_MAX`] bytes of addresses: a
@@ -43,24 +49,195 @@ const REJUDGE: u8 = 32;
 /// A kept mapping.
 #[derive(Clone, Copy)]
 struct Entry {
-    age: u64,
+    len: usize,
+    start: usize,
     /// Its huge-page advice.
     huge: bool,
     /// Since when it keeps its pages (coarse milliseconds), if it does.
     dirty_since: Option<u64>,
+    /// Its places in its length's bucket, in the age order and in the dirty order.
+    links: [Link; 3],
 }
 
-/// Kept mappings, found by best fit and evicted oldest first.
-#[derive(Default)]
+/// An entry's neighbours in one of its lists ([`NIL`]: none).
+#[derive(Clone, Copy)]
+struct Link {
+    prev: u16,
+    next: u16,
+}
+
+const NIL: u16 = u16::MAX;
+const _: () = assert!(KEPT_MAX < NIL as usize, "entries are numbered in 16 bits");
+
+/// Which of an entry's lists: its length's bucket, the age order, the dirty order.
+#[derive(Clone, Copy)]
+enum List {
+    Bucket(usize),
+    Age,
+    Dirty,
+}
+
+impl List {
+    fn link(self) -> usize {
+        match self {
+            List::Bucket(_) => 0,
+            List::Age => 1,
+            List::Dirty => 2,
+        }
+    }
+}
+
+/// Four per doubling of length, as the small blocks' size classes: monotonic in the length.
+const BUCKETS: usize = 256;
+
+fn bucket(len: usize) -> usize {
+    let log = len.max(4).ilog2() as usize;
+    (log * 4 + ((len >> (log - 2)) & 3)).min(BUCKETS - 1)
+}
+
+/// The first and last entry of a list (NIL when empty).
+#[derive(Clone, Copy)]
+struct Ends {
+    first: u16,
+    last: u16,
+}
+
+const EMPTY: Ends = Ends { first: NIL, last: NIL };
+
+/// Kept mappings, found by best fit and evicted oldest first (see the module's comment).
 struct Index {
-    /// (length, start) -> entry
-    by_fit: BTreeMap<(usize, usize), Entry>,
-    /// age -> (length, start)
-    by_age: BTreeMap<u64, (usize, usize)>,
-    /// The dirty ones: age -> (length, start)
-    dirty: BTreeMap<u64, (usize, usize)>,
+    /// Room for [`KEPT_MAX`], taken when the index is made; entries taken out go on `free`.
+    entries: Vec<Entry>,
+    free: Vec<u16>,
+    buckets: [Ends; BUCKETS],
+    by_age: Ends,
+    dirty: Ends,
     bytes: usize,
-    next_age: u64,
+    count: usize,
+}
+
+impl Index {
+    /// None when the system has no memory for it.
+    fn try_new() -> Option<Index> {
+        let (mut entries, mut free) = (Vec::new(), Vec::new());
+        entries.try_reserve_exact(KEPT_MAX).ok()?;
+        free.try_reserve_exact(KEPT_MAX).ok()?;
+        Some(Index { entries, free, buckets: [EMPTY; BUCKETS], by_age: EMPTY, dirty: EMPTY, bytes: 0, count: 0 })
+    }
+
+    fn ends(&mut self, list: List) -> &mut Ends {
+        match list {
+            List::Bucket(b) => &mut self.buckets[b],
+            List::Age => &mut self.by_age,
+            List::Dirty => &mut self.dirty,
+        }
+    }
+
+    fn link(&mut self, i: u16, list: List) -> &mut Link {
+        &mut self.entries[i as usize].links[list.link()]
+    }
+
+    fn push_last(&mut self, i: u16, list: List) {
+        let last = self.ends(list).last;
+        *self.link(i, list) = Link { prev: last, next: NIL };
+        if last == NIL {
+            self.ends(list).first = i;
+        } else {
+            self.link(last, list).next = i;
+        }
+        self.ends(list).last = i;
+    }
+
+    fn push_first(&mut self, i: u16, list: List) {
+        let first = self.ends(list).first;
+        *self.link(i, list) = Link { prev: NIL, next: first };
+        if first == NIL {
+            self.ends(list).last = i;
+        } else {
+            self.link(first, list).prev = i;
+        }
+        self.ends(list).first = i;
+    }
+
+    fn unlink(&mut self, i: u16, list: List) {
+        let Link { prev, next } = *self.link(i, list);
+        if prev == NIL {
+            self.ends(list).first = next;
+        } else {
+            self.link(prev, list).next = next;
+        }
+        if next == NIL {
+            self.ends(list).last = prev;
+        } else {
+            self.link(next, list).prev = prev;
+        }
+    }
+
+    /// Whether an entry can be listed now without taking one out first.
+    fn has_room(&self) -> bool {
+        !self.free.is_empty() || self.entries.len() < KEPT_MAX
+    }
+
+    /// Lists a mapping (newest); the caller made room ([`Index::has_room`]).
+    fn list(&mut self, entry: Entry) {
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.entries[i as usize] = entry;
+                i
+            }
+            None => {
+                // Within the room taken when the index was made: no memory is needed.
+                self.entries.push(entry);
+                (self.entries.len() - 1) as u16
+            }
+        };
+        self.push_first(i, List::Bucket(bucket(entry.len)));
+        self.push_last(i, List::Age);
+        if entry.dirty_since.is_some() {
+            self.push_last(i, List::Dirty);
+        }
+        self.bytes += entry.len;
+        self.count += 1;
+    }
+
+    /// Takes entry `i` off its lists.
+    fn unlist(&mut self, i: u16) -> Entry {
+        let entry = self.entries[i as usize];
+        self.unlink(i, List::Bucket(bucket(entry.len)));
+        self.unlink(i, List::Age);
+        if entry.dirty_since.is_some() {
+            self.unlink(i, List::Dirty);
+        }
+        self.free.push(i); // within its room too
+        self.bytes -= entry.len;
+        self.count -= 1;
+        entry
+    }
+
+    /// The smallest mapping of `len` to `most` bytes starting at a multiple of `alignment`.
+    fn best_fit(&self, len: usize, most: usize, alignment: usize) -> Option<u16> {
+        let mut best: Option<u16> = None;
+        for b in bucket(len)..=bucket(most) {
+            let mut i = self.buckets[b].first;
+            while i != NIL {
+                let e = &self.entries[i as usize];
+                if (len..=most).contains(&e.len)
+                    && e.start % alignment == 0
+                    && best.is_none_or(|j| e.len < self.entries[j as usize].len)
+                {
+                    best = Some(i);
+                    if e.len == len {
+                        return best; // nothing fits better
+                    }
+                }
+                i = e.links[0].next;
+            }
+            if best.is_some() {
+                return best; // the later buckets hold longer mappings only
+            }
+        }
+        best
+    }
 }
 
 /// A kept mapping, now the caller's.
@@ -103,38 +280,42 @@ impl Kept {
         unsafe { self.index.raw() }
     }
 
-    /// Takes a mapping out of `index` (its dirty bytes out of the count too).
-    fn unlist(&self, index: &mut Index, len: usize, start: usize) -> Entry {
-        let entry = index.by_fit.remove(&(len, start)).expect("listed");
-        index.by_age.remove(&entry.age);
-        if index.dirty.remove(&entry.age).is_some() {
-            self.dirty_bytes.fetch_sub(len as u64, Relaxed);
+    /// Takes entry `i` out of `index` (its dirty bytes out of the count too).
+    fn unlist(&self, index: &mut Index, i: u16) -> Entry {
+        let entry = index.unlist(i);
+        if entry.dirty_since.is_some() {
+            self.dirty_bytes.fetch_sub(entry.len as u64, Relaxed);
         }
-        index.bytes -= len;
         entry
+    }
+
+    /// Lists `entry` in `index` (its dirty bytes in the count too); the caller made room.
+    fn list(&self, index: &mut Index, entry: Entry) {
+        if entry.dirty_since.is_some() {
+            self.dirty_bytes.fetch_add(entry.len as u64, Relaxed);
+        }
+        index.list(entry);
     }
 
     /// The smallest kept mapping of `len` to `len + len / 2` bytes starting at a multiple of
     /// `alignment`, now the caller's; or None.
     pub fn take(&self, len: usize, alignment: usize) -> Option<Taken> {
-        let (taken, expired) = {
+        let taken = {
             let mut guard = self.index.lock();
             let index = guard.as_mut()?;
-            let most = len + len / 2;
-            let (&(l, start), _) =
-                index.by_fit.range((len, 0)..=(most, usize::MAX)).find(|(&(_, start), _)| start % alignment == 0)?;
-            let entry = self.unlist(index, l, start);
-            let taken = Taken { start, len: l, huge: entry.huge, dirty: entry.dirty_since.is_some() };
-            (taken, self.expire(index, coarse_millis()))
+            let i = index.best_fit(len, len + len / 2, alignment)?;
+            let entry = self.unlist(index, i);
+            Taken { start: entry.start, len: entry.len, huge: entry.huge, dirty: entry.dirty_since.is_some() }
         };
-        self.clean(expired);
+        self.give_back_expired(coarse_millis());
         Some(taken)
     }
 
     /// Takes back a mapping the caller is done with (`huge`: its huge-page advice; `zeroed_in_place`:
     /// its block was zeroed in place, so its pages say nothing of what the program wrote). Its
-    /// addresses are kept (or unmapped, when bigger than all that may be kept); its pages too if
-    /// its program writes such blocks (see the module's comment), else they go back now.
+    /// addresses are kept (or unmapped, when bigger than all that may be kept, or when there is
+    /// no memory for the index); its pages too if its program writes such blocks (see the module's
+    /// comment), else they go back now.
     pub fn keep(&self, start: usize, len: usize, huge: bool, zeroed_in_place: bool) {
         if len > KEPT_BYTES_MAX {
             unmap_region(start, len);
@@ -150,32 +331,45 @@ impl Kept {
             discard(start, len);
             (huge, false)
         };
-        let mut evicted = Vec::new();
-        let expired = {
+        let now = coarse_millis();
+        let entry =
+            Entry { len, start, huge, dirty_since: dirty.then_some(now), links: [Link { prev: NIL, next: NIL }; 3] };
+        let evicted = {
             let mut guard = self.index.lock();
-            let index = guard.get_or_insert_with(Index::default);
-            let age = index.next_age;
-            index.next_age += 1;
-            let now = coarse_millis();
-            index.by_fit.insert((len, start), Entry { age, huge, dirty_since: dirty.then_some(now) });
-            index.by_age.insert(age, (len, start));
-            if dirty {
-                index.dirty.insert(age, (len, start));
-                self.dirty_bytes.fetch_add(len as u64, Relaxed);
+            if guard.is_none() {
+                *guard = Index::try_new();
             }
-            index.bytes += len;
-            while index.by_age.len() > KEPT_MAX || index.bytes > KEPT_BYTES_MAX {
-                let (_, &(l, s)) = index.by_age.first_key_value().expect("over the bounds: not empty");
-                self.unlist(index, l, s);
-                evicted.push((l, s));
+            match guard.as_mut() {
+                Some(index) => {
+                    // Full: the oldest makes room (unmapped below).
+                    let oldest = (!index.has_room()).then(|| index.by_age.first);
+                    let evicted = oldest.map(|i| self.unlist(index, i));
+                    self.list(index, entry);
+                    evicted
+                }
+                None => Some(entry), // no memory for the index: nothing is kept
             }
-            self.expire(index, now)
         };
         // System calls outside the lock.
-        for (len, start) in evicted {
-            unmap_region(start, len);
+        if let Some(e) = evicted {
+            unmap_region(e.start, e.len);
         }
-        self.clean(expired);
+        self.evict_beyond_bytes();
+        self.give_back_expired(now);
+    }
+
+    /// Unmaps the oldest while more than [`KEPT_BYTES_MAX`] bytes are kept, one at a time.
+    fn evict_beyond_bytes(&self) {
+        loop {
+            let evicted = match self.index.lock().as_mut() {
+                Some(index) if index.bytes > KEPT_BYTES_MAX => {
+                    let oldest = index.by_age.first;
+                    self.unlist(index, oldest)
+                }
+                _ => return,
+            };
+            unmap_region(evicted.start, evicted.len);
+        }
     }
 
     /// Whether the program writes blocks of about `len` bytes, judged by this one's pages (see the
@@ -195,49 +389,54 @@ impl Kept {
         written
     }
 
-    /// Takes the dirty mappings past their time, or beyond [`DIRTY_MAX`], out of the index.
-    fn expire(&self, index: &mut Index, now: u64) -> Vec<(usize, usize, Entry)> {
-        let mut expired = Vec::new();
-        while let Some((_, &(len, start))) = index.dirty.first_key_value() {
-            let since = index.by_fit[&(len, start)].dirty_since.expect("dirty");
-            if self.dirty_bytes.load(Relaxed) <= DIRTY_MAX as u64 && now.saturating_sub(since) < DECAY_MS {
-                break;
-            }
-            let entry = self.unlist(index, len, start);
-            expired.push((len, start, entry));
+    /// The oldest dirty mapping, taken out of the index if it is past its time or beyond
+    /// [`DIRTY_MAX`] (no one else can reach it then).
+    fn pop_expired(&self, now: u64) -> Option<Entry> {
+        let mut guard = self.index.lock();
+        let index = guard.as_mut()?;
+        let oldest = index.dirty.first;
+        if oldest == NIL {
+            return None;
         }
-        expired
+        let since = index.entries[oldest as usize].dirty_since.expect("dirty");
+        if self.dirty_bytes.load(Relaxed) <= DIRTY_MAX as u64 && now.saturating_sub(since) < DECAY_MS {
+            return None;
+        }
+        Some(self.unlist(index, oldest))
     }
 
-    /// Gives back the pages of mappings taken out of the index (no one else can reach them), then
-    /// lists them again, clean. Returns the bytes.
-    fn clean(&self, mappings: Vec<(usize, usize, Entry)>) -> u64 {
-        if mappings.is_empty() {
-            return 0;
-        }
+    /// Gives back the pages of the dirty mappings past their time, one at a time (taken out under
+    /// the lock, given back outside it, listed again clean, as the newest). Returns the bytes.
+    fn give_back_expired(&self, now: u64) -> u64 {
         let mut bytes = 0;
-        for &(len, start, _) in &mappings {
-            discard(start, len);
-            bytes += len as u64;
-        }
-        let mut guard = self.index.lock();
-        let index = guard.get_or_insert_with(Index::default);
-        for (len, start, entry) in mappings {
-            index.by_fit.insert((len, start), Entry { dirty_since: None, ..entry });
-            index.by_age.insert(entry.age, (len, start));
-            index.bytes += len;
+        while let Some(entry) = self.pop_expired(now) {
+            discard(entry.start, entry.len);
+            bytes += entry.len as u64;
+            self.relist_clean(entry);
         }
         bytes
+    }
+
+    /// Lists again a mapping taken out to give its pages back, now clean, as the newest (or
+    /// unmaps it, if the index filled up meanwhile).
+    fn relist_clean(&self, entry: Entry) {
+        let unlisted = match self.index.lock().as_mut() {
+            // Room: the one it left, unless a keep took it meanwhile.
+            Some(index) if index.has_room() => {
+                self.list(index, Entry { dirty_since: None, ..entry });
+                None
+            }
+            _ => Some(entry),
+        };
+        if let Some(e) = unlisted {
+            unmap_region(e.start, e.len);
+        }
     }
 
     /// Gives back the pages of the dirty mappings kept past their time (as the traffic would).
     /// Returns the bytes.
     pub fn decay(&self) -> u64 {
-        let expired = match self.index.lock().as_mut() {
-            Some(index) => self.expire(index, coarse_millis()),
-            None => return 0,
-        };
-        self.clean(expired)
+        self.give_back_expired(coarse_millis())
     }
 
     /// Bytes of kept mappings that keep their pages.
@@ -245,35 +444,36 @@ impl Kept {
         self.dirty_bytes.load(Relaxed)
     }
 
-    /// Gives every kept mapping back to the system; returns the bytes of those that kept their
-    /// pages, or None if none was ever kept.
+    /// Gives every kept mapping back to the system, one at a time; returns the bytes of those
+    /// that kept their pages, or None if none was ever kept.
     pub fn unmap_all(&self) -> Option<u64> {
-        let all = {
-            let mut guard = self.index.lock();
-            let index = guard.as_mut()?;
-            // Ages go on from where they were: mappings out for cleaning come back with theirs,
-            // which no mapping kept from now on may share.
-            let after = Index { next_age: index.next_age, ..Index::default() };
-            std::mem::replace(index, after)
-        };
-        let dirty: usize = all.dirty.values().map(|&(len, _)| len).sum();
-        self.dirty_bytes.fetch_sub(dirty as u64, Relaxed);
-        for &(len, start) in all.by_age.values() {
-            unmap_region(start, len);
+        self.index.lock().as_ref()?;
+        let mut dirty = 0;
+        loop {
+            let taken = match self.index.lock().as_mut() {
+                Some(index) if index.by_age.first != NIL => {
+                    let oldest = index.by_age.first;
+                    self.unlist(index, oldest)
+                }
+                _ => return Some(dirty),
+            };
+            if taken.dirty_since.is_some() {
+                dirty += taken.len as u64;
+            }
+            unmap_region(taken.start, taken.len);
         }
-        Some(dirty as u64)
     }
 
     #[cfg(test)]
     fn count(&self) -> usize {
-        self.index.lock().as_ref().map_or(0, |i| i.by_age.len())
+        self.index.lock().as_ref().map_or(0, |i| i.count)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::os::{map_region, page_size, pages_in_memory};
+    use crate::os::{discard, map_region, page_size, pages_in_memory};
 
     fn bytes(start: usize, len: usize) -> &'static [u8] {
         // Safety: the tests' mappings stay mapped while they look.
@@ -326,32 +526,54 @@ mod tests {
     }
 
     #[test]
-    fn mappings_cleaned_across_a_trim_keep_ages_apart_from_the_ones_kept_after_it() {
+    fn a_mapping_cleaned_across_a_trim_comes_back_clean_beside_the_ones_kept_after_it() {
         // A decay (or the traffic) takes a dirty mapping out to give its pages back, a trim
         // unmaps what is listed meanwhile, new mappings are kept, then the cleaned one comes back.
-        // Found by a thread trimming while others freed big blocks: ages began again at 0 after
-        // the trim, the cleaned mapping came back with its old age, the same as a new dirty one,
-        // and taking one unlisted the other's dirty bytes: the count wrapped below zero.
+        // (Found with the index before this one, by a thread trimming while others freed big
+        // blocks: a cleaned mapping came back with the age of a new dirty one, and taking one
+        // unlisted the other's dirty bytes: the count wrapped below zero.)
         let kept = Kept::new();
         let (short, long) = (16 * page_size(), 20 * page_size());
         let (a, b) = (map_region(short, page_size()).unwrap(), map_region(long, page_size()).unwrap());
         // Safety: the mappings are ours.
         unsafe { std::ptr::write_bytes(a as *mut u8, 1, short) };
         kept.keep(a, short, false, false);
-        let expired = kept.expire(kept.index.lock().as_mut().unwrap(), u64::MAX);
-        assert_eq!(expired.len(), 1, "a taken out to be cleaned");
+        let out = kept.pop_expired(u64::MAX).expect("a taken out to be cleaned");
+        assert_eq!(out.start, a);
         assert_eq!(kept.unmap_all(), Some(0), "nothing else was kept");
         // Safety: as above.
         unsafe { std::ptr::write_bytes(b as *mut u8, 1, long) };
         kept.keep(b, long, false, false);
         assert_eq!(kept.dirty_bytes(), long as u64);
-        kept.clean(expired);
+        discard(out.start, out.len);
+        kept.relist_clean(out);
         let taken = kept.take(short, 1).unwrap();
         assert_eq!((taken.start, taken.dirty), (a, false), "the smallest that fits: a, clean");
         assert_eq!(kept.dirty_bytes(), long as u64, "b still counted");
         assert_eq!(kept.unmap_all(), Some(long as u64));
         assert_eq!(kept.dirty_bytes(), 0);
         unmap_region(a, short);
+    }
+
+    #[test]
+    fn best_fit_takes_an_exact_length_first_and_the_shortest_that_fits_otherwise() {
+        let kept = Kept::new();
+        let page = page_size();
+        let lens = [40 * page, 33 * page, 36 * page, 32 * page, 47 * page];
+        let starts: Vec<usize> = lens.iter().map(|&len| map_region(len, page).unwrap()).collect();
+        for (&start, &len) in starts.iter().zip(&lens) {
+            kept.keep(start, len, false, false);
+        }
+        assert_eq!(kept.take(32 * page, 1).map(|t| t.len), Some(32 * page), "exact");
+        assert_eq!(kept.take(32 * page, 1).map(|t| t.len), Some(33 * page), "the shortest above");
+        assert_eq!(kept.take(35 * page, 1).map(|t| t.len), Some(36 * page));
+        assert_eq!(kept.take(26 * page, 1), None, "40 pages are more than half again of 26");
+        assert_eq!(kept.take(39 * page, 1).map(|t| t.len), Some(40 * page));
+        assert_eq!(kept.take(47 * page, 1).map(|t| t.len), Some(47 * page));
+        assert_eq!(kept.count(), 0);
+        for (start, len) in starts.into_iter().zip(lens) {
+            unmap_region(start, len);
+        }
     }
 
     #[test]
