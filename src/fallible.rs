@@ -5,6 +5,8 @@
 
 use crate::{Error, Result};
 use std::alloc::Layout;
+use std::ptr::NonNull;
+use std::sync::atomic::{fence, AtomicUsize, Ordering::*};
 
 /// `value` in a box of its own, or the value back when there is no memory for it.
 pub fn boxed<T>(value: T) -> std::result::Result<Box<T>, T> {
@@ -37,5 +39,112 @@ pub fn push<T>(list: &mut Vec<T>, item: T) -> std::result::Result<(), T> {
             Ok(())
         }
         Err(_) => Err(item),
+    }
+}
+
+/// A value shared by reference count, like `Arc`, whose making can be refused (`Arc::new`
+/// cannot: it aborts). For what a thread's heap shares with the process-wide lists: its quota
+/// credit and its counters, made at a thread's first allocation.
+pub struct Shared<T> {
+    inner: NonNull<SharedInner<T>>,
+}
+
+struct SharedInner<T> {
+    count: AtomicUsize,
+    value: T,
+}
+
+// Safety: as `Arc<T>`: the value is reached from any thread that holds a `Shared`, and dropped by
+// the last one.
+unsafe impl<T: Send + Sync> Send for Shared<T> {}
+unsafe impl<T: Send + Sync> Sync for Shared<T> {}
+
+impl<T> Shared<T> {
+    /// None when there is no memory for it (the value is dropped).
+    pub fn try_new(value: T) -> Option<Shared<T>> {
+        let inner = boxed(SharedInner { count: AtomicUsize::new(1), value }).ok()?;
+        Some(Shared { inner: NonNull::from(Box::leak(inner)) })
+    }
+
+    /// Whether `a` and `b` share one value.
+    pub fn ptr_eq(a: &Shared<T>, b: &Shared<T>) -> bool {
+        a.inner == b.inner
+    }
+
+    /// The value's address, valid while any `Shared` of it lives.
+    pub fn as_ptr(this: &Shared<T>) -> *const T {
+        &this.inner().value
+    }
+
+    fn inner(&self) -> &SharedInner<T> {
+        // Safety: alive while this `Shared` is (the count includes it).
+        unsafe { self.inner.as_ref() }
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Shared<T> {
+        // Relaxed, as `Arc`: a new reference comes from an existing one, which keeps it alive.
+        if self.inner().count.fetch_add(1, Relaxed) > isize::MAX as usize {
+            std::process::abort(); // as `Arc`: billions of leaked clones, not a real program
+        }
+        Shared { inner: self.inner }
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.inner().value
+    }
+}
+
+impl<T> Drop for Shared<T> {
+    fn drop(&mut self) {
+        // As `Arc`: every use of the value happens before the last drop frees it.
+        if self.inner().count.fetch_sub(1, Release) == 1 {
+            fence(Acquire);
+            // Safety: the last reference; the memory came from `boxed`, a `Box`.
+            drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::Arc;
+
+    struct Counted(Arc<AtomicU32>);
+
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_shared_value_is_dropped_once_by_its_last_reference_on_any_thread() {
+        let drops = Arc::new(AtomicU32::new(0));
+        let shared = Shared::try_new(Counted(drops.clone())).unwrap();
+        let clones: Vec<_> = (0..8).map(|_| shared.clone()).collect();
+        assert!(Shared::ptr_eq(&shared, &clones[3]));
+        assert!(std::ptr::eq(Shared::as_ptr(&shared), &*clones[5]));
+        std::thread::scope(|s| {
+            for clone in clones {
+                s.spawn(move || {
+                    let again = clone.clone();
+                    drop(clone);
+                    drop(again);
+                });
+            }
+        });
+        assert_eq!(drops.load(SeqCst), 0, "one reference is left");
+        drop(shared);
+        assert_eq!(drops.load(SeqCst), 1);
+        let (a, b) = (Shared::try_new(1).unwrap(), Shared::try_new(1).unwrap());
+        assert!(!Shared::ptr_eq(&a, &b), "two values");
     }
 }

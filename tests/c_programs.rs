@@ -115,6 +115,7 @@ fn c_test_programs_hold_up_to_misuse_and_races() {
         "zeroing",
         "thread_end",
         "cancel",
+        "out_of_memory",
     ] {
         let out = run(&mut Command::new(build.join(name)));
         let program = name.trim_end_matches(char::is_numeric);

@@ -23,9 +23,9 @@
 
 use super::{Quota, CREDIT_CHUNK};
 use crate::barrier::{self, ask, Bracket};
+use crate::fallible::Shared;
 use crate::Result;
 use std::sync::atomic::{AtomicU64, Ordering::*};
-use std::sync::Arc;
 
 #[repr(align(128))]
 #[derive(Default)]
@@ -72,7 +72,7 @@ impl Credit {
 }
 
 /// Empties every credit in `credits` and returns the sum. Callers must not collect concurrently.
-pub fn collect(credits: &[Arc<Credit>]) -> u64 {
+pub fn collect(credits: &[Shared<Credit>]) -> u64 {
     if credits.is_empty() {
         return 0;
     }
@@ -93,16 +93,19 @@ pub fn collect(credits: &[Arc<Credit>]) -> u64 {
 
 /// The quota's side of credit: handing it out, spending and refilling it, collecting it back.
 impl Quota {
-    /// A new thread's credit, empty. Give it back with [`Quota::retire_credit`] when the thread ends.
-    pub fn new_credit(&self) -> Arc<Credit> {
-        let credit = Arc::new(Credit::default());
-        self.credits.lock().push(credit.clone());
-        credit
+    /// A new thread's credit, empty; None when there is no memory for it. Give it back with
+    /// [`Quota::retire_credit`] when the thread ends.
+    pub(crate) fn new_credit(&self) -> Option<Shared<Credit>> {
+        let credit = Shared::try_new(Credit::default())?;
+        let mut credits = self.credits.lock();
+        credits.try_reserve(1).ok()?;
+        credits.push(credit.clone());
+        Some(credit)
     }
 
     /// Returns what is left of a credit to the budget and forgets the credit.
-    pub fn retire_credit(&self, credit: &Arc<Credit>) {
-        self.credits.lock().retain(|c| !Arc::ptr_eq(c, credit));
+    pub(crate) fn retire_credit(&self, credit: &Shared<Credit>) {
+        self.credits.lock().retain(|c| !Shared::ptr_eq(c, credit));
         self.empty_credit(credit);
     }
 
@@ -210,7 +213,7 @@ mod tests {
 
     #[test]
     fn updates_and_collections_racing_lose_and_invent_nothing() {
-        let credit = Arc::new(Credit::default());
+        let credit = Shared::try_new(Credit::default()).unwrap();
         let credits = vec![credit.clone()];
         let done = AtomicBool::new(false);
         let (added, collected) = std::thread::scope(|s| {
@@ -249,8 +252,8 @@ mod tests {
 
     #[test]
     fn in_a_child_of_fork_a_credit_left_inside_its_bracket_does_not_stall_collection() {
-        let quota = Arc::new(Quota::new(1 << 20));
-        let credit = quota.new_credit();
+        let quota = std::sync::Arc::new(Quota::new(1 << 20));
+        let credit = quota.new_credit().unwrap();
         quota.reserve_with(&credit, 100).unwrap();
         // What a fork leaves of a thread that was between the two stores of `update`.
         credit.bracket.enter();

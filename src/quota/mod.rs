@@ -19,12 +19,12 @@ pub use credit::Credit;
 pub(crate) mod credit;
 mod reclaim;
 
+use crate::fallible::Shared;
 use crate::padded::Padded;
 use crate::sync::{Condvar, Mutex};
 use crate::{Error, Result};
 use reclaim::{ReclaimState, IN_HOOK};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::Arc;
 
 /// The reclaim hook: called with the shortfall in bytes, asks whoever holds releasable memory
 /// (a garbage collector, a cache) to give some back.
@@ -51,7 +51,7 @@ pub struct Quota {
     state: Mutex<ReclaimState>,
     memory_returned: Condvar,
     /// Every live thread's credit, so that it can be collected and left out of the stats.
-    credits: Mutex<Vec<Arc<Credit>>>,
+    credits: Mutex<Vec<Shared<Credit>>>,
 }
 
 /// What makes a thread's frees skip its credit and go back to the budget at once: reservations
@@ -661,7 +661,7 @@ mod tests {
     #[test]
     fn credit_is_left_out_of_the_stats_and_spent_without_touching_the_budget() {
         let q = Quota::new(MIB);
-        let credit = q.new_credit();
+        let credit = q.new_credit().unwrap();
         q.reserve_with(&credit, 100).unwrap();
         let taken = q.reserved.load(SeqCst);
         assert_eq!(taken, 100 + CREDIT_CHUNK, "a chunk taken ahead");
@@ -682,7 +682,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
         let holder = std::thread::spawn(move || {
-            let credit = q2.new_credit();
+            let credit = q2.new_credit().unwrap();
             q2.reserve_with(&credit, 10).unwrap();
             q2.release_with(&credit, 10);
             tx.send(()).unwrap();
@@ -701,7 +701,7 @@ mod tests {
     #[test]
     fn a_lowered_limit_holds_for_credit_too() {
         let q = Quota::new(MIB);
-        let credit = q.new_credit();
+        let credit = q.new_credit().unwrap();
         q.reserve_with(&credit, 1000).unwrap();
         q.set_limit(500);
         assert!(!q.spend(&credit, 1), "set_limit collected the credit");

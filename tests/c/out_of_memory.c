@@ -22,11 +22,13 @@ extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 
-/* Armed: the call that brings it to 0 fails, once. */
+/* Armed: the call that brings it to 0 fails; once, or (`for_good`) every call from then on, as
+ * when the address space stays exhausted. */
 static atomic_long countdown = -1;
-static atomic_int failed_one;
+static atomic_int failed_one, for_good;
 
 static int refuse(void) {
+    if (atomic_load(&for_good) && atomic_load(&failed_one)) return 1;
     if (atomic_load(&countdown) > 0 && atomic_fetch_sub(&countdown, 1) == 1) {
         atomic_store(&failed_one, 1);
         return 1;
@@ -105,6 +107,7 @@ static int run(long fail_at) {
     CHECK(dm_trim(NULL));
     CHECK(dm_decay(NULL));
     atomic_store(&countdown, -1);
+    atomic_store(&for_good, 0);
     dm_stats s = stats_now();
     if (s.count != 0 || s.reserved != 0 || s.live_cleaners != 0) {
         fprintf(stderr, "left: count %llu reserved %llu cleaners %llu\n", (unsigned long long)s.count,
@@ -114,16 +117,17 @@ static int run(long fail_at) {
     return atomic_load(&failed_one) ? 0 : 1; /* 1: no call was refused: every one was reached */
 }
 
-int main(void) {
-    alarm(600);
-    CHECK(dm_set_limit(UINT64_MAX));
-    int runs = 0, total_refusals = 0;
+/* Runs the scenario with the first, second, ... call refused (once, or for good) until a run
+ * refuses none; returns the runs and adds up the dm_ calls answered DM_ERR_NO_MEMORY. */
+static int runs_refusing(int refuse_for_good, int *total_refusals) {
+    int runs = 0;
     for (long fail_at = 1;; fail_at++) {
         int pipefd[2];
         ASSERT(pipe(pipefd) == 0);
         pid_t pid = fork();
         ASSERT(pid >= 0);
         if (pid == 0) {
+            atomic_store(&for_good, refuse_for_good);
             int code = run(fail_at);
             ASSERT(write(pipefd[1], &refusals, sizeof refusals) == sizeof refusals);
             _exit(code);
@@ -134,16 +138,27 @@ int main(void) {
         if (read(pipefd[0], &child_refusals, sizeof child_refusals) != sizeof child_refusals) child_refusals = 0;
         close(pipefd[0]);
         if (!WIFEXITED(status) || (WEXITSTATUS(status) != 0 && WEXITSTATUS(status) != 1)) {
-            fprintf(stderr, "out_of_memory: the %ld-th allocation of the run refused: %s %d\n", fail_at,
-                    WIFEXITED(status) ? "exit" : "signal", WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
-            return 1;
+            fprintf(stderr, "out_of_memory: the %ld-th allocation of the run refused%s: %s %d\n", fail_at,
+                    refuse_for_good ? " and all after it" : "", WIFEXITED(status) ? "exit" : "signal",
+                    WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+            exit(1);
         }
+        *total_refusals += child_refusals;
+        if (WEXITSTATUS(status) == 1) return runs; /* past the run's last allocation */
         runs++;
-        total_refusals += child_refusals;
-        if (WEXITSTATUS(status) == 1) break; /* past the run's last allocation */
     }
-    printf("out_of_memory: %d runs, one refused allocation each; %d dm_ calls answered DM_ERR_NO_MEMORY\n", runs - 1,
-           total_refusals);
+}
+
+int main(void) {
+    alarm(600);
+    CHECK(dm_set_limit(UINT64_MAX));
+    int once = 0, for_good_refusals = 0;
+    int runs = runs_refusing(0, &once);
+    printf("out_of_memory: %d runs, the n-th of the library's allocations refused: %d dm_ calls answered "
+           "DM_ERR_NO_MEMORY, no abort, nothing left\n", runs, once);
+    runs = runs_refusing(1, &for_good_refusals);
+    printf("out_of_memory: %d runs, the n-th and every later allocation refused: %d dm_ calls answered "
+           "DM_ERR_NO_MEMORY, every block freed\n", runs, for_good_refusals);
     printf("out_of_memory: OK\n");
     return 0;
 }

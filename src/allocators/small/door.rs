@@ -65,19 +65,20 @@ impl Door {
 /// kept out, and returns the sum of what it returned. Visits are serialized by the caller; only
 /// the calling thread's own heap may be among `doors` when [`barrier::asymmetric`] is false.
 pub(super) fn visit_each(doors: &[&Door], mut visit: impl FnMut(&mut Heap) -> u64) -> u64 {
-    let open: Vec<(&Bracket, MutexGuard<'_, HeapPtr>)> = doors
-        .iter()
-        .filter_map(|door| {
-            let heap = door.heap.try_lock()?;
-            (!heap.0.is_null()).then(|| {
-                // Safety: an open heap is alive while its door is locked (dropping one locks it);
-                // its `credit` is set when it is made and never changes.
-                let bracket = &unsafe { &(*heap.0).credit }.bracket;
-                bracket.ask(ask::STAND_ASIDE);
-                (bracket, heap)
-            })
+    let mut open: Vec<(&Bracket, MutexGuard<'_, HeapPtr>)> = Vec::new();
+    if crate::fallible::reserve(&mut open, doors.len()).is_err() {
+        return 0; // no memory to visit with: nothing given back from the heaps
+    }
+    open.extend(doors.iter().filter_map(|door| {
+        let heap = door.heap.try_lock()?;
+        (!heap.0.is_null()).then(|| {
+            // Safety: an open heap is alive while its door is locked (dropping one locks it);
+            // its `credit` is set when it is made and never changes.
+            let bracket = &unsafe { &(*heap.0).credit }.bracket;
+            bracket.ask(ask::STAND_ASIDE);
+            (bracket, heap)
         })
-        .collect();
+    }));
     if open.is_empty() {
         return 0;
     }

@@ -7,7 +7,7 @@ use super::medium::Verdict;
 use super::size_class::CLASSES;
 use super::slab::{Place, Slab};
 use super::{Slot, SmallBlocks};
-use crate::fallible;
+use crate::fallible::{self, Shared};
 use crate::quota::{Credit, Quota};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::*};
@@ -22,8 +22,8 @@ pub(super) struct Heap {
     pub(super) pool: Arc<SmallBlocks>,
     /// The pool's quota, one load nearer than through `pool` for the fast paths.
     quota: Arc<Quota>,
-    pub(super) credit: Arc<Credit>,
-    pub(super) counters: Arc<Counters>,
+    pub(super) credit: Shared<Credit>,
+    pub(super) counters: Shared<Counters>,
     /// Per class: the slab allocations come from (what the fast path reads; 64 entries, so that
     /// a class masked to it needs no bounds check there; the last 16 stay empty)...
     pub(super) current: [Option<&'static Slab>; 64],
@@ -123,12 +123,23 @@ impl SlabList {
 }
 
 impl Heap {
-    pub(super) fn new(pool: Arc<SmallBlocks>) -> Heap {
-        let counters = Arc::new(Counters::default());
-        pool.heaps.lock().push(counters.clone());
-        Heap {
+    /// A heap for a thread's first allocation; None when there is no memory for it (nothing is
+    /// listed then).
+    pub(super) fn new(pool: Arc<SmallBlocks>) -> Option<Heap> {
+        let counters = Shared::try_new(Counters::default())?;
+        let credit = pool.quota.new_credit()?;
+        {
+            let mut heaps = pool.heaps.lock();
+            if heaps.try_reserve(1).is_err() {
+                drop(heaps);
+                pool.quota.retire_credit(&credit);
+                return None;
+            }
+            heaps.push(counters.clone());
+        }
+        Some(Heap {
             id: NEXT_HEAP.fetch_add(1, SeqCst),
-            credit: pool.quota.new_credit(),
+            credit,
             quota: pool.quota.clone(),
             pool,
             counters,
@@ -137,7 +148,7 @@ impl Heap {
             used: 0,
             spares: 0,
             last_freed: 0,
-        }
+        })
     }
 
     /// The common case of an allocation, with nothing that can block or call out: a slot from
@@ -493,6 +504,6 @@ impl Drop for Heap {
     fn drop(&mut self) {
         self.leave();
         self.pool.quota.retire_credit(&self.credit);
-        self.pool.heaps.lock().retain(|c| !Arc::ptr_eq(c, &self.counters));
+        self.pool.heaps.lock().retain(|c| !Shared::ptr_eq(c, &self.counters));
     }
 }

@@ -33,7 +33,7 @@ pub(crate) mod thread_heaps;
 
 use crate::allocators::system as sysmem;
 use crate::barrier::ask;
-use crate::fallible;
+use crate::fallible::{self, Shared};
 use crate::padded::Padded;
 use crate::quota::{Credit, Quota};
 use crate::sync::Mutex;
@@ -90,7 +90,7 @@ pub struct SmallBlocks {
     /// The rest of the current arena, not yet cut into slabs: [next, end).
     arena: Padded<Mutex<(usize, usize)>>,
     /// Live heaps' counters, and the sum of ended heaps' plus heap-less frees.
-    heaps: Mutex<Vec<Arc<Counters>>>,
+    heaps: Mutex<Vec<Shared<Counters>>>,
     ended: Counters,
     /// Heaps whose threads ended, emptied, for the next new threads (at most [`RETIRED_MAX`]).
     /// Boxed: a heap changes hands without being copied or allocated.
@@ -163,9 +163,10 @@ impl SmallBlocks {
                 match retired {
                     Some(mut heap) => {
                         heap.reuse();
-                        heap
+                        Some(heap)
                     }
-                    None => Box::new(Heap::new(self.clone())),
+                    // Without memory for a heap the thread takes the general path.
+                    None => fallible::boxed(Heap::new(self.clone())?).ok(),
                 }
             })
         })?;
@@ -215,7 +216,7 @@ impl SmallBlocks {
     #[inline(never)]
     fn allocate_slow(self: &Arc<Self>, heap: *mut Heap, size: usize, class: usize) -> Served {
         // Safety: see `heap`. `credit` lives as long as the heap.
-        let credit: &Credit = unsafe { &*Arc::as_ptr(&(*heap).credit) };
+        let credit: &Credit = unsafe { &*Shared::as_ptr(&(*heap).credit) };
         // The reclaim hook may run and come back into this pool: no heap reference is held across it.
         if let Err(e) = self.quota.reserve_with(credit, size as u64) {
             return Served::Failed(e);
@@ -351,12 +352,9 @@ impl SmallBlocks {
     fn retire(&self, mut heap: Box<Heap>) {
         heap.leave();
         let mut retired = self.retired.lock();
-        if retired.len() < RETIRED_MAX {
-            retired.push(heap);
-        } else {
-            drop(retired);
-            drop(heap);
-        }
+        let kept = if retired.len() < RETIRED_MAX { fallible::push(&mut retired, heap) } else { Err(heap) };
+        drop(retired);
+        drop(kept); // not kept (no room, or no memory for it): dropped outside the lock
     }
 
     /// Its locks, for [`crate::manager::fork`]: none is taken while another is held.
@@ -395,16 +393,29 @@ impl SmallBlocks {
     /// Runs `visit` in every heap `pick` picks that a thread owns and that is not in a slow path
     /// (only this thread's own where the system has no cheap barrier, see [`crate::barrier`]);
     /// the sum of what it returned.
-    fn visit_heaps(&self, pick: impl FnMut(&&Arc<Counters>) -> bool, visit: impl FnMut(&mut Heap) -> u64) -> u64 {
+    /// Without memory for the list of heaps to visit, none is (the caller gives back the rest).
+    fn visit_heaps(&self, mut pick: impl FnMut(&Shared<Counters>) -> bool, visit: impl FnMut(&mut Heap) -> u64) -> u64 {
         let _one_at_a_time = self.visits.lock();
-        let heaps: Vec<Arc<Counters>> = if crate::barrier::asymmetric() {
-            self.heaps.lock().iter().filter(pick).cloned().collect()
+        let mut heaps: Vec<Shared<Counters>> = Vec::new();
+        if crate::barrier::asymmetric() {
+            let all = self.heaps.lock();
+            if fallible::reserve(&mut heaps, all.len()).is_err() {
+                return 0;
+            }
+            heaps.extend(all.iter().filter(|c| pick(c)).cloned());
         } else {
             // Safety: see `heap`; only the counters are read.
             let own = thread_heaps::find(self.id).map(|heap| unsafe { &(*heap).counters }.clone());
-            own.iter().filter(pick).cloned().collect()
-        };
-        let doors: Vec<&door::Door> = heaps.iter().map(|heap| &heap.door).collect();
+            if fallible::reserve(&mut heaps, 1).is_err() {
+                return 0;
+            }
+            heaps.extend(own.filter(|c| pick(c)));
+        }
+        let mut doors: Vec<&door::Door> = Vec::new();
+        if fallible::reserve(&mut doors, heaps.len()).is_err() {
+            return 0;
+        }
+        doors.extend(heaps.iter().map(|heap| &heap.door));
         door::visit_each(&doors, visit)
     }
 
@@ -412,7 +423,7 @@ impl SmallBlocks {
     /// (no allocation, no free) keep, given back once per idle stretch.
     pub fn decay(&self) -> u64 {
         let now = crate::os::coarse_millis();
-        let idle_and_keeping = |heap: &&Arc<Counters>| heap.keeps_some() && heap.idle_since_last_look(now);
+        let idle_and_keeping = |heap: &Shared<Counters>| heap.keeps_some() && heap.idle_since_last_look(now);
         self.visit_heaps(idle_and_keeping, Heap::give_back_kept) + self.unowned.decay()
     }
 

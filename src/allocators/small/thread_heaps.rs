@@ -57,7 +57,7 @@ pub(super) fn find(pool: u64) -> Option<*mut Heap> {
 
 /// Records `make()`'s heap as this thread's in `pool`. None (nothing made) when the thread is
 /// ending, or has heaps in [`POOLS`] pools already, or no key could be made.
-pub(super) fn add(pool: u64, make: impl FnOnce() -> Box<Heap>) -> Option<*mut Heap> {
+pub(super) fn add(pool: u64, make: impl FnOnce() -> Option<Box<Heap>>) -> Option<*mut Heap> {
     let key = key()?;
     HEAPS.with(|h| {
         // Safety: as in `find`; `make` does not come back here.
@@ -71,7 +71,7 @@ pub(super) fn add(pool: u64, make: impl FnOnce() -> Box<Heap>) -> Option<*mut He
         if unsafe { libc::pthread_setspecific(key, std::ptr::dangling::<libc::c_void>()) } != 0 {
             return None;
         }
-        *entry = (pool, Box::into_raw(make()));
+        *entry = (pool, Box::into_raw(make()?));
         Some(entry.1)
     })
 }

@@ -342,7 +342,7 @@ impl Kept {
             match guard.as_mut() {
                 Some(index) => {
                     // Full: the oldest makes room (unmapped below).
-                    let oldest = (!index.has_room()).then(|| index.by_age.first);
+                    let oldest = (!index.has_room()).then_some(index.by_age.first);
                     let evicted = oldest.map(|i| self.unlist(index, i));
                     self.list(index, entry);
                     evicted
