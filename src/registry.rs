@@ -140,10 +140,10 @@ fn shard_of(address: usize) -> usize {
 impl Registry {
     /// The shard locks, for [`crate::manager::fork`], in the order they nest: block shards, then
     /// handle shards (no block shard is taken while a handle shard is held).
-    pub(crate) fn locks(&self) -> Vec<&crate::sync::RawMutex> {
+    pub(crate) fn locks(&self) -> impl Iterator<Item = &crate::sync::RawMutex> + '_ {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
         let blocks = self.shards.iter().map(|m| unsafe { m.raw() });
-        blocks.chain(self.handles.iter().map(|m| unsafe { m.raw() })).collect()
+        blocks.chain(self.handles.iter().map(|m| unsafe { m.raw() }))
     }
 
     fn handle_shard(&self, handle: u64) -> &Mutex<FxHashMap<u64, usize>> {

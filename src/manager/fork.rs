@@ -37,11 +37,10 @@ pub(crate) fn install() {
     });
 }
 
-fn locks() -> Vec<&'static crate::sync::RawMutex> {
-    let mut locks = manager::global().locks();
-    locks.push(mappings::global().lock());
-    locks.push(background::lock());
-    locks
+/// Every lock, in the order `prepare` takes them (no list made: a fork must not need memory).
+fn locks() -> impl Iterator<Item = &'static crate::sync::RawMutex> {
+    let own = [mappings::global().lock(), background::lock()];
+    manager::global().locks().chain(own)
 }
 
 extern "C" fn prepare() {

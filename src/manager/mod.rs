@@ -353,11 +353,9 @@ impl Manager {
     }
 
     /// Every lock of this manager, in the one order [`crate::manager::fork`] takes them.
-    pub(crate) fn locks(&self) -> Vec<&crate::sync::RawMutex> {
-        let mut locks: Vec<_> = self.quota.locks().into();
-        locks.extend(self.small.locks());
-        locks.extend(self.blocks.locks());
-        locks
+    /// An iterator, not a list: `fork` must not need memory.
+    pub(crate) fn locks(&self) -> impl Iterator<Item = &crate::sync::RawMutex> + '_ {
+        self.quota.locks().into_iter().chain(self.small.locks()).chain(self.blocks.locks())
     }
 
     /// In a child of fork(), on its only thread: what the parent's other threads were doing at the

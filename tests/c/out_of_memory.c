@@ -3,7 +3,7 @@
  * a run's calls all succeed. This program defines malloc, calloc, realloc and the aligned ones
  * (glibc's `__libc_` functions underneath), so the library's calls come here. Each run is a
  * child of fork() (the same start every time) that allocates blocks of every kind, attaches
- * cleaners, resizes, frees everything, trims and starts a thread. What must hold: no abort; an
+ * cleaners, resizes, starts a thread, frees everything, trims and forks. What must hold: no abort; an
  * allocation, registration or resize either succeeds or returns DM_ERR_NO_MEMORY and changes
  * nothing (a resized block keeps its bytes); every free succeeds; nothing is left counted.
  * Before: "memory allocation of N bytes failed" and an abort, in allocations (the big blocks'
@@ -106,6 +106,13 @@ static int run(long fail_at) {
         if (blocks[i]) CHECK(dm_free(blocks[i]));
     CHECK(dm_trim(NULL));
     CHECK(dm_decay(NULL));
+    /* A fork: its handlers take every lock of the library, with no list made of them. */
+    pid_t child = fork();
+    if (child == 0) _exit(dm_trim(NULL) == DM_OK ? 0 : 1);
+    if (child > 0) {
+        int status;
+        ASSERT(waitpid(child, &status, 0) == child && WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
     atomic_store(&countdown, -1);
     atomic_store(&for_good, 0);
     dm_stats s = stats_now();

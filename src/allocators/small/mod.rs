@@ -358,14 +358,11 @@ impl SmallBlocks {
     }
 
     /// Its locks, for [`crate::manager::fork`]: none is taken while another is held.
-    pub(crate) fn locks(&self) -> Vec<&crate::sync::RawMutex> {
+    pub(crate) fn locks(&self) -> impl Iterator<Item = &crate::sync::RawMutex> + '_ {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
-        unsafe {
-            // `visits` first: a visitor holds it while it takes the others.
-            let mut locks = vec![self.visits.raw(), self.heaps.raw(), self.arena.raw(), self.retired.raw()];
-            locks.extend(self.unowned.locks());
-            locks
-        }
+        // `visits` first: a visitor holds it while it takes the others.
+        let own = unsafe { [self.visits.raw(), self.heaps.raw(), self.arena.raw(), self.retired.raw()] };
+        own.into_iter().chain(self.unowned.locks())
     }
 
     pub fn stats(&self) -> SmallStats {

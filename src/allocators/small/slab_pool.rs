@@ -267,13 +267,10 @@ impl SlabPool {
     }
 
     /// Its locks, for [`crate::manager::fork`]: none is taken while another is held.
-    pub(crate) fn locks(&self) -> Vec<&crate::sync::RawMutex> {
+    pub(crate) fn locks(&self) -> impl Iterator<Item = &crate::sync::RawMutex> + '_ {
         // Safety: the raw locks are only locked and unlocked as a whole by `fork`'s handlers.
-        unsafe {
-            let mut locks = vec![self.resident.raw()];
-            locks.extend(self.room.iter().map(|m| m.raw()));
-            locks
-        }
+        let resident = unsafe { self.resident.raw() };
+        std::iter::once(resident).chain(self.room.iter().map(|m| unsafe { m.raw() }))
     }
 }
 
