@@ -33,7 +33,7 @@
 
 use super::{Hook, Quota};
 use crate::sync::MutexGuard;
-use crate::Result;
+use crate::{Error, Result};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::*;
 use std::time::{Duration, Instant};
@@ -74,6 +74,9 @@ impl Quota {
             // Without a hook nothing will be reclaimed: no queue, no waiting.
             drop(state);
             return self.take_now(bytes);
+        }
+        if state.queue.try_reserve(1).is_err() {
+            return Err(Error::NoMemory); // no memory to wait with
         }
         let ticket = state.next_ticket;
         state.next_ticket += 1;

@@ -3,7 +3,8 @@
  * a run's calls all succeed. This program defines malloc, calloc, realloc and the aligned ones
  * (glibc's `__libc_` functions underneath), so the library's calls come here. Each run is a
  * child of fork() (the same start every time) that allocates blocks of every kind, attaches
- * cleaners, resizes, starts a thread, frees everything, trims and forks. What must hold: no abort; an
+ * cleaners, resizes, starts a thread, waits for a reclaim hook under a limit, frees everything,
+ * trims and forks. What must hold: no abort; an
  * allocation, registration or resize either succeeds or returns DM_ERR_NO_MEMORY and changes
  * nothing (a resized block keeps its bytes); every free succeeds; nothing is left counted.
  * Before: "memory allocation of N bytes failed" and an abort, in allocations (the big blocks'
@@ -67,6 +68,26 @@ static int allowed(dm_status s, int line) {
 
 static void noop(void *ctx) { (void)ctx; }
 
+/* The reclaim hook (installed before any run): frees `held`. */
+static void *held;
+
+static void free_held(void *ctx, size_t wanted) {
+    (void)ctx, (void)wanted;
+    if (held) CHECK(dm_free(held));
+    held = NULL;
+}
+
+/* A reservation that waits for the reclaim hook under a limit: its place in the quota's queue
+ * takes memory. */
+static void reservation_that_waits(void) {
+    if (!ALLOWED(dm_allocate(200 * 1024, 0, &held))) return;
+    CHECK(dm_set_limit(stats_now().reserved + 100 * 1024));
+    void *p;
+    if (ALLOWED(dm_allocate(200 * 1024, 0, &p))) CHECK(dm_free(p)); /* fits once the hook freed `held` */
+    CHECK(dm_set_limit(UINT64_MAX));
+    free_held(NULL, 0);
+}
+
 static void *thread_allocating(void *arg) {
     (void)arg;
     void *p;
@@ -102,6 +123,7 @@ static int run(long fail_at) {
     }
     pthread_t t;
     if (pthread_create(&t, NULL, thread_allocating, NULL) == 0) ASSERT(pthread_join(t, NULL) == 0);
+    reservation_that_waits();
     for (int i = 0; i < BLOCKS; i++)
         if (blocks[i]) CHECK(dm_free(blocks[i]));
     CHECK(dm_trim(NULL));
@@ -159,6 +181,7 @@ static int runs_refusing(int refuse_for_good, int *total_refusals) {
 int main(void) {
     alarm(600);
     CHECK(dm_set_limit(UINT64_MAX));
+    CHECK(dm_set_reclaim_hook(free_held, NULL));
     int once = 0, for_good_refusals = 0;
     int runs = runs_refusing(0, &once);
     printf("out_of_memory: %d runs, the n-th of the library's allocations refused: %d dm_ calls answered "
