@@ -340,14 +340,20 @@ impl Kept {
                 *guard = Index::try_new();
             }
             match guard.as_mut() {
-                Some(index) => {
-                    // Full: the oldest makes room (unmapped below).
-                    let oldest = (!index.has_room()).then_some(index.by_age.first);
-                    let evicted = oldest.map(|i| self.unlist(index, i));
+                Some(index) if index.has_room() => {
                     self.list(index, entry);
-                    evicted
+                    None
                 }
-                None => Some(entry), // no memory for the index: nothing is kept
+                // Full: the oldest makes room (unmapped below)...
+                Some(index) if index.by_age.first != NIL => {
+                    let oldest = index.by_age.first;
+                    let evicted = self.unlist(index, oldest);
+                    self.list(index, entry);
+                    Some(evicted)
+                }
+                // (A full index lists every entry: an entry taken out leaves its room.) Without
+                // memory for the index, nothing is kept.
+                _ => Some(entry),
             }
         };
         // System calls outside the lock.
@@ -574,6 +580,32 @@ mod tests {
         for (start, len) in starts.into_iter().zip(lens) {
             unmap_region(start, len);
         }
+    }
+
+    #[test]
+    fn entries_out_being_cleaned_leave_their_room_and_come_back_while_there_is_room() {
+        let kept = Kept::new();
+        let len = page_size();
+        let starts: Vec<usize> = (0..KEPT_MAX).map(|_| map_region(len, page_size()).unwrap()).collect();
+        for &s in &starts {
+            // Safety: the mapping is ours. Written whole: kept dirty.
+            unsafe { std::ptr::write_bytes(s as *mut u8, 1, len) };
+            kept.keep(s, len, false, false);
+        }
+        assert_eq!(kept.count(), KEPT_MAX);
+        let out: Vec<Entry> = (0..KEPT_MAX).map(|_| kept.pop_expired(u64::MAX).expect("dirty")).collect();
+        assert_eq!(kept.count(), 0);
+        let one_more = map_region(len, page_size()).unwrap();
+        kept.keep(one_more, len, false, false);
+        assert_eq!(kept.count(), 1, "kept in the room an entry out being cleaned left");
+        let another = map_region(len, page_size()).unwrap();
+        kept.keep(another, len, false, false);
+        assert_eq!(kept.count(), 2);
+        for e in out {
+            kept.relist_clean(e); // two find the index full: unmapped
+        }
+        assert_eq!(kept.count(), KEPT_MAX);
+        assert!(kept.unmap_all().is_some());
     }
 
     #[test]
