@@ -83,6 +83,17 @@ enum Taken {
     Table(Claimed),
 }
 
+/// Claims a slab slot's block, if the block is one (`slot`): `Some` with its size when it has no
+/// cleaners (the claim is won here), None when it is not a slot or its cleaners put it in the table.
+#[inline]
+fn claim_slot(slot: Option<small::Slot>) -> Result<Option<(small::Slot, usize)>> {
+    match slot.map(|slot| (slot.claim(), slot)) {
+        Some((Claim::Won(size), slot)) => Ok(Some((slot, size))),
+        Some((Claim::NotLive, _)) => Err(Error::NotLive),
+        Some((Claim::Cleaned, _)) | None => Ok(None), // its cleaners are in the table
+    }
+}
+
 /// A block a move has claimed ([`Manager::reallocate`]).
 enum Moving {
     /// A slab slot without cleaners, and its size.
@@ -240,12 +251,8 @@ impl Manager {
     /// Claims the live block at `address` for a move: a slot without cleaners through the slab,
     /// any other block through the table (its entry kept until the move is done or undone).
     fn take_for_move(&self, slot: Option<small::Slot>, address: usize) -> Result<Moving> {
-        if let Some(slot) = slot {
-            match slot.claim() {
-                Claim::Won(size) => return Ok(Moving::Slot(slot, size)),
-                Claim::NotLive => return Err(Error::NotLive),
-                Claim::Cleaned => {} // its cleaners are in the table
-            }
+        if let Some((slot, size)) = claim_slot(slot)? {
+            return Ok(Moving::Slot(slot, size));
         }
         let (cleaners, size) = self.blocks.claim_for_move(address)?;
         Ok(Moving::Table(cleaners, size))
@@ -264,12 +271,8 @@ impl Manager {
     /// slot without cleaners through the slab, any other block through the table.
     #[inline]
     fn take(&self, slot: Option<small::Slot>, address: usize) -> Result<Taken> {
-        if let Some(slot) = slot {
-            match slot.claim() {
-                Claim::Won(size) => return Ok(Taken::Slot(slot, size)),
-                Claim::NotLive => return Err(Error::NotLive),
-                Claim::Cleaned => {} // its cleaners are in the table
-            }
+        if let Some((slot, size)) = claim_slot(slot)? {
+            return Ok(Taken::Slot(slot, size));
         }
         self.blocks.claim_by_address(address).map(Taken::Table)
     }
