@@ -123,9 +123,9 @@ impl SlabList {
 }
 
 impl Heap {
-    /// A heap for a thread's first allocation; None when there is no memory for it (nothing is
-    /// listed then).
-    pub(super) fn new(pool: Arc<SmallBlocks>) -> Option<Heap> {
+    /// A heap for a thread's first allocation, boxed; None when there is no memory for it
+    /// (nothing is listed then: a heap that was listed and not boxed is dropped, which unlists it).
+    pub(super) fn new(pool: Arc<SmallBlocks>) -> Option<Box<Heap>> {
         let counters = Shared::try_new(Counters::default())?;
         let credit = pool.quota.new_credit()?;
         {
@@ -137,7 +137,7 @@ impl Heap {
             }
             heaps.push(counters.clone());
         }
-        Some(Heap {
+        fallible::boxed(Heap {
             id: NEXT_HEAP.fetch_add(1, SeqCst),
             credit,
             quota: pool.quota.clone(),
@@ -149,6 +149,7 @@ impl Heap {
             spares: 0,
             last_freed: 0,
         })
+        .ok()
     }
 
     /// The common case of an allocation, with nothing that can block or call out: a slot from

@@ -166,7 +166,7 @@ impl SmallBlocks {
                         Some(heap)
                     }
                     // Without memory for a heap the thread takes the general path.
-                    None => fallible::boxed(Heap::new(self.clone())?).ok(),
+                    None => Heap::new(self.clone()),
                 }
             })
         })?;
