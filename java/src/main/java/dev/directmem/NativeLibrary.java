@@ -22,7 +22,10 @@ import java.util.Locale;
  *       its content, so an upgrade never loads a stale copy, and JVMs starting at once each write a
  *       temporary file and move it into place atomically).</li>
  * </ol>
- * A failure lists every place tried, each with its own error attached.
+ * A failure lists every place tried, each with its own error attached. A JVM holds one copy of the
+ * library, for the class loader that loaded it first (JNI binds a library to one loader): a second
+ * loader with its own copy of this jar is refused with that said, and tries nothing else, since a
+ * copy from another place would be a second library with a quota of its own.
  */
 final class NativeLibrary {
     static final String PATH_PROPERTY = "directmem.library.path";
@@ -38,13 +41,14 @@ final class NativeLibrary {
         try {
             if (path != null) {
                 tried.add(new File(path).getAbsolutePath() + " (from -D" + PATH_PROPERTY + ")");
-                System.load(new File(path).getAbsolutePath());
+                loadFile(new File(path).getAbsolutePath());
                 return;
             }
             try {
                 System.loadLibrary("directmem");
                 return;
             } catch (UnsatisfiedLinkError e) {
+                refuseIfLoadedElsewhere(e);
                 tried.addAll(libraryPath());
                 failures.add(e);
             }
@@ -52,10 +56,12 @@ final class NativeLibrary {
             Path extracted = extract();
             if (extracted != null) {
                 tried.set(tried.size() - 1, tried.get(tried.size() - 1) + ", extracted to " + extracted);
-                System.load(extracted.toString());
+                loadFile(extracted.toString());
                 return;
             }
             failures.add(new UnsatisfiedLinkError("no " + RESOURCE + " in the jar (a jar built without the native library?)"));
+        } catch (LoadedElsewhere e) {
+            throw e;
         } catch (IllegalCallerException e) { // JDK 24+ under --illegal-native-access=deny
             IllegalCallerException failure = new IllegalCallerException("directmem loads a JNI library, which this JVM "
                     + "allows only to modules granted native access: run with --enable-native-access=ALL-UNNAMED "
@@ -70,6 +76,36 @@ final class NativeLibrary {
                 + " (set -D" + PATH_PROPERTY + "=/path/to/libdirectmem.so or -Djava.library.path)");
         failures.forEach(failure::addSuppressed);
         throw failure;
+    }
+
+    /** {@code System.load}, refused at once when another class loader has the library. */
+    private static void loadFile(String file) {
+        try {
+            System.load(file);
+        } catch (UnsatisfiedLinkError e) {
+            refuseIfLoadedElsewhere(e);
+            throw e;
+        }
+    }
+
+    /** The JDK's words when a library is loaded already, by another class loader. */
+    static final String LOADED_ELSEWHERE = "already loaded in another classloader";
+
+    private static void refuseIfLoadedElsewhere(UnsatisfiedLinkError e) {
+        if (e.getMessage() != null && e.getMessage().contains(LOADED_ELSEWHERE)) throw new LoadedElsewhere(e);
+    }
+
+    /** The library is loaded already, by another class loader: nothing else is tried. */
+    private static final class LoadedElsewhere extends UnsatisfiedLinkError {
+        private static final long serialVersionUID = 1L;
+
+        LoadedElsewhere(UnsatisfiedLinkError cause) {
+            super("libdirectmem is loaded in this JVM already, by another class loader, and JNI lets one class "
+                    + "loader use a library: load directmem's classes once, from a class loader every user of it "
+                    + "shares (the application class path, or an application server's shared library folder), so "
+                    + "that all of them use one library and one quota");
+            initCause(cause);
+        }
     }
 
     private static List<String> libraryPath() {

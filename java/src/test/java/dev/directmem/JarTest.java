@@ -63,6 +63,29 @@ class JarTest {
         }
     }
 
+    /**
+     * Two applications in one server, each with its own copy of the jar: JNI binds a library to one
+     * class loader, so the second is refused, with the reason said. With the library also on
+     * java.library.path (the first loads it from there) the second used to load the jar's copy
+     * instead: a second library in the JVM, with a quota of its own.
+     */
+    @Test
+    void aSecondClassLoaderWithItsOwnCopyIsRefusedAndNeverLoadsASecondLibrary() throws Exception {
+        for (boolean onLibraryPath : new boolean[] {false, true}) {
+            List<String> cmd = new ArrayList<>(List.of(System.getProperty("java.home") + "/bin/java"));
+            if (Runtime.version().feature() >= 22) cmd.add("--enable-native-access=ALL-UNNAMED");
+            cmd.add("-Ddirectmem.extractDir=" + Files.createTempDirectory("directmem-extract"));
+            cmd.add("-Djava.library.path=" + (onLibraryPath ? System.getProperty("directmem.test.libdir") : ""));
+            cmd.addAll(List.of("-cp", System.getProperty("directmem.test.classes"), "dev.directmem.TwoLoaders",
+                    System.getProperty("directmem.test.jar")));
+            String out = finish(new ProcessBuilder(cmd).redirectErrorStream(true).start());
+            assertTrue(out.contains("first: freed true"), out);
+            assertTrue(out.contains("second: UnsatisfiedLinkError: libdirectmem is loaded in this JVM already, by another "
+                    + "class loader"), out);
+            assertTrue(out.contains("first again: freed true"), out);
+        }
+    }
+
     @Test
     void theJarSaysWhichLibraryVersionItWasBuiltFor() {
         assertEquals(Native.version0(), Native.builtFor(), "the suite runs against the jar's own build");
