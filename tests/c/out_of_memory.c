@@ -6,7 +6,8 @@
  * cleaners, resizes, starts a thread, waits for a reclaim hook under a limit, frees everything,
  * trims and forks. What must hold: no abort; an
  * allocation, registration or resize either succeeds or returns DM_ERR_NO_MEMORY and changes
- * nothing (a resized block keeps its bytes); every free succeeds; nothing is left counted.
+ * nothing (a resized block keeps its bytes); every free succeeds; nothing is left counted. Then
+ * threads at once, each freeing what another allocated, with one call in 3, 12 or 48 refused.
  * Before: "memory allocation of N bytes failed" and an abort, in allocations (the big blocks'
  * table, a cleaner's entry, a new slab) and in frees (the lists of memory kept for reuse). */
 #define _GNU_SOURCE
@@ -24,11 +25,13 @@ extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 
 /* Armed: the call that brings it to 0 fails; once, or (`for_good`) every call from then on, as
- * when the address space stays exhausted. */
-static atomic_long countdown = -1;
-static atomic_int failed_one, for_good;
+ * when the address space stays exhausted. Or (`every`) one call in so many, from any thread. */
+static atomic_long countdown = -1, calls;
+static atomic_int failed_one, for_good, every;
 
 static int refuse(void) {
+    int n = atomic_load(&every);
+    if (n > 0 && atomic_fetch_add(&calls, 1) % n == n - 1) return 1;
     if (atomic_load(&for_good) && atomic_load(&failed_one)) return 1;
     if (atomic_load(&countdown) > 0 && atomic_fetch_sub(&countdown, 1) == 1) {
         atomic_store(&failed_one, 1);
@@ -52,7 +55,7 @@ int posix_memalign(void **out, size_t a, size_t n) {
 #define BLOCKS 600
 static void *blocks[BLOCKS];
 static size_t sizes[BLOCKS];
-static int refusals;
+static atomic_int refusals;
 
 /* A status that may be a refusal: counted; anything else but DM_OK fails the run. */
 static int allowed(dm_status s, int line) {
@@ -146,6 +149,51 @@ static int run(long fail_at) {
     return atomic_load(&failed_one) ? 0 : 1; /* 1: no call was refused: every one was reached */
 }
 
+/* Threads at once, one of the library's calls in `every` refused: each thread allocates blocks of
+ * every kind (a third with a cleaner, a quarter resized), then frees the blocks its neighbour
+ * allocated; new threads each round (heaps made and retired). */
+enum { THREADS = 4, PER_THREAD = 150, ROUNDS = 10 };
+static void *shared_blocks[THREADS][PER_THREAD];
+static pthread_barrier_t allocated;
+
+static void *allocate_then_free_the_neighbours(void *arg) {
+    static const size_t kinds[] = {16, 64, 1000, 8192, 20000, 100000, 200000, 40};
+    size_t me = (size_t)arg;
+    for (int i = 0; i < PER_THREAD; i++) {
+        void **slot = &shared_blocks[me][i];
+        *slot = NULL;
+        if (!ALLOWED(dm_allocate(kinds[(i + me) % 8], 0, slot))) continue;
+        dm_cleaner c;
+        if (i % 3 == 0) ALLOWED(dm_cleaner_register(*slot, noop, NULL, &c));
+        void *moved;
+        if (i % 4 == 0 && ALLOWED(dm_reallocate(*slot, kinds[(i + me) % 8] * 3, &moved))) *slot = moved;
+    }
+    pthread_barrier_wait(&allocated);
+    for (int i = 0; i < PER_THREAD; i++) {
+        void *p = shared_blocks[(me + 1) % THREADS][i];
+        if (p) CHECK(dm_free(p));
+    }
+    if (me == 0) ALLOWED(dm_trim(NULL));
+    return NULL;
+}
+
+static int threads_refusing_every(int n) {
+    atomic_store(&every, n);
+    for (int r = 0; r < ROUNDS; r++) {
+        pthread_t t[THREADS];
+        ASSERT(pthread_barrier_init(&allocated, NULL, THREADS) == 0);
+        for (size_t i = 0; i < THREADS; i++) {
+            while (pthread_create(&t[i], NULL, allocate_then_free_the_neighbours, (void *)i) != 0) {
+            } /* glibc's own allocation for the thread may be the one refused: again */
+        }
+        for (int i = 0; i < THREADS; i++) ASSERT(pthread_join(t[i], NULL) == 0);
+        pthread_barrier_destroy(&allocated);
+    }
+    atomic_store(&every, 0);
+    dm_stats s = stats_now();
+    return s.count == 0 && s.reserved == 0 && s.live_cleaners == 0 ? 0 : 23;
+}
+
 /* Runs the scenario with the first, second, ... call refused (once, or for good) until a run
  * refuses none; returns the runs and adds up the dm_ calls answered DM_ERR_NO_MEMORY. */
 static int runs_refusing(int refuse_for_good, int *total_refusals) {
@@ -178,6 +226,12 @@ static int runs_refusing(int refuse_for_good, int *total_refusals) {
     }
 }
 
+static int exit_code_of(pid_t pid) {
+    int status;
+    ASSERT(waitpid(pid, &status, 0) == pid);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
+}
+
 int main(void) {
     alarm(600);
     CHECK(dm_set_limit(UINT64_MAX));
@@ -189,6 +243,25 @@ int main(void) {
     runs = runs_refusing(1, &for_good_refusals);
     printf("out_of_memory: %d runs, the n-th and every later allocation refused: %d dm_ calls answered "
            "DM_ERR_NO_MEMORY, every block freed\n", runs, for_good_refusals);
+    for (int n = 3; n <= 48; n *= 4) {
+        fflush(stdout); /* not printed again by the child */
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+            atomic_store(&refusals, 0);
+            int code = threads_refusing_every(n);
+            printf("out_of_memory: %d threads at once, one allocation in %d refused: %d dm_ calls answered "
+                   "DM_ERR_NO_MEMORY, every block freed by another thread\n", THREADS, n, atomic_load(&refusals));
+            fflush(stdout);
+            _exit(code);
+        }
+        int code = exit_code_of(pid);
+        if (code != 0) {
+            fprintf(stderr, "out_of_memory: threads with one allocation in %d refused: %s %d\n", n,
+                    code >= 100 ? "signal" : "exit", code >= 100 ? code - 100 : code);
+            return 1;
+        }
+    }
     printf("out_of_memory: OK\n");
     return 0;
 }
