@@ -13,37 +13,48 @@
 //! library is first used).
 
 use crate::manager;
-use crate::sync::Mutex;
+use crate::sync::{Condvar, Mutex};
 use crate::{Error, Result};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 struct Background {
     /// Milliseconds between two rounds; 0: the thread is to end.
     interval_ms: u32,
-    /// The running thread, to wake when the interval changes. Cleared by the thread itself when it
-    /// ends, so that a new one is started only once the old one is gone.
-    thread: Option<std::thread::Thread>,
+    /// A thread runs. Cleared by the thread itself when it ends, so that a new one is started only
+    /// once the old one is gone.
+    running: bool,
 }
 
-static STATE: Mutex<Background> = Mutex::new(Background { interval_ms: 0, thread: None });
+static STATE: Mutex<Background> = Mutex::new(Background { interval_ms: 0, running: false });
+/// Notified when the interval changes.
+static CHANGED: Condvar = Condvar::new();
 
 /// Starts the thread (`interval_ms` > 0), changes its interval, or stops it (0).
 pub fn set(interval_ms: u32) -> Result<()> {
     let mut state = STATE.lock();
     state.interval_ms = interval_ms;
-    if let Some(thread) = &state.thread {
-        thread.unpark(); // it looks at the new interval now (and ends if it is 0)
+    if state.running {
+        CHANGED.notify_all(); // it looks at the new interval now (and ends if it is 0)
         return Ok(());
     }
     if interval_ms == 0 {
         return Ok(());
     }
-    let handle = std::thread::Builder::new().name("directmem-decay".into()).spawn(run).map_err(|_| {
+    // The system's own thread, not Rust's `thread::spawn`, which takes memory infallibly: a refusal
+    // here is an answer (DM_ERR_NO_MEMORY), not an abort.
+    let mut thread: libc::pthread_t = 0;
+    // Safety: `run` is an `extern "C"` function that never unwinds; its argument is unused.
+    if unsafe { libc::pthread_create(&mut thread, std::ptr::null(), run, std::ptr::null_mut()) } != 0 {
         state.interval_ms = 0;
-        Error::NoMemory
-    })?;
-    state.thread = Some(handle.thread().clone());
-    Ok(()) // detached: it ends by itself
+        return Err(Error::NoMemory);
+    }
+    // Safety: a thread just made; detached, it ends by itself. Its name is for debuggers (15 bytes).
+    unsafe {
+        libc::pthread_setname_np(thread, c"directmem-decay".as_ptr());
+        libc::pthread_detach(thread);
+    }
+    state.running = true;
+    Ok(())
 }
 
 /// The variable that starts the thread when the library is first used.
@@ -71,22 +82,25 @@ fn parse_interval(text: &str) -> Option<u32> {
     text.parse().ok()
 }
 
-fn run() {
-    loop {
-        let interval = {
+extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
+    // A panic must not unwind into the system's thread start; there is nothing to report it to.
+    let _ = std::panic::catch_unwind(|| loop {
+        {
             let mut state = STATE.lock();
             if state.interval_ms == 0 {
-                state.thread = None;
+                state.running = false;
                 return;
             }
-            state.interval_ms
-        };
-        // Woken early by `set`; a spurious wake-up only runs a round early.
-        std::thread::park_timeout(Duration::from_millis(interval.into()));
-        if STATE.lock().interval_ms != 0 {
-            manager::global().decay();
+            let interval = Duration::from_millis(state.interval_ms.into());
+            // Woken early by `set`; a spurious wake-up only runs a round early.
+            CHANGED.wait_until(&mut state, Instant::now() + interval);
+            if state.interval_ms == 0 {
+                continue; // ends at the top
+            }
         }
-    }
+        manager::global().decay();
+    });
+    std::ptr::null_mut()
 }
 
 /// Its lock, for [`crate::manager::fork`].
@@ -99,7 +113,7 @@ pub(crate) fn lock() -> &'static crate::sync::RawMutex {
 pub(crate) fn forget_thread_in_child() {
     let mut state = STATE.lock();
     state.interval_ms = 0;
-    state.thread = None;
+    state.running = false;
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
  * time, exactly one of the library's malloc-family calls fails, the first, the second, ... until
  * a run's calls all succeed. This program defines malloc, calloc, realloc and the aligned ones
  * (glibc's `__libc_` functions underneath), so the library's calls come here. Each run is a
- * child of fork() (the same start every time) that allocates blocks of every kind, attaches
- * cleaners, resizes, starts a thread, waits for a reclaim hook under a limit, frees everything,
+ * child of fork() (the same start every time) that starts the background decay thread, allocates
+ * blocks of every kind, attaches cleaners, resizes, starts a thread, waits for a reclaim hook under a limit, frees everything,
  * trims and forks. What must hold: no abort; an
  * allocation, registration or resize either succeeds or returns DM_ERR_NO_MEMORY and changes
  * nothing (a resized block keeps its bytes); every free succeeds; nothing is left counted. Then
@@ -106,6 +106,7 @@ static void filled_with(void *p, size_t n, unsigned char byte) {
 static int run(long fail_at) {
     static const size_t kinds[] = {16, 64, 1000, 8192, 20000, 100000, 200000, 3 << 20};
     atomic_store(&countdown, fail_at);
+    ALLOWED(dm_set_background_decay(1)); /* a thread of the library's: refused, or decaying throughout */
     for (int i = 0; i < BLOCKS; i++) {
         size_t size = kinds[i % 8];
         if (i % 8 == 7 && i > 8 * 8) size = 1000; /* a few 3 MiB blocks are enough */
@@ -131,6 +132,7 @@ static int run(long fail_at) {
         if (blocks[i]) CHECK(dm_free(blocks[i]));
     CHECK(dm_trim(NULL));
     CHECK(dm_decay(NULL));
+    CHECK(dm_set_background_decay(0));
     /* A fork: its handlers take every lock of the library, with no list made of them. */
     pid_t child = fork();
     if (child == 0) _exit(dm_trim(NULL) == DM_OK ? 0 : 1);
