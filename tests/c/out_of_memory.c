@@ -1,15 +1,16 @@
 /* The library's own bookkeeping when the C heap refuses (RLIMIT_AS, strict overcommit): each
  * time, exactly one of the library's malloc-family calls fails, the first, the second, ... until
- * a run's calls all succeed. This program defines malloc, calloc, realloc and the aligned ones
- * (glibc's `__libc_` functions underneath), so the library's calls come here. Each run is a
- * child of fork() (the same start every time) that starts the background decay thread, allocates
- * blocks of every kind, attaches cleaners, resizes, starts a thread, waits for a reclaim hook under a limit, frees everything,
- * trims and forks. What must hold: no abort; an
- * allocation, registration or resize either succeeds or returns DM_ERR_NO_MEMORY and changes
- * nothing (a resized block keeps its bytes); every free succeeds; nothing is left counted. Then
- * threads at once, each freeing what another allocated, with one call in 3, 12 or 48 refused.
- * Before: "memory allocation of N bytes failed" and an abort, in allocations (the big blocks'
- * table, a cleaner's entry, a new slab) and in frees (the lists of memory kept for reuse). */
+ * a run's calls all succeed; then every call from the n-th on. This program defines malloc,
+ * calloc, realloc and the aligned ones (glibc's `__libc_` functions underneath), so the library's
+ * calls come here. Each run is a child of fork() (the same start every time) that starts the
+ * background decay thread, allocates blocks of every kind, attaches cleaners, resizes, starts a
+ * thread, waits for a reclaim hook under a limit, frees everything, trims and forks. What must
+ * hold: no abort; an allocation, registration or resize either succeeds or returns
+ * DM_ERR_NO_MEMORY and changes nothing (a resized block keeps its bytes); every free succeeds;
+ * nothing is left counted. Then threads at once, each freeing what another allocated, with one
+ * call in 3, 12 or 48 refused. Before: "memory allocation of N bytes failed" and an abort, in
+ * allocations (the big blocks' table, a cleaner's entry, a new slab, a thread's heap) and in
+ * frees (the lists of memory kept for reuse). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
