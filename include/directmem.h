@@ -308,7 +308,8 @@ enum dm_status dm_set_limit(uint64_t bytes);
  * may be freed; called from inside the hook, it returns at once (that call is the caller's own).
  * So it must not be called while holding what a hook call in flight waits for (a lock the hook
  * takes, a cleaner action the hook waits to see run).
- * Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
+ * Thread-safe. Returns DM_OK; DM_ERR_NO_MEMORY (none for the hook's record: the hook installed
+ * before stays); DM_ERR_INTERNAL.
  *
  * # Safety
  * `hook`, if not NULL, must be safe to call with `ctx` from any thread.

@@ -10,11 +10,11 @@
 #![allow(non_camel_case_types)]
 
 use crate::manager::{self, Stats};
+use crate::quota::Hook;
 use crate::registry::Action;
 use crate::{Error, Result};
 use std::ffi::{c_char, c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
 
 /// Outcome of every fallible dm_ function. `dm_status_message` describes each one.
 #[repr(C)]
@@ -400,19 +400,23 @@ pub extern "C" fn dm_set_limit(bytes: u64) -> dm_status {
 /// may be freed; called from inside the hook, it returns at once (that call is the caller's own).
 /// So it must not be called while holding what a hook call in flight waits for (a lock the hook
 /// takes, a cleaner action the hook waits to see run).
-/// Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
+/// Thread-safe. Returns DM_OK; DM_ERR_NO_MEMORY (none for the hook's record: the hook installed
+/// before stays); DM_ERR_INTERNAL.
 ///
 /// # Safety
 /// `hook`, if not NULL, must be safe to call with `ctx` from any thread.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dm_set_reclaim_hook(hook: dm_reclaim_fn, ctx: *mut c_void) -> dm_status {
     boundary(|| {
-        let hook = hook.map(|function| {
-            let ctx = SendPtr(ctx);
-            // Safety: the caller promised `function(ctx, _)` may be called from any thread.
-            Arc::new(move |bytes: u64| without_cancellation(|| unsafe { function(ctx.get(), bytes as usize) }))
-                as crate::quota::Hook
-        });
+        let hook = match hook {
+            Some(function) => {
+                let ctx = SendPtr(ctx);
+                // Safety: the caller promised `function(ctx, _)` may be called from any thread.
+                let call = move |bytes: u64| without_cancellation(|| unsafe { function(ctx.get(), bytes as usize) });
+                Some(Hook::new(call).ok_or(Error::NoMemory)?)
+            }
+            None => None,
+        };
         manager::global().set_reclaim_hook(hook);
         Ok(())
     })

@@ -14,13 +14,13 @@
 
 use crate::error::Error;
 use crate::manager::{self, Stats};
+use crate::quota::Hook;
 use jni::errors::ThrowRuntimeExAndDefault;
 use jni::objects::{JClass, JObject, JString};
 use jni::sys::{jboolean, jint, jlong, jmethodID, jobject, jvalue, JNI_OK};
 use jni::{Env, EnvUnowned};
 use once_cell::sync::OnceCell;
 use std::ffi::{c_void, CString};
-use std::sync::Arc;
 
 fn status(result: Result<(), Error>) -> jint {
     match result {
@@ -369,7 +369,11 @@ pub extern "system" fn Java_dev_directmem_Native_installReclaimHook0<'local>(
                 Ok(JavaReclaimer { vm, class, method })
             }
         })?;
-        manager::global().set_reclaim_hook(Some(Arc::new(reclaim_through_java)));
+        // Without memory for the hook, reservations go on without the JVM's help (with the C heap
+        // out of memory at the JVM's start, little else will work either).
+        if let Some(hook) = Hook::new(reclaim_through_java) {
+            manager::global().set_reclaim_hook(Some(hook));
+        }
         Ok(())
     })
 }

@@ -6,7 +6,6 @@ use common::{allocate, free, serial, stats};
 use directmem::allocators::system::fault::fail_nth_allocation;
 use directmem::ffi::dm_status::*;
 use directmem::ffi::*;
-use std::sync::Arc;
 
 #[test]
 fn a_refused_system_allocation_rolls_back_and_the_next_one_works() {
@@ -47,7 +46,8 @@ fn a_panicking_reclaim_hook_becomes_dm_err_internal_and_leaves_nothing_behind() 
     let _s = serial();
     assert_eq!(dm_set_limit(1000), DM_OK);
     let held = allocate(1000, 0);
-    directmem::manager::global().set_reclaim_hook(Some(Arc::new(|_| panic!("injected panic in the reclaim hook"))));
+    directmem::manager::global()
+        .set_reclaim_hook(directmem::quota::Hook::new(|_| panic!("injected panic in the reclaim hook")));
     let mut p = std::ptr::null_mut();
     assert_eq!(unsafe { dm_allocate(10, 0, &mut p) }, DM_ERR_INTERNAL);
     assert_eq!(dm_reserve(10), DM_ERR_INTERNAL);

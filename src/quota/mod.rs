@@ -27,8 +27,22 @@ use reclaim::{ReclaimState, IN_HOOK};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 /// The reclaim hook: called with the shortfall in bytes, asks whoever holds releasable memory
-/// (a garbage collector, a cache) to give some back.
-pub type Hook = std::sync::Arc<dyn Fn(u64) + Send + Sync>;
+/// (a garbage collector, a cache) to give some back. Shared by the quota and the rounds that call
+/// it; made fallibly ([`Hook::new`]).
+#[derive(Clone)]
+pub struct Hook(Shared<Box<dyn Fn(u64) + Send + Sync>>);
+
+impl Hook {
+    /// None when there is no memory for it.
+    pub fn new(call: impl Fn(u64) + Send + Sync + 'static) -> Option<Hook> {
+        let call: Box<dyn Fn(u64) + Send + Sync> = crate::fallible::boxed(call).ok()?;
+        Shared::try_new(call).map(Hook)
+    }
+
+    pub(super) fn call(&self, bytes: u64) {
+        (self.0)(bytes)
+    }
+}
 
 pub const DEFAULT_RECLAIM_TIMEOUT_MS: u32 = 1000;
 
@@ -322,7 +336,7 @@ mod tests {
         let q = Quota::new(10);
         let called = Arc::new(AtomicBool::new(false));
         let c = called.clone();
-        q.set_hook(Some(Arc::new(move |_| c.store(true, SeqCst))));
+        q.set_hook(Hook::new(move |_| c.store(true, SeqCst)));
         assert_eq!(q.reserve(11), Err(Error::Limit));
         assert!(!called.load(SeqCst));
         assert_eq!(q.stats().reclaim_requests, 0);
@@ -344,10 +358,10 @@ mod tests {
         let q = Arc::new(Quota::new(10));
         q.reserve(10).unwrap();
         let weak = Arc::downgrade(&q);
-        q.set_hook(Some(Arc::new(move |wanted| {
+        q.set_hook(Hook::new(move |wanted| {
             assert_eq!(wanted, 4);
             weak.upgrade().unwrap().release(10);
-        })));
+        }));
         q.reserve(4).unwrap();
         let s = q.stats();
         assert_eq!((s.reserved, s.reclaim_requests, s.limit_failures), (4, 1, 0));
@@ -358,7 +372,7 @@ mod tests {
         let q = Arc::new(Quota::new(MIB));
         q.set_reclaim_timeout(60_000);
         q.reserve(MIB).unwrap();
-        q.set_hook(Some(Arc::new(|_| {})));
+        q.set_hook(Hook::new(|_| {}));
         let q2 = q.clone();
         let releaser = std::thread::spawn(move || {
             while q2.pressure.waiters.load(SeqCst) == 0 {
@@ -379,11 +393,11 @@ mod tests {
         q.reserve(10).unwrap();
         let rounds: Arc<Mutex<Vec<(Instant, Instant)>>> = Arc::default();
         let r = rounds.clone();
-        q.set_hook(Some(Arc::new(move |_| {
+        q.set_hook(Hook::new(move |_| {
             let started = Instant::now();
             std::thread::sleep(Duration::from_millis(60)); // a GC that finds nothing
             r.lock().push((started, Instant::now()));
-        })));
+        }));
         std::thread::scope(|s| {
             let first = s.spawn(|| q.reserve(5));
             while rounds.lock().is_empty() {
@@ -412,7 +426,7 @@ mod tests {
         let q = Quota::new(10);
         q.set_reclaim_timeout(50);
         q.reserve(10).unwrap();
-        q.set_hook(Some(Arc::new(|_| {})));
+        q.set_hook(Hook::new(|_| {}));
         let started = Instant::now();
         assert_eq!(q.reserve(1), Err(Error::Limit));
         assert!(started.elapsed() >= Duration::from_millis(50));
@@ -427,7 +441,7 @@ mod tests {
         // first refusal the last one was refused.
         let q = Arc::new(Quota::new(10));
         q.set_reclaim_timeout(1_000);
-        q.set_hook(Some(Arc::new(|_| {})));
+        q.set_hook(Hook::new(|_| {}));
         q.reserve(10).unwrap();
         let takers: Vec<_> = (0..4)
             .map(|_| {
@@ -463,7 +477,7 @@ mod tests {
             q.set_reclaim_timeout(300);
             q.reserve(10).unwrap();
             let weak = Arc::downgrade(&q);
-            q.set_hook(Some(Arc::new(move |_| weak.upgrade().unwrap().set_hook(None))));
+            q.set_hook(Hook::new(move |_| weak.upgrade().unwrap().set_hook(None)));
             let q2 = q.clone();
             let releaser = std::thread::spawn(move || {
                 if release_meanwhile {
@@ -494,7 +508,7 @@ mod tests {
     #[test]
     fn try_reserve_never_waits_nor_counts_a_failure() {
         let q = Quota::new(10);
-        q.set_hook(Some(Arc::new(|_| panic!("try_reserve must not reclaim"))));
+        q.set_hook(Hook::new(|_| panic!("try_reserve must not reclaim")));
         q.try_reserve(6).unwrap();
         assert_eq!(q.try_reserve(5), Err(Error::Limit));
         let s = q.stats();
@@ -508,7 +522,7 @@ mod tests {
         q.reserve(100).unwrap();
         let calls = Arc::new(AtomicU64::new(0));
         let (c, weak) = (calls.clone(), Arc::downgrade(&q));
-        q.set_hook(Some(Arc::new(move |_| {
+        q.set_hook(Hook::new(move |_| {
             c.fetch_add(1, SeqCst);
             let q = weak.upgrade().unwrap();
             // Let every other thread fail and join this round before memory comes back.
@@ -516,7 +530,7 @@ mod tests {
                 std::thread::yield_now();
             }
             q.release(100);
-        })));
+        }));
         let threads: Vec<_> = (0..4)
             .map(|_| {
                 let q = q.clone();
@@ -535,7 +549,7 @@ mod tests {
         let q = Arc::new(Quota::new(100));
         q.set_reclaim_timeout(10_000);
         q.reserve(90).unwrap();
-        q.set_hook(Some(Arc::new(|_| {})));
+        q.set_hook(Hook::new(|_| {}));
         let q2 = q.clone();
         let big = std::thread::spawn(move || q2.reserve(12)); // waits for 2 more bytes
         while q.pressure.waiters.load(SeqCst) == 0 {
@@ -563,10 +577,10 @@ mod tests {
         let gate = Arc::new(std::sync::Barrier::new(2));
         let g = gate.clone();
         // A slow round: the hook holds the big request's round until the test lets it go.
-        q.set_hook(Some(Arc::new(move |_| {
+        q.set_hook(Hook::new(move |_| {
             g.wait();
             g.wait();
-        })));
+        }));
         let q2 = q.clone();
         let big = std::thread::spawn(move || q2.reserve(60));
         gate.wait(); // the round is in flight
@@ -588,11 +602,11 @@ mod tests {
         let q2 = q.clone();
         let nested = Arc::new(std::sync::Mutex::new(Vec::new()));
         let n = nested.clone();
-        q.set_hook(Some(Arc::new(move |_| {
+        q.set_hook(Hook::new(move |_| {
             n.lock().unwrap().push(q2.reserve(64)); // fits: 336 free
             n.lock().unwrap().push(q2.reserve(10_000)); // never fits: refused at once
             q2.release(600);
-        })));
+        }));
         let started = Instant::now();
         q.reserve(600).unwrap();
         assert!(started.elapsed() < Duration::from_secs(5), "no wait behind its own ticket");
@@ -605,7 +619,7 @@ mod tests {
         let q = Arc::new(Quota::new(100));
         q.set_reclaim_timeout(2_000);
         q.reserve(90).unwrap();
-        q.set_hook(Some(Arc::new(|_| {})));
+        q.set_hook(Hook::new(|_| {}));
         let q2 = q.clone();
         // Can never fit while 90 are held.
         let big = std::thread::spawn(move || q2.reserve(20));
@@ -631,11 +645,11 @@ mod tests {
         let calls = Arc::new(AtomicU64::new(0));
         let (c, weak) = (calls.clone(), Arc::downgrade(&q));
         // The first round finds nothing; the memory is "dropped" only afterwards.
-        q.set_hook(Some(Arc::new(move |_| {
+        q.set_hook(Hook::new(move |_| {
             if c.fetch_add(1, SeqCst) == 1 {
                 weak.upgrade().unwrap().release(10);
             }
-        })));
+        }));
         let started = Instant::now();
         q.reserve(5).unwrap();
         assert_eq!(calls.load(SeqCst), 2);
@@ -646,7 +660,7 @@ mod tests {
     fn a_panicking_hook_leaves_the_queue_and_the_round_clean() {
         let q = Quota::new(10);
         q.reserve(10).unwrap();
-        q.set_hook(Some(Arc::new(|_| panic!("injected"))));
+        q.set_hook(Hook::new(|_| panic!("injected")));
         let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| q.reserve(1)));
         assert!(r.is_err());
         assert_eq!(q.pressure.waiters.load(SeqCst), 0);

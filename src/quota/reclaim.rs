@@ -146,7 +146,7 @@ impl Quota {
                 {
                     let _round = Round { quota: self, started: Instant::now() };
                     let _inside = InHook::enter();
-                    hook(self.shortfall(bytes));
+                    hook.call(self.shortfall(bytes));
                 }
                 state = self.state.lock();
                 continue; // retry at once: the hook may have freed synchronously
