@@ -201,9 +201,10 @@ enum dm_status dm_allocate(size_t size, size_t alignment, void **out);
  * this thread), frees the memory, unreserves its bytes and wakes waiting reservations.
  *
  * Thread-safe; of any number of concurrent dm_free/dm_clean calls on one block exactly one
- * returns DM_OK. Needs no memory: it succeeds when the system has none left to give. Returns DM_OK (also for NULL, which does nothing); DM_ERR_NOT_LIVE when `ptr` is
- * not the start of a live block (never allocated here, already released, interior pointer):
- * nothing changes; DM_ERR_INTERNAL.
+ * returns DM_OK. Needs no memory: it succeeds when the system has none left to give. Returns
+ * DM_OK (also for NULL, which does nothing); DM_ERR_NOT_LIVE when `ptr` is not the start of a
+ * live block (never allocated here, already released, interior pointer): nothing changes;
+ * DM_ERR_INTERNAL.
  *
  * # Safety
  * Any pointer value may be passed; it is only looked up, never dereferenced unless live.

@@ -231,9 +231,10 @@ extern "C" fn allocate_general(size: usize, alignment: usize, out: *mut *mut c_v
 /// this thread), frees the memory, unreserves its bytes and wakes waiting reservations.
 ///
 /// Thread-safe; of any number of concurrent dm_free/dm_clean calls on one block exactly one
-/// returns DM_OK. Needs no memory: it succeeds when the system has none left to give. Returns DM_OK (also for NULL, which does nothing); DM_ERR_NOT_LIVE when `ptr` is
-/// not the start of a live block (never allocated here, already released, interior pointer):
-/// nothing changes; DM_ERR_INTERNAL.
+/// returns DM_OK. Needs no memory: it succeeds when the system has none left to give. Returns
+/// DM_OK (also for NULL, which does nothing); DM_ERR_NOT_LIVE when `ptr` is not the start of a
+/// live block (never allocated here, already released, interior pointer): nothing changes;
+/// DM_ERR_INTERNAL.
 ///
 /// # Safety
 /// Any pointer value may be passed; it is only looked up, never dereferenced unless live.

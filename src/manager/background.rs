@@ -83,8 +83,9 @@ fn parse_interval(text: &str) -> Option<u32> {
 }
 
 extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
-    // A panic must not unwind into the system's thread start; there is nothing to report it to.
-    let _ = std::panic::catch_unwind(|| loop {
+    // A panic must not unwind into the system's thread start; there is nothing to report it to,
+    // but a later `set` may start a thread again.
+    let ended = std::panic::catch_unwind(|| loop {
         {
             let mut state = STATE.lock();
             if state.interval_ms == 0 {
@@ -100,6 +101,9 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
         }
         manager::global().decay();
     });
+    if ended.is_err() {
+        STATE.lock().running = false;
+    }
     std::ptr::null_mut()
 }
 
