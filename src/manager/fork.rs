@@ -17,7 +17,9 @@
 //! own place and round. Not covered: a block another thread was releasing or resizing at the fork
 //! (the child has no such call to finish it: it stays counted there), and, like malloc, a signal
 //! handler calling dm_ functions. The background decay thread is not in the child: it is off there
-//! until asked for again.
+//! until asked for again. The handlers are registered when the library is loaded, so that those a
+//! program registers later (all of them, for a program linked against the library) run before
+//! ours in `prepare` and may use the library.
 
 use crate::allocators::system::mappings;
 use crate::manager::{self, background};
@@ -26,7 +28,22 @@ use std::sync::Once;
 
 static INSTALL: Once = Once::new();
 
-/// Registers the handlers once; called when the process-wide manager is made.
+/// Registers the handlers when the library is loaded, not only at its first use: `fork()` runs the
+/// prepare handlers in the reverse order of their registration, so handlers a program registered
+/// before ours ran after ours, when ours held every lock, and one that called a `dm_` function
+/// needing a lock (a block above 128 KiB, say) waited for ours for good. Registered at load, ours
+/// come first for a program linked against the library (before `main`), and run last.
+#[cfg(target_os = "linux")]
+#[used]
+#[link_section = ".init_array"]
+static INSTALL_AT_LOAD: extern "C" fn() = {
+    extern "C" fn at_load() {
+        install();
+    }
+    at_load
+};
+
+/// Registers the handlers once; at load, and when the process-wide manager is made.
 pub(crate) fn install() {
     INSTALL.call_once(|| {
         // Safety: the three handlers are `extern "C"` functions that never unwind.

@@ -9,7 +9,8 @@
  * thread trims and decays over and over (visits to the other threads' heaps, which may be half
  * done at a fork), and each child trims, decays and sets the limit (which collects every thread's
  * quota credit: the parent's other threads, absent in the child, may have been inside their
- * brackets at the fork).
+ * brackets at the fork). The program's own atfork handlers, registered before its first dm_ call,
+ * use the library at every fork.
  *
  * Before that, forks in the middle of the reclaim protocol: a child forked while a parent thread
  * runs a slow reclaim hook and another waits behind it, and a child forked from inside the hook.
@@ -103,6 +104,23 @@ static void joined_ok(pthread_t t) {
     void *status;
     ASSERT(pthread_join(t, &status) == 0);
     EXPECT((dm_status)(size_t)status, DM_OK);
+}
+
+/* pthread_atfork handlers of the program's own, registered before its first dm_ call, that use
+ * the library in each step (a cleaner's record, the stats: both take locks). fork() runs prepare
+ * handlers in the reverse order of their registration: when the library registered its own at
+ * its first use, after these, this prepare ran while the library's held every lock, and waited
+ * for them for good. */
+static atomic_int atfork_steps;
+
+static void uses_the_library(void) {
+    void *p;
+    dm_cleaner c;
+    dm_stats s;
+    if (dm_allocate(64, 0, &p) != DM_OK || dm_cleaner_register(p, NULL, NULL, &c) != DM_OK || dm_free(p) != DM_OK ||
+        dm_get_stats(&s) != DM_OK)
+        _exit(30);
+    atomic_fetch_add(&atfork_steps, 1);
 }
 
 static int exit_code(pid_t pid) {
@@ -222,6 +240,7 @@ int main(void) {
     /* A deadlock in the parent (the fork handlers against another thread) ends as a failure, not
      * a hang of the test run; children do not inherit it. */
     alarm(180);
+    ASSERT(pthread_atfork(uses_the_library, uses_the_library, uses_the_library) == 0);
     forks_during_a_reclaim_round();
     CHECK(dm_set_limit(1u << 30));
     CHECK(dm_set_background_decay(2));
@@ -242,7 +261,9 @@ int main(void) {
     atomic_store(&stop, 1);
     for (int i = 0; i < 5; i++) ASSERT(pthread_join(t[i], NULL) == 0);
     CHECK(dm_set_background_decay(0));
-    printf("fork: %d children, %d hung, %d failed\n", FORKS, hung, failed);
+    printf("fork: %d children, %d hung, %d failed; the program's own atfork handlers used the library %d times\n",
+           FORKS, hung, failed, atomic_load(&atfork_steps));
+    ASSERT(atomic_load(&atfork_steps) >= 2 * FORKS); /* prepare and parent, in this process */
     ASSERT(hung == 0 && failed == 0);
     dm_stats s = stats_now();
     ASSERT(s.count == 0 && s.reserved == 0);
