@@ -113,7 +113,6 @@ struct Index {
     by_age: Ends,
     dirty: Ends,
     bytes: usize,
-    count: usize,
 }
 
 impl Index {
@@ -122,7 +121,7 @@ impl Index {
         let (mut entries, mut free) = (Vec::new(), Vec::new());
         entries.try_reserve_exact(KEPT_MAX).ok()?;
         free.try_reserve_exact(KEPT_MAX).ok()?;
-        Some(Index { entries, free, buckets: [EMPTY; BUCKETS], by_age: EMPTY, dirty: EMPTY, bytes: 0, count: 0 })
+        Some(Index { entries, free, buckets: [EMPTY; BUCKETS], by_age: EMPTY, dirty: EMPTY, bytes: 0 })
     }
 
     fn ends(&mut self, list: List) -> &mut Ends {
@@ -197,7 +196,6 @@ impl Index {
             self.push_last(i, List::Dirty);
         }
         self.bytes += entry.len;
-        self.count += 1;
     }
 
     /// Takes entry `i` off its lists.
@@ -210,7 +208,6 @@ impl Index {
         }
         self.free.push(i); // within its room too
         self.bytes -= entry.len;
-        self.count -= 1;
         entry
     }
 
@@ -300,14 +297,17 @@ impl Kept {
     /// The smallest kept mapping of `len` to `len + len / 2` bytes starting at a multiple of
     /// `alignment`, now the caller's; or None.
     pub fn take(&self, len: usize, alignment: usize) -> Option<Taken> {
-        let taken = {
+        let now = coarse_millis();
+        let (taken, expired) = {
             let mut guard = self.index.lock();
             let index = guard.as_mut()?;
             let i = index.best_fit(len, len + len / 2, alignment)?;
             let entry = self.unlist(index, i);
-            Taken { start: entry.start, len: entry.len, huge: entry.huge, dirty: entry.dirty_since.is_some() }
+            let taken =
+                Taken { start: entry.start, len: entry.len, huge: entry.huge, dirty: entry.dirty_since.is_some() };
+            (taken, self.pop_expired(index, now))
         };
-        self.give_back_expired(coarse_millis());
+        self.give_back_expired_after(expired, now);
         Some(taken)
     }
 
@@ -334,47 +334,42 @@ impl Kept {
         let now = coarse_millis();
         let entry =
             Entry { len, start, huge, dirty_since: dirty.then_some(now), links: [Link { prev: NIL, next: NIL }; 3] };
-        let evicted = {
+        let (evicted, beyond, expired) = {
             let mut guard = self.index.lock();
             if guard.is_none() {
                 *guard = Index::try_new();
             }
             match guard.as_mut() {
-                Some(index) if index.has_room() => {
+                Some(index) => {
+                    // Full: the oldest makes room (unmapped below). (A full index lists every
+                    // entry: an entry taken out to be cleaned leaves its room.)
+                    let evicted = (!index.has_room()).then(|| self.unlist(index, index.by_age.first));
                     self.list(index, entry);
-                    None
+                    (evicted, self.pop_beyond_bytes(index), self.pop_expired(index, now))
                 }
-                // Full: the oldest makes room (unmapped below)...
-                Some(index) if index.by_age.first != NIL => {
-                    let oldest = index.by_age.first;
-                    let evicted = self.unlist(index, oldest);
-                    self.list(index, entry);
-                    Some(evicted)
-                }
-                // (A full index lists every entry: an entry taken out leaves its room.) Without
-                // memory for the index, nothing is kept.
-                _ => Some(entry),
+                None => (Some(entry), None, None), // no memory for the index: nothing is kept
             }
         };
         // System calls outside the lock.
         if let Some(e) = evicted {
             unmap_region(e.start, e.len);
         }
-        self.evict_beyond_bytes();
-        self.give_back_expired(now);
+        self.evict_beyond_bytes_after(beyond);
+        self.give_back_expired_after(expired, now);
     }
 
-    /// Unmaps the oldest while more than [`KEPT_BYTES_MAX`] bytes are kept, one at a time.
-    fn evict_beyond_bytes(&self) {
-        loop {
-            let evicted = match self.index.lock().as_mut() {
-                Some(index) if index.bytes > KEPT_BYTES_MAX => {
-                    let oldest = index.by_age.first;
-                    self.unlist(index, oldest)
-                }
-                _ => return,
-            };
-            unmap_region(evicted.start, evicted.len);
+    /// The oldest mapping, taken out of the index if more than [`KEPT_BYTES_MAX`] bytes are kept.
+    fn pop_beyond_bytes(&self, index: &mut Index) -> Option<Entry> {
+        (index.bytes > KEPT_BYTES_MAX).then(|| self.unlist(index, index.by_age.first))
+    }
+
+    /// Unmaps `first` (taken out by [`Kept::pop_beyond_bytes`]), then the oldest while more than
+    /// [`KEPT_BYTES_MAX`] bytes are kept, one at a time.
+    fn evict_beyond_bytes_after(&self, first: Option<Entry>) {
+        let mut next = first;
+        while let Some(e) = next {
+            unmap_region(e.start, e.len);
+            next = self.index.lock().as_mut().and_then(|index| self.pop_beyond_bytes(index));
         }
     }
 
@@ -397,9 +392,7 @@ impl Kept {
 
     /// The oldest dirty mapping, taken out of the index if it is past its time or beyond
     /// [`DIRTY_MAX`] (no one else can reach it then).
-    fn pop_expired(&self, now: u64) -> Option<Entry> {
-        let mut guard = self.index.lock();
-        let index = guard.as_mut()?;
+    fn pop_expired(&self, index: &mut Index, now: u64) -> Option<Entry> {
         let oldest = index.dirty.first;
         if oldest == NIL {
             return None;
@@ -414,11 +407,20 @@ impl Kept {
     /// Gives back the pages of the dirty mappings past their time, one at a time (taken out under
     /// the lock, given back outside it, listed again clean, as the newest). Returns the bytes.
     fn give_back_expired(&self, now: u64) -> u64 {
+        let first = self.index.lock().as_mut().and_then(|index| self.pop_expired(index, now));
+        self.give_back_expired_after(first, now)
+    }
+
+    /// [`Kept::give_back_expired`] for a caller that took the `first` out already, under the lock
+    /// it held anyway (most of the time there is none, and no second lock is taken).
+    fn give_back_expired_after(&self, first: Option<Entry>, now: u64) -> u64 {
         let mut bytes = 0;
-        while let Some(entry) = self.pop_expired(now) {
+        let mut next = first;
+        while let Some(entry) = next {
             discard(entry.start, entry.len);
             bytes += entry.len as u64;
             self.relist_clean(entry);
+            next = self.index.lock().as_mut().and_then(|index| self.pop_expired(index, now));
         }
         bytes
     }
@@ -472,7 +474,8 @@ impl Kept {
 
     #[cfg(test)]
     fn count(&self) -> usize {
-        self.index.lock().as_ref().map_or(0, |i| i.count)
+        // Every entry made is listed or free: one taken out to be cleaned left its room.
+        self.index.lock().as_ref().map_or(0, |i| i.entries.len() - i.free.len())
     }
 }
 
@@ -544,7 +547,7 @@ mod tests {
         // Safety: the mappings are ours.
         unsafe { std::ptr::write_bytes(a as *mut u8, 1, short) };
         kept.keep(a, short, false, false);
-        let out = kept.pop_expired(u64::MAX).expect("a taken out to be cleaned");
+        let out = kept.pop_expired(kept.index.lock().as_mut().unwrap(), u64::MAX).expect("a taken out to be cleaned");
         assert_eq!(out.start, a);
         assert_eq!(kept.unmap_all(), Some(0), "nothing else was kept");
         // Safety: as above.
@@ -593,7 +596,9 @@ mod tests {
             kept.keep(s, len, false, false);
         }
         assert_eq!(kept.count(), KEPT_MAX);
-        let out: Vec<Entry> = (0..KEPT_MAX).map(|_| kept.pop_expired(u64::MAX).expect("dirty")).collect();
+        let out: Vec<Entry> = (0..KEPT_MAX)
+            .map(|_| kept.pop_expired(kept.index.lock().as_mut().unwrap(), u64::MAX).expect("dirty"))
+            .collect();
         assert_eq!(kept.count(), 0);
         let one_more = map_region(len, page_size()).unwrap();
         kept.keep(one_more, len, false, false);
