@@ -317,8 +317,6 @@ enum dm_status dm_set_limit(uint64_t bytes);
  */
 enum dm_status dm_set_reclaim_hook(dm_reclaim_fn hook, void *ctx);
 
-extern int pthread_setcancelstate(int state, int *old_state);
-
 /**
  * Sets how long a reservation may wait for memory after calling the reclaim hook while no
  * waiter is served (default 1000 ms; 0: call the hook, retry once, give up).

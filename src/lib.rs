@@ -24,6 +24,7 @@
 
 pub mod allocators;
 mod barrier;
+mod c_callback;
 pub mod error;
 mod fallible;
 pub mod ffi;

@@ -61,6 +61,64 @@ fn header_compiles_alone_as_strict_c99_and_cpp17() {
     run(&mut Command::new(dir.join("link")));
 }
 
+/// The header declares the library's functions and nothing of anyone else's: each function it
+/// declares is one the library exports, named `dm_` (a declaration of a libc function slipped in
+/// once, from the C door's source), each `dm_` function the library exports is declared, and each
+/// macro it defines is named `DM_` (or is its include guard).
+#[test]
+fn header_declares_exactly_the_librarys_functions() {
+    let root = common::project_dir();
+    let dir = std::env::temp_dir().join(format!("directmem-names-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let include = format!("-I{}", root.join("include").display());
+    let src = dir.join("names.c");
+    std::fs::write(&src, "#include \"directmem.h\"\n").unwrap();
+    // gcc's -aux-info writes a prototype per declared function, with the file it came from.
+    let info = dir.join("prototypes.txt");
+    run(Command::new("gcc")
+        .arg(&include)
+        .arg("-aux-info")
+        .arg(&info)
+        .arg("-c")
+        .arg(&src)
+        .arg("-o")
+        .arg(dir.join("names.o")));
+    let prototypes = std::fs::read_to_string(&info).unwrap();
+    let mut declared: Vec<String> = prototypes
+        .lines()
+        .filter(|line| line.contains("directmem.h:"))
+        .map(|line| {
+            let before_args = &line[..line.rfind(" (").unwrap_or_else(|| panic!("not a prototype: {line}"))];
+            before_args.rsplit([' ', '*']).next().unwrap().to_string()
+        })
+        .collect();
+    declared.sort();
+    assert!(declared.len() >= 19, "too few prototypes found: {declared:?}");
+    for name in &declared {
+        assert!(name.starts_with("dm_"), "include/directmem.h declares `{name}`, not one of the library's functions");
+    }
+    let symbols =
+        run(Command::new("nm").args(["-D", "--defined-only"]).arg(common::library_dir().join("libdirectmem.so")));
+    let mut exported: Vec<String> = symbols
+        .lines()
+        .filter_map(|line| line.split_whitespace().nth(2))
+        .filter(|name| name.starts_with("dm_"))
+        .map(str::to_string)
+        .collect();
+    exported.sort();
+    assert_eq!(declared, exported, "the header's functions and the library's exported dm_ functions differ");
+    // Macros: what the header defines beyond what its own #includes do.
+    let macros = |file: &str| {
+        std::fs::write(&src, file).unwrap();
+        let out = run(Command::new("gcc").arg(&include).args(["-dM", "-E"]).arg(&src));
+        out.lines().filter_map(|l| l.split_whitespace().nth(1)).map(str::to_string).collect::<Vec<_>>()
+    };
+    let system = macros("#include <stddef.h>\n#include <stdint.h>\n");
+    for name in macros("#include \"directmem.h\"\n").iter().filter(|m| !system.contains(m)) {
+        assert!(name.starts_with("DM_") || name == "DIRECTMEM_H", "include/directmem.h defines the macro `{name}`");
+    }
+}
+
 fn build_examples() -> std::path::PathBuf {
     let build = std::env::temp_dir().join(format!("directmem-examples-{}", std::process::id()));
     run(Command::new("make")
