@@ -309,8 +309,9 @@ pub unsafe extern "C" fn dm_block_size(ptr: *const c_void, size: *mut usize) -> 
 /// once. `action` may be NULL (the cleaner is then just a handle that releases the block).
 ///
 /// Actions run on the releasing thread with no library lock held and may call any dm_ function;
-/// releasing their own block from inside returns DM_ERR_NOT_LIVE. `ctx` is passed through
-/// untouched; the caller keeps it valid until the action has run.
+/// their own block is no longer live then (a dm_ call on it, a release, a resize, its size, a new
+/// cleaner, returns DM_ERR_NOT_LIVE). `ctx` is passed through untouched; the caller keeps it
+/// valid until the action has run.
 /// Thread-safe. Returns DM_OK and writes `*out`; DM_ERR_INVALID_ARGUMENT (NULL `out`);
 /// DM_ERR_NOT_LIVE (`ptr` is not the start of a live block); DM_ERR_NO_MEMORY (none for the
 /// cleaner's record: nothing attached, `action` will not run); DM_ERR_INTERNAL.

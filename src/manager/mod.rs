@@ -180,7 +180,13 @@ impl Manager {
     /// The size of the live block starting at `address` (what it was allocated or resized with).
     pub fn block_size(&self, address: usize) -> Result<usize> {
         match self.small.find(address) {
-            Some(slot) => slot?.live_size().map(|(size, _)| size).ok_or(Error::NotLive),
+            Some(slot) => match slot?.live_size().ok_or(Error::NotLive)? {
+                (size, false) => Ok(size),
+                // A slot with cleaners is marked so until its release ends, after its actions
+                // ran; the block is live only while the table holds it (its release takes it out
+                // first, as a mapping's).
+                (_, true) => self.blocks.size_of(address).map(|(size, _)| size),
+            },
             None => self.blocks.size_of(address).map(|(size, _)| size),
         }
     }

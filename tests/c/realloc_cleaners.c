@@ -39,12 +39,45 @@ static void move_with_cleaners(size_t from, size_t to) {
     ASSERT(s.count == 0 && s.reserved == 0 && s.live_cleaners == 0);
 }
 
+/* Inside a cleaner's action its block is being released: every dm_ call on it answers
+ * DM_ERR_NOT_LIVE, a slab slot's as a mapping's (dm_block_size of a slot said DM_OK). */
+static void *releasing;
+static dm_cleaner other;
+static int inside;
+static void never(void *ctx) { (void)ctx; ASSERT(!"a cleaner registered during its block's release ran"); }
+static void look_at_own_block(void *ctx) {
+    (void)ctx;
+    void *moved;
+    size_t size;
+    dm_cleaner late;
+    EXPECT(dm_block_size(releasing, &size), DM_ERR_NOT_LIVE);
+    EXPECT(dm_free(releasing), DM_ERR_NOT_LIVE);
+    EXPECT(dm_clean(other), DM_ERR_NOT_LIVE);
+    EXPECT(dm_cleaner_register(releasing, never, NULL, &late), DM_ERR_NOT_LIVE);
+    EXPECT(dm_reallocate(releasing, 100, &moved), DM_ERR_NOT_LIVE);
+    inside++;
+}
+
+static void own_block_inside_action(size_t size) {
+    dm_cleaner first;
+    inside = 0;
+    CHECK(dm_allocate(size, 0, &releasing));
+    CHECK(dm_cleaner_register(releasing, look_at_own_block, NULL, &first));
+    CHECK(dm_cleaner_register(releasing, NULL, NULL, &other));
+    CHECK(dm_free(releasing));
+    ASSERT(inside == 1);
+    dm_stats s = stats_now();
+    ASSERT(s.count == 0 && s.reserved == 0 && s.live_cleaners == 0);
+}
+
 int main(void) {
     CHECK(dm_set_limit(64u << 20));
     move_with_cleaners(64, 1000);      /* slab slot to slab slot */
     move_with_cleaners(100, 50000);    /* slot to mapping */
     move_with_cleaners(20000, 300000); /* mapping to mapping */
     move_with_cleaners(200000, 10);    /* mapping to slot */
+    own_block_inside_action(64);
+    own_block_inside_action(200000);
     printf("realloc_cleaners: OK\n");
     return 0;
 }
