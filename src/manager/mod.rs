@@ -183,9 +183,9 @@ impl Manager {
             Some(slot) => match slot?.live_size().ok_or(Error::NotLive)? {
                 (size, false) => Ok(size),
                 // A slot with cleaners is marked so until its release ends, after its actions
-                // ran; the block is live only while the table holds it (its release takes it out
-                // first, as a mapping's).
-                (_, true) => self.blocks.size_of(address).map(|(size, _)| size),
+                // ran; the block is live only while the table holds its entry (its release takes
+                // it out first, as a mapping's). The size is the slot's (the entry has none).
+                (size, true) => self.blocks.size_of(address).map(|_| size),
             },
             None => self.blocks.size_of(address).map(|(size, _)| size),
         }

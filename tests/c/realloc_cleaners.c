@@ -64,6 +64,9 @@ static void own_block_inside_action(size_t size) {
     CHECK(dm_allocate(size, 0, &releasing));
     CHECK(dm_cleaner_register(releasing, look_at_own_block, NULL, &first));
     CHECK(dm_cleaner_register(releasing, NULL, NULL, &other));
+    size_t live_size = 0;
+    CHECK(dm_block_size(releasing, &live_size)); /* live until then, with its own size */
+    ASSERT(live_size == size);
     CHECK(dm_free(releasing));
     ASSERT(inside == 1);
     dm_stats s = stats_now();
