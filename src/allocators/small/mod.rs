@@ -373,9 +373,12 @@ impl SmallBlocks {
     /// A slot goes back to a slab this thread's heap does not own.
     #[inline]
     fn put_back_remote(&self, slot: Slot) {
-        slot.slab.put_back_remote(slot.index);
+        let may_be_empty = slot.slab.put_back_remote(slot.index);
         if slot.slab.is_parked() {
             self.unowned.unpark(slot.slab);
+        }
+        if may_be_empty {
+            self.unowned.notice_empty(slot.slab);
         }
     }
 

@@ -269,7 +269,7 @@ impl Slab {
     }
 
     pub fn set_owner(&self, owner: u64) {
-        if owner == 0 {
+        if owner == 0 && self.owner() != 0 {
             self.last_owner.store(self.owner.load(Relaxed), Relaxed);
         }
         self.owner.store(owner, SeqCst)
@@ -504,10 +504,15 @@ impl Slab {
         self.local().place = place;
     }
 
-    /// Any other thread: a claimed slot goes back through the remote bitmap.
-    pub fn put_back_remote(&self, index: usize) {
+    /// Any other thread: a claimed slot goes back through the remote bitmap. True when the slab
+    /// is unowned and may be empty now (its free slots and the remote frees not yet collected
+    /// cover it): see [`crate::allocators::small::slab_pool::SlabPool::notice_empty`].
+    pub fn put_back_remote(&self, index: usize) -> bool {
         self.remote[index / 64].fetch_or(1 << (index % 64), SeqCst);
-        self.remote_count.fetch_add(1, SeqCst);
+        let remote = self.remote_count.fetch_add(1, SeqCst).wrapping_add(1);
+        // After the count (both SeqCst): an owner giving the slab up either collects this free
+        // or is seen gone here. `free_count` does not change while the slab is unowned.
+        self.owner.load(SeqCst) == 0 && self.free_count.get().wrapping_add(remote) >= self.slots
     }
 
     /// Owner: true when every slot is free (after collecting remote frees).
