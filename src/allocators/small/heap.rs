@@ -3,7 +3,7 @@
 
 use super::counters::Counters;
 use super::last_heap;
-use super::medium::Verdict;
+use super::medium::{Verdict, RUN_MAX};
 use super::size_class::CLASSES;
 use super::slab::{Place, Slab};
 use super::{Slot, SmallBlocks};
@@ -198,9 +198,18 @@ impl Heap {
             if slab.is_medium() {
                 // Safety: as above; this heap owns the slab.
                 unsafe {
-                    let give_back = self.slabs_of(slab.class).verdict.zero_by_giving_back(slab, index)
-                        && address != self.last_freed;
-                    slab.usage().zero_for_reuse(index, block, size, slab.slot_size as usize, give_back);
+                    if !slab.usage().take_zeroed(index) {
+                        let give_back = self.slabs_of(slab.class).verdict.zero_by_giving_back(slab, index)
+                            && address != self.last_freed;
+                        let mut run = if give_back { slab.free_run_after(index, RUN_MAX) } else { 0 };
+                        // Not as far as the slot freed last: its pages are likely in the cache,
+                        // for a block that will take them soon.
+                        let after = self.last_freed.wrapping_sub(address) / slab.slot_size as usize;
+                        if self.last_freed > address && after <= run {
+                            run = after - 1;
+                        }
+                        slab.usage().zero_for_reuse(index, block, size, slab.slot_size as usize, give_back, run);
+                    }
                 }
             } else {
                 unsafe { zero(block, size, slab.slot_size) };

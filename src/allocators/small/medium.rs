@@ -49,20 +49,39 @@ pub(super) struct Usage {
     /// A set bit: the slot was zeroed in place since the pages were fresh, so its pages in memory
     /// tell nothing of what the program touched. (A medium slab has at most 102 slots.)
     in_place: u128,
+    /// A set bit: a free slot whose pages went back with an earlier slot's (see
+    /// [`Usage::zero_for_reuse`]), so it reads as zero until it is handed out.
+    zeroed: u128,
 }
+
+/// The most free slots after a reused one whose pages go back with its own, in one system call.
+pub(super) const RUN_MAX: usize = 15;
 
 impl Usage {
     /// A slab whose pages are fresh from the system.
     pub(super) fn fresh() -> Usage {
-        Usage { dense: false, in_place: 0 }
+        Usage { dense: false, in_place: 0, zeroed: 0 }
+    }
+
+    /// Whether slot `index`, about to be handed out, reads as zero already (its pages went back
+    /// with an earlier slot's); it is then no longer counted so.
+    pub(super) fn take_zeroed(&mut self, index: usize) -> bool {
+        let was = self.zeroed & (1 << index) != 0;
+        self.zeroed &= !(1 << index);
+        was
     }
 
     /// Zeroes the first `size` bytes of slot `index` (`slot_size` bytes at `block`), which held a
     /// block before: by giving its pages back if `give_back` (and the slab is not dense), else in
-    /// place.
+    /// place. Giving back, it takes the `run` free slots right after it along where slots are
+    /// whole pages: one system call instead of one per slot. Each such call in a process with
+    /// another thread running makes the kernel interrupt that thread's core to flush its TLB
+    /// (~10 µs in this VM): a producer of 100 KB blocks with a byte written in each, freed by a
+    /// consumer thread, took 12 µs a block (glibc's `calloc`, which zeroes in place, 1 µs).
     ///
     /// # Safety
-    /// The slot is the caller's (taken, not yet handed out); `size` <= `slot_size`.
+    /// The slot is the caller's (taken, not yet handed out); `size` <= `slot_size`; the `run`
+    /// slots after it are free and the caller's too.
     pub(super) unsafe fn zero_for_reuse(
         &mut self,
         index: usize,
@@ -70,13 +89,22 @@ impl Usage {
         size: usize,
         slot_size: usize,
         give_back: bool,
+        run: usize,
     ) {
-        if give_back && !self.dense && give_back_pages(block, size, slot_size) {
-            self.in_place &= !(1 << index);
-        } else {
-            std::ptr::write_bytes(block, 0, size);
-            self.in_place |= 1 << index;
+        if give_back && !self.dense {
+            if run > 0 && slot_size % page_size() == 0 && discard(block as usize, slot_size * (1 + run)) {
+                let slots = ((1u128 << run) - 1) << (index + 1);
+                self.zeroed |= slots;
+                self.in_place &= !(slots | 1 << index);
+                return;
+            }
+            if give_back_pages(block, size, slot_size) {
+                self.in_place &= !(1 << index);
+                return;
+            }
         }
+        std::ptr::write_bytes(block, 0, size);
+        self.in_place |= 1 << index;
     }
 
     /// For an empty slab at `base` with slots of `slot_size` bytes, of which the first `used` were
@@ -233,7 +261,40 @@ unsafe fn give_back_pages(block: *mut u8, size: usize, slot_size: usize) -> bool
 
 #[cfg(test)]
 mod tests {
+    use super::*;
     use crate::allocators::small::size_class::{self, MEDIUM_SLAB_SIZE, SIZES};
+    use crate::os::{map_region, pages_in_memory, unmap_region};
+
+    #[test]
+    fn a_reused_slot_takes_the_free_slots_after_it_along_and_they_read_zero() {
+        let slot = 64 << 10;
+        let base = map_region(6 * slot, page_size()).unwrap();
+        // Safety (throughout): the region is this test's; six slots that held data.
+        unsafe { std::ptr::write_bytes(base as *mut u8, 0x77, 6 * slot) };
+        let mut usage = Usage::fresh();
+        usage.in_place = 0b111111;
+        // Slot 1 reused, given back with the three free slots after it; slot 5 stays as it was.
+        unsafe { usage.zero_for_reuse(1, (base + slot) as *mut u8, 100, slot, true, 3) };
+        let pages = pages_in_memory(base, 6 * slot).unwrap();
+        let per_slot = slot / page_size();
+        assert!(pages[per_slot..5 * per_slot].iter().all(|&p| !p), "slots 1-4 went back");
+        assert!(pages[..per_slot].iter().chain(&pages[5 * per_slot..]).all(|&p| p), "0 and 5 did not");
+        assert_eq!(usage.in_place, 0b100001, "1-4 tell again what the program touches");
+        assert_eq!(usage.zeroed, 0b11100);
+        for i in 2..5 {
+            assert!(usage.take_zeroed(i), "slot {i} reads zero when handed out");
+            assert!(!usage.take_zeroed(i), "once");
+            let bytes = unsafe { std::slice::from_raw_parts((base + i * slot) as *const u8, slot) };
+            assert!(bytes.iter().all(|&b| b == 0));
+        }
+        assert!(!usage.take_zeroed(5));
+        // A slab found dense zeroes in place, the run notwithstanding.
+        usage.dense = true;
+        unsafe { usage.zero_for_reuse(0, base as *mut u8, 100, slot, true, 3) };
+        assert_eq!((usage.zeroed, usage.in_place & 1), (0, 1));
+        assert_eq!(unsafe { *((base + 100) as *const u8) }, 0x77, "only the block's bytes");
+        unmap_region(base, 6 * slot);
+    }
 
     #[test]
     fn every_medium_slab_has_a_bit_per_slot() {

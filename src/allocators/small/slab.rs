@@ -25,7 +25,7 @@
 
 use crate::allocators::small::medium::Usage;
 use crate::allocators::small::size_class;
-use crate::padded::LINES;
+use crate::padded::{Padded, LINES};
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::*};
 
@@ -131,9 +131,16 @@ pub struct Slab {
     state: &'static [AtomicU32],
     remote: &'static [AtomicU64],
     /// Bits in `remote` not yet collected (a hint: it may run ahead of or behind the bits).
-    remote_count: AtomicU32,
+    remote_count: Padded<AtomicU32>,
     /// Unowned and full when given up, on no list (see [`crate::allocators::small::slab_pool`]).
     parked: AtomicBool,
+    /// What the owner writes as it hands slots out and takes them back, on lines of its own: a
+    /// thread freeing a block of this slab reads the fields above (and writes `remote_count`),
+    /// and shared lines made each of the two threads of a pipeline miss on every block.
+    own: Padded<OwnerSide>,
+}
+
+struct OwnerSide {
     /// Slots the owner may hand out (its bits in `local.free`).
     free_count: OwnerCount,
     /// Slots from this one on were never handed out since the slab's pages were fresh from the
@@ -244,11 +251,13 @@ impl Slab {
             last_owner: AtomicU64::new(owner),
             state,
             remote,
-            remote_count: AtomicU32::new(0),
+            remote_count: Padded(AtomicU32::new(0)),
             parked: AtomicBool::new(false),
-            free_count: OwnerCount(AtomicU32::new(slots)),
-            fresh: OwnerCount::default(),
-            local: UnsafeCell::new(Local { free, cursor: 0, place: Place::Unlisted, usage: Usage::fresh() }),
+            own: Padded(OwnerSide {
+                free_count: OwnerCount(AtomicU32::new(slots)),
+                fresh: OwnerCount::default(),
+                local: UnsafeCell::new(Local { free, cursor: 0, place: Place::Unlisted, usage: Usage::fresh() }),
+            }),
         })
     }
 
@@ -264,7 +273,7 @@ impl Slab {
         unsafe {
             free_lines(self.state);
             free_lines(self.remote);
-            free_lines(&*(*self.local.get()).free);
+            free_lines(&*(*self.own.local.get()).free);
         }
     }
 
@@ -314,7 +323,7 @@ impl Slab {
     #[allow(clippy::mut_from_ref)]
     #[inline(always)]
     unsafe fn local(&self) -> &mut Local {
-        &mut *self.local.get()
+        &mut *self.own.local.get()
     }
 
     /// Owner: takes a free slot from its own bits only (no remote collection): the fast path.
@@ -325,7 +334,7 @@ impl Slab {
     pub unsafe fn take_local(&self) -> Option<usize> {
         let local = self.local();
         let index = local.take_from(local.cursor)?;
-        self.free_count.set(self.free_count.get() - 1);
+        self.own.free_count.set(self.own.free_count.get() - 1);
         Some(index)
     }
 
@@ -335,7 +344,7 @@ impl Slab {
     /// The caller is the owner.
     pub unsafe fn take_free(&self) -> Option<usize> {
         let local = self.local();
-        if self.free_count.get() == 0 && self.collect_remote(local) == 0 {
+        if self.own.free_count.get() == 0 && self.collect_remote(local) == 0 {
             return None;
         }
         // The search starts at the word of the last slot taken: usually it has more.
@@ -343,7 +352,7 @@ impl Slab {
         for w in (local.cursor..words).chain(0..local.cursor) {
             if let Some(index) = local.take_from(w) {
                 local.cursor = w;
-                self.free_count.set(self.free_count.get() - 1);
+                self.own.free_count.set(self.own.free_count.get() - 1);
                 return Some(index);
             }
         }
@@ -361,7 +370,7 @@ impl Slab {
             collected += bits.count_ones();
         }
         self.remote_count.fetch_sub(collected, SeqCst);
-        self.free_count.set(self.free_count.get() + collected);
+        self.own.free_count.set(self.own.free_count.get() + collected);
         collected
     }
 
@@ -372,11 +381,22 @@ impl Slab {
     /// The caller is the owner.
     #[inline(always)]
     pub unsafe fn first_use(&self, index: usize) -> bool {
-        let fresh = index as u32 >= self.fresh.get();
+        let fresh = index as u32 >= self.own.fresh.get();
         if fresh {
-            self.fresh.set(index as u32 + 1);
+            self.own.fresh.set(index as u32 + 1);
         }
         fresh
+    }
+
+    /// Owner: how many slots right after `index`, up to `limit`, are free for the owner to hand
+    /// out and were handed out before since the pages were fresh (they may hold data).
+    ///
+    /// # Safety
+    /// The caller is the owner.
+    pub unsafe fn free_run_after(&self, index: usize, limit: usize) -> usize {
+        let (local, fresh) = (self.local(), self.own.fresh.get() as usize);
+        let free = |j: usize| local.free[j / 64 % MAX_WORDS] & (1 << (j % 64)) != 0;
+        (index + 1..fresh.min(index + 1 + limit)).take_while(|&j| free(j)).count()
     }
 
     /// Owner: how many slots (the first ones) were handed out since its pages were fresh.
@@ -384,7 +404,7 @@ impl Slab {
     /// # Safety
     /// The caller is the owner (or holds the unowned slab exclusively).
     pub unsafe fn used_slots(&self) -> usize {
-        self.fresh.get() as usize
+        self.own.fresh.get() as usize
     }
 
     /// Gives all its pages back to the system (they read as zero again), so every slot is fresh;
@@ -402,7 +422,7 @@ impl Slab {
         if is_mapped(states) {
             crate::os::discard(self.state.as_ptr() as usize, states.size());
         }
-        self.fresh.set(0);
+        self.own.fresh.set(0);
         self.local().usage = Usage::fresh();
         true
     }
@@ -509,8 +529,8 @@ impl Slab {
     #[inline(always)]
     pub unsafe fn put_back_local(&self, index: usize) -> u32 {
         self.local().free[index / 64 % MAX_WORDS] |= 1 << (index % 64); // `% MAX_WORDS`: as in take_from
-        let free = self.free_count.get() + 1;
-        self.free_count.set(free);
+        let free = self.own.free_count.get() + 1;
+        self.own.free_count.set(free);
         free
     }
 
@@ -538,7 +558,7 @@ impl Slab {
         let remote = self.remote_count.fetch_add(1, SeqCst).wrapping_add(1);
         // After the count (both SeqCst): an owner giving the slab up either collects this free
         // or is seen gone here. `free_count` does not change while the slab is unowned.
-        self.owner.load(SeqCst) == 0 && self.free_count.get().wrapping_add(remote) >= self.slots
+        self.owner.load(SeqCst) == 0 && self.own.free_count.get().wrapping_add(remote) >= self.slots
     }
 
     /// Owner: true when every slot is free (after collecting remote frees).
@@ -547,7 +567,7 @@ impl Slab {
     /// The caller is the owner.
     pub unsafe fn is_empty(&self) -> bool {
         self.collect_remote(self.local());
-        self.free_count.get() == self.slots
+        self.own.free_count.get() == self.slots
     }
 
     /// Owner: true when a slot can be taken without a new slab (after collecting remote frees).
@@ -555,7 +575,7 @@ impl Slab {
     /// # Safety
     /// The caller is the owner.
     pub unsafe fn has_free(&self) -> bool {
-        self.free_count.get() > 0 || self.collect_remote(self.local()) > 0
+        self.own.free_count.get() > 0 || self.collect_remote(self.local()) > 0
     }
 
     /// Any thread, for the stats: when it holds no block, the bytes of its pages that blocks may
@@ -564,10 +584,10 @@ impl Slab {
     /// remote free whose bit the owner collected before its count went up (wrapping: such a
     /// slab reads as not empty yet).
     pub fn idle_bytes(&self) -> u64 {
-        if self.free_count.get().wrapping_add(self.remote_count.load(Relaxed)) < self.slots {
+        if self.own.free_count.get().wrapping_add(self.remote_count.load(Relaxed)) < self.slots {
             return 0;
         }
-        let touched = self.fresh.get() as usize * self.slot_size as usize;
+        let touched = self.own.fresh.get() as usize * self.slot_size as usize;
         touched.next_multiple_of(crate::os::page_size()).min(self.bytes) as u64
     }
 }
