@@ -16,13 +16,16 @@
  *   mixed       1000 slots; each step frees a random slot's block and puts a new one there, of a
  *               size drawn log-uniformly from 16 B to 4 MiB; its first byte is written;
  *   churn       create a thread, allocate and free 64 B in it, join it;
- *   churn-1M    churn, after a thread that ended left 1,000,000 live 64 B blocks.
+ *   churn-1M    churn, after a thread that ended left 1,000,000 live 64 B blocks;
+ *   handoff-N   a producer thread allocates N bytes, writes one byte, hands the block over through
+ *               a queue of 1000 to a consumer thread, which frees it (a pipeline's buffers).
  *   Both churn patterns start timing after a thread kept busy for 300 ms (see main).
  * With 2 threads, each thread runs the pattern at once; the time is per operation as one thread
- * sees it (churn is single-threaded). */
+ * sees it (churn is single-threaded; handoff is always the two threads of one pipeline). */
 #define _GNU_SOURCE
 #include "directmem.h"
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -109,6 +112,35 @@ static void *run(void *arg) {
     return NULL;
 }
 
+/* handoff: one producer, one consumer, a ring of blocks between them (single producer, single
+ * consumer: each index is written by one thread only). */
+enum { QUEUE = 1000 };
+static void *queue[QUEUE];
+static atomic_long produced, consumed;
+
+static void *produce(void *arg) {
+    job *j = arg;
+    for (long i = 0; i < j->ops; i++) {
+        void *p = get(j->size);
+        *(volatile char *)p = 1;
+        while (i - atomic_load_explicit(&consumed, memory_order_acquire) >= QUEUE) {}
+        queue[i % QUEUE] = p;
+        atomic_store_explicit(&produced, i + 1, memory_order_release);
+    }
+    return NULL;
+}
+
+static void *consume(void *arg) {
+    job *j = arg;
+    for (long i = 0; i < j->ops; i++) {
+        while (atomic_load_explicit(&produced, memory_order_acquire) == i) {}
+        void *p = queue[i % QUEUE];
+        atomic_store_explicit(&consumed, i + 1, memory_order_release);
+        put(p);
+    }
+    return NULL;
+}
+
 static void *one_pair(void *arg) {
     (void)arg;
     void *p = get(64);
@@ -176,6 +208,7 @@ int main(int argc, char **argv) {
         if (strncmp(pattern, "pair-", 5) == 0) base.pattern = "pair", base.size = strtoul(pattern + 5, NULL, 10);
         else if (strncmp(pattern, "batch-", 6) == 0) base.pattern = "batch", base.size = strtoul(pattern + 6, NULL, 10);
         else if (strcmp(pattern, "mixed") == 0) base.pattern = "mixed";
+        else if (strncmp(pattern, "handoff-", 8) == 0) base.pattern = "handoff", base.size = strtoul(pattern + 8, NULL, 10);
         else { fprintf(stderr, "unknown pattern %s\n", pattern); return 2; }
         /* About a third of a second per process on this machine. */
         double budget = base.size == 0 ? 50000 : base.size <= 4096 ? 2e6 : base.size <= 65536 ? 2e5 : 5e4;
@@ -186,7 +219,11 @@ int main(int argc, char **argv) {
         jobs[0].seed = 1, jobs[1].seed = 2;
         pthread_t t[2];
         double start = now_ns();
-        if (threads == 1) run(&jobs[0]);
+        if (strcmp(base.pattern, "handoff") == 0) {
+            pthread_create(&t[0], NULL, produce, &jobs[0]);
+            pthread_create(&t[1], NULL, consume, &jobs[0]);
+            for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+        } else if (threads == 1) run(&jobs[0]);
         else {
             for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, run, &jobs[i]);
             for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
