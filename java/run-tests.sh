@@ -29,16 +29,21 @@ suite() { # label java-binary jvm-flags...
   local passed failed
   passed=$(grep -Eo '\[ +[0-9]+ tests successful' "$log" | grep -Eo '[0-9]+' || echo 0)
   failed=$(grep -Eo '\[ +[0-9]+ tests failed' "$log" | grep -Eo '[0-9]+' || echo 0)
+  # -Xcheck:jni (below) reports a misuse of JNI by the library as a warning and goes on: a failure here.
+  if grep -q "in native method" "$log"; then
+    echo "$label: -Xcheck:jni reported a misuse of JNI:"; grep -A3 "in native method" "$log" | head -20
+    failed=$((failed + 1)) status=1
+  fi
   echo "$label: $passed passed, $failed failed"
   if [ "$passed" -eq 0 ]; then echo "$label: no Java test ran"; status=1; fi
   total_passed=$((total_passed + passed)) total_failed=$((total_failed + failed))
   [ "$status" -eq 0 ] || rc=1
 }
 
-suite jdk17 java
+suite jdk17 java -Xcheck:jni
 JDK25=$(ls -d /usr/lib/jvm/temurin-25* 2>/dev/null | head -1 || true)
 if [ -n "$JDK25" ] && [ -x "$JDK25/bin/java" ]; then
-  suite jdk25 "$JDK25/bin/java" --enable-native-access=ALL-UNNAMED
+  suite jdk25 "$JDK25/bin/java" -Xcheck:jni --enable-native-access=ALL-UNNAMED
 else
   echo "!!!!!!!! Temurin JDK 25 not found under /usr/lib/jvm: the JUnit suite did NOT run on JDK 25 !!!!!!!!" >&2
 fi
