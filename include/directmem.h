@@ -6,7 +6,9 @@
  *
  * Every function is thread-safe and catches Rust panics (DM_ERR_INTERNAL). Out-pointers are
  * written only on DM_OK. Blocks from dm_allocate are released only by dm_free or dm_clean, never by
- * free(). Link with -ldirectmem.
+ * free(). Link with -ldirectmem. The first call that needs the library's process-wide state makes
+ * it; when the system has no memory for it, that call answers DM_ERR_NO_MEMORY, whatever it is,
+ * and the next one tries again.
  *
  * Not async-signal-safe, like malloc: never call a dm_ function from a signal handler (one that
  * interrupted a dm_ call on the same thread may be handed a block twice, or deadlock).

@@ -166,7 +166,7 @@ fn non_null<T>(p: *mut T) -> Result<*mut T> {
 /// overflows 64 bits (not counted in `limit_failures`, no hook called); DM_ERR_LIMIT; DM_ERR_INTERNAL.
 #[unsafe(no_mangle)]
 pub extern "C" fn dm_reserve(bytes: usize) -> dm_status {
-    boundary(|| manager::global().reserve(bytes as u64))
+    boundary(|| manager::global()?.reserve(bytes as u64))
 }
 
 /// Gives back bytes taken with dm_reserve (Bits.unreserveMemory) and wakes waiting reservations.
@@ -175,7 +175,7 @@ pub extern "C" fn dm_reserve(bytes: usize) -> dm_status {
 /// than dm_reserve currently holds (nothing changes); DM_ERR_INTERNAL.
 #[unsafe(no_mangle)]
 pub extern "C" fn dm_unreserve(bytes: usize) -> dm_status {
-    boundary(|| manager::global().unreserve(bytes as u64))
+    boundary(|| manager::global()?.unreserve(bytes as u64))
 }
 
 /// Reserves `size` bytes, allocates them zeroed and aligned, and tracks the block.
@@ -205,7 +205,7 @@ pub unsafe extern "C" fn dm_allocate(size: usize, alignment: usize, out: *mut *m
     if out.is_null() {
         return dm_status::DM_ERR_INVALID_ARGUMENT;
     }
-    match fast(|| manager::global().allocate_fast(size, alignment)) {
+    match fast(|| manager::made().and_then(|m| m.allocate_fast(size, alignment))) {
         Ok(Some(block)) => {
             write_out(out, block.as_ptr() as *mut c_void);
             dm_status::DM_OK
@@ -222,7 +222,7 @@ pub unsafe extern "C" fn dm_allocate(size: usize, alignment: usize, out: *mut *m
 extern "C" fn allocate_general(size: usize, alignment: usize, out: *mut *mut c_void) -> dm_status {
     boundary(|| {
         let out = non_null(out)?;
-        let block = manager::global().allocate(size, alignment)?;
+        let block = manager::global()?.allocate(size, alignment)?;
         write_out(out, block.as_ptr() as *mut c_void);
         Ok(())
     })
@@ -241,7 +241,7 @@ extern "C" fn allocate_general(size: usize, alignment: usize, out: *mut *mut c_v
 /// Any pointer value may be passed; it is only looked up, never dereferenced unless live.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn dm_free(ptr: *mut c_void) -> dm_status {
-    match fast(|| manager::global().free_fast(ptr as usize)) {
+    match fast(|| manager::made().is_some_and(|m| m.free_fast(ptr as usize))) {
         Ok(true) => dm_status::DM_OK,
         Ok(false) => free_general(ptr),
         Err(_) => dm_status::DM_ERR_INTERNAL,
@@ -251,7 +251,7 @@ pub unsafe extern "C" fn dm_free(ptr: *mut c_void) -> dm_status {
 #[cold]
 #[inline(never)]
 extern "C" fn free_general(ptr: *mut c_void) -> dm_status {
-    boundary(|| if ptr.is_null() { Ok(()) } else { manager::global().free(ptr as usize) })
+    boundary(|| if ptr.is_null() { Ok(()) } else { manager::global()?.free(ptr as usize) })
 }
 
 /// Resizes the live block starting at `ptr` to `new_size` bytes, for allocator hooks shaped like
@@ -280,7 +280,7 @@ extern "C" fn free_general(ptr: *mut c_void) -> dm_status {
 pub unsafe extern "C" fn dm_reallocate(ptr: *mut c_void, new_size: usize, out: *mut *mut c_void) -> dm_status {
     boundary(|| {
         let out = non_null(out)?;
-        let m = manager::global();
+        let m = manager::global()?;
         let block = if ptr.is_null() { m.allocate(new_size, 0)? } else { m.reallocate(ptr as usize, new_size)? };
         write_out(out, block.as_ptr() as *mut c_void);
         Ok(())
@@ -299,7 +299,7 @@ pub unsafe extern "C" fn dm_reallocate(ptr: *mut c_void, new_size: usize, out: *
 pub unsafe extern "C" fn dm_block_size(ptr: *const c_void, size: *mut usize) -> dm_status {
     boundary(|| {
         let size = non_null(size)?;
-        write_out(size, manager::global().block_size(ptr as usize)?);
+        write_out(size, manager::global()?.block_size(ptr as usize)?);
         Ok(())
     })
 }
@@ -328,7 +328,7 @@ pub unsafe extern "C" fn dm_cleaner_register(
 ) -> dm_status {
     boundary(|| {
         let out = non_null(out)?;
-        let handle = manager::global().register_cleaner(ptr as usize, c_action(action, ctx)?)?;
+        let handle = manager::global()?.register_cleaner(ptr as usize, c_action(action, ctx)?)?;
         write_out(out, handle);
         Ok(())
     })
@@ -365,7 +365,7 @@ fn c_action(function: dm_cleanup_fn, ctx: *mut c_void) -> Result<Action> {
 /// DM_ERR_INTERNAL.
 #[unsafe(no_mangle)]
 pub extern "C" fn dm_clean(cleaner: dm_cleaner) -> dm_status {
-    boundary(|| manager::global().clean(cleaner))
+    boundary(|| manager::global()?.clean(cleaner))
 }
 
 /// Sets the limit on `reserved`. 0 means nothing can be reserved. It may go below what is
@@ -377,7 +377,7 @@ pub extern "C" fn dm_clean(cleaner: dm_cleaner) -> dm_status {
 #[unsafe(no_mangle)]
 pub extern "C" fn dm_set_limit(bytes: u64) -> dm_status {
     boundary(|| {
-        manager::global().set_limit(bytes);
+        manager::global()?.set_limit(bytes);
         Ok(())
     })
 }
@@ -420,7 +420,7 @@ pub unsafe extern "C" fn dm_set_reclaim_hook(hook: dm_reclaim_fn, ctx: *mut c_vo
             }
             None => None,
         };
-        manager::global().set_reclaim_hook(hook);
+        manager::global()?.set_reclaim_hook(hook);
         Ok(())
     })
 }
@@ -445,7 +445,7 @@ impl SendPtr {
 #[unsafe(no_mangle)]
 pub extern "C" fn dm_set_reclaim_timeout_ms(millis: u32) -> dm_status {
     boundary(|| {
-        manager::global().set_reclaim_timeout_ms(millis);
+        manager::global()?.set_reclaim_timeout_ms(millis);
         Ok(())
     })
 }
@@ -462,7 +462,7 @@ pub extern "C" fn dm_set_reclaim_timeout_ms(millis: u32) -> dm_status {
 pub unsafe extern "C" fn dm_get_stats(out: *mut dm_stats) -> dm_status {
     boundary(|| {
         let out = non_null(out)?;
-        write_out(out, manager::global().stats().into());
+        write_out(out, manager::global()?.stats().into());
         Ok(())
     })
 }
@@ -505,7 +505,7 @@ pub extern "C" fn dm_set_background_decay(interval_ms: u32) -> dm_status {
 /// dm_decay and dm_trim: gives memory back through `give`, storing the bytes if asked for.
 fn give_back(given_back: *mut u64, give: impl FnOnce(&manager::Manager) -> u64) -> dm_status {
     boundary(|| {
-        let bytes = give(manager::global());
+        let bytes = give(manager::global()?);
         if let Ok(out) = non_null(given_back) {
             write_out(out, bytes);
         }
@@ -545,7 +545,7 @@ pub unsafe extern "C" fn dm_trim(given_back: *mut u64) -> dm_status {
 pub unsafe extern "C" fn dm_get_memory_stats(out: *mut dm_memory_stats) -> dm_status {
     boundary(|| {
         let out = non_null(out)?;
-        write_out(out, manager::global().stats().into());
+        write_out(out, manager::global()?.stats().into());
         Ok(())
     })
 }

@@ -13,7 +13,7 @@
 //! jni-rs deliberately offers no daemon attachment.
 
 use crate::error::Error;
-use crate::manager::{self, Stats};
+use crate::manager::{self, Manager, Stats};
 use crate::quota::Hook;
 use jni::errors::ThrowRuntimeExAndDefault;
 use jni::objects::{JClass, JObject, JString};
@@ -36,6 +36,18 @@ fn in_java<'local, T: Default + 'local>(
     body: impl FnOnce(&mut Env<'local>) -> jni::errors::Result<T>,
 ) -> T {
     unowned.with_env(body).resolve::<ThrowRuntimeExAndDefault>()
+}
+
+/// The process-wide manager; when the system has no memory to make it, a Java `OutOfMemoryError`
+/// is thrown (pending when this returns the error).
+fn manager_or_throw(env: &mut Env) -> jni::errors::Result<&'static Manager> {
+    manager::global().or_else(|_| {
+        env.throw_new(
+            jni::jni_str!("java/lang/OutOfMemoryError"),
+            jni::jni_str!("directmem: no memory for the library's own state"),
+        )?;
+        Err(jni::errors::Error::JavaException)
+    })
 }
 
 /// Runs the body of a native method that needs no `JNIEnv`; a panic becomes `on_panic` (a status
@@ -61,7 +73,10 @@ pub extern "system" fn Java_dev_directmem_Native_allocate0(
         let (Ok(size), Ok(alignment)) = (usize::try_from(capacity), usize::try_from(alignment)) else {
             return -jlong::from(Error::InvalidArgument.code());
         };
-        let m = manager::global();
+        let m = match manager::global() {
+            Ok(m) => m,
+            Err(e) => return -jlong::from(e.code()),
+        };
         // The common case (a slot and credit at hand) never waits, so it serves both kinds.
         if let Some(ptr) = m.allocate_fast(size, alignment) {
             return ptr.as_ptr() as jlong;
@@ -83,10 +98,10 @@ pub extern "system" fn Java_dev_directmem_Native_free0(
 ) -> jint {
     without_env(Error::Internal.code(), || {
         let address = usize::try_from(address).map_err(|_| Error::InvalidArgument);
-        if address.is_ok_and(|a| manager::global().free_fast(a)) {
+        if address.is_ok_and(|a| manager::made().is_some_and(|m| m.free_fast(a))) {
             return 0;
         }
-        status(address.and_then(|a| manager::global().free(a)))
+        status(address.and_then(|a| manager::global()?.free(a)))
     })
 }
 
@@ -126,7 +141,7 @@ pub extern "system" fn Java_dev_directmem_Native_limit0<'local>(
     unowned: EnvUnowned<'local>,
     _class: JClass<'local>,
 ) -> jlong {
-    in_java(unowned, |_env| Ok(clamp(manager::global().limit())))
+    in_java(unowned, |env| Ok(clamp(manager_or_throw(env)?.limit())))
 }
 
 #[unsafe(no_mangle)]
@@ -135,8 +150,8 @@ pub extern "system" fn Java_dev_directmem_Native_setLimit0<'local>(
     _class: JClass<'local>,
     bytes: jlong,
 ) {
-    in_java(unowned, |_env| {
-        manager::global().set_limit(u64::try_from(bytes).unwrap_or(0));
+    in_java(unowned, |env| {
+        manager_or_throw(env)?.set_limit(u64::try_from(bytes).unwrap_or(0));
         Ok(())
     })
 }
@@ -147,8 +162,8 @@ pub extern "system" fn Java_dev_directmem_Native_setReclaimTimeout0<'local>(
     _class: JClass<'local>,
     millis: jint,
 ) {
-    in_java(unowned, |_env| {
-        manager::global().set_reclaim_timeout_ms(u32::try_from(millis).unwrap_or(0));
+    in_java(unowned, |env| {
+        manager_or_throw(env)?.set_reclaim_timeout_ms(u32::try_from(millis).unwrap_or(0));
         Ok(())
     })
 }
@@ -168,12 +183,11 @@ pub extern "system" fn Java_dev_directmem_Native_allocateOnNativeThread0<'local>
     in_java(unowned, |_env| {
         let (report, result) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            let m = manager::global();
             let mut outcome = 0;
             for _ in 0..rounds {
-                match m.allocate(size.max(0) as usize, 0) {
+                match manager::global().and_then(|m| m.allocate(size.max(0) as usize, 0)) {
                     Ok(p) => {
-                        let _ = m.free(p.as_ptr() as usize);
+                        let _ = manager::global().and_then(|m| m.free(p.as_ptr() as usize));
                     }
                     Err(e) => {
                         outcome = status(Err(e));
@@ -197,7 +211,7 @@ pub extern "system" fn Java_dev_directmem_Native_statsInto0<'local>(
     target: JObject<'local>,
 ) {
     in_java(unowned, |env| {
-        let stats: Stats = manager::global().stats();
+        let stats: Stats = manager_or_throw(env)?.stats();
         let raw = env.get_raw();
         // Safety (throughout): `raw` is this thread's JNIEnv and `target` a live local
         // reference; a missing field leaves NoSuchFieldError pending, which the Java caller sees.
@@ -223,7 +237,7 @@ pub extern "system" fn Java_dev_directmem_Native_available0(
     _env: *mut jni::sys::JNIEnv,
     _class: jni::sys::jclass,
 ) -> jlong {
-    without_env(0, || clamp(manager::global().available()))
+    without_env(0, || manager::global().map_or(0, |m| clamp(m.available())))
 }
 
 /// `Native.decay0()`: gives back the memory kept for reuse whose time is up; the bytes.
@@ -232,13 +246,13 @@ pub extern "system" fn Java_dev_directmem_Native_decay0(
     _env: *mut jni::sys::JNIEnv,
     _class: jni::sys::jclass,
 ) -> jlong {
-    without_env(0, || clamp(manager::global().decay()))
+    without_env(0, || manager::global().map_or(0, |m| clamp(m.decay())))
 }
 
 /// `Native.trim0()`: gives back all the memory kept for reuse, every thread's (`dm_trim`); the bytes.
 #[unsafe(no_mangle)]
 pub extern "system" fn Java_dev_directmem_Native_trim0(_env: *mut jni::sys::JNIEnv, _class: jni::sys::jclass) -> jlong {
-    without_env(0, || clamp(manager::global().trim()))
+    without_env(0, || manager::global().map_or(0, |m| clamp(m.trim())))
 }
 
 /// `Native.statusCode0(String name)`: the code of the failure named so in the core's table
@@ -372,7 +386,7 @@ pub extern "system" fn Java_dev_directmem_Native_installReclaimHook0<'local>(
         // Without memory for the hook, reservations go on without the JVM's help (with the C heap
         // out of memory at the JVM's start, little else will work either).
         if let Some(hook) = Hook::new(reclaim_through_java) {
-            manager::global().set_reclaim_hook(Some(hook));
+            manager_or_throw(env)?.set_reclaim_hook(Some(hook));
         }
         Ok(())
     })

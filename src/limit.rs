@@ -33,13 +33,27 @@ pub fn physical_memory() -> u64 {
 /// An unparsable value is reported once on stderr and ignored (a typo must not go unnoticed,
 /// nor kill the process).
 pub fn default_limit() -> u64 {
-    match std::env::var("DM_MAX_MEMORY") {
-        Ok(text) => parse_size(&text).unwrap_or_else(|| {
+    with_env(c"DM_MAX_MEMORY", |text| {
+        parse_size(text).unwrap_or_else(|| {
             eprintln!("directmem: ignoring DM_MAX_MEMORY={text:?}: expected bytes or a number with a k/m/g suffix");
             physical_memory()
-        }),
-        Err(_) => physical_memory(),
+        })
+    })
+    .unwrap_or_else(physical_memory)
+}
+
+/// `read(text)` of the environment variable `name`, if it is set; text that is not UTF-8 reads
+/// as "" (which no reader accepts). Read in place, with no memory taken (`std::env::var` makes
+/// a `String`, whose refusal aborts: this runs at the library's first use).
+pub(crate) fn with_env<R>(name: &std::ffi::CStr, read: impl FnOnce(&str) -> R) -> Option<R> {
+    // Safety: `name` is NUL-terminated; the value, if any, is a NUL-terminated string that
+    // stays valid while it is read here (glibc never frees a replaced value).
+    let value = unsafe { libc::getenv(name.as_ptr()) };
+    if value.is_null() {
+        return None;
     }
+    let text = unsafe { std::ffi::CStr::from_ptr(value) };
+    Some(read(text.to_str().unwrap_or("")))
 }
 
 #[cfg(test)]

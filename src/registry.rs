@@ -111,10 +111,12 @@ pub struct RegistryStats {
     pub cleaners_run: u64,
 }
 
+/// Made without memory from the system (its shards are arrays, their maps empty until used), so
+/// that the process-wide manager's making needs none beyond its own two parts.
 pub struct Registry {
-    shards: Box<[Mutex<Shard>]>,
+    shards: [Mutex<Shard>; SHARDS],
     /// Sharded by handle: live cleaner handle -> start address of its block.
-    handles: Box<[Mutex<FxHashMap<u64, usize>>]>,
+    handles: [Mutex<FxHashMap<u64, usize>>; SHARDS],
     next_cleaner: AtomicU64,
     live_cleaners: AtomicU64,
     cleaners_run: AtomicU64,
@@ -123,8 +125,8 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         Registry {
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            handles: (0..SHARDS).map(|_| Mutex::new(FxHashMap::default())).collect(),
+            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
+            handles: std::array::from_fn(|_| Mutex::new(FxHashMap::default())),
             next_cleaner: AtomicU64::new(1),
             live_cleaners: AtomicU64::new(0),
             cleaners_run: AtomicU64::new(0),

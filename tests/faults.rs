@@ -47,6 +47,7 @@ fn a_panicking_reclaim_hook_becomes_dm_err_internal_and_leaves_nothing_behind() 
     assert_eq!(dm_set_limit(1000), DM_OK);
     let held = allocate(1000, 0);
     directmem::manager::global()
+        .expect("the manager")
         .set_reclaim_hook(directmem::quota::Hook::new(|_| panic!("injected panic in the reclaim hook")));
     let mut p = std::ptr::null_mut();
     assert_eq!(unsafe { dm_allocate(10, 0, &mut p) }, DM_ERR_INTERNAL);
@@ -54,7 +55,7 @@ fn a_panicking_reclaim_hook_becomes_dm_err_internal_and_leaves_nothing_behind() 
     assert!(p.is_null());
     assert_eq!(stats().reserved, 1000);
     // Still working: the queue was left, the round ended.
-    directmem::manager::global().set_reclaim_hook(None);
+    directmem::manager::global().expect("the manager").set_reclaim_hook(None);
     free(held);
     free(allocate(1000, 0));
     assert_eq!((stats().reserved, stats().count), (0, 0));

@@ -58,20 +58,20 @@ pub fn set(interval_ms: u32) -> Result<()> {
 }
 
 /// The variable that starts the thread when the library is first used.
-const ENV: &str = "DM_BACKGROUND_DECAY_MS";
+const ENV: &std::ffi::CStr = c"DM_BACKGROUND_DECAY_MS";
 
 /// Starts the thread if `DM_BACKGROUND_DECAY_MS` asks for it. A value that is not a number of
 /// milliseconds is reported once on stderr and ignored (as `DM_MAX_MEMORY`'s); 0 asks for nothing.
 pub(crate) fn start_from_env() {
-    let Ok(text) = std::env::var(ENV) else { return };
-    match parse_interval(&text) {
+    let name = ENV.to_string_lossy(); // borrowed: it is ASCII
+    crate::limit::with_env(ENV, |text| match parse_interval(text) {
         Some(ms) => {
             if set(ms).is_err() {
-                eprintln!("directmem: {ENV}={text:?}: the system refused to start the thread");
+                eprintln!("directmem: {name}={text:?}: the system refused to start the thread");
             }
         }
-        None => eprintln!("directmem: ignoring {ENV}={text:?}: expected milliseconds (0 to 4294967295)"),
-    }
+        None => eprintln!("directmem: ignoring {name}={text:?}: expected milliseconds (0 to 4294967295)"),
+    });
 }
 
 fn parse_interval(text: &str) -> Option<u32> {
@@ -99,7 +99,9 @@ extern "C" fn run(_: *mut libc::c_void) -> *mut libc::c_void {
                 continue; // ends at the top
             }
         }
-        manager::global().decay();
+        if let Ok(manager) = manager::global() {
+            manager.decay();
+        }
     });
     if ended.is_err() {
         STATE.lock().running = false;

@@ -57,7 +57,7 @@ pub(crate) fn install() {
 /// Every lock, in the order `prepare` takes them (no list made: a fork must not need memory).
 fn locks() -> impl Iterator<Item = &'static crate::sync::RawMutex> {
     let own = [mappings::global().lock(), background::lock()];
-    manager::global().locks().chain(own)
+    manager::made().into_iter().flat_map(|m| m.locks()).chain(own)
 }
 
 extern "C" fn prepare() {
@@ -66,6 +66,9 @@ extern "C" fn prepare() {
     crate::barrier::init();
     crate::allocators::small::thread_heaps::init();
     crate::os::page_size();
+    // The manager too (made here if it was not: no harm). When the system has no memory for
+    // it, nobody has it, and it has no locks to take.
+    let _ = manager::global();
     // Safety of the order: locks that nest are listed in the order they nest (the quota's state,
     // then its credits; a block shard, then a handle shard); every other lock is taken alone (a
     // lock guard that lives to the end of a statement counts: a slab pool's class list was once
@@ -89,6 +92,8 @@ extern "C" fn child() {
         // with no thread of the parent's recorded as waiting.
         lock.reset_in_child();
     }
-    manager::global().forget_other_threads_in_child();
+    if let Some(manager) = manager::made() {
+        manager.forget_other_threads_in_child();
+    }
     background::forget_thread_in_child();
 }

@@ -11,12 +11,12 @@ pub(crate) mod fork;
 use crate::allocators::small::slab::Claim;
 use crate::allocators::small::{self, Served, SmallBlocks};
 use crate::allocators::system as sysmem;
+use crate::fallible;
 use crate::quota::{Hook, Quota};
 use crate::registry::{Action, Claimed, Cleaners, Registry};
 use crate::{limit, Error, Result};
-use once_cell::sync::Lazy;
+use once_cell::sync::OnceCell;
 use std::ptr::NonNull;
-use std::sync::Arc;
 
 /// Every counter the library keeps (the fields of `dm_stats` and `dm_memory_stats`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,21 +57,38 @@ impl Stats {
 }
 
 pub struct Manager {
-    quota: Arc<Quota>,
-    small: Arc<SmallBlocks>,
+    quota: &'static Quota,
+    small: &'static SmallBlocks,
     blocks: Registry,
 }
 
-static GLOBAL: Lazy<Manager> = Lazy::new(|| {
-    crate::manager::fork::install();
-    let manager = Manager::new(limit::default_limit());
-    background::start_from_env(); // its thread waits for this to finish before it uses the manager
-    manager
-});
+static GLOBAL: OnceCell<Manager> = OnceCell::new();
 
-/// The process-wide manager behind `dm_*` and `dev.directmem.DirectMemory`.
-pub fn global() -> &'static Manager {
-    &GLOBAL
+/// The process-wide manager behind `dm_*` and `dev.directmem.DirectMemory`, made at the first
+/// call; `Err(NoMemory)` when the system has no memory for it (nothing is kept, and the next
+/// call tries again: a program's first call into the library under memory pressure gets an
+/// answer, not the abort that Rust's infallible `Arc::new` made of it).
+pub fn global() -> Result<&'static Manager> {
+    match GLOBAL.get() {
+        Some(manager) => Ok(manager),
+        None => make_global(),
+    }
+}
+
+/// The process-wide manager if it was made: for the fast paths, whose general path makes it.
+#[inline(always)]
+pub fn made() -> Option<&'static Manager> {
+    GLOBAL.get()
+}
+
+#[cold]
+fn make_global() -> Result<&'static Manager> {
+    GLOBAL.get_or_try_init(|| {
+        crate::manager::fork::install();
+        let manager = Manager::try_new(limit::default_limit()).ok_or(Error::NoMemory)?;
+        background::start_from_env(); // its thread waits for this to finish before it uses the manager
+        Ok(manager)
+    })
 }
 
 /// A block claimed for release (by a free, or a move away from it): nobody else can release it;
@@ -104,9 +121,26 @@ enum Moving {
 }
 
 impl Manager {
+    /// A manager with the limit `limit`; None when the system has no memory for its quota and
+    /// small-block pool (nothing is kept). They live as long as the process: the process-wide
+    /// manager is made once, and threads' heaps refer to its pool until they end (a unit test's
+    /// manager leaks them).
+    pub fn try_new(limit: u64) -> Option<Manager> {
+        let quota: &'static Quota = Box::leak(fallible::boxed(Quota::new(limit)).ok()?);
+        match fallible::boxed(SmallBlocks::new(quota)) {
+            Ok(small) => Some(Manager { quota, small: Box::leak(small), blocks: Registry::default() }),
+            Err(small) => {
+                drop(small);
+                // Safety: boxed just above, and nothing refers to it any more.
+                drop(unsafe { Box::from_raw(quota as *const Quota as *mut Quota) });
+                None
+            }
+        }
+    }
+
+    #[cfg(test)]
     pub fn new(limit: u64) -> Manager {
-        let quota = Arc::new(Quota::new(limit));
-        Manager { small: SmallBlocks::new(quota.clone()), quota, blocks: Registry::default() }
+        Manager::try_new(limit).expect("memory for a manager")
     }
 
     /// The common case of [`Manager::allocate`], inlined into the C and Java entry points: a small

@@ -236,8 +236,64 @@ static int exit_code_of(pid_t pid) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
 }
 
-int main(void) {
+/* The library's first use, when it makes its process-wide state (its quota, its pool of slabs,
+ * this thread's heap), in a process of its own (this program run again with DM_OOM_FIRST_USE set:
+ * a fork would not do, the library's fork handler makes that state in the parent): the n-th of
+ * the library's calls from the first dm_ call on is refused, once or for good. The calls answer
+ * DM_OK or DM_ERR_NO_MEMORY (before: an abort in Arc::new), and once memory is back everything
+ * works. Exit 0: a call was refused and all held; 3: the run made fewer than n calls. */
+static int first_use(const char *how) {
+    long n = atol(how);
+    atomic_store(&for_good, strchr(how, 'g') != NULL);
+    atomic_store(&countdown, n);
+    dm_stats st;
+    void *small = NULL, *big = NULL;
+    ALLOWED(dm_get_stats(&st));
+    if (!ALLOWED(dm_allocate(64, 0, &small))) small = NULL;
+    if (!ALLOWED(dm_allocate(300000, 0, &big))) big = NULL;
+    int refused = atomic_load(&failed_one);
+    atomic_store(&countdown, -1);
+    atomic_store(&for_good, 0);
+    void *again;
+    CHECK(dm_allocate(64, 0, &again));
+    CHECK(dm_free(again));
+    if (small) CHECK(dm_free(small));
+    if (big) CHECK(dm_free(big));
+    st = stats_now();
+    ASSERT(st.count == 0 && st.reserved == 0);
+    return refused ? 0 : 3;
+}
+
+/* Runs `first_use` for n = 1, 2, ... in fresh processes until one makes fewer calls; the runs. */
+static int first_uses_refusing(char **argv, int for_good_mode) {
+    for (int n = 1;; n++) {
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+            char how[32];
+            snprintf(how, sizeof how, "%d%s", n, for_good_mode ? "g" : "");
+            setenv("DM_OOM_FIRST_USE", how, 1);
+            execv(argv[0], argv);
+            _exit(30);
+        }
+        int code = exit_code_of(pid);
+        if (code == 3) return n - 1;
+        if (code != 0) {
+            fprintf(stderr, "out_of_memory: first use, call %d refused%s: %s %d\n", n, for_good_mode ? " for good" : "",
+                    code >= 100 ? "signal" : "exit", code >= 100 ? code - 100 : code);
+            exit(1);
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    (void)argc;
     alarm(600);
+    const char *first = getenv("DM_OOM_FIRST_USE");
+    if (first != NULL) return first_use(first);
+    int first_runs = first_uses_refusing(argv, 0), first_runs_for_good = first_uses_refusing(argv, 1);
+    printf("out_of_memory: the library's first use, the n-th of its allocations refused: %d runs once, %d for good, "
+           "no abort\n", first_runs, first_runs_for_good);
     CHECK(dm_set_limit(UINT64_MAX));
     int once = 0, for_good_refusals = 0;
     int runs = runs_refusing(0, &once);

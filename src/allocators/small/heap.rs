@@ -11,7 +11,6 @@ use crate::fallible::{self, Shared};
 use crate::quota::{Credit, Quota};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::*};
-use std::sync::Arc;
 
 /// Heap ids, unique across pools; 0 means "no owner".
 static NEXT_HEAP: AtomicU64 = AtomicU64::new(1);
@@ -19,9 +18,9 @@ static NEXT_HEAP: AtomicU64 = AtomicU64::new(1);
 /// One thread's part of one pool.
 pub(super) struct Heap {
     pub(super) id: u64,
-    pub(super) pool: Arc<SmallBlocks>,
+    pub(super) pool: &'static SmallBlocks,
     /// The pool's quota, one load nearer than through `pool` for the fast paths.
-    quota: Arc<Quota>,
+    quota: &'static Quota,
     pub(super) credit: Shared<Credit>,
     pub(super) counters: Shared<Counters>,
     /// Per class: the slab allocations come from (what the fast path reads; 64 entries, so that
@@ -125,7 +124,7 @@ impl SlabList {
 impl Heap {
     /// A heap for a thread's first allocation, boxed; None when there is no memory for it
     /// (nothing is listed then: a heap that was listed and not boxed is dropped, which unlists it).
-    pub(super) fn new(pool: Arc<SmallBlocks>) -> Option<Box<Heap>> {
+    pub(super) fn new(pool: &'static SmallBlocks) -> Option<Box<Heap>> {
         let counters = Shared::try_new(Counters::default())?;
         let credit = pool.quota.new_credit()?;
         {
@@ -140,7 +139,7 @@ impl Heap {
         fallible::boxed(Heap {
             id: NEXT_HEAP.fetch_add(1, SeqCst),
             credit,
-            quota: pool.quota.clone(),
+            quota: pool.quota,
             pool,
             counters,
             current: [None; 64],
@@ -320,7 +319,7 @@ impl Heap {
     /// (for `dm_trim`, and `dm_decay` once the thread is idle). Returns the bytes `cached` counted
     /// for them.
     pub(super) fn give_back_spares(&mut self) -> u64 {
-        let pool = self.pool.clone(); // borrowed while the lists change
+        let pool = self.pool; // borrowed while the lists change
         let mut given_back = 0;
         self.drain_spares(|slab| {
             let idle = slab.idle_bytes();
@@ -336,7 +335,7 @@ impl Heap {
 
     /// Gives the empty slabs kept back to the pool, with their pages (when the thread ends).
     pub(super) fn give_up_spares(&mut self) {
-        let pool = self.pool.clone();
+        let pool = self.pool;
         self.drain_spares(|slab| pool.unowned.give_up(slab, true));
     }
 
@@ -482,7 +481,7 @@ impl Heap {
             self.counters.reset();
         }
         self.give_up_spares();
-        let pool = self.pool.clone(); // the closure below borrows it while the loop changes `self`
+        let pool = self.pool; // the closure below borrows it while the loop changes `self`
         let unowned = &pool.unowned;
         let give_up = |slab: &'static Slab| {
             // Safety: this heap still owns the slab.

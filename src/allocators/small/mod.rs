@@ -47,7 +47,6 @@ use slab_pool::SlabPool;
 use slab_table as table;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::*};
-use std::sync::Arc;
 
 /// Slabs are carved from mappings this big: fewer system calls, and too small for a transparent
 /// huge page to cover one, so a few small blocks never pin 2 MiB.
@@ -80,7 +79,7 @@ impl Slot {
 
 pub struct SmallBlocks {
     id: u64,
-    quota: Arc<Quota>,
+    quota: &'static Quota,
     // `id` and `quota` are read at every allocation and free; what changes as slabs come and go
     // is kept off their cache line. (perf, two threads in batches of 4 KiB blocks: the load of
     // `id` took 47% of dm_allocate's samples while `spare_bytes` changed beside it at every slab
@@ -120,8 +119,10 @@ pub enum Served {
 }
 
 impl SmallBlocks {
-    pub fn new(quota: Arc<Quota>) -> Arc<SmallBlocks> {
-        Arc::new(SmallBlocks {
+    /// A pool charging `quota`. It lives as long as the process (the manager's, made once; a
+    /// unit test's, leaked): its threads' heaps refer to it until those threads end.
+    pub fn new(quota: &'static Quota) -> SmallBlocks {
+        SmallBlocks {
             id: NEXT_POOL.fetch_add(1, SeqCst),
             quota,
             unowned: Padded(SlabPool::new()),
@@ -131,7 +132,7 @@ impl SmallBlocks {
             retired: Mutex::new(Vec::new()),
             spare_bytes: Padded(AtomicU64::new(0)),
             visits: Mutex::new(()),
-        })
+        }
     }
 
     /// This thread's heap for this pool, made on first use; None when the thread is ending.
@@ -140,7 +141,7 @@ impl SmallBlocks {
     /// call out of the library (a cleaner, a reclaim hook), so no two references to one heap
     /// ever live at once. The heap is boxed and stays this thread's until the thread ends.
     #[inline]
-    fn heap(self: &Arc<Self>) -> Option<*mut Heap> {
+    fn heap(&'static self) -> Option<*mut Heap> {
         self.last_heap().or_else(|| self.find_heap())
     }
 
@@ -154,7 +155,7 @@ impl SmallBlocks {
 
     #[cold]
     #[inline(never)]
-    fn find_heap(self: &Arc<Self>) -> Option<*mut Heap> {
+    fn find_heap(&'static self) -> Option<*mut Heap> {
         let heap = thread_heaps::find(self.id).or_else(|| {
             thread_heaps::add(self.id, || {
                 // A statement of its own: the lock must not be held while a new heap registers
@@ -166,7 +167,7 @@ impl SmallBlocks {
                         Some(heap)
                     }
                     // Without memory for a heap the thread takes the general path.
-                    None => Heap::new(self.clone()),
+                    None => Heap::new(self),
                 }
             })
         })?;
@@ -180,7 +181,7 @@ impl SmallBlocks {
     /// when this path cannot serve (the thread is ending, or no slab could be mapped): nothing
     /// is left reserved and the caller takes the general path.
     #[inline]
-    pub fn allocate(self: &Arc<Self>, size: usize, class: usize) -> Served {
+    pub fn allocate(&'static self, size: usize, class: usize) -> Served {
         let Some(heap) = self.heap() else { return Served::Elsewhere };
         if let Err(e) = sysmem::fault::before_allocation() {
             return Served::Failed(e);
@@ -214,7 +215,7 @@ impl SmallBlocks {
     /// [`SmallBlocks::allocate`] when the credit or the current slab ran out.
     #[cold]
     #[inline(never)]
-    fn allocate_slow(self: &Arc<Self>, heap: *mut Heap, size: usize, class: usize) -> Served {
+    fn allocate_slow(&'static self, heap: *mut Heap, size: usize, class: usize) -> Served {
         // Safety: see `heap`. `credit` lives as long as the heap.
         let credit: &Credit = unsafe { &*Shared::as_ptr(&(*heap).credit) };
         // The reclaim hook may run and come back into this pool: no heap reference is held across it.
@@ -259,7 +260,7 @@ impl SmallBlocks {
     /// Finishes releasing a block whose claim this caller won (`size` from the claim): the
     /// slot becomes reusable, the bytes go back to the quota.
     #[inline]
-    pub fn release(self: &Arc<Self>, slot: Slot, size: usize) {
+    pub fn release(&'static self, slot: Slot, size: usize) {
         match self.heap() {
             Some(heap) => self.put_back(heap, slot, size),
             None => self.release_heapless(slot, size),
@@ -317,7 +318,7 @@ impl SmallBlocks {
     /// same class (no room wasted, none missing). `Ok(false)`: not in place (another class, or it
     /// has cleaners); the caller moves it. The quota is charged or given the difference; bytes
     /// that come into the block are zeroed (earlier contents from before a shrink must not show).
-    pub fn resize_in_place(self: &Arc<Self>, slot: &Slot, old: usize, new: usize) -> Result<bool> {
+    pub fn resize_in_place(&'static self, slot: &Slot, old: usize, new: usize) -> Result<bool> {
         if class_of(new, 0) != Some(slot.slab.class) || slot.live_size() != Some((old, false)) {
             return Ok(false);
         }
@@ -343,7 +344,7 @@ impl SmallBlocks {
     }
 
     /// Finishes releasing a block with cleaners, after they ran (it was claimed in the table).
-    pub fn release_cleaned(self: &Arc<Self>, slot: Slot) {
+    pub fn release_cleaned(&'static self, slot: Slot) {
         let size = slot.slab.finish_cleaned(slot.index);
         self.release(slot, size);
     }
@@ -386,7 +387,7 @@ impl SmallBlocks {
     /// every thread's heap keeps back or allocates from (a heap whose thread is in a slow path
     /// right now is left alone: it is not idle; one that keeps nothing is not visited); returns
     /// the bytes.
-    pub fn trim(self: &Arc<Self>) -> u64 {
+    pub fn trim(&'static self) -> u64 {
         self.visit_heaps(|heap| heap.keeps_some(), Heap::give_back_kept) + self.unowned.trim()
     }
 
@@ -527,19 +528,23 @@ mod tests {
     use super::size_class::{slab_size, CLASSES, MAX_SMALL, SIZES};
     use super::slab::Place;
     use super::*;
+    use std::sync::Arc;
 
-    fn pool() -> Arc<SmallBlocks> {
-        SmallBlocks::new(Arc::new(Quota::new(1 << 30)))
+    type Pool = &'static SmallBlocks;
+
+    /// A pool of its own for a test, leaked (as the process-wide one lives for good).
+    fn pool() -> Pool {
+        Box::leak(Box::new(SmallBlocks::new(Box::leak(Box::new(Quota::new(1 << 30))))))
     }
 
-    fn allocate(pool: &Arc<SmallBlocks>, size: usize) -> usize {
+    fn allocate(pool: &Pool, size: usize) -> usize {
         match pool.allocate(size, class_of(size, 0).unwrap()) {
             Served::Block(p) => p.as_ptr() as usize,
             _ => panic!("not served"),
         }
     }
 
-    fn free(pool: &Arc<SmallBlocks>, address: usize) -> Result<()> {
+    fn free(pool: &Pool, address: usize) -> Result<()> {
         let slot = pool.find(address).ok_or(Error::NotLive)??;
         match slot.claim() {
             Claim::Won(size) => {
@@ -660,7 +665,7 @@ mod tests {
     /// Fills one medium slab with 64 KiB blocks (and starts the next, so that the first is not the
     /// heap's current slab any more), writes `written` bytes of each block in it, frees them all;
     /// returns the slab's start.
-    fn fill_and_empty_a_medium_slab(p: &Arc<SmallBlocks>, written: usize) -> usize {
+    fn fill_and_empty_a_medium_slab(p: &Pool, written: usize) -> usize {
         let size = 65536;
         let slots = size_class::MEDIUM_SLAB_SIZE / size;
         let blocks: Vec<usize> = (0..=slots).map(|_| allocate(p, size)).collect();
@@ -781,7 +786,7 @@ mod tests {
         assert_eq!(p.cached_bytes(), 3 * 65536, "and shown: the three slots handed out, not the whole slab");
         // Another thread's current slab shows too, while that thread lives (4 KiB slots: 16 KiB).
         let barrier = Arc::new(std::sync::Barrier::new(2));
-        let (theirs, pause) = (p.clone(), barrier.clone());
+        let (theirs, pause) = (p, barrier.clone());
         // Not a scoped thread: its join waits for the thread's end, where its heap leaves.
         let thread = std::thread::spawn(move || {
             let blocks: Vec<usize> = (0..4).map(|_| allocate(&theirs, 4096)).collect();
@@ -812,7 +817,7 @@ mod tests {
         let p = pool();
         let in_memory = |p, len| crate::os::pages_in_memory(p, len).unwrap().iter().filter(|&&r| r).count();
         let (go, idle) = (Arc::new(std::sync::Barrier::new(2)), Arc::new(std::sync::Barrier::new(2)));
-        let (theirs, go_on, idle_now) = (p.clone(), go.clone(), idle.clone());
+        let (theirs, go_on, idle_now) = (p, go.clone(), idle.clone());
         let thread = std::thread::spawn(move || {
             // 20 medium blocks written whole (their empty slab keeps its pages), 40 small ones
             // spread over more than one slab (one empty slab is kept back, another is current).
@@ -854,9 +859,9 @@ mod tests {
 
     /// A thread whose heap keeps an empty slab, or whose slab holds a live block (`keeps_nothing`),
     /// sitting 300 ms inside its bracket, as a fast path slow to finish; returns once it is in.
-    fn owner_inside_its_bracket(p: &Arc<SmallBlocks>, keeps_nothing: bool) -> std::thread::JoinHandle<()> {
+    fn owner_inside_its_bracket(p: &Pool, keeps_nothing: bool) -> std::thread::JoinHandle<()> {
         let inside = Arc::new(std::sync::Barrier::new(2));
-        let (theirs, entered) = (p.clone(), inside.clone());
+        let (theirs, entered) = (*p, inside.clone());
         let thread = std::thread::spawn(move || {
             let live = allocate(&theirs, 4096);
             if !keeps_nothing {
@@ -903,7 +908,7 @@ mod tests {
         let (sender, receiver) = std::sync::mpsc::channel();
         let go = Arc::new(std::sync::Barrier::new(2));
         let done = Arc::new(AtomicBool::new(false));
-        let (theirs, go_on, finished) = (p.clone(), go.clone(), done.clone());
+        let (theirs, go_on, finished) = (p, go.clone(), done.clone());
         let thread = std::thread::spawn(move || {
             free(&theirs, allocate(&theirs, 64)).unwrap(); // its current slab has room: the fast path
             sender.send(theirs.heap().unwrap() as usize).unwrap();
@@ -933,7 +938,7 @@ mod tests {
     fn decay_gives_back_what_a_thread_idle_for_the_decay_time_keeps_once() {
         let p = pool();
         let (go, idle) = (Arc::new(std::sync::Barrier::new(2)), Arc::new(std::sync::Barrier::new(2)));
-        let (theirs, go_on, idle_now) = (p.clone(), go.clone(), idle.clone());
+        let (theirs, go_on, idle_now) = (p, go.clone(), idle.clone());
         let round = move || {
             let blocks: Vec<usize> = (0..40).map(|_| allocate(&theirs, 4096)).collect();
             for &b in &blocks {
@@ -992,7 +997,7 @@ mod tests {
     }
 
     /// Every slab the heap lists knows where it is, and none is in two places.
-    fn check_lists(p: &Arc<SmallBlocks>) {
+    fn check_lists(p: &Pool) {
         // Safety: this thread's heap, not in use meanwhile.
         let heap = unsafe { &*p.heap().unwrap() };
         let mut all = Vec::new();
@@ -1065,12 +1070,8 @@ mod tests {
     #[test]
     fn blocks_freed_by_other_threads_and_heaps_of_ended_threads_are_reused() {
         let p = pool();
-        let blocks: Vec<usize> = std::thread::spawn({
-            let p = p.clone();
-            move || (0..5000).map(|_| allocate(&p, 64)).collect()
-        })
-        .join()
-        .unwrap();
+        let blocks: Vec<usize> =
+            std::thread::spawn(move || (0..5000).map(|_| allocate(&p, 64)).collect()).join().unwrap();
         assert_eq!(p.stats().count, 5000);
         std::thread::scope(|s| {
             for part in blocks.chunks(1250) {
@@ -1097,7 +1098,6 @@ mod tests {
         for round in 0..50usize {
             let left = std::mem::take(&mut live);
             live = std::thread::spawn({
-                let p = p.clone();
                 move || {
                     left.into_iter().for_each(|(a, _)| free(&p, a).unwrap());
                     let sizes = [16, 64 + round, 4096, 40_000];
@@ -1181,7 +1181,6 @@ mod tests {
         let own = allocate(&p, 64);
         let sizes = [16, 1000, 4096, 30_000, MAX_SMALL];
         let freed: Vec<Vec<usize>> = std::thread::spawn({
-            let p = p.clone();
             move || {
                 let mut freed = Vec::new();
                 for size in sizes {

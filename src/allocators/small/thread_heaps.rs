@@ -90,7 +90,8 @@ extern "C" fn end_thread(_: *mut libc::c_void) {
             if pool != 0 {
                 // Safety: made by `add` with Box::into_raw, and taken off the list just now.
                 let heap = unsafe { Box::from_raw(heap) };
-                heap.pool.clone().retire(heap);
+                let pool = heap.pool;
+                pool.retire(heap);
             }
         }
     });
