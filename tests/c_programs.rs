@@ -174,6 +174,7 @@ fn c_test_programs_hold_up_to_misuse_and_races() {
         "thread_end",
         "cancel",
         "out_of_memory",
+        "ended_slabs",
     ] {
         let out = run(&mut Command::new(build.join(name)));
         let program = name.trim_end_matches(char::is_numeric);
