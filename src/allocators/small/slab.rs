@@ -134,6 +134,9 @@ pub struct Slab {
     remote_count: Padded<AtomicU32>,
     /// Unowned and full when given up, on no list (see [`crate::allocators::small::slab_pool`]).
     parked: AtomicBool,
+    /// Its place in the pool's list of its class's unowned slabs with room, plus one; 0 when on
+    /// none. Changed under that list's lock.
+    room_at: AtomicU32,
     /// What the owner writes as it hands slots out and takes them back, on lines of its own: a
     /// thread freeing a block of this slab reads the fields above (and writes `remote_count`),
     /// and shared lines made each of the two threads of a pipeline miss on every block.
@@ -253,6 +256,7 @@ impl Slab {
             remote,
             remote_count: Padded(AtomicU32::new(0)),
             parked: AtomicBool::new(false),
+            room_at: AtomicU32::new(0),
             own: Padded(OwnerSide {
                 free_count: OwnerCount(AtomicU32::new(slots)),
                 fresh: OwnerCount::default(),
@@ -312,6 +316,16 @@ impl Slab {
     /// Whether the slab is parked (see [`crate::allocators::small::slab_pool`]).
     pub fn is_parked(&self) -> bool {
         self.parked.load(SeqCst)
+    }
+
+    /// Its place in the pool's list with room, if it is on it (read under that list's lock).
+    pub fn room_at(&self) -> Option<usize> {
+        (self.room_at.load(Relaxed) as usize).checked_sub(1)
+    }
+
+    /// Records its place in the pool's list with room (under that list's lock).
+    pub fn set_room_at(&self, at: Option<usize>) {
+        self.room_at.store(at.map_or(0, |at| at as u32 + 1), Relaxed);
     }
 
     /// Parks or unparks the slab; returns whether it was parked.

@@ -45,9 +45,42 @@ struct Resident {
     bytes: u64,
 }
 
+/// One class's unowned slabs with free slots. Each slab knows its place in the list
+/// ([`Slab::room_at`]), so that one found empty leaves it at once: a thread that ended with a
+/// hundred thousand slabs whose blocks others free in random order would otherwise have each
+/// slab's last free search the list.
+#[derive(Default)]
+struct RoomList(Vec<&'static Slab>);
+
+impl RoomList {
+    fn push(&mut self, slab: &'static Slab) {
+        slab.set_room_at(Some(self.0.len()));
+        self.0.push(slab);
+    }
+
+    fn pop(&mut self) -> Option<&'static Slab> {
+        let slab = self.0.pop()?;
+        slab.set_room_at(None);
+        Some(slab)
+    }
+
+    /// Takes `slab` off the list; false if it is not on it.
+    fn remove(&mut self, slab: &'static Slab) -> bool {
+        let Some(at) = slab.room_at().filter(|&at| self.0.get(at).is_some_and(|s| std::ptr::eq(*s, slab))) else {
+            return false;
+        };
+        self.0.swap_remove(at);
+        if let Some(moved) = self.0.get(at) {
+            moved.set_room_at(Some(at));
+        }
+        slab.set_room_at(None);
+        true
+    }
+}
+
 pub struct SlabPool {
     /// Per class (index): unowned slabs with free slots.
-    room: [Mutex<Vec<&'static Slab>>; CLASSES],
+    room: [Mutex<RoomList>; CLASSES],
     /// Empty slabs with their pages, oldest first.
     resident: Mutex<VecDeque<Resident>>,
     /// Bytes of pages in `resident`, for the stats without the lock.
@@ -62,7 +95,7 @@ pub struct SlabPool {
 impl SlabPool {
     pub fn new() -> SlabPool {
         SlabPool {
-            room: std::array::from_fn(|_| Mutex::new(Vec::new())),
+            room: std::array::from_fn(|_| Mutex::new(RoomList::default())),
             resident: Mutex::new(VecDeque::new()),
             resident_bytes: AtomicU64::new(0),
             made: std::array::from_fn(|_| AtomicUsize::new(0)),
@@ -77,8 +110,8 @@ impl SlabPool {
         {
             let mut room = self.room[class].lock();
             let made = self.made[class].load(Relaxed) + 1;
-            let more = made.saturating_sub(room.len());
-            if room.try_reserve(more).is_err() {
+            let more = made.saturating_sub(room.0.len());
+            if room.0.try_reserve(more).is_err() {
                 return false;
             }
             self.made[class].store(made, Relaxed);
@@ -162,12 +195,13 @@ impl SlabPool {
     pub fn notice_empty(&self, slab: &'static Slab) {
         let mut room = self.room[slab.class].lock();
         // Adopting takes a slab off this list under this lock: listed, it is unowned and held here.
-        let Some(at) = room.iter().rposition(|listed| std::ptr::eq(*listed, slab)) else { return };
-        // Safety: as just said, this caller holds it exclusively.
-        if !unsafe { slab.is_empty() } || slab.idle_bytes() == 0 {
+        if slab.room_at().is_none() {
             return;
         }
-        room.swap_remove(at);
+        // Safety: as just said, this caller holds it exclusively.
+        if !unsafe { slab.is_empty() } || slab.idle_bytes() == 0 || !room.remove(slab) {
+            return;
+        }
         drop(room);
         self.keep_resident(slab);
     }
