@@ -64,11 +64,14 @@ impl RoomList {
         Some(slab)
     }
 
+    /// Where `slab` is on the list, if it is.
+    fn find(&self, slab: &'static Slab) -> Option<usize> {
+        slab.room_at().filter(|&at| self.0.get(at).is_some_and(|listed| std::ptr::eq(*listed, slab)))
+    }
+
     /// Takes `slab` off the list; false if it is not on it.
     fn remove(&mut self, slab: &'static Slab) -> bool {
-        let Some(at) = slab.room_at().filter(|&at| self.0.get(at).is_some_and(|s| std::ptr::eq(*s, slab))) else {
-            return false;
-        };
+        let Some(at) = self.find(slab) else { return false };
         self.0.swap_remove(at);
         if let Some(moved) = self.0.get(at) {
             moved.set_room_at(Some(at));
@@ -195,13 +198,14 @@ impl SlabPool {
     pub fn notice_empty(&self, slab: &'static Slab) {
         let mut room = self.room[slab.class].lock();
         // Adopting takes a slab off this list under this lock: listed, it is unowned and held here.
-        if slab.room_at().is_none() {
+        if room.find(slab).is_none() {
             return;
         }
         // Safety: as just said, this caller holds it exclusively.
-        if !unsafe { slab.is_empty() } || slab.idle_bytes() == 0 || !room.remove(slab) {
+        if !unsafe { slab.is_empty() } || slab.idle_bytes() == 0 {
             return;
         }
+        room.remove(slab);
         drop(room);
         self.keep_resident(slab);
     }
