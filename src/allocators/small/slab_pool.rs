@@ -69,15 +69,13 @@ impl RoomList {
         slab.room_at().filter(|&at| self.0.get(at).is_some_and(|listed| std::ptr::eq(*listed, slab)))
     }
 
-    /// Takes `slab` off the list; false if it is not on it.
-    fn remove(&mut self, slab: &'static Slab) -> bool {
-        let Some(at) = self.find(slab) else { return false };
-        self.0.swap_remove(at);
+    /// Takes the slab at `at` (from [`RoomList::find`]) off the list.
+    fn remove_at(&mut self, at: usize) {
+        let slab = self.0.swap_remove(at);
         if let Some(moved) = self.0.get(at) {
             moved.set_room_at(Some(at));
         }
         slab.set_room_at(None);
-        true
     }
 }
 
@@ -198,14 +196,12 @@ impl SlabPool {
     pub fn notice_empty(&self, slab: &'static Slab) {
         let mut room = self.room[slab.class].lock();
         // Adopting takes a slab off this list under this lock: listed, it is unowned and held here.
-        if room.find(slab).is_none() {
-            return;
-        }
+        let Some(at) = room.find(slab) else { return };
         // Safety: as just said, this caller holds it exclusively.
         if !unsafe { slab.is_empty() } || slab.idle_bytes() == 0 {
             return;
         }
-        room.remove(slab);
+        room.remove_at(at);
         drop(room);
         self.keep_resident(slab);
     }
