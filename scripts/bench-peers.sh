@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5} scale=1
 if [ "${1:-}" = quick ]; then rounds=1 scale=0.1; fi
-for pkg in libjemalloc-dev libmimalloc-dev; do
+for pkg in libjemalloc-dev libmimalloc-dev zlib1g-dev; do
   dpkg -s "$pkg" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$pkg"; }
 done
 lib=/usr/lib/x86_64-linux-gnu
@@ -17,13 +17,13 @@ cargo build --release -q
 ln -sf libdirectmem.so "target/release/libdirectmem.so.$(sed -n 's/^#define DM_VERSION_MAJOR //p' include/directmem.h)"
 mkdir -p target/bench-c
 gcc -O2 -pthread -Wall -Werror -Iinclude benches/c/peers.c -Ltarget/release -ldirectmem \
-  -Wl,-rpath,"$PWD/target/release" -o target/bench-c/peers
+  -Wl,-rpath,"$PWD/target/release" -lz -o target/bench-c/peers
 out=target/bench-c/peers.raw.txt
 : >"$out"
 allocators=(directmem glibc jemalloc mimalloc)
 lines=(pair-64:1 pair-4096:1 pair-65536:1 batch-64:1 batch-4096:1 batch-65536:1 batch-1048576:1 mixed:1 churn:1
   churn-1M:1 pair-64:2 pair-4096:2 batch-64:2 batch-4096:2 batch-65536:2 mixed:2 handoff-64:2 handoff-4096:2
-  handoff-65536:2)
+  handoff-65536:2 deflate:1 deflate:2)
 for line in "${lines[@]}"; do
   pattern=${line%:*} threads=${line#*:}
   for ((r = 0; r < rounds; r++)); do

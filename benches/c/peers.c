@@ -18,7 +18,10 @@
  *   churn       create a thread, allocate and free 64 B in it, join it;
  *   churn-1M    churn, after a thread that ended left 1,000,000 live 64 B blocks;
  *   handoff-N   a producer thread allocates N bytes, writes one byte, hands the block over through
- *               a queue of 1000 to a consumer thread, which frees it (a pipeline's buffers).
+ *               a queue of 1000 to a consumer thread, which frees it (a pipeline's buffers);
+ *   deflate     zlib (its zalloc/zfree hooks on the allocator) compresses 1 KiB at level 6: an
+ *               operation is a whole stream, deflateInit to deflateEnd (five blocks, four of them
+ *               64 KiB, each written in part), as a program compressing many small messages does.
  *   Both churn patterns start timing after a thread kept busy for 300 ms (see main).
  * With 2 threads, each thread runs the pattern at once; the time is per operation as one thread
  * sees it (churn is single-threaded; handoff is always the two threads of one pipeline). */
@@ -32,6 +35,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <zlib.h>
 
 static int use_dm;
 
@@ -78,6 +82,16 @@ static size_t mixed_size(uint64_t *s) {
     return low + next_random(s) % low;
 }
 
+static voidpf zlib_get(voidpf opaque, uInt items, uInt size) {
+    (void)opaque;
+    return get((size_t)items * size);
+}
+
+static void zlib_put(voidpf opaque, voidpf p) {
+    (void)opaque;
+    put(p);
+}
+
 static void *run(void *arg) {
     job *j = arg;
     if (strcmp(j->pattern, "pair") == 0) {
@@ -94,6 +108,18 @@ static void *run(void *arg) {
                 *(volatile char *)blocks[i] = 1;
             }
             for (int i = 0; i < 1000; i++) put(blocks[i]);
+        }
+    } else if (strcmp(j->pattern, "deflate") == 0) {
+        enum { INPUT = 1024 };
+        static __thread unsigned char in[INPUT], out[INPUT + 1024];
+        uint64_t s = j->seed;
+        for (long i = 0; i < j->ops; i++) {
+            for (int k = 0; k < INPUT; k++) in[k] = (unsigned char)('a' + next_random(&s) % 8);
+            z_stream z = {.zalloc = zlib_get, .zfree = zlib_put};
+            if (deflateInit(&z, 6) != Z_OK) exit(1);
+            z.next_in = in, z.avail_in = INPUT, z.next_out = out, z.avail_out = sizeof out;
+            if (deflate(&z, Z_FINISH) != Z_STREAM_END) exit(1);
+            deflateEnd(&z);
         }
     } else { /* mixed */
         enum { SLOTS = 1000 };
@@ -209,10 +235,12 @@ int main(int argc, char **argv) {
         else if (strncmp(pattern, "batch-", 6) == 0) base.pattern = "batch", base.size = strtoul(pattern + 6, NULL, 10);
         else if (strcmp(pattern, "mixed") == 0) base.pattern = "mixed";
         else if (strncmp(pattern, "handoff-", 8) == 0) base.pattern = "handoff", base.size = strtoul(pattern + 8, NULL, 10);
+        else if (strcmp(pattern, "deflate") == 0) base.pattern = "deflate";
         else { fprintf(stderr, "unknown pattern %s\n", pattern); return 2; }
         /* About a third of a second per process on this machine. */
         double budget = base.size == 0 ? 50000 : base.size <= 4096 ? 2e6 : base.size <= 65536 ? 2e5 : 5e4;
         if (strcmp(base.pattern, "batch") == 0) budget /= 2;
+        if (strcmp(base.pattern, "deflate") == 0) budget = 20000;
         base.ops = (long)(budget * scale);
         if (strcmp(base.pattern, "batch") == 0) base.ops = (base.ops + 999) / 1000 * 1000;
         job jobs[2] = {base, base};

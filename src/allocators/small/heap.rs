@@ -3,7 +3,7 @@
 
 use super::counters::Counters;
 use super::last_heap;
-use super::medium::{Verdict, RUN_MAX};
+use super::medium::{RecentlyFreed, Verdict, RUN_MAX};
 use super::size_class::CLASSES;
 use super::slab::{Place, Slab};
 use super::{Slot, SmallBlocks};
@@ -36,8 +36,8 @@ pub(super) struct Heap {
     used: u64,
     /// Bytes of the empty slabs kept back, all classes together (at most [`SPARE_MAX`]).
     pub(super) spares: usize,
-    /// The medium slot this heap took back last (its reuse is zeroed in place).
-    last_freed: usize,
+    /// The medium slots this heap took back last (their reuse is zeroed in place).
+    recently_freed: RecentlyFreed,
 }
 
 const _: () = assert!(CLASSES <= 64, "a bit per class in `used`");
@@ -146,7 +146,7 @@ impl Heap {
             classes: [const { None }; CLASSES],
             used: 0,
             spares: 0,
-            last_freed: 0,
+            recently_freed: RecentlyFreed::default(),
         })
         .ok()
     }
@@ -198,16 +198,14 @@ impl Heap {
                 // Safety: as above; this heap owns the slab.
                 unsafe {
                     if !slab.usage().take_zeroed(index) {
-                        let give_back = self.slabs_of(slab.class).verdict.zero_by_giving_back(slab, index)
-                            && address != self.last_freed;
-                        let mut run = if give_back { slab.free_run_after(index, RUN_MAX) } else { 0 };
-                        // Not as far as the slot freed last: its pages are likely in the cache,
+                        let slot_size = slab.slot_size as usize;
+                        let give_back = !self.recently_freed.zero_in_place(address, slab.usage(), index)
+                            && self.slabs_of(slab.class).verdict.zero_by_giving_back(slab, index);
+                        let run = if give_back { slab.free_run_after(index, RUN_MAX) } else { 0 };
+                        // Not as far as a slot freed lately: its pages are likely in the cache,
                         // for a block that will take them soon.
-                        let after = self.last_freed.wrapping_sub(address) / slab.slot_size as usize;
-                        if self.last_freed > address && after <= run {
-                            run = after - 1;
-                        }
-                        slab.usage().zero_for_reuse(index, block, size, slab.slot_size as usize, give_back, run);
+                        let run = self.recently_freed.run_before(address, slot_size, run);
+                        slab.usage().zero_for_reuse(index, block, size, slot_size, give_back, run);
                     }
                 }
             } else {
@@ -273,7 +271,7 @@ impl Heap {
             // Safety: this heap owns the slab.
             let free = unsafe { slab.put_back_local(slot.index) };
             if slab.is_medium() {
-                self.last_freed = slab.slot_address(slot.index);
+                self.recently_freed.push(slab.slot_address(slot.index));
             }
             // The current slab (unlisted) stays put whatever its count: the common case.
             if (free == 1 || free == slab.slots) && unsafe { slab.place() } != Place::Unlisted {
@@ -499,7 +497,7 @@ impl Heap {
                 slabs.verdict = Verdict::default();
             }
         }
-        self.last_freed = 0;
+        self.recently_freed = RecentlyFreed::default();
     }
 
     /// A heap that left, for a new thread: under a new id, so that no slab its last thread owned

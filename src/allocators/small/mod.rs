@@ -743,6 +743,46 @@ mod tests {
     }
 
     #[test]
+    fn a_few_blocks_freed_and_allocated_over_and_over_are_zeroed_in_place_from_their_third_reuse() {
+        let p = pool();
+        // A slab of 64 KiB blocks, a byte written in each, empties: the class is found sparse.
+        fill_and_empty_a_medium_slab(&p, 1);
+        let pages = 65536 / crate::os::page_size();
+        let in_memory = |b| crate::os::pages_in_memory(b, 65536).unwrap().iter().filter(|&&r| r).count();
+        // Safety (both): live blocks of 64 KiB. Only their first byte (the one written) is read
+        // until the end: a page read maps the zero page, which the next look counts as in memory.
+        let zero = |b| unsafe { std::slice::from_raw_parts(b as *const u8, 65536) }.iter().all(|&x| x == 0);
+        let touch_and_free = |blocks: &[usize]| {
+            for &b in blocks {
+                unsafe { *(b as *mut u8) = 0xFF };
+                free(&p, b).unwrap();
+            }
+        };
+        // Four blocks allocated and freed over and over, as a zlib stream's.
+        let first: Vec<usize> = (0..4).map(|_| allocate(&p, 65536)).collect();
+        let mut blocks = first.clone();
+        for round in 1..=5 {
+            touch_and_free(&blocks);
+            blocks = (0..4).map(|_| allocate(&p, 65536)).collect();
+            assert_eq!(blocks, first, "the same slots");
+            let resident: Vec<usize> = blocks.iter().map(|&b| in_memory(b)).collect();
+            // The one freed last is zeroed in place from the first reuse, the others from the third.
+            let expected = if round < 3 { vec![0, 0, 0, pages] } else { vec![pages; 4] };
+            assert_eq!(resident, expected, "round {round}");
+            assert!(blocks.iter().all(|&b| unsafe { *(b as *const u8) } == 0), "round {round}");
+        }
+        // Reused after eight other medium slots were freed: given back again.
+        let others: Vec<usize> = (0..8).map(|_| allocate(&p, 40960)).collect();
+        touch_and_free(&blocks);
+        for &o in &others {
+            free(&p, o).unwrap();
+        }
+        blocks = (0..4).map(|_| allocate(&p, 65536)).collect();
+        assert_eq!(blocks, first);
+        assert!(blocks.iter().all(|&b| in_memory(b) == 0 && zero(b)));
+    }
+
+    #[test]
     fn before_any_slab_empties_a_reused_slot_is_judged_by_its_own_pages() {
         // Three blocks in 32 KiB slots of a slab that stays far from empty; `written` bytes of each
         // written; the first two freed and the first taken again (not the one freed last). The
