@@ -201,3 +201,79 @@ fn c_benchmark_builds_and_runs_quickly() {
     let out = run(Command::new(&exe).arg("quick"));
     assert_eq!(out.lines().filter(|l| l.starts_with("| 1 |") || l.starts_with("| 2 |")).count(), 6, "{out}");
 }
+
+/// Whole programs with directmem as their malloc (tests/c/malloc_shim.c, preloaded): Python with
+/// every object on it (tests/c/whole_program.py: threads, fork() while they run, fork and exec,
+/// zlib, SQLite, JSON), sort, and gcc compiling a file (its driver, cc1 and the assembler). Each
+/// must print or write exactly what it does on glibc's malloc, and directmem must have served
+/// their blocks: each process reports how many.
+#[test]
+fn whole_programs_run_with_directmem_as_their_malloc() {
+    let root = common::project_dir();
+    let build = std::env::temp_dir().join(format!("directmem-shim-{}", std::process::id()));
+    run(Command::new("make")
+        .args(["-s", "-C"])
+        .arg(root.join("tests/c"))
+        .arg("shim")
+        .arg(format!("LIBDIR={}", common::library_dir().display()))
+        .arg(format!("BUILD={}", build.display())));
+    let report = build.join("report.txt");
+    let _ = std::fs::remove_file(&report);
+    let stdout = |cmd: &mut Command, on_directmem: bool| {
+        if on_directmem {
+            cmd.env("LD_PRELOAD", build.join("libdm_malloc.so")).env("DM_MALLOC_REPORT", &report);
+        }
+        cmd.env_remove("LD_LIBRARY_PATH");
+        let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{cmd:?} failed ({}):\n{text}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    };
+
+    let python = |on| {
+        stdout(Command::new("python3").arg(root.join("tests/c/whole_program.py")).env("PYTHONMALLOC", "malloc"), on)
+    };
+    let expected = python(false);
+    assert_eq!(python(true), expected);
+
+    let numbers = build.join("numbers.txt");
+    let mut state = 1u64;
+    let lines: Vec<String> = (0..200_000)
+        .map(|_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 20).to_string()
+        })
+        .collect();
+    std::fs::write(&numbers, lines.join("\n") + "\n").unwrap();
+    let sort = |on| stdout(Command::new("sort").arg("-n").arg(&numbers), on);
+    assert_eq!(sort(true), sort(false));
+
+    let object = |on: bool| {
+        let out = build.join(format!("peers-{on}.o"));
+        stdout(
+            Command::new("gcc")
+                .args(["-O2", "-c"])
+                .arg(format!("-I{}", root.join("include").display()))
+                .arg(root.join("benches/c/peers.c"))
+                .arg("-o")
+                .arg(&out),
+            on,
+        );
+        std::fs::read(out).unwrap()
+    };
+    assert!(object(true) == object(false), "gcc wrote another object file on directmem");
+
+    let served: Vec<u64> = std::fs::read_to_string(&report)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("dm_malloc: ")?.split(' ').next()?.parse().ok())
+        .collect();
+    assert!(served.len() >= 6, "a report from each process at least: {served:?}");
+    assert!(served.iter().any(|&n| n > 1_000_000), "Python's blocks came from directmem: {served:?}");
+    assert!(served.iter().filter(|&&n| n > 10_000).count() >= 2, "and cc1's: {served:?}");
+}
