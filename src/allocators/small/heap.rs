@@ -36,7 +36,7 @@ pub(super) struct Heap {
     used: u64,
     /// Bytes of the empty slabs kept back, all classes together (at most [`SPARE_MAX`]).
     pub(super) spares: usize,
-    /// The medium slots this heap took back last (their reuse is zeroed in place).
+    /// The medium slots this heap took back last: whether a reused one is zeroed in place.
     recently_freed: RecentlyFreed,
 }
 
