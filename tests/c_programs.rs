@@ -204,7 +204,7 @@ fn c_benchmark_builds_and_runs_quickly() {
 
 /// Whole programs with directmem as their malloc (tests/c/malloc_shim.c, preloaded): Python with
 /// every object on it (tests/c/whole_program.py: threads, fork() while they run, fork and exec,
-/// zlib, SQLite, JSON), sort, and gcc compiling a file (its driver, cc1 and the assembler). Each
+/// zlib, SQLite, JSON), sort, gzip, and gcc compiling a file (its driver, cc1 and the assembler). Each
 /// must print or write exactly what it does on glibc's malloc, and directmem must have served
 /// their blocks: each process reports how many.
 #[test]
@@ -252,6 +252,9 @@ fn whole_programs_run_with_directmem_as_their_malloc() {
     std::fs::write(&numbers, lines.join("\n") + "\n").unwrap();
     let sort = |on| stdout(Command::new("sort").arg("-n").arg(&numbers), on);
     assert_eq!(sort(true), sort(false));
+    // gzip allocates nothing: the report's call is the library's first, at the program's end.
+    let gzip = |on| stdout(Command::new("gzip").arg("-c").arg(&numbers), on);
+    assert_eq!(gzip(true), gzip(false));
 
     let object = |on: bool| {
         let out = build.join(format!("peers-{on}.o"));
@@ -273,7 +276,7 @@ fn whole_programs_run_with_directmem_as_their_malloc() {
         .lines()
         .filter_map(|l| l.strip_prefix("dm_malloc: ")?.split(' ').next()?.parse().ok())
         .collect();
-    assert!(served.len() >= 6, "a report from each process at least: {served:?}");
+    assert!(served.len() >= 7, "a report from each process at least: {served:?}");
     assert!(served.iter().any(|&n| n > 1_000_000), "Python's blocks came from directmem: {served:?}");
     assert!(served.iter().filter(|&&n| n > 10_000).count() >= 2, "and cc1's: {served:?}");
 }
