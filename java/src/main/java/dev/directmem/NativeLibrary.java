@@ -15,6 +15,9 @@ import java.util.Locale;
 /**
  * Loads libdirectmem, in this order:
  * <ol>
+ *   <li>the one this process has loaded already, if any: native code linked against it (a JNI library
+ *       of the application's, a program that embeds the JVM) or preloaded; a second copy would have a
+ *       quota and stats of its own, apart from that code's;</li>
  *   <li>the exact file named by {@code -Ddirectmem.library.path}, if set (nothing else is tried);</li>
  *   <li>{@code System.loadLibrary("directmem")}, that is {@code java.library.path};</li>
  *   <li>the copy inside this jar, {@code /dev/directmem/native/<os>-<arch>/libdirectmem.so}, extracted once
@@ -39,6 +42,16 @@ final class NativeLibrary {
         List<String> tried = new ArrayList<>();
         List<Throwable> failures = new ArrayList<>();
         try {
+            String inProcess = loadedInProcess();
+            if (inProcess != null) {
+                if (path != null && !sameFile(path, inProcess)) {
+                    Log.log(System.Logger.Level.WARNING, "ignoring -D" + PATH_PROPERTY + "=" + path + ": this process has "
+                            + inProcess + " loaded already, and a second copy would have a quota of its own");
+                }
+                tried.add(inProcess + " (loaded in this process already)");
+                loadFile(inProcess);
+                return;
+            }
             if (path != null) {
                 tried.add(new File(path).getAbsolutePath() + " (from -D" + PATH_PROPERTY + ")");
                 loadFile(new File(path).getAbsolutePath());
@@ -76,6 +89,35 @@ final class NativeLibrary {
                 + " (set -D" + PATH_PROPERTY + "=/path/to/libdirectmem.so or -Djava.library.path)");
         failures.forEach(failure::addSuppressed);
         throw failure;
+    }
+
+    /**
+     * The file of a libdirectmem that this process has mapped already (Linux's {@code /proc/self/maps}),
+     * else null. {@code System.load} of that path gives the library that is there, not a second copy.
+     */
+    static String loadedInProcess() {
+        List<String> maps;
+        try {
+            maps = Files.readAllLines(Path.of("/proc/self/maps"));
+        } catch (IOException | UnsupportedOperationException e) {
+            return null; // not Linux: the library is not built for it
+        }
+        for (String line : maps) {
+            String[] fields = line.trim().split("\\s+", 6); // address perms offset device inode path
+            if (fields.length < 6) continue;
+            String file = fields[5];
+            String name = file.substring(file.lastIndexOf('/') + 1);
+            if (name.startsWith("libdirectmem") && name.contains(".so") && !file.endsWith(" (deleted)")) return file;
+        }
+        return null;
+    }
+
+    private static boolean sameFile(String a, String b) {
+        try {
+            return Files.isSameFile(Path.of(a), Path.of(b));
+        } catch (IOException | RuntimeException e) {
+            return false;
+        }
     }
 
     /** {@code System.load}, refused at once when another class loader has the library. */

@@ -86,6 +86,36 @@ class JarTest {
         }
     }
 
+    /**
+     * Native code of the program's own, linked against libdirectmem (here: the library preloaded, from
+     * a folder of its own), loaded it before the first use of {@code DirectMemory}: the Java side takes
+     * that library, not the jar's copy or the one {@code -Ddirectmem.library.path} names, which would
+     * be a second library in the process with a quota and stats of its own (as it was before).
+     */
+    @Test
+    void aLibraryTheProcessLoadedAlreadyIsTheOneUsed() throws Exception {
+        Path own = Files.createTempDirectory("directmem-own").resolve("libdirectmem.so");
+        Files.copy(Path.of(System.getProperty("directmem.test.libdir"), "libdirectmem.so"), own);
+        Path extractDir = Files.createTempDirectory("directmem-extract");
+        for (boolean named : new boolean[] {false, true}) {
+            List<String> cmd = new ArrayList<>(List.of(System.getProperty("java.home") + "/bin/java"));
+            if (Runtime.version().feature() >= 22) cmd.add("--enable-native-access=ALL-UNNAMED");
+            cmd.add("-Ddirectmem.extractDir=" + extractDir);
+            if (named) cmd.add("-Ddirectmem.library.path=" + System.getProperty("directmem.test.libdir") + "/libdirectmem.so");
+            cmd.addAll(List.of("-cp", System.getProperty("directmem.test.jar") + File.pathSeparator
+                    + System.getProperty("directmem.test.classes"), "dev.directmem.OneLibrary"));
+            ProcessBuilder child = new ProcessBuilder(cmd).redirectErrorStream(true);
+            child.environment().put("LD_PRELOAD", own.toString());
+            String out = finish(child.start());
+            assertTrue(out.contains("freed true"), out);
+            assertEquals(List.of("mapped " + own), out.lines().filter(l -> l.startsWith("mapped ")).toList(), out);
+            assertEquals(named, out.contains("ignoring -Ddirectmem.library.path="), out);
+        }
+        try (var files = Files.walk(extractDir)) {
+            assertEquals(List.of(), files.filter(Files::isRegularFile).toList(), "nothing extracted");
+        }
+    }
+
     @Test
     void theJarSaysWhichLibraryVersionItWasBuiltFor() {
         assertEquals(Native.version0(), Native.builtFor(), "the suite runs against the jar's own build");
