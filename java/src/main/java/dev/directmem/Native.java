@@ -31,8 +31,8 @@ final class Native {
 
     /**
      * The jar records the library version it was built with ({@code dev/directmem/version}, written by
-     * scripts/build-jar.sh); a library of another version, found first on java.library.path, is
-     * refused with both versions named. Classes not from such a jar skip the check.
+     * scripts/build-jar.sh); a library of another version, found first on java.library.path or loaded
+     * by native code before, is refused with both versions named. Classes not from such a jar skip the check.
      */
     private static void checkVersion() {
         String built = builtFor();
@@ -40,7 +40,8 @@ final class Native {
         if (built != null && !built.equals(loaded)) {
             throw new UnsatisfiedLinkError("libdirectmem " + loaded + " was loaded, but this directmem jar was built for "
                     + built + ": put the matching library first (-D" + NativeLibrary.PATH_PROPERTY
-                    + "=...), or drop the other one from java.library.path so that the jar's own copy is used");
+                    + "=...), or drop the other one from java.library.path so that the jar's own copy is used"
+                    + " (native code that loaded a libdirectmem before must load the matching one)");
         }
     }
 
