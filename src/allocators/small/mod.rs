@@ -754,6 +754,7 @@ mod tests {
         let zero = |b| unsafe { std::slice::from_raw_parts(b as *const u8, 65536) }.iter().all(|&x| x == 0);
         let touch_and_free = |blocks: &[usize]| {
             for &b in blocks {
+                // Safety: a live block.
                 unsafe { *(b as *mut u8) = 0xFF };
                 free(&p, b).unwrap();
             }
@@ -769,6 +770,7 @@ mod tests {
             // The one freed last is zeroed in place from the first reuse, the others from the third.
             let expected = if round < 3 { vec![0, 0, 0, pages] } else { vec![pages; 4] };
             assert_eq!(resident, expected, "round {round}");
+            // Safety: live blocks.
             assert!(blocks.iter().all(|&b| unsafe { *(b as *const u8) } == 0), "round {round}");
         }
         // Reused after eight other medium slots were freed: given back again.

@@ -96,10 +96,12 @@ final class NativeLibrary {
      * else null. {@code System.load} of that path gives the library that is there, not a second copy.
      */
     static String loadedInProcess() {
-        List<String> maps;
-        try {
-            maps = Files.readAllLines(Path.of("/proc/self/maps"));
-        } catch (IOException | UnsupportedOperationException e) {
+        // Read through java.io, not Files: NIO's reads take a temporary direct buffer, which a JVM run
+        // with -XX:MaxDirectMemorySize=0 refuses with an OutOfMemoryError.
+        List<String> maps = new ArrayList<>();
+        try (java.io.BufferedReader in = new java.io.BufferedReader(new java.io.FileReader("/proc/self/maps"))) {
+            for (String line; (line = in.readLine()) != null;) maps.add(line);
+        } catch (IOException e) {
             return null; // not Linux: the library is not built for it
         }
         for (String line : maps) {
