@@ -180,7 +180,12 @@ impl Heap {
             let next = self.next_slab(c)?;
             if let Some(full) = self.replace_current(c, Some(next)) {
                 // Safety: this heap owns the slab.
-                unsafe { self.slabs_of(c).full.push(full) };
+                unsafe {
+                    match full.watch_full() {
+                        true => self.slabs_of(c).full.push(full),
+                        false => self.slabs_of(c).partial.push(full), // freed into meanwhile
+                    }
+                }
             }
         };
         Some(self.hand_out(slab, index, size))
@@ -233,10 +238,11 @@ impl Heap {
         }
         // Slots freed by other threads show only when collected. Looking through the full slabs
         // happens once the partial ones are used up, and moves every slab with such slots over,
-        // so its cost is shared by all the slots it finds (or by a whole new slab's).
+        // so its cost is shared by all the slots it finds (or by a whole new slab's); a slab
+        // nobody freed into is passed over with one load.
         let mut i = 0;
         while i < slabs.full.slabs.len() {
-            if unsafe { slabs.full.slabs[i].has_free() } {
+            if unsafe { slabs.full.slabs[i].freed_into() } {
                 let slab = unsafe { slabs.full.remove(i) };
                 unsafe { slabs.partial.push(slab) };
             } else {
