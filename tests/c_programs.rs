@@ -257,12 +257,12 @@ fn whole_programs_run_with_directmem_as_their_malloc() {
     assert_eq!(gzip(true), gzip(false));
 
     let object = |on: bool| {
-        let out = build.join(format!("peers-{on}.o"));
+        let out = build.join(format!("pairs-{on}.o"));
         stdout(
             Command::new("gcc")
                 .args(["-O2", "-c"])
                 .arg(format!("-I{}", root.join("include").display()))
-                .arg(root.join("benches/c/peers.c"))
+                .arg(root.join("benches/c/pairs.c"))
                 .arg("-o")
                 .arg(&out),
             on,
