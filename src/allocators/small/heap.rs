@@ -181,9 +181,10 @@ impl Heap {
             if let Some(full) = self.replace_current(c, Some(next)) {
                 // Safety: this heap owns the slab.
                 unsafe {
-                    match full.watch_full() {
-                        true => self.slabs_of(c).full.push(full),
-                        false => self.slabs_of(c).partial.push(full), // freed into meanwhile
+                    if full.watch_full() {
+                        self.slabs_of(c).full.push(full);
+                    } else {
+                        self.slabs_of(c).partial.push(full); // freed into meanwhile
                     }
                 }
             }

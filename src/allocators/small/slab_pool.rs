@@ -177,7 +177,7 @@ impl SlabPool {
             slab.set_parked(false);
             // Emptied by other threads since its heap looked (a free that comes after this look
             // finds it unowned and listed: `notice_empty`).
-            if unsafe { slab.is_empty() } && slab.idle_bytes() > 0 {
+            if unsafe { empty_with_touched_pages(slab) } {
                 drop(room);
                 self.keep_resident(slab);
                 return;
@@ -198,7 +198,7 @@ impl SlabPool {
         // Adopting takes a slab off this list under this lock: listed, it is unowned and held here.
         let Some(at) = room.find(slab) else { return };
         // Safety: as just said, this caller holds it exclusively.
-        if !unsafe { slab.is_empty() } || slab.idle_bytes() == 0 {
+        if !unsafe { empty_with_touched_pages(slab) } {
             return;
         }
         room.remove_at(at);
@@ -333,6 +333,15 @@ impl SlabPool {
         let resident = unsafe { self.resident.raw() };
         std::iter::once(resident).chain(self.room.iter().map(|m| unsafe { m.raw() }))
     }
+}
+
+/// Whether the unowned `slab` is empty with pages its blocks touched: it belongs with the empty
+/// slabs kept with their pages (one with none goes back to the list with room).
+///
+/// # Safety
+/// The caller holds the slab exclusively (unowned, and on no list or under its list's lock).
+unsafe fn empty_with_touched_pages(slab: &Slab) -> bool {
+    slab.is_empty() && slab.idle_bytes() > 0
 }
 
 #[cfg(test)]
