@@ -203,10 +203,13 @@ impl Heap {
             if slab.is_medium() {
                 // Safety: as above; this heap owns the slab.
                 unsafe {
+                    // Counted whether the slot still needs zeroing or not (its pages went back
+                    // with an earlier slot's): how soon slots are reused is the program's doing.
+                    let soon = slab.usage().take_freed_remotely(index) && slab.few_live();
+                    let in_place = self.recently_freed.zero_in_place(address, slab.usage(), index, soon);
                     if !slab.usage().take_zeroed(index) {
                         let slot_size = slab.slot_size as usize;
-                        let give_back = !self.recently_freed.zero_in_place(address, slab.usage(), index)
-                            && self.slabs_of(slab.class).verdict.zero_by_giving_back(slab, index);
+                        let give_back = !in_place && self.slabs_of(slab.class).verdict.zero_by_giving_back(slab, index);
                         let run = if give_back { slab.free_run_after(index, RUN_MAX) } else { 0 };
                         // Not as far as a slot freed lately: its pages are likely in the cache,
                         // for a block that will take them soon.

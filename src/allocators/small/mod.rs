@@ -785,6 +785,37 @@ mod tests {
     }
 
     #[test]
+    fn a_pipelines_blocks_are_zeroed_in_place_from_their_third_reuse_while_few_are_live() {
+        let p = pool();
+        // The class is found sparse; the heap's current slab is the next one, its first slot live.
+        fill_and_empty_a_medium_slab(&p, 1);
+        let slots = size_class::MEDIUM_SLAB_SIZE / 65536;
+        let pages = 65536 / crate::os::page_size();
+        let in_memory = |b| crate::os::pages_in_memory(b, 65536).unwrap().iter().filter(|&&r| r).count();
+        for round in 1..=6 {
+            // The rest of that slab, a byte written in each block, freed by another thread.
+            let blocks: Vec<usize> = (1..slots).map(|_| allocate(&p, 65536)).collect();
+            let resident: Vec<usize> = blocks.iter().map(|&b| in_memory(b)).collect();
+            // Round 1: fresh slots. Then reused: while at most a quarter of the slab's 16 slots
+            // are live (the first one and the first three here), the same three slots are reused
+            // soon, in place from their third reuse; the others' pages go back.
+            let in_place = if round < 4 { 0 } else { 3 };
+            let expected: Vec<usize> = (0..slots - 1).map(|i| if i < in_place { pages } else { 0 }).collect();
+            assert_eq!(resident, expected, "round {round}");
+            for (i, &b) in blocks.iter().enumerate() {
+                // Safety: live blocks of 64 KiB, read whole only where in memory already (see the
+                // test above).
+                let read = if i < in_place { 65536 } else { 1 };
+                assert!(unsafe { std::slice::from_raw_parts(b as *const u8, read) }.iter().all(|&x| x == 0));
+                unsafe { *(b as *mut u8) = 0xFF };
+            }
+            std::thread::scope(|s| {
+                s.spawn(|| blocks.iter().for_each(|&b| free(&p, b).unwrap()));
+            });
+        }
+    }
+
+    #[test]
     fn before_any_slab_empties_a_reused_slot_is_judged_by_its_own_pages() {
         // Three blocks in 32 KiB slots of a slab that stays far from empty; `written` bytes of each
         // written; the first two freed and the first taken again (not the one freed last). The

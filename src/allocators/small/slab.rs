@@ -394,6 +394,7 @@ impl Slab {
             }
             let bits = word.swap(0, SeqCst);
             local.free[w] |= bits;
+            local.usage.freed_remotely(w, bits);
             collected += bits.count_ones();
         }
         self.own.free_count.set(self.own.free_count.get() + collected);
@@ -643,6 +644,16 @@ impl Slab {
     /// The caller is the owner.
     pub unsafe fn has_free(&self) -> bool {
         self.own.free_count.get() > 0 || self.collect_remote(self.local()) > 0
+    }
+
+    /// Owner: whether at most a quarter of its slots hold a live block now (counting those other
+    /// threads freed and the owner has not collected yet as free).
+    ///
+    /// # Safety
+    /// The caller is the owner.
+    pub unsafe fn few_live(&self) -> bool {
+        let free = self.own.free_count.get() + self.remote_bits(Relaxed);
+        (self.slots - free.min(self.slots)) * 4 <= self.slots
     }
 
     /// Any thread, for the stats: when it holds no block, the bytes of its pages that blocks may
