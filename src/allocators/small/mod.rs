@@ -816,6 +816,32 @@ mod tests {
     }
 
     #[test]
+    fn a_pipeline_with_one_block_in_flight_cycles_through_two_medium_slots() {
+        let p = pool();
+        // One slab's 64 KiB slots, written whole (its class is dense: they keep their pages), freed.
+        let slots = size_class::MEDIUM_SLAB_SIZE / 65536;
+        let blocks: Vec<usize> = (0..slots).map(|_| allocate(&p, 65536)).collect();
+        for &b in &blocks {
+            // Safety: live blocks of 64 KiB.
+            unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
+            free(&p, b).unwrap();
+        }
+        // Allocated here, freed by another thread, again: the slot freed there is taken back at
+        // the next reuse, not after every other free slot of the slab (whose pages, and cache
+        // lines, would all be touched in turn).
+        let mut used = std::collections::BTreeSet::new();
+        for _ in 0..4 * slots {
+            let b = allocate(&p, 65536);
+            assert!(blocks.contains(&b), "the same slab");
+            used.insert(b);
+            std::thread::scope(|s| {
+                s.spawn(|| free(&p, b).unwrap());
+            });
+        }
+        assert_eq!(used.len(), 2, "{used:x?}");
+    }
+
+    #[test]
     fn before_any_slab_empties_a_reused_slot_is_judged_by_its_own_pages() {
         // Three blocks in 32 KiB slots of a slab that stays far from empty; `written` bytes of each
         // written; the first two freed and the first taken again (not the one freed last). The

@@ -646,6 +646,14 @@ impl Slab {
         self.own.free_count.get() > 0 || self.collect_remote(self.local()) > 0
     }
 
+    /// Owner: collects the slots other threads freed now, so that the next take may reuse them.
+    ///
+    /// # Safety
+    /// The caller is the owner.
+    pub unsafe fn collect_now(&self) {
+        self.collect_remote(self.local());
+    }
+
     /// Owner: whether at most a quarter of its slots hold a live block now (counting those other
     /// threads freed and the owner has not collected yet as free).
     ///
