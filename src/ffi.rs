@@ -102,7 +102,9 @@ pub struct dm_memory_stats {
     /// for itself, and in the slab each thread allocates from in each size class when it is
     /// empty; and freed big blocks' mappings under 2 MiB that keep their pages for the next
     /// block (up to 32 MiB, for a short while) (see dm_trim and dm_decay). Not limited: never a
-    /// cause of DM_ERR_LIMIT.
+    /// cause of DM_ERR_LIMIT. A thread's slabs that other threads' frees emptied count here (or
+    /// go back) only once they are noticed: when that thread next needs a slab of their size, or
+    /// at a visit of dm_trim or dm_decay (see dm_trim); until then neither here nor in `occupied`.
     pub cached: u64,
 }
 
@@ -516,7 +518,9 @@ fn give_back(given_back: *mut u64, give: impl FnOnce(&manager::Manager) -> u64) 
 /// Gives memory kept for reuse back to the system now: the pages of the empty slabs the library
 /// keeps (otherwise given back by themselves ~100 ms after they emptied, as the library is used),
 /// of those every thread keeps back for itself and of the ones it allocates from (one per size
-/// class) that are empty, and the freed big blocks' mappings kept for the next block that fits
+/// class) that are empty, of a thread's slabs that other threads' frees emptied (which only that
+/// thread notices, when it next needs a slab of their size, or a visit from here or dm_decay),
+/// and the freed big blocks' mappings kept for the next block that fits
 /// (pages and addresses). Other threads are reached without slowing their allocations: each
 /// steps aside for the microseconds a visit of its heap takes; one caught in the library's slow
 /// path at that moment (so not idle) keeps its own. Where the kernel has no `membarrier` (before

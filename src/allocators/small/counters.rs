@@ -131,6 +131,12 @@ impl Counters {
         self.spares.store(bytes, Relaxed)
     }
 
+    /// Whether other threads may have emptied slabs on the heap's lists (a hint: more of its
+    /// blocks were allocated than it freed itself; see [`super::heap::Heap::take_back_emptied`]).
+    pub(super) fn may_own_emptied(&self) -> bool {
+        (self.count.load(Relaxed) as i64) > 0
+    }
+
     /// Whether the heap keeps pages a visit could give back (a hint: its owner may be changing it;
     /// a heap passed over now is looked at again by the next trim or decay).
     pub(super) fn keeps_some(&self) -> bool {

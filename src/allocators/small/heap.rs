@@ -406,10 +406,12 @@ impl Heap {
         })
     }
 
-    /// Gives back the pages of what the heap keeps for reuse: its empty slabs kept back and its
-    /// current slabs that are empty. Returns the bytes `cached` counted for them.
+    /// Gives back the pages of what the heap keeps for reuse: its empty slabs kept back (those
+    /// other threads' frees emptied among them) and its current slabs that are empty. Returns the
+    /// bytes `cached` counted for them (and those it did not count yet, of slabs other threads
+    /// emptied).
     pub(super) fn give_back_kept(&mut self) -> u64 {
-        self.give_back_spares() + self.give_back_empty_current()
+        self.take_back_emptied() + self.give_back_spares() + self.give_back_empty_current()
     }
 
     /// Gives back the pages of this heap's current slabs that are empty (for `dm_trim`): one per
@@ -431,19 +433,58 @@ impl Heap {
 
     /// Keeps up to [`SPARE_MAX`] bytes of empty slabs back (so a loop that fills and empties slabs
     /// does not go to the pool each time); further empty ones are given up. `slab` is on no list.
-    pub(super) fn now_empty(&mut self, slab: &'static Slab) {
+    /// Returns the bytes of pages given back at once (a medium slab whose blocks were barely
+    /// touched), 0 when kept.
+    pub(super) fn now_empty(&mut self, slab: &'static Slab) -> u64 {
+        let idle = slab.idle_bytes();
         // Safety: this heap owns the slab, which is empty.
         if slab.is_medium()
             && unsafe { self.slabs_of(slab.class).verdict.give_back(slab) && self.pool.unowned.give_back_now(slab) }
         {
-            return;
+            return idle;
         }
         if self.spares + slab.bytes <= SPARE_MAX {
             self.slabs_of(slab.class).spare.push(slab);
-            self.count_spares(slab.bytes, slab.idle_bytes(), true);
+            self.count_spares(slab.bytes, idle, true);
         } else {
             self.pool.unowned.keep_resident(slab);
         }
+        0
+    }
+
+    /// Takes the slabs on its lists that other threads' frees emptied as its own frees would have
+    /// (kept back, given up to the pool, or their pages given back: [`Heap::now_empty`]), for
+    /// `dm_trim` and `dm_decay` in the owner's place; returns the bytes of pages given back. Only
+    /// the owner sees other threads' frees, when it collects them, and one that no longer
+    /// allocates in a class never does: a thread that allocated a thousand 64 KiB blocks written
+    /// whole, all freed by another thread, kept 64 MiB in memory that `cached` did not show and
+    /// `dm_trim` could not give back. A full slab nobody freed into costs one load.
+    pub(super) fn take_back_emptied(&mut self) -> u64 {
+        let mut given_back = 0;
+        for c in self.used_classes() {
+            // Walked from the end: a removal moves the last slab into the place looked at.
+            // Safety (throughout): this heap owns the slabs on its lists; room for every slab it
+            // owns is kept on each list.
+            let full = self.classes[c].as_ref().map_or(0, |slabs| slabs.full.slabs.len());
+            for i in (0..full).rev() {
+                let Some(slabs) = self.classes[c].as_mut() else { break };
+                let slab = slabs.full.slabs[i];
+                if unsafe { slab.freed_into() } {
+                    unsafe { slabs.full.remove(i) };
+                    unsafe { slabs.partial.push(slab) };
+                }
+            }
+            let partial = self.classes[c].as_ref().map_or(0, |slabs| slabs.partial.slabs.len());
+            for i in (0..partial).rev() {
+                let Some(slabs) = self.classes[c].as_mut() else { break };
+                let slab = slabs.partial.slabs[i];
+                if unsafe { slab.is_empty() } {
+                    unsafe { slabs.partial.remove(i) };
+                    given_back += self.now_empty(slab);
+                }
+            }
+        }
+        given_back
     }
 }
 

@@ -384,11 +384,12 @@ impl SmallBlocks {
     }
 
     /// Gives the pages of the empty slabs kept for reuse back to the system: the pool's, and those
-    /// every thread's heap keeps back or allocates from (a heap whose thread is in a slow path
-    /// right now is left alone: it is not idle; one that keeps nothing is not visited); returns
-    /// the bytes.
+    /// every thread's heap keeps back, allocates from, or holds emptied by other threads' frees (a
+    /// heap whose thread is in a slow path right now is left alone: it is not idle; one that keeps
+    /// nothing is not visited); returns the bytes.
     pub fn trim(&'static self) -> u64 {
-        self.visit_heaps(|heap| heap.keeps_some(), Heap::give_back_kept) + self.unowned.trim()
+        let pick = |heap: &Shared<Counters>| heap.keeps_some() || heap.may_own_emptied();
+        self.visit_heaps(pick, Heap::give_back_kept) + self.unowned.trim()
     }
 
     /// Runs `visit` in every heap `pick` picks that a thread owns and that is not in a slow path
@@ -424,7 +425,8 @@ impl SmallBlocks {
     /// (no allocation, no free) keep, given back once per idle stretch.
     pub fn decay(&self) -> u64 {
         let now = crate::os::coarse_millis();
-        let idle_and_keeping = |heap: &Shared<Counters>| heap.keeps_some() && heap.idle_since_last_look(now);
+        let idle_and_keeping =
+            |heap: &Shared<Counters>| (heap.keeps_some() || heap.may_own_emptied()) && heap.idle_since_last_look(now);
         self.visit_heaps(idle_and_keeping, Heap::give_back_kept) + self.unowned.decay()
     }
 
@@ -842,6 +844,46 @@ mod tests {
     }
 
     #[test]
+    fn slabs_other_threads_emptied_show_and_go_back_at_the_next_trim() {
+        let p = pool();
+        // Four slabs of 64 KiB blocks written whole, all freed by another thread: the last slab is
+        // the heap's current one, the other three wait on its list of full slabs.
+        let blocks: Vec<usize> = (0..64).map(|_| allocate(&p, 65536)).collect();
+        for &b in &blocks {
+            // Safety: live blocks of 64 KiB.
+            unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| blocks.iter().for_each(|&b| free(&p, b).unwrap()));
+        });
+        let in_memory = |b| crate::os::pages_in_memory(b, 65536).unwrap().iter().filter(|&&r| r).count();
+        assert_eq!(blocks.iter().map(|&b| in_memory(b)).sum::<usize>(), 64 * 65536 / crate::os::page_size());
+        assert_eq!(p.trim(), 64 * 65536, "the four slabs' pages");
+        assert!(blocks.iter().all(|&b| in_memory(b) == 0));
+        assert_eq!(p.cached_bytes(), 0);
+        // The heap goes on as before: the blocks are its own again, zeroed.
+        let again: Vec<usize> = (0..64).map(|_| allocate(&p, 65536)).collect();
+        assert_eq!(again.iter().collect::<std::collections::BTreeSet<_>>(), blocks.iter().collect());
+        for &b in &again {
+            // Safety: live blocks of 64 KiB.
+            assert!(unsafe { std::slice::from_raw_parts(b as *const u8, 65536) }.iter().all(|&x| x == 0));
+            unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
+        }
+        // Freed by another thread again, then this thread idle: dm_decay takes them back too (the
+        // slabs it hands the pool go back a decay time later).
+        std::thread::scope(|s| {
+            s.spawn(|| again.iter().for_each(|&b| free(&p, b).unwrap()));
+        });
+        let mut given_back = p.decay(); // a first look: not idle yet
+        for _ in 0..2 {
+            std::thread::sleep(std::time::Duration::from_millis(crate::allocators::DECAY_MS + 50));
+            given_back += p.decay();
+        }
+        assert_eq!(given_back, 64 * 65536);
+        assert!(blocks.iter().all(|&b| in_memory(b) == 0));
+    }
+
+    #[test]
     fn before_any_slab_empties_a_reused_slot_is_judged_by_its_own_pages() {
         // Three blocks in 32 KiB slots of a slab that stays far from empty; `written` bytes of each
         // written; the first two freed and the first taken again (not the one freed last). The
@@ -956,8 +998,9 @@ mod tests {
         assert_eq!(p.stats().count, 0);
     }
 
-    /// A thread whose heap keeps an empty slab, or whose slab holds a live block (`keeps_nothing`),
-    /// sitting 300 ms inside its bracket, as a fast path slow to finish; returns once it is in.
+    /// A thread whose heap keeps an empty slab, or whose slab holds a live block while it freed as
+    /// many blocks as it allocated (`keeps_nothing`), sitting 300 ms inside its bracket, as a fast
+    /// path slow to finish; returns once it is in.
     fn owner_inside_its_bracket(p: &Pool, keeps_nothing: bool) -> std::thread::JoinHandle<()> {
         let inside = Arc::new(std::sync::Barrier::new(2));
         let (theirs, entered) = (*p, inside.clone());
@@ -965,6 +1008,12 @@ mod tests {
             let live = allocate(&theirs, 4096);
             if !keeps_nothing {
                 free(&theirs, live).unwrap();
+            } else {
+                // A block of another thread's freed here: this heap allocated no more blocks than
+                // it freed, so no other thread can have emptied its slabs.
+                let other = std::thread::spawn(move || allocate(&theirs, 4096)).join().unwrap();
+                free(&theirs, other).unwrap();
+                theirs.trim(); // the emptied slab that thread left to the pool
             }
             // Safety: this thread's heap; its credit lives as long as the heap.
             let bracket = &unsafe { &(*theirs.heap().unwrap()).credit }.bracket;
