@@ -6,7 +6,7 @@
  * - dm_trim gives them back now, exactly what `cached` said (also the empty slab the thread
  *   allocates from): `cached` drops to 0, the pages leave memory (mincore);
  * - slabs that threads ended with, emptied later by another thread's frees, are `cached` too, and
- *   given back by dm_trim;
+ *   given back by dm_trim; so are a live thread's slabs that another thread's frees emptied;
  * - dm_decay gives back only what is past its 100 ms, and does so with nothing else called;
  * - dm_set_background_decay does the same from a thread of its own while the program sleeps, and
  *   the thread ends when asked to; so does DM_BACKGROUND_DECAY_MS (the program runs itself again
@@ -120,6 +120,35 @@ static void slabs_of_ended_threads_emptied_later(void) {
         for (int i = 0; i < LEFT_EACH; i++) ASSERT(!resident(left_by[t][i]));
 }
 
+/* A thread that lives on, whose blocks another thread freed: the slabs those frees emptied (but
+ * the one it allocates from) wait on its lists, which only it looked at (when it next needed a
+ * slab of their size): 64 MiB of such blocks written whole stayed in memory, neither `cached` nor
+ * `occupied`, and dm_trim gave none of it back. dm_trim takes them back now, all their pages. */
+#define HANDED 48 /* 64 KiB blocks: three 1 MiB slabs */
+static void *handed[HANDED];
+
+static void *free_handed(void *arg) {
+    (void)arg;
+    for (int i = 0; i < HANDED; i++) CHECK(dm_free(handed[i]));
+    return NULL;
+}
+
+static void slabs_emptied_by_another_thread(void) {
+    CHECK(dm_trim(NULL));
+    for (int i = 0; i < HANDED; i++) {
+        CHECK(dm_allocate(65536, 0, &handed[i]));
+        memset(handed[i], 0xA5, 65536);
+    }
+    pthread_t freer;
+    ASSERT(pthread_create(&freer, NULL, free_handed, NULL) == 0);
+    ASSERT(pthread_join(freer, NULL) == 0);
+    ASSERT(memory_now().occupied == 0 && resident(handed[0]) && resident(handed[HANDED - 1]));
+    uint64_t given_back = 0;
+    CHECK(dm_trim(&given_back));
+    ASSERT(given_back == HANDED * 65536u && memory_now().cached == 0);
+    for (int i = 0; i < HANDED; i++) ASSERT(!resident(handed[i]));
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     static void *blocks[BATCH];
@@ -195,6 +224,7 @@ int main(int argc, char **argv) {
     CHECK(dm_trim(&current_back));
     ASSERT(!resident(medium) && current_back == shown && memory_now().cached == 0);
     slabs_of_ended_threads_emptied_later();
+    slabs_emptied_by_another_thread();
     /* dm_decay: nothing is due right after the frees; 100 ms later the pool's empty slabs are
      * (the thread's own stay), with no other call into the library in between. */
     for (int i = 0; i < BATCH; i++) CHECK(dm_allocate(SIZE, 0, &blocks[i]));
