@@ -465,13 +465,12 @@ impl Heap {
             // Walked from the end: a removal moves the last slab into the place looked at.
             // Safety (throughout): this heap owns the slabs on its lists; room for every slab it
             // owns is kept on each list.
-            let full = self.classes[c].as_ref().map_or(0, |slabs| slabs.full.slabs.len());
-            for i in (0..full).rev() {
-                let Some(slabs) = self.classes[c].as_mut() else { break };
-                let slab = slabs.full.slabs[i];
-                if unsafe { slab.freed_into() } {
-                    unsafe { slabs.full.remove(i) };
-                    unsafe { slabs.partial.push(slab) };
+            if let Some(slabs) = self.classes[c].as_mut() {
+                for i in (0..slabs.full.slabs.len()).rev() {
+                    if unsafe { slabs.full.slabs[i].freed_into() } {
+                        let slab = unsafe { slabs.full.remove(i) };
+                        unsafe { slabs.partial.push(slab) };
+                    }
                 }
             }
             let partial = self.classes[c].as_ref().map_or(0, |slabs| slabs.partial.slabs.len());
