@@ -527,7 +527,8 @@ fn give_back(given_back: *mut u64, give: impl FnOnce(&manager::Manager) -> u64) 
 /// Linux 4.14, or filtered by seccomp), only the calling thread's are given back. Like
 /// glibc's `malloc_trim`: for a program about to idle or to be measured. Live blocks are
 /// untouched. If `given_back` is not NULL, the bytes of pages given back are stored there: all
-/// of `cached` when no other thread allocates or frees meanwhile.
+/// of `cached` when no other thread allocates or frees meanwhile (and those of slabs other
+/// threads emptied, which `cached` did not show yet).
 ///
 /// Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
 ///
