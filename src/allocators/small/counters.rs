@@ -131,15 +131,16 @@ impl Counters {
         self.spares.store(bytes, Relaxed)
     }
 
-    /// Whether other threads may have emptied slabs on the heap's lists (a hint: more of its
-    /// blocks were allocated than it freed itself; see [`super::heap::Heap::take_back_emptied`]).
-    pub(super) fn may_own_emptied(&self) -> bool {
-        (self.count.load(Relaxed) as i64) > 0
+    /// Whether a visit of the heap may find pages to give back: what it keeps, or slabs on its
+    /// lists that other threads' frees emptied (a hint for those: more of its blocks were allocated
+    /// than it freed itself; see [`super::heap::Heap::take_back_emptied`]).
+    pub(super) fn worth_a_visit(&self) -> bool {
+        self.keeps_some() || (self.count.load(Relaxed) as i64) > 0
     }
 
     /// Whether the heap keeps pages a visit could give back (a hint: its owner may be changing it;
     /// a heap passed over now is looked at again by the next trim or decay).
-    pub(super) fn keeps_some(&self) -> bool {
+    fn keeps_some(&self) -> bool {
         self.spares() > 0 || self.idle_current_bytes() > 0
     }
 

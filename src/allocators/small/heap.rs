@@ -53,6 +53,23 @@ pub(super) struct ClassSlabs {
 }
 
 impl ClassSlabs {
+    /// Moves every full slab that another thread freed into since it was listed over to the
+    /// partial list (its slots collected); one nobody freed into is passed over with one load.
+    ///
+    /// # Safety
+    /// The caller's heap owns the slabs. (Room for every slab it owns is kept on each list.)
+    unsafe fn move_freed_into_to_partial(&mut self) {
+        let mut i = 0;
+        while i < self.full.slabs.len() {
+            if self.full.slabs[i].freed_into() {
+                let slab = self.full.remove(i);
+                self.partial.push(slab);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
     /// Room on each list for every slab of the class the heap owns, with one more (`current`:
     /// whether it has a current slab besides the listed ones); false when the system has none.
     fn make_room_for_one_more(&mut self, current: bool) -> bool {
@@ -247,17 +264,8 @@ impl Heap {
         }
         // Slots freed by other threads show only when collected. Looking through the full slabs
         // happens once the partial ones are used up, and moves every slab with such slots over,
-        // so its cost is shared by all the slots it finds (or by a whole new slab's); a slab
-        // nobody freed into is passed over with one load.
-        let mut i = 0;
-        while i < slabs.full.slabs.len() {
-            if unsafe { slabs.full.slabs[i].freed_into() } {
-                let slab = unsafe { slabs.full.remove(i) };
-                unsafe { slabs.partial.push(slab) };
-            } else {
-                i += 1;
-            }
-        }
+        // so its cost is shared by all the slots it finds (or by a whole new slab's).
+        unsafe { slabs.move_freed_into_to_partial() };
         if let Some(slab) = unsafe { slabs.partial.pop() } {
             return Some(slab);
         }
@@ -462,17 +470,11 @@ impl Heap {
     pub(super) fn take_back_emptied(&mut self) -> u64 {
         let mut given_back = 0;
         for c in self.used_classes() {
-            // Walked from the end: a removal moves the last slab into the place looked at.
-            // Safety (throughout): this heap owns the slabs on its lists; room for every slab it
-            // owns is kept on each list.
+            // Safety (throughout): this heap owns the slabs on its lists.
             if let Some(slabs) = self.classes[c].as_mut() {
-                for i in (0..slabs.full.slabs.len()).rev() {
-                    if unsafe { slabs.full.slabs[i].freed_into() } {
-                        let slab = unsafe { slabs.full.remove(i) };
-                        unsafe { slabs.partial.push(slab) };
-                    }
-                }
+                unsafe { slabs.move_freed_into_to_partial() };
             }
+            // Walked from the end: a removal moves the last slab into the place looked at.
             let partial = self.classes[c].as_ref().map_or(0, |slabs| slabs.partial.slabs.len());
             for i in (0..partial).rev() {
                 let Some(slabs) = self.classes[c].as_mut() else { break };

@@ -388,8 +388,7 @@ impl SmallBlocks {
     /// heap whose thread is in a slow path right now is left alone: it is not idle; one that keeps
     /// nothing is not visited); returns the bytes.
     pub fn trim(&'static self) -> u64 {
-        let pick = |heap: &Shared<Counters>| heap.keeps_some() || heap.may_own_emptied();
-        self.visit_heaps(pick, Heap::give_back_kept) + self.unowned.trim()
+        self.visit_heaps(|heap| heap.worth_a_visit(), Heap::give_back_kept) + self.unowned.trim()
     }
 
     /// Runs `visit` in every heap `pick` picks that a thread owns and that is not in a slow path
@@ -425,8 +424,7 @@ impl SmallBlocks {
     /// (no allocation, no free) keep, given back once per idle stretch.
     pub fn decay(&self) -> u64 {
         let now = crate::os::coarse_millis();
-        let idle_and_keeping =
-            |heap: &Shared<Counters>| (heap.keeps_some() || heap.may_own_emptied()) && heap.idle_since_last_look(now);
+        let idle_and_keeping = |heap: &Shared<Counters>| heap.worth_a_visit() && heap.idle_since_last_look(now);
         self.visit_heaps(idle_and_keeping, Heap::give_back_kept) + self.unowned.decay()
     }
 
