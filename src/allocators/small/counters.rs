@@ -8,6 +8,11 @@ use super::slab::Slab;
 use crate::allocators::DECAY_MS;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
 
+/// How often `dm_decay` looks into a busy thread's heap for slabs other threads' frees emptied
+/// (milliseconds): a visit makes the thread's fast paths wait for it, so not at every call (the
+/// JVM binding calls it once a second, a background thread may every few milliseconds).
+pub(super) const EMPTIED_LOOK_MS: u64 = 10 * DECAY_MS;
+
 /// Block counters of one heap. Only its thread writes them (load + store, no read-modify-write:
 /// nothing to contend); they wrap, and a heap that frees other threads' blocks goes "negative",
 /// which the sum over all heaps puts right. Aligned so that two heaps never share a cache line.
@@ -54,12 +59,20 @@ pub(super) struct IdleWatch {
     since: AtomicU64,
     /// ...and the signature at which the heap was last visited for it.
     visited: AtomicU64,
+    /// When `dm_decay` last looked for slabs other threads emptied in the heap while its thread
+    /// was busy (coarse milliseconds).
+    emptied_looked: AtomicU64,
 }
 
 impl Default for IdleWatch {
     fn default() -> IdleWatch {
         // `seen` matches no signature: a heap is first seen, then found idle.
-        IdleWatch { seen: AtomicU64::new(u64::MAX), since: AtomicU64::new(0), visited: AtomicU64::new(u64::MAX) }
+        IdleWatch {
+            seen: AtomicU64::new(u64::MAX),
+            since: AtomicU64::new(0),
+            visited: AtomicU64::new(u64::MAX),
+            emptied_looked: AtomicU64::new(0),
+        }
     }
 }
 
@@ -74,6 +87,19 @@ impl Counters {
             return false;
         }
         now.saturating_sub(idle.since.load(Relaxed)) >= DECAY_MS && idle.visited.swap(signature, Relaxed) != signature
+    }
+
+    /// Whether `dm_decay` is to look for slabs other threads' frees emptied in the heap now, in a
+    /// thread that is not idle (an idle one gets a whole visit): it may hold some (see
+    /// [`Counters::worth_a_visit`]) and was last looked at [`EMPTIED_LOOK_MS`] ago or more. Notes
+    /// the look. Only `dm_decay` calls it.
+    pub(super) fn emptied_look_due(&self, now: u64) -> bool {
+        let looked = &self.idle.emptied_looked;
+        let due = self.may_hold_emptied() && now.saturating_sub(looked.load(Relaxed)) >= EMPTIED_LOOK_MS;
+        if due {
+            looked.store(now, Relaxed);
+        }
+        due
     }
 
     #[inline(always)]
@@ -132,10 +158,15 @@ impl Counters {
     }
 
     /// Whether a visit of the heap may find pages to give back: what it keeps, or slabs on its
-    /// lists that other threads' frees emptied (a hint for those: more of its blocks were allocated
-    /// than it freed itself; see [`super::heap::Heap::take_back_emptied`]).
+    /// lists that other threads' frees emptied (see [`super::heap::Heap::take_back_emptied`]).
     pub(super) fn worth_a_visit(&self) -> bool {
-        self.keeps_some() || (self.count.load(Relaxed) as i64) > 0
+        self.keeps_some() || self.may_hold_emptied()
+    }
+
+    /// A hint that slabs on the heap's lists may have been emptied by other threads' frees: more
+    /// of its blocks were allocated than it freed itself.
+    fn may_hold_emptied(&self) -> bool {
+        (self.count.load(Relaxed) as i64) > 0
     }
 
     /// Whether the heap keeps pages a visit could give back (a hint: its owner may be changing it;

@@ -61,22 +61,25 @@ impl Door {
     }
 }
 
-/// Runs `visit` on each open heap behind `doors` whose owner is not in a slow path, with the owner
-/// kept out, and returns the sum of what it returned. Visits are serialized by the caller; only
-/// the calling thread's own heap may be among `doors` when [`barrier::asymmetric`] is false.
-pub(super) fn visit_each(doors: &[&Door], mut visit: impl FnMut(&mut Heap) -> u64) -> u64 {
-    let mut open: Vec<(&Bracket, MutexGuard<'_, HeapPtr>)> = Vec::new();
+/// What a visit does in a heap; returns the bytes of pages it gave back.
+pub(super) type Visit = fn(&mut Heap) -> u64;
+
+/// Runs each door's visit in the open heap behind it, unless its owner is in a slow path, with the
+/// owner kept out, and returns the sum of what they returned. Visits are serialized by the caller;
+/// only the calling thread's own heap may be among `doors` when [`barrier::asymmetric`] is false.
+pub(super) fn visit_each(doors: &[(&Door, Visit)]) -> u64 {
+    let mut open: Vec<(&Bracket, MutexGuard<'_, HeapPtr>, Visit)> = Vec::new();
     if crate::fallible::reserve(&mut open, doors.len()).is_err() {
         return 0; // no memory to visit with: nothing given back from the heaps
     }
-    open.extend(doors.iter().filter_map(|door| {
+    open.extend(doors.iter().filter_map(|&(door, visit)| {
         let heap = door.heap.try_lock()?;
         (!heap.0.is_null()).then(|| {
             // Safety: an open heap is alive while its door is locked (dropping one locks it);
             // its `credit` is set when it is made and never changes.
             let bracket = &unsafe { &(*heap.0).credit }.bracket;
             bracket.ask(ask::STAND_ASIDE);
-            (bracket, heap)
+            (bracket, heap, visit)
         })
     }));
     if open.is_empty() {
@@ -85,7 +88,7 @@ pub(super) fn visit_each(doors: &[&Door], mut visit: impl FnMut(&mut Heap) -> u6
     barrier::publish_asks();
     let mut sum = 0;
     // Each heap is let go as soon as it was visited: its owner waits for its own visit only.
-    for (bracket, heap) in open {
+    for (bracket, heap, visit) in open {
         bracket.wait_for_owner();
         let owned = heap.0;
         // Safety: as above, and the owner is kept out: its slow paths by the lock, its fast paths

@@ -40,6 +40,7 @@ use crate::sync::Mutex;
 use crate::{Error, Result};
 use counters::Counters;
 pub use counters::SmallStats;
+use door::Visit;
 use heap::Heap;
 pub use size_class::class_of;
 use slab::{Claim, Slab, SLAB_SIZE};
@@ -388,44 +389,57 @@ impl SmallBlocks {
     /// heap whose thread is in a slow path right now is left alone: it is not idle; one that keeps
     /// nothing is not visited); returns the bytes.
     pub fn trim(&'static self) -> u64 {
-        self.visit_heaps(|heap| heap.worth_a_visit(), Heap::give_back_kept) + self.unowned.trim()
+        let whole: Visit = Heap::give_back_kept;
+        self.visit_heaps(|heap| heap.worth_a_visit().then_some(whole)) + self.unowned.trim()
     }
 
-    /// Runs `visit` in every heap `pick` picks that a thread owns and that is not in a slow path
-    /// (only this thread's own where the system has no cheap barrier, see [`crate::barrier`]);
-    /// the sum of what it returned.
+    /// Runs in every heap that a thread owns and that is not in a slow path the visit `pick` picks
+    /// for it, if any (only this thread's own heap where the system has no cheap barrier, see
+    /// [`crate::barrier`]); the sum of what they returned.
     /// Without memory for the list of heaps to visit, none is (the caller gives back the rest).
-    fn visit_heaps(&self, mut pick: impl FnMut(&Shared<Counters>) -> bool, visit: impl FnMut(&mut Heap) -> u64) -> u64 {
+    fn visit_heaps(&self, mut pick: impl FnMut(&Shared<Counters>) -> Option<Visit>) -> u64 {
         let _one_at_a_time = self.visits.lock();
-        let mut heaps: Vec<Shared<Counters>> = Vec::new();
+        let mut heaps: Vec<(Shared<Counters>, Visit)> = Vec::new();
         if crate::barrier::asymmetric() {
             let all = self.heaps.lock();
             if fallible::reserve(&mut heaps, all.len()).is_err() {
                 return 0;
             }
-            heaps.extend(all.iter().filter(|c| pick(c)).cloned());
+            heaps.extend(all.iter().filter_map(|c| Some((c.clone(), pick(c)?))));
         } else {
             // Safety: see `heap`; only the counters are read.
             let own = thread_heaps::find(self.id).map(|heap| unsafe { &(*heap).counters }.clone());
             if fallible::reserve(&mut heaps, 1).is_err() {
                 return 0;
             }
-            heaps.extend(own.filter(|c| pick(c)));
+            heaps.extend(own.and_then(|c| Some((c.clone(), pick(&c)?))));
         }
-        let mut doors: Vec<&door::Door> = Vec::new();
+        let mut doors: Vec<(&door::Door, Visit)> = Vec::new();
         if fallible::reserve(&mut doors, heaps.len()).is_err() {
             return 0;
         }
-        doors.extend(heaps.iter().map(|heap| &heap.door));
-        door::visit_each(&doors, visit)
+        doors.extend(heaps.iter().map(|(heap, visit)| (&heap.door, *visit)));
+        door::visit_each(&doors)
     }
 
     /// See [`SlabPool::decay`]; and what the heaps of threads idle for [`crate::allocators::DECAY_MS`]
-    /// (no allocation, no free) keep, given back once per idle stretch.
+    /// (no allocation, no free) keep, given back once per idle stretch; and, in the heaps of busy
+    /// threads, the slabs other threads' frees emptied, taken back as the owner's own last frees
+    /// would have (at most once per [`counters::EMPTIED_LOOK_MS`] per heap). A busy thread never
+    /// looks there itself unless it needs a new slab of the class: a thread that had allocated a
+    /// thousand 64 KiB blocks, which another thread freed, kept 64 MiB while it went on
+    /// allocating 64 B blocks, with decay running every 100 ms.
     pub fn decay(&self) -> u64 {
         let now = crate::os::coarse_millis();
-        let idle_and_keeping = |heap: &Shared<Counters>| heap.worth_a_visit() && heap.idle_since_last_look(now);
-        self.visit_heaps(idle_and_keeping, Heap::give_back_kept) + self.unowned.decay()
+        let (whole, emptied): (Visit, Visit) = (Heap::give_back_kept, Heap::take_back_emptied);
+        let pick = |heap: &Shared<Counters>| {
+            if heap.worth_a_visit() && heap.idle_since_last_look(now) {
+                Some(whole)
+            } else {
+                heap.emptied_look_due(now).then_some(emptied)
+            }
+        };
+        self.visit_heaps(pick) + self.unowned.decay()
     }
 
     /// Bytes of empty slabs kept with their pages for reuse: the pool's, those the heaps keep
@@ -879,6 +893,54 @@ mod tests {
         }
         assert_eq!(given_back, 64 * 65536);
         assert!(blocks.iter().all(|&b| in_memory(b) == 0));
+    }
+
+    #[test]
+    fn slabs_other_threads_emptied_in_a_busy_threads_heap_go_back_at_decay() {
+        let p = pool();
+        let (freed, stop) = (Arc::new(std::sync::Barrier::new(2)), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let (all_freed, stopped) = (freed.clone(), stop.clone());
+        let (send, blocks) = std::sync::mpsc::channel();
+        // Four slabs of 64 KiB blocks written whole, freed by another thread; then the thread
+        // never allocates that size again but stays busy, so dm_decay never finds it idle.
+        let owner = std::thread::spawn(move || {
+            for _ in 0..64 {
+                let b = allocate(&p, 65536);
+                // Safety: a live block of 64 KiB.
+                unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
+                send.send(b).unwrap();
+            }
+            all_freed.wait();
+            while !stopped.load(SeqCst) {
+                let b = allocate(&p, 64);
+                free(&p, b).unwrap();
+            }
+            let again: Vec<usize> = (0..64).map(|_| allocate(&p, 65536)).collect();
+            for &b in &again {
+                // Safety: live blocks of 64 KiB.
+                assert!(unsafe { std::slice::from_raw_parts(b as *const u8, 65536) }.iter().all(|&x| x == 0));
+            }
+            again
+        });
+        let blocks: Vec<usize> = blocks.iter().take(64).collect();
+        blocks.iter().for_each(|&b| free(&p, b).unwrap());
+        freed.wait();
+        let in_memory = |b| crate::os::pages_in_memory(b, 65536).unwrap().iter().filter(|&&r| r).count();
+        let resident = || blocks.iter().map(|&b| in_memory(b)).sum::<usize>() * crate::os::page_size();
+        assert_eq!(resident(), 64 * 65536);
+        // Taken back as the owner's last frees would have: one slab kept back for it (SPARE_MAX),
+        // the current one stays, the other two go to the pool, whose decay gives them back.
+        let mut given_back = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while given_back < 2 << 20 && std::time::Instant::now() < deadline {
+            given_back += p.decay();
+            std::thread::sleep(std::time::Duration::from_millis(crate::allocators::DECAY_MS / 4));
+        }
+        stop.store(true, SeqCst);
+        assert!(given_back >= 2 << 20, "{given_back}");
+        assert!(resident() <= 2 << 20, "{}", resident());
+        let again = owner.join().unwrap();
+        assert_eq!(again.iter().collect::<std::collections::BTreeSet<_>>(), blocks.iter().collect());
     }
 
     #[test]
