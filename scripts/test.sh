@@ -41,6 +41,11 @@ cargo build -q
 make -s -C c-examples valgrind LIBDIR="$PWD/target/debug" BUILD="$PWD/target/c-examples-valgrind"
 make -s -C tests/c valgrind LIBDIR="$PWD/target/debug" BUILD="$PWD/target/c-tests-valgrind"
 
+echo "== the release build on threads with PTHREAD_STACK_MIN stacks (tests/c/small_stacks.c)"
+cargo build --release -q
+make -s -C tests/c LIBDIR="$PWD/target/release" BUILD="$PWD/target/c-tests-release" "$PWD/target/c-tests-release/small_stacks"
+target/c-tests-release/small_stacks
+
 echo "== install into a temporary prefix, then link from outside the tree: pkg-config, static, CMake"
 bash tests/install/run.sh
 

@@ -10,19 +10,29 @@ use std::sync::atomic::{fence, AtomicUsize, Ordering::*};
 
 /// `value` in a box of its own, or the value back when there is no memory for it.
 pub fn boxed<T>(value: T) -> std::result::Result<Box<T>, T> {
+    let mut value = Some(value);
+    boxed_with(|| value.take().expect("made once")).ok_or_else(|| value.take().expect("not made"))
+}
+
+/// A box holding what `make` makes, made in the box's memory once it was found (None, and nothing
+/// made, when there is none): a big value is not first made on the caller's stack and then copied
+/// (the process-wide manager's parts are made on the stack of whatever thread calls the library
+/// first, which may be a small one).
+pub fn boxed_with<T>(make: impl FnOnce() -> T) -> Option<Box<T>> {
     let layout = Layout::new::<T>();
     if layout.size() == 0 {
-        return Ok(Box::new(value)); // takes no memory
+        return Some(Box::new(make())); // takes no memory
     }
     // Safety: a non-zero size; the memory, if any, is written whole before the box owns it, and a
-    // `Box<T>` may own memory from the global allocator with `T`'s layout.
+    // `Box<T>` may own memory from the global allocator with `T`'s layout. Should `make` unwind
+    // (a panic, caught at the boundary), the memory is leaked, nothing worse.
     unsafe {
         let memory = std::alloc::alloc(layout).cast::<T>();
         if memory.is_null() {
-            return Err(value);
+            return None;
         }
-        memory.write(value);
-        Ok(Box::from_raw(memory))
+        memory.write(make());
+        Some(Box::from_raw(memory))
     }
 }
 

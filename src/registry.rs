@@ -27,7 +27,7 @@ use crate::allocators::system::Memory;
 use crate::fallible;
 use crate::sync::Mutex;
 use crate::{Error, Result};
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxBuildHasher, FxHashMap};
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 
 const SHARD_BITS: u32 = 6;
@@ -58,13 +58,22 @@ impl Block {
     }
 }
 
-#[derive(Default)]
 struct Shard {
     blocks: FxHashMap<usize, Block>,
     count: u64,
     capacity: u64,
     occupied: u64,
     total_allocations: u64,
+}
+
+impl Shard {
+    const EMPTY: Shard = Shard {
+        blocks: FxHashMap::with_hasher(FxBuildHasher),
+        count: 0,
+        capacity: 0,
+        occupied: 0,
+        total_allocations: 0,
+    };
 }
 
 impl Shard {
@@ -112,7 +121,10 @@ pub struct RegistryStats {
 }
 
 /// Made without memory from the system (its shards are arrays, their maps empty until used), so
-/// that the process-wide manager's making needs none beyond its own two parts.
+/// that the process-wide manager's making needs none beyond its own two parts; and at compile
+/// time, so that the process-wide one is a static and not a 7 KiB value moved through the stack of
+/// the thread that first calls the library (a thread with a 16 KiB stack, `PTHREAD_STACK_MIN`,
+/// crashed there).
 pub struct Registry {
     shards: [Mutex<Shard>; SHARDS],
     /// Sharded by handle: live cleaner handle -> start address of its block.
@@ -124,9 +136,15 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    pub const fn new() -> Registry {
         Registry {
-            shards: std::array::from_fn(|_| Mutex::new(Shard::default())),
-            handles: std::array::from_fn(|_| Mutex::new(FxHashMap::default())),
+            shards: [const { Mutex::new(Shard::EMPTY) }; SHARDS],
+            handles: [const { Mutex::new(FxHashMap::with_hasher(FxBuildHasher)) }; SHARDS],
             next_cleaner: AtomicU64::new(1),
             live_cleaners: AtomicU64::new(0),
             cleaners_run: AtomicU64::new(0),
@@ -400,7 +418,7 @@ mod tests {
 
     #[test]
     fn a_block_is_claimed_once_by_address_or_by_cleaner() {
-        let r = Registry::default();
+        let r = Registry::new();
         let a = block(&r, 100);
         let c1 = r.register_cleaner(a, no_action()).unwrap();
         let c2 = r.register_cleaner(a, no_action()).unwrap();
@@ -416,7 +434,7 @@ mod tests {
 
     #[test]
     fn interior_and_foreign_addresses_are_not_live() {
-        let r = Registry::default();
+        let r = Registry::new();
         let a = block(&r, 64);
         assert!(matches!(r.claim_by_address(a + 1), Err(Error::NotLive)));
         assert!(matches!(r.register_cleaner(a + 16, no_action()), Err(Error::NotLive)));
@@ -427,7 +445,7 @@ mod tests {
 
     #[test]
     fn a_stale_handle_never_reaches_a_block_that_reused_the_address() {
-        let r = Registry::default();
+        let r = Registry::new();
         let a = block(&r, 64);
         let stale = r.register_cleaner(a, no_action()).unwrap();
         let claimed = r.claim_by_address(a).unwrap();
@@ -441,7 +459,7 @@ mod tests {
 
     #[test]
     fn stats_follow_inserts_and_claims_across_shards() {
-        let r = Registry::default();
+        let r = Registry::new();
         let addresses: Vec<_> = (1..=200).map(|i| block(&r, i)).collect();
         let s = r.stats();
         assert_eq!((s.count, s.capacity, s.total_allocations), (200, 200 * 201 / 2, 200));

@@ -59,10 +59,12 @@ impl Stats {
 pub struct Manager {
     quota: &'static Quota,
     small: &'static SmallBlocks,
-    blocks: Registry,
+    blocks: &'static Registry,
 }
 
 static GLOBAL: OnceCell<Manager> = OnceCell::new();
+/// The process-wide manager's table: a static (see [`Registry`]), made at compile time.
+static GLOBAL_BLOCKS: Registry = Registry::new();
 
 /// The process-wide manager behind `dm_*` and `dev.directmem.DirectMemory`, made at the first
 /// call; `Err(NoMemory)` when the system has no memory for it (nothing is kept, and the next
@@ -85,7 +87,7 @@ pub fn made() -> Option<&'static Manager> {
 fn make_global() -> Result<&'static Manager> {
     GLOBAL.get_or_try_init(|| {
         crate::manager::fork::install();
-        let manager = Manager::try_new(limit::default_limit()).ok_or(Error::NoMemory)?;
+        let manager = Manager::try_new(limit::default_limit(), &GLOBAL_BLOCKS).ok_or(Error::NoMemory)?;
         background::start_from_env(); // its thread waits for this to finish before it uses the manager
         Ok(manager)
     })
@@ -121,16 +123,16 @@ enum Moving {
 }
 
 impl Manager {
-    /// A manager with the limit `limit`; None when the system has no memory for its quota and
+    /// A manager with the limit `limit`, keeping its table of blocks in `blocks`; None when the
+    /// system has no memory for its quota and
     /// small-block pool (nothing is kept). They live as long as the process: the process-wide
     /// manager is made once, and threads' heaps refer to its pool until they end (a unit test's
     /// manager leaks them).
-    pub fn try_new(limit: u64) -> Option<Manager> {
-        let quota: &'static Quota = Box::leak(fallible::boxed(Quota::new(limit)).ok()?);
-        match fallible::boxed(SmallBlocks::new(quota)) {
-            Ok(small) => Some(Manager { quota, small: Box::leak(small), blocks: Registry::default() }),
-            Err(small) => {
-                drop(small);
+    pub fn try_new(limit: u64, blocks: &'static Registry) -> Option<Manager> {
+        let quota: &'static Quota = Box::leak(fallible::boxed_with(|| Quota::new(limit))?);
+        match fallible::boxed_with(|| SmallBlocks::new(quota)) {
+            Some(small) => Some(Manager { quota, small: Box::leak(small), blocks }),
+            None => {
                 // Safety: boxed just above, and nothing refers to it any more.
                 drop(unsafe { Box::from_raw(quota as *const Quota as *mut Quota) });
                 None
@@ -140,7 +142,7 @@ impl Manager {
 
     #[cfg(test)]
     pub fn new(limit: u64) -> Manager {
-        Manager::try_new(limit).expect("memory for a manager")
+        Manager::try_new(limit, Box::leak(Box::new(Registry::new()))).expect("memory for a manager")
     }
 
     /// The common case of [`Manager::allocate`], inlined into the C and Java entry points: a small
