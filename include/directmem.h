@@ -20,7 +20,7 @@
  * malloc, not async-cancel-safe (no dm_ call under PTHREAD_CANCEL_ASYNCHRONOUS).
  *
  * Stacks: every dm_ function works on a thread with a PTHREAD_STACK_MIN stack (16 KiB), the first
- * call in the process included (it takes ~5.5 KiB, the others less; debug builds of the library
+ * call in the process included (it takes ~5 KiB, the others less; debug builds of the library
  * ~23 KiB). The reclaim hook and cleaner actions run on the caller's stack.
  */
 

@@ -180,7 +180,7 @@ fn c_test_programs_hold_up_to_misuse_and_races() {
         let mut program = Command::new(build.join(name));
         if name == "small_stacks" && cfg!(debug_assertions) {
             // Unoptimised, the library's first call takes ~23 KiB of stack where the release
-            // build's takes ~5.5: scripts/test.sh runs the release build on PTHREAD_STACK_MIN.
+            // build's takes ~5: scripts/test.sh runs the release build on PTHREAD_STACK_MIN.
             program.env("DM_TEST_STACK", "65536");
         }
         let out = run(&mut program);
