@@ -354,7 +354,7 @@ enum dm_status dm_get_stats(struct dm_stats *out);
  * block since a dm_decay at least ~100 ms before (once per such idle stretch; other threads as
  * dm_trim reaches them, the calling thread's only without `membarrier`). From a thread that is
  * not idle it takes, at most once a second, the slabs other threads' frees emptied (which that
- * thread would notice only when it next needs a slab of their size), as the thread's own frees
+ * thread takes back itself only when it needs a new slab, at most once a second), as its own frees
  * would have: it keeps up to 1 MiB of them, the rest goes back within ~100 ms. For a program's
  * idle loop or timer; the JVM binding calls it about once a second. Unlike dm_trim, memory
  * still in its time, and what active threads keep, stays. If `given_back` is not NULL, the

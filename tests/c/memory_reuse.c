@@ -7,7 +7,8 @@
  *   allocates from): `cached` drops to 0, the pages leave memory (mincore);
  * - slabs that threads ended with, emptied later by another thread's frees, are `cached` too, and
  *   given back by dm_trim; so are a live thread's slabs that another thread's frees emptied, and
- *   dm_decay takes those back from a thread that stays busy;
+ *   dm_decay takes those back from a thread that stays busy, and the thread itself when it next
+ *   needs a slab (at most once a second), with nothing else called;
  * - dm_decay gives back only what is past its 100 ms, and does so with nothing else called;
  * - dm_set_background_decay does the same from a thread of its own while the program sleeps, and
  *   the thread ends when asked to; so does DM_BACKGROUND_DECAY_MS (the program runs itself again
@@ -155,24 +156,27 @@ static void slabs_emptied_by_another_thread(void) {
 /* The same in a thread that stays busy with other sizes: dm_decay never finds it idle, and it
  * kept 64 MiB of such slabs with decay running every 100 ms. dm_decay now takes them back (at most
  * once a second per busy thread) as the thread's own frees would have: it keeps 1 MiB of empty
- * slabs and the slab it allocates from, shown as `cached`; the rest goes back. */
+ * slabs and the slab it allocates from, shown as `cached`; the rest goes back. A thread that
+ * needs new slabs (batches) does the same itself, with no dm_ call from anyone else. */
 #define BUSY_HANDED 128 /* 64 KiB blocks: eight 1 MiB slabs */
 static void *busy_handed[BUSY_HANDED];
 static pthread_barrier_t handed_over;
 static volatile int stop_busy;
 
-static void *allocate_then_stay_busy(void *arg) {
-    (void)arg;
+/* Busy with 64 B blocks: one at a time (`batches` NULL: it never needs a new slab), or in batches
+ * of 2000 (it does, again and again). */
+static void *allocate_then_stay_busy(void *batches) {
     for (int i = 0; i < BUSY_HANDED; i++) {
         CHECK(dm_allocate(65536, 0, &busy_handed[i]));
         memset(busy_handed[i], 0x5A, 65536);
     }
     pthread_barrier_wait(&handed_over);
     pthread_barrier_wait(&handed_over); /* all freed by the main thread */
+    static void *batch[2000];
+    int n = batches != NULL ? 2000 : 1;
     while (!__atomic_load_n(&stop_busy, __ATOMIC_SEQ_CST)) {
-        void *p;
-        CHECK(dm_allocate(64, 0, &p));
-        CHECK(dm_free(p));
+        for (int i = 0; i < n; i++) CHECK(dm_allocate(64, 0, &batch[i]));
+        for (int i = 0; i < n; i++) CHECK(dm_free(batch[i]));
     }
     return NULL;
 }
@@ -183,13 +187,13 @@ static int resident_blocks(void **blocks, int n) {
     return found;
 }
 
-static void slabs_emptied_in_a_busy_thread(void) {
+static void slabs_emptied_in_a_busy_thread(int batches) {
     CHECK(dm_trim(NULL));
     uint64_t limit = stats_now().limit;
     CHECK(dm_set_limit(UINT64_MAX)); /* 8 MiB are more than the batches' limit */
     pthread_t owner;
     ASSERT(pthread_barrier_init(&handed_over, NULL, 2) == 0);
-    ASSERT(pthread_create(&owner, NULL, allocate_then_stay_busy, NULL) == 0);
+    ASSERT(pthread_create(&owner, NULL, allocate_then_stay_busy, batches ? (void *)busy_handed : NULL) == 0);
     pthread_barrier_wait(&handed_over);
     for (int i = 0; i < BUSY_HANDED; i++) CHECK(dm_free(busy_handed[i]));
     pthread_barrier_wait(&handed_over);
@@ -197,15 +201,16 @@ static void slabs_emptied_in_a_busy_thread(void) {
     uint64_t given_back = 0;
     for (int waited = 0; resident_blocks(busy_handed, BUSY_HANDED) > 32 && waited < 5000; waited += 20) {
         uint64_t now = 0;
-        CHECK(dm_decay(&now));
+        if (!batches) CHECK(dm_decay(&now)); /* in batches, the thread itself takes them back */
         given_back += now;
         sleep_ms(20);
     }
     int left = resident_blocks(busy_handed, BUSY_HANDED);
-    ASSERT(left <= 32 && given_back >= (BUSY_HANDED - 32) * 65536u);
+    ASSERT(left <= 32 && (batches || given_back >= (BUSY_HANDED - 32) * 65536u));
     ASSERT(memory_now().cached >= (uint64_t)left * 65536);
     __atomic_store_n(&stop_busy, 1, __ATOMIC_SEQ_CST);
     ASSERT(pthread_join(owner, NULL) == 0);
+    stop_busy = 0;
     ASSERT(pthread_barrier_destroy(&handed_over) == 0);
     CHECK(dm_set_limit(limit));
 }
@@ -286,7 +291,8 @@ int main(int argc, char **argv) {
     ASSERT(!resident(medium) && current_back == shown && memory_now().cached == 0);
     slabs_of_ended_threads_emptied_later();
     slabs_emptied_by_another_thread();
-    slabs_emptied_in_a_busy_thread();
+    slabs_emptied_in_a_busy_thread(0);
+    slabs_emptied_in_a_busy_thread(1);
     /* dm_decay: nothing is due right after the frees; 100 ms later the pool's empty slabs are
      * (the thread's own stay), with no other call into the library in between. */
     for (int i = 0; i < BATCH; i++) CHECK(dm_allocate(SIZE, 0, &blocks[i]));

@@ -165,7 +165,7 @@ impl Counters {
 
     /// A hint that slabs on the heap's lists may have been emptied by other threads' frees: more
     /// of its blocks were allocated than it freed itself.
-    fn may_hold_emptied(&self) -> bool {
+    pub(super) fn may_hold_emptied(&self) -> bool {
         (self.count.load(Relaxed) as i64) > 0
     }
 

@@ -425,10 +425,10 @@ impl SmallBlocks {
     /// See [`SlabPool::decay`]; and what the heaps of threads idle for [`crate::allocators::DECAY_MS`]
     /// (no allocation, no free) keep, given back once per idle stretch; and, in the heaps of busy
     /// threads, the slabs other threads' frees emptied, taken back as the owner's own last frees
-    /// would have (at most once per [`counters::EMPTIED_LOOK_MS`] per heap). A busy thread never
-    /// looks there itself unless it needs a new slab of the class: a thread that had allocated a
-    /// thousand 64 KiB blocks, which another thread freed, kept 64 MiB while it went on
-    /// allocating 64 B blocks, with decay running every 100 ms.
+    /// would have (at most once per [`counters::EMPTIED_LOOK_MS`] per heap). A busy thread looks
+    /// there itself only when it needs a new slab (see [`Heap::next_slab`]): a thread that had
+    /// allocated a thousand 64 KiB blocks, which another thread freed, kept 64 MiB while it went
+    /// on allocating and freeing 64 B blocks, with decay running every 100 ms.
     pub fn decay(&self) -> u64 {
         let now = crate::os::coarse_millis();
         let (whole, emptied): (Visit, Visit) = (Heap::give_back_kept, Heap::take_back_emptied);
@@ -941,6 +941,41 @@ mod tests {
         assert!(resident() <= 2 << 20, "{}", resident());
         let again = owner.join().unwrap();
         assert_eq!(again.iter().collect::<std::collections::BTreeSet<_>>(), blocks.iter().collect());
+    }
+
+    #[test]
+    fn a_thread_takes_back_slabs_others_emptied_when_it_next_needs_a_slab_of_any_class() {
+        let p = pool();
+        let (freed, looked) = (Arc::new(std::sync::Barrier::new(2)), Arc::new(std::sync::Barrier::new(2)));
+        let (all_freed, has_looked) = (freed.clone(), looked.clone());
+        let (send, blocks) = std::sync::mpsc::channel();
+        // Four slabs of 64 KiB blocks written whole, all freed by another thread; then blocks of
+        // another size only, a slab's worth and more, once the time between looks has passed.
+        let owner = std::thread::spawn(move || {
+            for _ in 0..64 {
+                let b = allocate(&p, 65536);
+                // Safety: a live block of 64 KiB.
+                unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
+                send.send(b).unwrap();
+            }
+            all_freed.wait();
+            std::thread::sleep(std::time::Duration::from_millis(counters::EMPTIED_LOOK_MS + 50));
+            let small: Vec<usize> = (0..2000).map(|_| allocate(&p, 64)).collect();
+            has_looked.wait();
+            has_looked.wait();
+            small.into_iter().for_each(|b| free(&p, b).unwrap());
+        });
+        let blocks: Vec<usize> = blocks.iter().take(64).collect();
+        let seen_before = p.cached_bytes();
+        blocks.iter().for_each(|&b| free(&p, b).unwrap());
+        freed.wait();
+        looked.wait();
+        // Three of the four (the fourth is the slab it allocates from): one kept back for it, two
+        // handed to the pool, which keeps their pages for its decay time. All shown as cached.
+        let seen = p.cached_bytes() - seen_before;
+        assert!(seen >= 3 << 20, "{seen}");
+        looked.wait();
+        owner.join().unwrap();
     }
 
     #[test]
