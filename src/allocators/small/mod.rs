@@ -895,6 +895,17 @@ mod tests {
         assert!(blocks.iter().all(|&b| in_memory(b) == 0));
     }
 
+    /// Four slabs' worth of 64 KiB blocks, written whole, each sent on `to` (for another thread
+    /// to free).
+    fn hand_over_written_64_kib_blocks(p: &Pool, to: &std::sync::mpsc::Sender<usize>) {
+        for _ in 0..64 {
+            let b = allocate(p, 65536);
+            // Safety: a live block of 64 KiB.
+            unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
+            to.send(b).unwrap();
+        }
+    }
+
     #[test]
     fn slabs_other_threads_emptied_in_a_busy_threads_heap_go_back_at_decay() {
         let p = pool();
@@ -904,12 +915,7 @@ mod tests {
         // Four slabs of 64 KiB blocks written whole, freed by another thread; then the thread
         // never allocates that size again but stays busy, so dm_decay never finds it idle.
         let owner = std::thread::spawn(move || {
-            for _ in 0..64 {
-                let b = allocate(&p, 65536);
-                // Safety: a live block of 64 KiB.
-                unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
-                send.send(b).unwrap();
-            }
+            hand_over_written_64_kib_blocks(&p, &send);
             all_freed.wait();
             while !stopped.load(SeqCst) {
                 let b = allocate(&p, 64);
@@ -952,12 +958,7 @@ mod tests {
         // Four slabs of 64 KiB blocks written whole, all freed by another thread; then blocks of
         // another size only, a slab's worth and more, once the time between looks has passed.
         let owner = std::thread::spawn(move || {
-            for _ in 0..64 {
-                let b = allocate(&p, 65536);
-                // Safety: a live block of 64 KiB.
-                unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
-                send.send(b).unwrap();
-            }
+            hand_over_written_64_kib_blocks(&p, &send);
             all_freed.wait();
             std::thread::sleep(std::time::Duration::from_millis(counters::EMPTIED_LOOK_MS + 50));
             let small: Vec<usize> = (0..2000).map(|_| allocate(&p, 64)).collect();
