@@ -8,9 +8,10 @@ use super::slab::Slab;
 use crate::allocators::DECAY_MS;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
 
-/// How often `dm_decay` looks into a busy thread's heap for slabs other threads' frees emptied
-/// (milliseconds): a visit makes the thread's fast paths wait for it, so not at every call (the
-/// JVM binding calls it once a second, a background thread may every few milliseconds).
+/// How often a heap is looked through for slabs other threads' frees emptied (milliseconds), by
+/// its owner or by `dm_decay`: the look walks its lists, and a visit makes the owner's fast paths
+/// wait for it, so not at every call (the JVM binding calls `dm_decay` once a second, a background
+/// thread may every few milliseconds).
 pub(super) const EMPTIED_LOOK_MS: u64 = 10 * DECAY_MS;
 
 /// Block counters of one heap. Only its thread writes them (load + store, no read-modify-write:
@@ -28,6 +29,9 @@ pub(super) struct Counters {
     pub(super) door: Door,
     /// Whether its thread is idle, as `dm_decay` sees it.
     pub(super) idle: IdleWatch,
+    /// When the heap was last looked through for slabs other threads emptied, by its owner or by
+    /// `dm_decay` (coarse milliseconds): see [`Counters::emptied_look_due`].
+    emptied_looked: AtomicU64,
     /// The pages of the empty slabs the heap keeps back ([`Slab::idle_bytes`], which does not
     /// change while a slab is kept back): what the pool's `spare_bytes` counts for this heap.
     /// Written by the owner (or a visitor in its place).
@@ -59,20 +63,12 @@ pub(super) struct IdleWatch {
     since: AtomicU64,
     /// ...and the signature at which the heap was last visited for it.
     visited: AtomicU64,
-    /// When `dm_decay` last looked for slabs other threads emptied in the heap while its thread
-    /// was busy (coarse milliseconds).
-    emptied_looked: AtomicU64,
 }
 
 impl Default for IdleWatch {
     fn default() -> IdleWatch {
         // `seen` matches no signature: a heap is first seen, then found idle.
-        IdleWatch {
-            seen: AtomicU64::new(u64::MAX),
-            since: AtomicU64::new(0),
-            visited: AtomicU64::new(u64::MAX),
-            emptied_looked: AtomicU64::new(0),
-        }
+        IdleWatch { seen: AtomicU64::new(u64::MAX), since: AtomicU64::new(0), visited: AtomicU64::new(u64::MAX) }
     }
 }
 
@@ -89,13 +85,12 @@ impl Counters {
         now.saturating_sub(idle.since.load(Relaxed)) >= DECAY_MS && idle.visited.swap(signature, Relaxed) != signature
     }
 
-    /// Whether `dm_decay` is to look for slabs other threads' frees emptied in the heap now, in a
-    /// thread that is not idle (an idle one gets a whole visit): it may hold some (see
-    /// [`Counters::worth_a_visit`]) and was last looked at [`EMPTIED_LOOK_MS`] ago or more. Notes
-    /// the look. Only `dm_decay` calls it.
+    /// Whether it is time to look through the heap for slabs other threads' frees emptied: the
+    /// last look, by its owner or by `dm_decay`, was [`EMPTIED_LOOK_MS`] ago or more. Notes this
+    /// one. (The two may both find it due at once: the heap is looked through twice, no harm.)
     pub(super) fn emptied_look_due(&self, now: u64) -> bool {
-        let looked = &self.idle.emptied_looked;
-        let due = self.may_hold_emptied() && now.saturating_sub(looked.load(Relaxed)) >= EMPTIED_LOOK_MS;
+        let looked = &self.emptied_looked;
+        let due = now.saturating_sub(looked.load(Relaxed)) >= EMPTIED_LOOK_MS;
         if due {
             looked.store(now, Relaxed);
         }

@@ -1,7 +1,7 @@
 //! One thread's heap: the slabs it owns per size class (the one it allocates from, partial, full,
 //! empty ones kept back), its quota credit and its counters. Only its thread touches it.
 
-use super::counters::{Counters, EMPTIED_LOOK_MS};
+use super::counters::Counters;
 use super::last_heap;
 use super::medium::{RecentlyFreed, Verdict, RUN_MAX};
 use super::size_class::CLASSES;
@@ -38,9 +38,6 @@ pub(super) struct Heap {
     pub(super) spares: usize,
     /// The medium slots this heap took back last: whether a reused one is zeroed in place.
     recently_freed: RecentlyFreed,
-    /// When it last looked through its lists for slabs other threads emptied (coarse
-    /// milliseconds): see [`Heap::next_slab`].
-    emptied_looked: u64,
 }
 
 const _: () = assert!(CLASSES <= 64, "a bit per class in `used`");
@@ -167,7 +164,6 @@ impl Heap {
             used: 0,
             spares: 0,
             recently_freed: RecentlyFreed::default(),
-            emptied_looked: 0,
         })
         .ok()
     }
@@ -256,17 +252,15 @@ impl Heap {
     /// Where allocation goes when the current slab is full: an owned slab with room, the slab
     /// kept back, an unowned one, a new one.
     ///
-    /// First, at most once per [`EMPTIED_LOOK_MS`], the heap takes back the slabs of every class
-    /// that other threads' frees emptied (see [`Heap::take_back_emptied`]): it sees those frees
-    /// only when it collects them, which it does for a class when it needs a slab of it. A
-    /// thread that allocated a thousand 64 KiB blocks, which another thread freed, and went on
-    /// allocating batches of 64 B blocks kept their 64 MiB in memory until `dm_trim` or
-    /// `dm_decay` looked; now 3 MB two seconds later. mimalloc's threads take such pages back at
+    /// First, at most once per [`super::counters::EMPTIED_LOOK_MS`] (looks by `dm_decay`
+    /// included), the heap takes back the slabs of every class that other threads' frees emptied
+    /// (see [`Heap::take_back_emptied`]): it sees those frees only when it collects them, which
+    /// it does for a class when it needs a slab of it. A thread that allocated a thousand 64 KiB
+    /// blocks, which another thread freed, and went on allocating batches of 64 B blocks kept
+    /// their 64 MiB in memory until `dm_trim` or `dm_decay` looked; now 3 MB two seconds later. mimalloc's threads take such pages back at
     /// their slow allocations too. (Not with every new slab: the look walks the heap's lists.)
     pub(super) fn next_slab(&mut self, c: usize) -> Option<&'static Slab> {
-        let now = crate::os::coarse_millis();
-        if now.saturating_sub(self.emptied_looked) >= EMPTIED_LOOK_MS {
-            self.emptied_looked = now;
+        if self.counters.emptied_look_due(crate::os::coarse_millis()) {
             if self.counters.may_hold_emptied() {
                 self.take_back_emptied();
             }

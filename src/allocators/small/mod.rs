@@ -436,7 +436,7 @@ impl SmallBlocks {
             if heap.worth_a_visit() && heap.idle_since_last_look(now) {
                 Some(whole)
             } else {
-                heap.emptied_look_due(now).then_some(emptied)
+                (heap.may_hold_emptied() && heap.emptied_look_due(now)).then_some(emptied)
             }
         };
         self.visit_heaps(pick) + self.unowned.decay()
