@@ -829,6 +829,19 @@ mod tests {
         }
     }
 
+    /// The live 64 KiB block at `b`, written whole (0xFF).
+    fn written_whole(b: usize) -> usize {
+        // Safety: a live block of 64 KiB.
+        unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
+        b
+    }
+
+    /// Whether the live 64 KiB block at `b` reads zero throughout.
+    fn reads_zero(b: usize) -> bool {
+        // Safety: a live block of 64 KiB.
+        unsafe { std::slice::from_raw_parts(b as *const u8, 65536) }.iter().all(|&x| x == 0)
+    }
+
     #[test]
     fn a_pipeline_with_one_block_in_flight_cycles_through_two_medium_slots() {
         let p = pool();
@@ -836,8 +849,7 @@ mod tests {
         let slots = size_class::MEDIUM_SLAB_SIZE / 65536;
         let blocks: Vec<usize> = (0..slots).map(|_| allocate(&p, 65536)).collect();
         for &b in &blocks {
-            // Safety: live blocks of 64 KiB.
-            unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
+            written_whole(b);
             free(&p, b).unwrap();
         }
         // Allocated here, freed by another thread, again: the slot freed there is taken back at
@@ -860,11 +872,7 @@ mod tests {
         let p = pool();
         // Four slabs of 64 KiB blocks written whole, all freed by another thread: the last slab is
         // the heap's current one, the other three wait on its list of full slabs.
-        let blocks: Vec<usize> = (0..64).map(|_| allocate(&p, 65536)).collect();
-        for &b in &blocks {
-            // Safety: live blocks of 64 KiB.
-            unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
-        }
+        let blocks: Vec<usize> = (0..64).map(|_| written_whole(allocate(&p, 65536))).collect();
         std::thread::scope(|s| {
             s.spawn(|| blocks.iter().for_each(|&b| free(&p, b).unwrap()));
         });
@@ -877,9 +885,8 @@ mod tests {
         let again: Vec<usize> = (0..64).map(|_| allocate(&p, 65536)).collect();
         assert_eq!(again.iter().collect::<std::collections::BTreeSet<_>>(), blocks.iter().collect());
         for &b in &again {
-            // Safety: live blocks of 64 KiB.
-            assert!(unsafe { std::slice::from_raw_parts(b as *const u8, 65536) }.iter().all(|&x| x == 0));
-            unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
+            assert!(reads_zero(b));
+            written_whole(b);
         }
         // Freed by another thread again, then this thread idle: dm_decay takes them back too (the
         // slabs it hands the pool go back a decay time later).
@@ -899,10 +906,7 @@ mod tests {
     /// to free).
     fn hand_over_written_64_kib_blocks(p: &Pool, to: &std::sync::mpsc::Sender<usize>) {
         for _ in 0..64 {
-            let b = allocate(p, 65536);
-            // Safety: a live block of 64 KiB.
-            unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 65536) };
-            to.send(b).unwrap();
+            to.send(written_whole(allocate(p, 65536))).unwrap();
         }
     }
 
@@ -922,10 +926,7 @@ mod tests {
                 free(&p, b).unwrap();
             }
             let again: Vec<usize> = (0..64).map(|_| allocate(&p, 65536)).collect();
-            for &b in &again {
-                // Safety: live blocks of 64 KiB.
-                assert!(unsafe { std::slice::from_raw_parts(b as *const u8, 65536) }.iter().all(|&x| x == 0));
-            }
+            assert!(again.iter().all(|&b| reads_zero(b)));
             again
         });
         let blocks: Vec<usize> = blocks.iter().take(64).collect();
