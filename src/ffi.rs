@@ -475,12 +475,14 @@ pub unsafe extern "C" fn dm_get_stats(out: *mut dm_stats) -> dm_status {
 /// each thread keeps for itself (as dm_trim) once the thread has neither allocated nor freed a
 /// block since a dm_decay at least ~100 ms before (once per such idle stretch; other threads as
 /// dm_trim reaches them, the calling thread's only without `membarrier`). From a thread that is
-/// not idle it takes, at most once a second, the slabs other threads' frees emptied (which that
+/// not idle it takes, at most once a second: the slabs other threads' frees emptied (which that
 /// thread takes back itself only when it needs a new slab, at most once a second), as its own frees
-/// would have: it keeps up to 1 MiB of them, the rest goes back within ~100 ms. For a program's
-/// idle loop or timer; the JVM binding calls it about once a second. Unlike dm_trim, memory
-/// still in its time, and what active threads keep, stays. If `given_back` is not NULL, the
-/// bytes of pages given back are stored there.
+/// would have (it keeps up to 1 MiB of them, the rest goes back within ~100 ms); and what the
+/// thread keeps for itself but did not use since the last such visit (its empty slabs kept
+/// back; its empty current slabs are set aside as slabs that empty are, so they go back unless
+/// the thread allocates from them again soon). For a program's idle loop or timer; the JVM binding calls it about once a
+/// second. Unlike dm_trim, memory still in its time, and what active threads use, stays. If
+/// `given_back` is not NULL, the bytes of pages given back are stored there.
 ///
 /// Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
 ///

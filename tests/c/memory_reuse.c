@@ -9,6 +9,7 @@
  *   given back by dm_trim; so are a live thread's slabs that another thread's frees emptied, and
  *   dm_decay takes those back from a thread that stays busy, and the thread itself when it next
  *   needs a slab (at most once a second), with nothing else called;
+ * - dm_decay gives back what a busy thread keeps for itself and stopped using;
  * - dm_decay gives back only what is past its 100 ms, and does so with nothing else called;
  * - dm_set_background_decay does the same from a thread of its own while the program sleeps, and
  *   the thread ends when asked to; so does DM_BACKGROUND_DECAY_MS (the program runs itself again
@@ -216,6 +217,53 @@ static void slabs_emptied_in_a_busy_thread(int batches) {
     CHECK(dm_set_limit(limit));
 }
 
+/* A thread frees its own blocks of six sizes (3 KiB to 128 KiB, written whole), then only
+ * allocates and frees 64 B blocks: never idle. What it kept for those sizes (the empty slabs it
+ * allocated from, and those kept back) must go back at dm_decay all the same, within seconds; it
+ * stayed for good before. */
+static const size_t kept_sizes[] = {3000, 5000, 9000, 24000, 65536, 131072};
+#define KINDS (sizeof kept_sizes / sizeof *kept_sizes)
+#define KEPT_EACH 8
+static void *kept[KINDS * KEPT_EACH];
+
+static void *free_own_then_stay_busy(void *arg) {
+    (void)arg;
+    for (size_t i = 0; i < KINDS * KEPT_EACH; i++) {
+        size_t size = kept_sizes[i / KEPT_EACH];
+        CHECK(dm_allocate(size, 0, &kept[i]));
+        memset(kept[i], 0x5A, size);
+    }
+    for (size_t i = 0; i < KINDS * KEPT_EACH; i++) CHECK(dm_free(kept[i]));
+    pthread_barrier_wait(&handed_over);
+    while (!__atomic_load_n(&stop_busy, __ATOMIC_SEQ_CST)) {
+        void *p;
+        CHECK(dm_allocate(64, 0, &p));
+        CHECK(dm_free(p));
+    }
+    return NULL;
+}
+
+static void kept_by_a_busy_thread(void) {
+    CHECK(dm_trim(NULL));
+    pthread_t owner;
+    ASSERT(pthread_barrier_init(&handed_over, NULL, 2) == 0);
+    ASSERT(pthread_create(&owner, NULL, free_own_then_stay_busy, NULL) == 0);
+    pthread_barrier_wait(&handed_over);
+    ASSERT(resident_blocks(kept, KINDS * KEPT_EACH) == KINDS * KEPT_EACH);
+    uint64_t cached = memory_now().cached;
+    ASSERT(cached >= KEPT_EACH * (3000 + 5000 + 9000 + 24000 + 65536 + 131072));
+    for (int waited = 0; resident_blocks(kept, KINDS * KEPT_EACH) > 0 && waited < 5000; waited += 20) {
+        CHECK(dm_decay(NULL));
+        sleep_ms(20);
+    }
+    ASSERT(resident_blocks(kept, KINDS * KEPT_EACH) == 0);
+    ASSERT(memory_now().cached < cached / 8);
+    __atomic_store_n(&stop_busy, 1, __ATOMIC_SEQ_CST);
+    ASSERT(pthread_join(owner, NULL) == 0);
+    stop_busy = 0;
+    ASSERT(pthread_barrier_destroy(&handed_over) == 0);
+}
+
 int main(int argc, char **argv) {
     (void)argc;
     static void *blocks[BATCH];
@@ -294,6 +342,7 @@ int main(int argc, char **argv) {
     slabs_emptied_by_another_thread();
     slabs_emptied_in_a_busy_thread(0);
     slabs_emptied_in_a_busy_thread(1);
+    kept_by_a_busy_thread();
     /* dm_decay: nothing is due right after the frees; 100 ms later the pool's empty slabs are
      * (the thread's own stay), with no other call into the library in between. */
     for (int i = 0; i < BATCH; i++) CHECK(dm_allocate(SIZE, 0, &blocks[i]));

@@ -9,7 +9,8 @@ use crate::allocators::DECAY_MS;
 use std::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
 
 /// How often a heap is looked through for slabs other threads' frees emptied (milliseconds), by
-/// its owner or by `dm_decay`: the look walks its lists, and a visit makes the owner's fast paths
+/// its owner or by `dm_decay`, and how often `dm_decay` ages a busy thread's heap (what it kept
+/// unused since goes back): the look walks its lists, and a visit makes the owner's fast paths
 /// wait for it, so not at every call (the JVM binding calls `dm_decay` once a second, a background
 /// thread may every few milliseconds).
 pub(super) const EMPTIED_LOOK_MS: u64 = 10 * DECAY_MS;
@@ -32,6 +33,9 @@ pub(super) struct Counters {
     /// When the heap was last looked through for slabs other threads emptied, by its owner or by
     /// `dm_decay` (coarse milliseconds): see [`Counters::emptied_look_due`].
     emptied_looked: AtomicU64,
+    /// When `dm_decay` last aged the heap while its thread was busy (coarse milliseconds; see
+    /// [`Counters::age_due`]).
+    aged: AtomicU64,
     /// The pages of the empty slabs the heap keeps back ([`Slab::idle_bytes`], which does not
     /// change while a slab is kept back): what the pool's `spare_bytes` counts for this heap.
     /// Written by the owner (or a visitor in its place).
@@ -85,14 +89,30 @@ impl Counters {
         now.saturating_sub(idle.since.load(Relaxed)) >= DECAY_MS && idle.visited.swap(signature, Relaxed) != signature
     }
 
-    /// Whether it is time to look through the heap for slabs other threads' frees emptied: the
-    /// last look, by its owner or by `dm_decay`, was [`EMPTIED_LOOK_MS`] ago or more. Notes this
-    /// one. (The two may both find it due at once: the heap is looked through twice, no harm.)
+    /// Owner: whether it is time to look through the heap for slabs other threads' frees emptied:
+    /// the last look, by its owner or by `dm_decay` (see [`Counters::age_due`]), was
+    /// [`EMPTIED_LOOK_MS`] ago or more. Notes this one. (The two may both find it due at once: the
+    /// heap is looked through twice, no harm.)
     pub(super) fn emptied_look_due(&self, now: u64) -> bool {
         let looked = &self.emptied_looked;
         let due = now.saturating_sub(looked.load(Relaxed)) >= EMPTIED_LOOK_MS;
         if due {
             looked.store(now, Relaxed);
+        }
+        due
+    }
+
+    /// Whether it is time for `dm_decay` to age the heap of a busy thread (see
+    /// [`super::heap::Heap::age`], which looks for slabs other threads emptied too: noted as such
+    /// a look): the last time was [`EMPTIED_LOOK_MS`] ago or more. Notes this one. A clock of its
+    /// own: the owner's looks in its slow path (which may come often) must not keep the ageing
+    /// from its turn.
+    pub(super) fn age_due(&self, now: u64) -> bool {
+        let aged = &self.aged;
+        let due = now.saturating_sub(aged.load(Relaxed)) >= EMPTIED_LOOK_MS;
+        if due {
+            aged.store(now, Relaxed);
+            self.emptied_looked.store(now, Relaxed);
         }
         due
     }

@@ -424,19 +424,22 @@ impl SmallBlocks {
 
     /// See [`SlabPool::decay`]; and what the heaps of threads idle for [`crate::allocators::DECAY_MS`]
     /// (no allocation, no free) keep, given back once per idle stretch; and, in the heaps of busy
-    /// threads, the slabs other threads' frees emptied, taken back as the owner's own last frees
-    /// would have (at most once per [`counters::EMPTIED_LOOK_MS`] per heap). A busy thread looks
-    /// there itself only when it needs a new slab (see [`Heap::next_slab`]): a thread that had
-    /// allocated a thousand 64 KiB blocks, which another thread freed, kept 64 MiB while it went
-    /// on allocating and freeing 64 B blocks, with decay running every 100 ms.
+    /// threads (at most once per [`counters::EMPTIED_LOOK_MS`] per heap), the slabs other threads'
+    /// frees emptied, taken back as the owner's own last frees would have, and what the heap kept
+    /// unused since the last such visit ([`Heap::age`]). A busy thread looks for the first itself
+    /// only when it needs a new slab (see [`Heap::next_slab`]): a thread that had allocated a
+    /// thousand 64 KiB blocks, which another thread freed, kept 64 MiB while it went on allocating
+    /// and freeing 64 B blocks, with decay running every 100 ms.
     pub fn decay(&self) -> u64 {
         let now = crate::os::coarse_millis();
-        let (whole, emptied): (Visit, Visit) = (Heap::give_back_kept, Heap::take_back_emptied);
+        let (whole, age): (Visit, Visit) = (Heap::give_back_kept, Heap::age);
         let pick = |heap: &Shared<Counters>| {
-            if heap.worth_a_visit() && heap.idle_since_last_look(now) {
+            if !heap.worth_a_visit() {
+                None
+            } else if heap.idle_since_last_look(now) {
                 Some(whole)
             } else {
-                (heap.may_hold_emptied() && heap.emptied_look_due(now)).then_some(emptied)
+                heap.age_due(now).then_some(age)
             }
         };
         self.visit_heaps(pick) + self.unowned.decay()
@@ -948,6 +951,57 @@ mod tests {
         assert!(resident() <= 2 << 20, "{}", resident());
         let again = owner.join().unwrap();
         assert_eq!(again.iter().collect::<std::collections::BTreeSet<_>>(), blocks.iter().collect());
+    }
+
+    #[test]
+    fn what_a_busy_thread_keeps_unused_goes_back_at_decay_and_what_it_uses_stays() {
+        let p = pool();
+        let (kept, stop) = (Arc::new(std::sync::Barrier::new(2)), Arc::new(std::sync::atomic::AtomicBool::new(false)));
+        let (all_kept, stopped) = (kept.clone(), stop.clone());
+        // The thread frees its own blocks: a medium slab's worth of 64 KiB ones written whole (its
+        // current slab then) and seven small slabs' worth of 4 KiB ones (six kept back, the last
+        // current); then it only allocates and frees 64 B blocks, so it is never idle.
+        let owner = std::thread::spawn(move || {
+            let medium: Vec<usize> = (0..16).map(|_| written_whole(allocate(&p, 65536))).collect();
+            let small: Vec<usize> = (0..112).map(|_| allocate(&p, 4096)).collect();
+            // Safety: live blocks of 4 KiB.
+            small.iter().for_each(|&b| unsafe { std::ptr::write_bytes(b as *mut u8, 0xFF, 4096) });
+            medium.iter().chain(&small).for_each(|&b| free(&p, b).unwrap());
+            let first = allocate(&p, 64);
+            free(&p, first).unwrap();
+            all_kept.wait();
+            let mut moved = 0;
+            while !stopped.load(SeqCst) {
+                let b = allocate(&p, 64);
+                moved += usize::from(b != first);
+                free(&p, b).unwrap();
+            }
+            (medium, small, moved)
+        });
+        kept.wait();
+        let cached_before = p.cached_bytes();
+        assert!(cached_before >= (1 << 20) + 7 * 65536, "{cached_before}");
+        let mut given_back = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while p.cached_bytes() > 65536 && std::time::Instant::now() < deadline {
+            given_back += p.decay();
+            std::thread::sleep(std::time::Duration::from_millis(crate::allocators::DECAY_MS / 4));
+        }
+        stop.store(true, SeqCst);
+        let (medium, small, moved) = owner.join().unwrap();
+        let cached = p.cached_bytes();
+        assert!(cached <= 65536, "cached {cached} of {cached_before}");
+        assert!(given_back >= (1 << 20) + 6 * 65536, "{given_back}");
+        let resident = |blocks: &[usize], size| {
+            blocks
+                .iter()
+                .map(|&b| crate::os::pages_in_memory(b, size).unwrap().iter().filter(|&&r| r).count())
+                .sum::<usize>()
+        };
+        assert_eq!(resident(&medium, 65536), 0);
+        assert!(resident(&small, 4096) * crate::os::page_size() <= 65536);
+        // The 64 B blocks kept their slot all along: the slab set aside came back at the next block.
+        assert_eq!(moved, 0);
     }
 
     #[test]
