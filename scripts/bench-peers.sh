@@ -23,7 +23,7 @@ out=target/bench-c/peers.raw.txt
 allocators=(directmem glibc jemalloc mimalloc)
 lines=(pair-64:1 pair-4096:1 pair-65536:1 batch-64:1 batch-4096:1 batch-65536:1 batch-1048576:1 mixed:1 churn:1
   churn-1M:1 pair-64:2 pair-4096:2 batch-64:2 batch-4096:2 batch-65536:2 mixed:2 handoff-64:2 handoff-4096:2
-  handoff-65536:2 deflate:1 deflate:2)
+  handoff-65536:2 deflate:1 deflate:2 grow-4096:1 grow-65536:1)
 for line in "${lines[@]}"; do
   pattern=${line%:*} threads=${line#*:}
   for ((r = 0; r < rounds; r++)); do

@@ -23,7 +23,7 @@
 //! move keeps the old block's entry, marked moving (not live to anyone else), until the new one
 //! holds the cleaners, so that a refusal there can put everything back as it was.
 
-use crate::allocators::system::Memory;
+use crate::allocators::system::{self as sysmem, Memory};
 use crate::fallible;
 use crate::sync::Mutex;
 use crate::{Error, Result};
@@ -337,6 +337,35 @@ impl Registry {
         let block = shard.live(address).ok_or(Error::NotLive)?;
         block.moving = true;
         Ok((std::mem::take(&mut block.cleaners), block.memory.as_ref().map(|_| block.size)))
+    }
+
+    /// Moves the pages of the block at `from`, claimed for a move ([`Registry::claim_for_move`]),
+    /// of `old_size` bytes, into the mapping of the new block at `to`, of `new_size` bytes, which
+    /// no one else knows yet (see [`sysmem::move_pages`]), and ends the move as
+    /// [`Registry::finish_move`] does: `from`'s entry goes, in the same hold of its shard's lock.
+    /// (Its addresses are free from the moment the pages left: a mapping made meanwhile may get
+    /// them, and its block's entry must not find the old one still there.) Returns what the entry
+    /// held: its memory is gone, never to be released ([`sysmem::forget_moved`]). None: nothing
+    /// changed.
+    pub fn move_pages(&self, from: usize, to: usize, old_size: usize, new_size: usize) -> Option<Claimed> {
+        // Both shards at once when they differ, the lower first (no other path holds two).
+        let (a, b) = (shard_of(from), shard_of(to));
+        let mut low = self.shards[a.min(b)].lock();
+        let mut high = (a != b).then(|| self.shards[a.max(b)].lock());
+        fn pick<'s>(low: &'s mut Shard, high: Option<&'s mut Shard>, upper: bool) -> &'s mut Shard {
+            match high {
+                Some(high) if upper => high,
+                _ => low,
+            }
+        }
+        let block = pick(&mut low, high.as_deref_mut(), a > b).blocks.get(&from);
+        let mapping = block.filter(|block| block.moving && block.size == old_size)?.memory.as_ref()?.mapping()?;
+        let memory = pick(&mut low, high.as_deref_mut(), b > a).live(to)?.memory.as_mut()?;
+        if !sysmem::move_pages(mapping, old_size, memory, new_size) {
+            return None;
+        }
+        let block = pick(&mut low, high.as_deref_mut(), a > b).remove(from)?;
+        Some(Claimed { address: from, memory: block.memory, size: block.size, cleaners: Vec::new() })
     }
 
     /// The move of the block at `address` is off: it is live again, with `cleaners` (no memory

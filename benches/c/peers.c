@@ -19,6 +19,9 @@
  *   churn-1M    churn, after a thread that ended left 1,000,000 live 64 B blocks;
  *   handoff-N   a producer thread allocates N bytes, writes one byte, hands the block over through
  *               a queue of 1000 to a consumer thread, which frees it (a pipeline's buffers);
+ *   grow-N      a block grown from N bytes to 64 MiB in steps of N (realloc; dm_reallocate, which
+ *               also zeroes what it adds), its last byte written after each step, then freed, three
+ *               times: an operation is one resize (a growing buffer, as a log or a vector);
  *   deflate     zlib (its zalloc/zfree hooks on the allocator) compresses 1 KiB at level 6: an
  *               operation is a whole stream, deflateInit to deflateEnd (five blocks, four of them
  *               64 KiB, each written in part), as a program compressing many small messages does.
@@ -56,6 +59,22 @@ static void *get(size_t size) {
 static void put(void *p) {
     if (use_dm) dm_free(p); else free(p);
 }
+
+static void *resize(void *p, size_t size) {
+    void *q;
+    if (use_dm) {
+        if (dm_reallocate(p, size, &q) != DM_OK) q = NULL;
+    } else {
+        q = realloc(p, size);
+    }
+    if (q == NULL) {
+        fprintf(stderr, "resize to %zu bytes failed\n", size);
+        exit(1);
+    }
+    return q;
+}
+
+#define GROWN (64u << 20)
 
 static double now_ns(void) {
     struct timespec t;
@@ -108,6 +127,15 @@ static void *run(void *arg) {
                 *(volatile char *)blocks[i] = 1;
             }
             for (int i = 0; i < 1000; i++) put(blocks[i]);
+        }
+    } else if (strcmp(j->pattern, "grow") == 0) {
+        for (long done = 0; done < j->ops;) {
+            void *p = NULL;
+            for (size_t size = j->size; size <= GROWN && done < j->ops; size += j->size, done++) {
+                p = resize(p, size);
+                ((volatile char *)p)[size - 1] = 1;
+            }
+            put(p);
         }
     } else if (strcmp(j->pattern, "deflate") == 0) {
         enum { INPUT = 1024 };
@@ -236,11 +264,16 @@ int main(int argc, char **argv) {
         else if (strcmp(pattern, "mixed") == 0) base.pattern = "mixed";
         else if (strncmp(pattern, "handoff-", 8) == 0) base.pattern = "handoff", base.size = strtoul(pattern + 8, NULL, 10);
         else if (strcmp(pattern, "deflate") == 0) base.pattern = "deflate";
+        else if (strncmp(pattern, "grow-", 5) == 0) base.pattern = "grow", base.size = strtoul(pattern + 5, NULL, 10);
         else { fprintf(stderr, "unknown pattern %s\n", pattern); return 2; }
         /* About a third of a second per process on this machine. */
         double budget = base.size == 0 ? 50000 : base.size <= 4096 ? 2e6 : base.size <= 65536 ? 2e5 : 5e4;
         if (strcmp(base.pattern, "batch") == 0) budget /= 2;
         if (strcmp(base.pattern, "deflate") == 0) budget = 20000;
+        if (strcmp(base.pattern, "grow") == 0) {
+            if (base.size == 0 || base.size > GROWN) { fprintf(stderr, "grow-N: N from 1 to 64 MiB\n"); return 2; }
+            budget = 3.0 * (GROWN / base.size) / scale; /* three whole growths, whatever the scale */
+        }
         base.ops = (long)(budget * scale);
         if (strcmp(base.pattern, "batch") == 0) base.ops = (base.ops + 999) / 1000 * 1000;
         job jobs[2] = {base, base};

@@ -187,8 +187,21 @@ impl Manager {
         self.allocate_reserved(size, alignment)
     }
 
+    /// A new block of `size` bytes (a mapping of its own) that a moved block's pages will fill
+    /// ([`sysmem::map_for_move`]).
+    fn allocate_for_move(&self, size: usize) -> Result<NonNull<u8>> {
+        self.quota.reserve(size as u64)?;
+        self.record(size, sysmem::map_for_move(size))
+    }
+
     fn allocate_reserved(&self, size: usize, alignment: usize) -> Result<NonNull<u8>> {
-        let recorded = sysmem::allocate_zeroed(size, alignment).and_then(|memory| {
+        self.record(size, sysmem::allocate_zeroed(size, alignment))
+    }
+
+    /// Records `memory` from the system as a block of `size` bytes, whose reservation is made; on
+    /// any failure the memory goes back to the system and the reservation to the quota.
+    fn record(&self, size: usize, memory: Result<sysmem::Memory>) -> Result<NonNull<u8>> {
+        let recorded = memory.and_then(|memory| {
             let ptr = memory.ptr;
             // No memory for the table's entry: the block's memory goes back, nothing recorded.
             self.blocks.insert(memory, size).map(|()| ptr).map_err(|memory| {
@@ -253,7 +266,10 @@ impl Manager {
                 None
             }
         };
-        let new = self.allocate(new_size, 0)?;
+        // A mapped block that stays one moves by its pages (see `sysmem::move_pages`): the new
+        // block is a fresh mapping for them.
+        let by_pages = slot.is_none() && new_size >= sysmem::MAP_THRESHOLD;
+        let new = if by_pages { self.allocate_for_move(new_size)? } else { self.allocate(new_size, 0)? };
         // The old block is claimed before a byte of it is read. A free racing with the move (a race
         // the caller made) either comes first, and the move fails, or finds the block gone; until
         // this call releases it, its memory stays (a freed mapping may be unmapped at once).
@@ -272,19 +288,38 @@ impl Manager {
             // A slot's entry in the table: the size is in the slot's state, CLEANED until released.
             Moving::Table(_, None) => slot.and_then(|slot| slot.live_size()).map_or(0, |(size, _)| size),
         };
-        // Safety: the old block is this call's (claimed), the new one too; both hold at least
-        // min(old, new) bytes, and they are distinct blocks.
-        unsafe { std::ptr::copy_nonoverlapping(address as *const u8, new.as_ptr(), old_size.min(new_size)) };
+        let moved = match old {
+            Moving::Table(_, Some(_)) if by_pages => {
+                self.blocks.move_pages(address, new.as_ptr() as usize, old_size, new_size)
+            }
+            _ => None,
+        };
+        if moved.is_none() {
+            // Safety: the old block is this call's (claimed), the new one too; both hold at least
+            // min(old, new) bytes, and they are distinct blocks.
+            unsafe { std::ptr::copy_nonoverlapping(address as *const u8, new.as_ptr(), old_size.min(new_size)) };
+        }
         match old {
             Moving::Slot(slot, size) => self.small.release(slot, size),
             // Its cleaners go to the new block with their handles, then the old one goes.
             Moving::Table(cleaners, _) => {
+                // A block of the table takes them without memory: only a slab slot's entry can
+                // refuse them, and pages move only between blocks of the table, so a move by
+                // pages, which cannot be undone, is never refused here.
                 if let Err((e, cleaners)) = self.attach_moved(new.as_ptr() as usize, cleaners) {
+                    debug_assert!(moved.is_none(), "a block of the table refused a moved block's cleaners");
                     self.blocks.undo_move(address, cleaners);
                     let _ = self.free(new.as_ptr() as usize);
                     return Err(e);
                 }
-                self.release_memory(self.blocks.finish_move(address));
+                match moved {
+                    // Its pages are the new block's: only its bytes go back to the quota.
+                    Some(Claimed { memory: Some(memory), size, .. }) => {
+                        sysmem::forget_moved(memory);
+                        self.quota.release(size as u64);
+                    }
+                    _ => self.release_memory(self.blocks.finish_move(address)),
+                }
             }
         }
         Ok(new)
@@ -533,6 +568,44 @@ mod tests {
             assert!(m.block_size(p as usize).is_err() || p == q, "the old block is gone");
             m.free(q as usize).unwrap();
         }
+    }
+
+    /// Page faults this thread took so far (minor: pages mapped in without reading a disk).
+    fn minor_faults() -> i64 {
+        // Safety: getrusage writes the struct it is given.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) }, 0);
+        usage.ru_minflt
+    }
+
+    #[test]
+    fn a_mapped_block_moves_by_its_pages_not_by_copying_them() {
+        let m = Manager::new(1 << 30);
+        let pattern = |i: usize| (i * 7 + 3) as u8;
+        let big = 8 << 20;
+        let p = m.allocate(big, 0).unwrap().as_ptr();
+        // Safety (throughout): live blocks of the sizes given.
+        unsafe { std::slice::from_raw_parts_mut(p, big) }.iter_mut().enumerate().for_each(|(i, b)| *b = pattern(i));
+        // A quarter of it and less would waste most of its mapping: it moves. 1.5 MiB, so that no
+        // huge page can back the new mapping and hide a copy's faults.
+        let small = 3 << 19;
+        let faults = minor_faults();
+        let q = m.reallocate(p as usize, small).unwrap().as_ptr();
+        let faulted = minor_faults() - faults;
+        assert_ne!(q, p);
+        assert!(faulted < 64, "{faulted} pages faulted in: the {small} bytes were copied");
+        assert!(unsafe { std::slice::from_raw_parts(q, small) }.iter().enumerate().all(|(i, &b)| b == pattern(i)));
+        assert_eq!((m.stats().count, m.stats().reserved), (1, small as u64));
+        // And back up to 48 MiB (in place where the addresses after it are free, else moved): the
+        // bytes stay, the rest reads zero.
+        let grown = 48 << 20;
+        let r = m.reallocate(q as usize, grown).unwrap().as_ptr();
+        let bytes = unsafe { std::slice::from_raw_parts(r, grown) };
+        assert!(bytes[..small].iter().enumerate().all(|(i, &b)| b == pattern(i)));
+        assert!(bytes[small..].iter().all(|&b| b == 0));
+        assert_eq!((m.stats().count, m.stats().reserved), (1, grown as u64));
+        m.free(r as usize).unwrap();
+        assert_eq!((m.stats().count, m.stats().reserved), (0, 0));
     }
 
     #[test]

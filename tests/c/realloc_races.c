@@ -224,10 +224,18 @@ int main(void) {
     race(64, 1000, 0, 1);
     race(64, 1000, 5000, 0); /* two moves of one block */
     race(20000, 200 << 10, 64, 1);
+    /* Mappings that move by their pages (mremap): shrunk to a fifth, or grown where the
+     * addresses after them are taken; the old addresses are free from then on. */
+    race(1 << 20, 200 << 10, 0, 0);
+    race(1 << 20, 200 << 10, 0, 1);
+    race(300 << 10, 1 << 20, 0, 1);
+    race(1 << 20, 200 << 10, 3 << 20, 0); /* two moves of one block */
     race_clean(64, 1000);
     race_clean(200 << 10, 100);
+    race_clean(1 << 20, 200 << 10);
     race_register(64, 1000);
     race_register(100, 200 << 10);
+    race_register(1 << 20, 200 << 10);
     atomic_store(&stop, 1);
     ASSERT(pthread_join(other, NULL) == 0);
     ASSERT(pthread_join(trims, NULL) == 0);

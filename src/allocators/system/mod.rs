@@ -140,10 +140,10 @@ pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
         .ok_or(Error::NoMemory)
 }
 
-/// A fresh private mapping, trimmed so that it starts at a multiple of `alignment`.
+/// A private mapping of `size` bytes (rounded up to pages) for a block, starting at a multiple of
+/// `alignment`: a kept one, zeroed, or a new one.
 fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
-    let page = page_size();
-    let len = size.checked_add(page - 1).ok_or(Error::NoMemory)? & !(page - 1);
+    let len = mapping_len(size)?;
     // A kept mapping is advised by how its last block used it; a new one has no huge pages (the
     // system's default under THP "madvise" mode): a program that touches a few bytes of a big
     // block would pay 2 MiB of zeroing (and of memory) per touch. Random sizes up to 4 MiB with
@@ -153,13 +153,7 @@ fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
         Some(kept) => kept,
         // Kept mappings cost commit charge under strict overcommit: never let them make a
         // mapping fail.
-        None => {
-            let start = map_region(len, alignment).or_else(|_| {
-                mappings::global().unmap_all();
-                map_region(len, alignment)
-            })?;
-            mappings::Taken { start, len, huge: false, dirty: false }
-        }
+        None => mappings::Taken { start: map_new(len, alignment)?, len, huge: false, dirty: false },
     };
     if taken.dirty {
         // Safety: the mapping is the caller's now; it kept the pages of an earlier block.
@@ -168,6 +162,82 @@ fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     let ptr = NonNull::new(taken.start as *mut u8).ok_or(Error::NoMemory)?;
     Ok(Memory { ptr, mapped_len: taken.len, huge_pages: taken.huge, zeroed_in_place: taken.dirty })
 }
+
+/// `size` rounded up to whole pages; `NoMemory` if that overflows.
+fn mapping_len(size: usize) -> Result<usize> {
+    let page = page_size();
+    Ok(size.checked_add(page - 1).ok_or(Error::NoMemory)? & !(page - 1))
+}
+
+/// A new mapping of `len` bytes at a multiple of `alignment`. Kept mappings cost commit charge
+/// under strict overcommit: they never make a mapping fail (they go first, and it is tried again).
+fn map_new(len: usize, alignment: usize) -> Result<usize> {
+    map_region(len, alignment).or_else(|_| {
+        mappings::global().unmap_all();
+        map_region(len, alignment)
+    })
+}
+
+/// Where a mapped block lies, to move its pages ([`Memory::mapping`], [`move_pages`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Mapping {
+    start: usize,
+    len: usize,
+    huge_pages: bool,
+}
+
+impl Memory {
+    /// Where the block lies, if it is a mapping of its own (None: heap memory).
+    pub fn mapping(&self) -> Option<Mapping> {
+        let mapping = Mapping { start: self.ptr.as_ptr() as usize, len: self.mapped_len, huge_pages: self.huge_pages };
+        (self.mapped_len != 0).then_some(mapping)
+    }
+}
+
+/// A new, untouched mapping for a block of `size` bytes that will take a mapped block's pages
+/// ([`move_pages`]): never a kept one, whose pages would be dropped, and not zeroed, since a
+/// fresh mapping reads zero. Aligned as [`allocate_zeroed`] aligns big blocks.
+pub fn map_for_move(size: usize) -> Result<Memory> {
+    fault::before_allocation()?;
+    let len = mapping_len(size)?;
+    let start = map_new(len, if len >= HUGE_PAGE { HUGE_PAGE } else { page_size() })?;
+    let ptr = NonNull::new(start as *mut u8).ok_or(Error::NoMemory)?;
+    Ok(Memory { ptr, mapped_len: len, huge_pages: false, zeroed_in_place: false })
+}
+
+/// Moves the pages of the mapped block at `from` (its data: the first `old_size` bytes) into `to`,
+/// a mapping from [`map_for_move`] for a block of `new_size` bytes, as `realloc` does with
+/// `mremap`: the kernel moves them, so nothing is copied and no page is faulted in again (a
+/// block grown to 64 MiB in 64 KiB steps took 0.88 s by copying, 100 times glibc's time). The
+/// old mapping is gone then: its `Memory` must not be released ([`forget_moved`]). Bytes after
+/// `old_size` read zero, as in any grown block. False: `to` is not a mapping, or the kernel
+/// refused; nothing changed (the caller copies).
+pub fn move_pages(from: Mapping, old_size: usize, to: &mut Memory, new_size: usize) -> bool {
+    if to.mapped_len == 0 {
+        return false;
+    }
+    let flags = libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED;
+    let target = to.ptr.as_ptr() as *mut libc::c_void;
+    // Safety: `from` is a whole mapping the caller holds for a move (no one else uses it), `to` a
+    // whole mapping no one else knows yet; MREMAP_FIXED replaces `to`'s pages with `from`'s, and
+    // on failure both stay as they were.
+    if unsafe { libc::mremap(from.start as *mut libc::c_void, from.len, to.mapped_len, flags, target) }
+        == libc::MAP_FAILED
+    {
+        return false;
+    }
+    // Bytes between the old block's end and its mapping's may hold what an earlier block (in a
+    // kept mapping) or this one (before shrinking in place) wrote; beyond its mapping they are new.
+    let stale = from.len.min(new_size).saturating_sub(old_size);
+    // Safety: inside `to`'s mapping, which now holds the moved pages and is the caller's.
+    unsafe { std::ptr::write_bytes(to.ptr.as_ptr().add(old_size), 0, stale) };
+    to.huge_pages = from.huge_pages;
+    true
+}
+
+/// The `Memory` of a block whose pages [`move_pages`] moved away: there is nothing left to give
+/// back (the addresses may already be another mapping's).
+pub fn forget_moved(_memory: Memory) {}
 
 /// Gives memory back to the system.
 pub fn release(memory: Memory) {
