@@ -260,8 +260,9 @@ extern "C" fn free_general(ptr: *mut c_void) -> dm_status {
 /// realloc (SQLite's xRealloc, Lua's lua_Alloc, zlib's). It stays in place (`*out` == `ptr`) when
 /// it can: a block of up to 128 KiB without cleaners that stays in its size class (four per
 /// doubling: ..., 80, 96, 112, 128, 160, ...), or a block above 128 KiB (a mapping of its own)
-/// that still fits its mapping with at most half as much again to spare, or whose mapping can grow
-/// where it lies (`mremap`). Otherwise it moves: `*out` is a new block (default alignment)
+/// that stays above 128 KiB and shrinks (its mapping is cut to it: the pages past it go back to
+/// the system), still fits its mapping, or whose mapping can grow where it lies (`mremap`).
+/// Otherwise it moves: `*out` is a new block (default alignment)
 /// holding the first min(old, new) bytes, and the old block is freed; from above 128 KiB to above
 /// 128 KiB its pages move, as glibc's `realloc` moves them (`mremap`): nothing is copied, so
 /// growing a block step by step costs the same at 64 MiB as at 1 MiB. A block's cleaners move

@@ -582,28 +582,41 @@ mod tests {
     fn a_mapped_block_moves_by_its_pages_not_by_copying_them() {
         let m = Manager::new(1 << 30);
         let pattern = |i: usize| (i * 7 + 3) as u8;
-        let big = 8 << 20;
-        let p = m.allocate(big, 0).unwrap().as_ptr();
+        let size = 1 << 20;
+        let p = m.allocate(size, 0).unwrap().as_ptr();
         // Safety (throughout): live blocks of the sizes given.
-        unsafe { std::slice::from_raw_parts_mut(p, big) }.iter_mut().enumerate().for_each(|(i, b)| *b = pattern(i));
-        // A quarter of it and less would waste most of its mapping: it moves. 1.5 MiB, so that no
-        // huge page can back the new mapping and hide a copy's faults.
-        let small = 3 << 19;
+        unsafe { std::slice::from_raw_parts_mut(p, size) }.iter_mut().enumerate().for_each(|(i, b)| *b = pattern(i));
+        // A page of our own right after its mapping (unless something is there already), so that
+        // it cannot grow where it lies: it moves.
+        let after = p as usize + size;
+        let page = crate::os::page_size();
+        // Safety: MAP_FIXED_NOREPLACE maps only where nothing is mapped.
+        let guard = unsafe {
+            let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE;
+            libc::mmap(after as *mut libc::c_void, page, libc::PROT_NONE, flags, -1, 0)
+        };
+        // 1.9 MiB: no huge page can back the new mapping and hide a copy's faults.
+        let grown = 1900 << 10;
         let faults = minor_faults();
-        let q = m.reallocate(p as usize, small).unwrap().as_ptr();
+        let q = m.reallocate(p as usize, grown).unwrap().as_ptr();
         let faulted = minor_faults() - faults;
+        if guard as usize == after {
+            // Safety: the page mapped above, ours.
+            unsafe { libc::munmap(guard, page) };
+        }
         assert_ne!(q, p);
-        assert!(faulted < 64, "{faulted} pages faulted in: the {small} bytes were copied");
-        assert!(unsafe { std::slice::from_raw_parts(q, small) }.iter().enumerate().all(|(i, &b)| b == pattern(i)));
-        assert_eq!((m.stats().count, m.stats().reserved), (1, small as u64));
-        // And back up to 48 MiB (in place where the addresses after it are free, else moved): the
-        // bytes stay, the rest reads zero.
-        let grown = 48 << 20;
-        let r = m.reallocate(q as usize, grown).unwrap().as_ptr();
-        let bytes = unsafe { std::slice::from_raw_parts(r, grown) };
-        assert!(bytes[..small].iter().enumerate().all(|(i, &b)| b == pattern(i)));
-        assert!(bytes[small..].iter().all(|&b| b == 0));
+        assert!(faulted < 64, "{faulted} pages faulted in: the {size} bytes were copied");
+        let bytes = unsafe { std::slice::from_raw_parts(q, grown) };
+        assert!(bytes[..size].iter().enumerate().all(|(i, &b)| b == pattern(i)));
+        assert!(bytes[size..].iter().all(|&b| b == 0));
         assert_eq!((m.stats().count, m.stats().reserved), (1, grown as u64));
+        // And up to 48 MiB (in place where the addresses after it are free, else moved).
+        let bigger = 48 << 20;
+        let r = m.reallocate(q as usize, bigger).unwrap().as_ptr();
+        let bytes = unsafe { std::slice::from_raw_parts(r, bigger) };
+        assert!(bytes[..size].iter().enumerate().all(|(i, &b)| b == pattern(i)));
+        assert!(bytes[size..].iter().all(|&b| b == 0));
+        assert_eq!((m.stats().count, m.stats().reserved), (1, bigger as u64));
         m.free(r as usize).unwrap();
         assert_eq!((m.stats().count, m.stats().reserved), (0, 0));
     }
@@ -659,13 +672,13 @@ mod tests {
         assert_eq!(m.reallocate(p, 200_500).unwrap().as_ptr() as usize, p, "grows within its mapping");
         check(p, 200_000, 200_500);
         assert_eq!(m.reallocate(p, 140_000).unwrap().as_ptr() as usize, p, "shrinks in place");
-        assert_eq!((m.stats().reserved, m.stats().capacity, m.stats().occupied), (140_000, 140_000, 200_704));
+        // Its mapping cut to its 35 pages: the 14 after them went back.
+        assert_eq!((m.stats().reserved, m.stats().capacity, m.stats().occupied), (140_000, 140_000, 143_360));
         let q = m.reallocate(p, 180_000).unwrap().as_ptr() as usize;
-        assert_eq!(q, p, "grows back: the bytes cut off come back zeroed");
-        check(p, 140_000, 180_000);
-        let r = m.reallocate(p, 130_000).unwrap().as_ptr() as usize;
-        assert_ne!(r, p, "most of the mapping would be waste: moved");
-        check(r, 130_000, 130_000);
+        check(q, 140_000, 180_000); // grows back where it lies, or moves: the bytes cut off read zero
+        let r = m.reallocate(q, 135_000).unwrap().as_ptr() as usize;
+        assert_eq!((r, m.stats().occupied), (q, 135_168), "shrinks in place, its mapping cut to 33 pages");
+        check(r, 135_000, 135_000);
         let t = m.reallocate(r, 40_000).unwrap().as_ptr() as usize;
         assert_ne!(t, r, "under the mapping threshold: moved to the heap");
         check(t, 40_000, 40_000);

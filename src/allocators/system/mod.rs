@@ -46,35 +46,34 @@ pub struct Memory {
 unsafe impl Send for Memory {}
 
 impl Memory {
-    /// Resizes a mapped block of `old_size` bytes to `new_size` in place, if it can: within its
-    /// mapping, while the mapping stays at most half as long again as the block (the rule for
-    /// reusing kept mappings), or by growing the mapping where the addresses after it are free
-    /// (`mremap` without moving). Bytes that come into the block read as zero. False: not in
-    /// place (heap memory, a block that would fall under [`MAP_THRESHOLD`], no room); nothing
-    /// changed.
+    /// Resizes a mapped block of `old_size` bytes to `new_size` in place, if it can: shrunk, with
+    /// the mapping cut to the block's pages (what lies past them goes back to the system, as
+    /// glibc's `realloc` gives it back: a 64 MiB block written whole and shrunk to 50 MiB kept all
+    /// 64 MiB in memory); grown within its mapping, or by growing the mapping where the addresses
+    /// after it are free (`mremap` without moving). Bytes that come into the block read as zero.
+    /// False: not in place (heap memory, a block that would fall under [`MAP_THRESHOLD`], no
+    /// room); nothing changed.
     pub fn resize_in_place(&mut self, old_size: usize, new_size: usize) -> bool {
         if self.mapped_len == 0 || new_size < MAP_THRESHOLD {
             return false;
         }
-        let page = page_size();
-        let Some(len) = new_size.checked_add(page - 1).map(|l| l & !(page - 1)) else { return false };
+        let Ok(len) = mapping_len(new_size) else { return false };
         let start = self.ptr.as_ptr();
-        if len <= self.mapped_len {
-            if len + len / 2 < self.mapped_len {
-                return false; // most of the mapping would be waste: the caller moves the block
-            }
-        } else {
+        if len > self.mapped_len || (len < self.mapped_len && new_size < old_size) {
             // Safety: the mapping [start, start + mapped_len) is this block's; without
-            // MREMAP_MAYMOVE it either grows where it is or fails and stays as it was.
-            let grown = unsafe { libc::mremap(start as *mut libc::c_void, self.mapped_len, len, 0) };
-            if grown == libc::MAP_FAILED {
+            // MREMAP_MAYMOVE it either changes where it is or fails and stays as it was (cut
+            // shorter, it cannot fail but for a lack of memory to split it).
+            if unsafe { libc::mremap(start as *mut libc::c_void, self.mapped_len, len, 0) } == libc::MAP_FAILED {
                 return false;
             }
-            // The new pages are fresh zero pages; the old mapping's tail may hold earlier bytes.
-            // Safety: inside the mapping, which is this block's.
-            unsafe { std::ptr::write_bytes(start.add(old_size), 0, self.mapped_len.saturating_sub(old_size)) };
+            if len > self.mapped_len {
+                // The new pages are fresh zero pages; the old mapping's tail may hold earlier
+                // bytes. Safety: inside the mapping, which is this block's.
+                unsafe { std::ptr::write_bytes(start.add(old_size), 0, self.mapped_len.saturating_sub(old_size)) };
+                self.mapped_len = len;
+                return true;
+            }
             self.mapped_len = len;
-            return true;
         }
         if new_size > old_size {
             // Safety: inside the mapping, which is this block's. Bytes after a block's end may
