@@ -224,19 +224,19 @@ int main(void) {
     race(64, 1000, 0, 1);
     race(64, 1000, 5000, 0); /* two moves of one block */
     race(20000, 200 << 10, 64, 1);
-    /* Mappings grown where the addresses after them are taken (the usual case: new mappings go
-     * below older ones) move by their pages (mremap), and their old addresses are free from then
-     * on; shrunk, they stay and give their tail back. */
-    race(1 << 20, 3 << 20, 0, 0);
-    race(300 << 10, 1 << 20, 0, 1);
+    /* Mappings grown by less than their size where the addresses after them are taken (the
+     * usual case: new mappings go below older ones) move by their pages (mremap), and their old
+     * addresses are free from then on; shrunk, they stay and give their tail back. */
+    race(1 << 20, 3 << 19, 0, 0);
+    race(600 << 10, 1 << 20, 0, 1);
     race(1 << 20, 200 << 10, 0, 1);
-    race(1 << 20, 3 << 20, 200 << 10, 0); /* a growth against a shrink */
+    race(1 << 20, 3 << 19, 200 << 10, 0); /* a growth against a shrink */
     race_clean(64, 1000);
     race_clean(200 << 10, 100);
-    race_clean(1 << 20, 3 << 20);
+    race_clean(1 << 20, 3 << 19);
     race_register(64, 1000);
     race_register(100, 200 << 10);
-    race_register(1 << 20, 3 << 20);
+    race_register(1 << 20, 3 << 19);
     atomic_store(&stop, 1);
     ASSERT(pthread_join(other, NULL) == 0);
     ASSERT(pthread_join(trims, NULL) == 0);
