@@ -194,8 +194,8 @@ impl Memory {
 }
 
 /// A mapping for a block of `size` bytes that is to take a moved block's first `copied` bytes:
-/// with `prefer_kept`, a kept mapping if one fits (its pages are in memory, so the caller copies
-/// into it; only the bytes past `copied` are zeroed, the copy writes the rest), else a new,
+/// with `prefer_kept`, a kept mapping if one fits (its pages kept in memory, or advised huge: the
+/// caller copies into it; only the bytes past `copied` are zeroed, the copy writes the rest), else a new,
 /// untouched one for the moved block's pages ([`move_pages`]: never a kept one, whose pages would
 /// be dropped, and not zeroed, since a fresh mapping reads zero). Aligned as [`allocate_zeroed`]
 /// aligns big blocks. Returns it, and whether it is new.
