@@ -119,6 +119,12 @@ static void race(size_t from, size_t to, size_t other, int cleaner) {
             ASSERT(q == p || other_out == p);
             if (other_to == 0) {
                 ASSERT(q == p); /* resized in place, then freed there */
+            } else if (q == p && other_out == p) {
+                /* Both in place (a growth and a shrink of a mapping): either may have come last. */
+                size_t last;
+                CHECK(dm_block_size(p, &last));
+                ASSERT(last == to || last == other);
+                check_survivor(p, last, kept_here < kept_there ? kept_here : kept_there);
             } else {
                 check_survivor(q == p ? other_out : q, q == p ? other : to, q == p ? kept_here : kept_there);
             }
