@@ -70,7 +70,8 @@ extern "C" fn prepare() {
     // it, nobody has it, and it has no locks to take.
     let _ = manager::global();
     // Safety of the order: locks that nest are listed in the order they nest (the quota's state,
-    // then its credits; a block shard, then a handle shard); every other lock is taken alone (a
+    // then its credits; a block shard, then a handle shard; two block shards, the lower first, in
+    // a move by pages); every other lock is taken alone (a
     // lock guard that lives to the end of a statement counts: a slab pool's class list was once
     // held across the resident list, and the fork test hung). So taking them one by one cannot
     // deadlock.
