@@ -263,9 +263,9 @@ extern "C" fn free_general(ptr: *mut c_void) -> dm_status {
 /// that stays above 128 KiB and shrinks (its mapping is cut to it: the pages past it go back to
 /// the system), still fits its mapping, or whose mapping can grow where it lies (`mremap`).
 /// Otherwise it moves: `*out` is a new block (default alignment)
-/// holding the first min(old, new) bytes, and the old block is freed; a block above 128 KiB
-/// moves its pages, as glibc's `realloc` moves them (`mremap`): nothing is copied, so growing a
-/// block costs the same at 64 MiB as at 1 MiB (one that doubles or more is copied into a mapping
+/// holding the first min(old, new) bytes, and the old block is freed; a block above 128 KiB that
+/// grows moves its pages, as glibc's `realloc` moves them (`mremap`): nothing is copied, so
+/// growing a block costs the same at 64 MiB as at 1 MiB (one that doubles or more is copied into a mapping
 /// an earlier block left, if one fits, which costs less than fresh pages). A block's cleaners move
 /// with it: the same handles, not run by the move, run once when the new block is released.
 /// Bytes beyond the old size are zero either way, and the quota is charged the difference.
