@@ -226,13 +226,13 @@ enum dm_status dm_free(void *ptr);
  * doubling: ..., 80, 96, 112, 128, 160, ...), or a block above 128 KiB (a mapping of its own)
  * that stays above 128 KiB and shrinks (its mapping is cut to it: the pages past it go back to
  * the system), still fits its mapping, or whose mapping can grow where it lies (`mremap`).
- * Otherwise it moves: `*out` is a new block (default alignment)
- * holding the first min(old, new) bytes, and the old block is freed; a block above 128 KiB that
- * grows moves its pages, as glibc's `realloc` moves them (`mremap`): nothing is copied, so
- * growing a block costs the same at 64 MiB as at 1 MiB (one that doubles or more is copied into a mapping
- * an earlier block left, if one fits, which costs less than fresh pages). A block's cleaners move
- * with it: the same handles, not run by the move, run once when the new block is released.
- * Bytes beyond the old size are zero either way, and the quota is charged the difference.
+ * Otherwise it moves: `*out` is a new block (default alignment) holding the first min(old, new)
+ * bytes, and the old block is freed; a block above 128 KiB that grows moves its pages, as glibc's
+ * `realloc` moves them (`mremap`): nothing is copied, so growing a block costs the same at 64 MiB
+ * as at 1 MiB (one that doubles or more is copied into a mapping an earlier block left, if one
+ * fits, which costs less than fresh pages). A block's cleaners move with it: the same handles,
+ * not run by the move, run once when the new block is released. Bytes beyond the old size are
+ * zero either way, and the quota is charged the difference.
  * `ptr` NULL: as dm_allocate(new_size, 0, out). On any failure nothing changes and `ptr` stays
  * valid. A dm_free, dm_clean or dm_reallocate of the same block racing with a move: one of
  * them wins and the others return DM_ERR_NOT_LIVE (a dm_clean may also find the block in
@@ -247,9 +247,7 @@ enum dm_status dm_free(void *ptr);
  * `out` must be NULL or valid for writing one pointer; `ptr` is only looked up, never
  * dereferenced unless live.
  */
-enum dm_status dm_reallocate(void *ptr,
-                             size_t new_size,
-                             void **out);
+enum dm_status dm_reallocate(void *ptr, size_t new_size, void **out);
 
 /**
  * Writes the size of the live block starting at `ptr` (what it was allocated or resized with)
@@ -364,9 +362,10 @@ enum dm_status dm_get_stats(struct dm_stats *out);
  * would have (it keeps up to 1 MiB of them, the rest goes back within ~100 ms); and what the
  * thread keeps for itself but did not use since the last such visit (its empty slabs kept
  * back; its empty current slabs are set aside as slabs that empty are, so they go back unless
- * the thread allocates from them again soon). For a program's idle loop or timer; the JVM binding calls it about once a
- * second. Unlike dm_trim, memory still in its time, and what active threads use, stays. If
- * `given_back` is not NULL, the bytes of pages given back are stored there.
+ * the thread allocates from them again soon). For a program's idle loop or timer; the JVM
+ * binding calls it about once a second. Unlike dm_trim, memory still in its time, and what
+ * active threads use, stays. If `given_back` is not NULL, the bytes of pages given back are
+ * stored there.
  *
  * Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
  *

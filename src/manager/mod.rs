@@ -276,8 +276,8 @@ impl Manager {
         // 64 MiB in 64 KiB steps took 0.88 s, glibc 0.009) or a big one (doubled from 1 MiB to
         // 512 MiB: 0.46 s in the resizes, glibc 0.002). But one that doubles or more is copied
         // into a kept mapping if one fits: its pages kept in memory or advised huge, the copy
-        // costs about what the growth would in page faults on fresh ones (Lua's tables, doubled up to 16 MiB in
-        // rounds: 1.19x glibc's time by pages, 0.93x so).
+        // costs about what the growth would in page faults on fresh ones (Lua's tables, doubled
+        // up to 16 MiB in rounds: 1.19x glibc's time by pages, 0.93x so).
         let (new, by_pages) = if slot.is_none() && new_size >= sysmem::MAP_THRESHOLD {
             let doubles = new_size - size.min(new_size) >= size;
             self.allocate_for_move(new_size, size, doubles)?

@@ -94,12 +94,7 @@ impl Counters {
     /// [`EMPTIED_LOOK_MS`] ago or more. Notes this one. (The two may both find it due at once: the
     /// heap is looked through twice, no harm.)
     pub(super) fn emptied_look_due(&self, now: u64) -> bool {
-        let looked = &self.emptied_looked;
-        let due = now.saturating_sub(looked.load(Relaxed)) >= EMPTIED_LOOK_MS;
-        if due {
-            looked.store(now, Relaxed);
-        }
-        due
+        Self::take_turn(&self.emptied_looked, now)
     }
 
     /// Whether it is time for `dm_decay` to age the heap of a busy thread (see
@@ -108,11 +103,19 @@ impl Counters {
     /// own: the owner's looks in its slow path (which may come often) must not keep the ageing
     /// from its turn.
     pub(super) fn age_due(&self, now: u64) -> bool {
-        let aged = &self.aged;
-        let due = now.saturating_sub(aged.load(Relaxed)) >= EMPTIED_LOOK_MS;
+        let due = Self::take_turn(&self.aged, now);
         if due {
-            aged.store(now, Relaxed);
             self.emptied_looked.store(now, Relaxed);
+        }
+        due
+    }
+
+    /// Whether the turn that `last` (coarse milliseconds) timed is due at `now`, once per
+    /// [`EMPTIED_LOOK_MS`]; taking it moves `last` to `now`.
+    fn take_turn(last: &AtomicU64, now: u64) -> bool {
+        let due = now.saturating_sub(last.load(Relaxed)) >= EMPTIED_LOOK_MS;
+        if due {
+            last.store(now, Relaxed);
         }
         due
     }

@@ -261,8 +261,9 @@ impl Heap {
     /// (see [`Heap::take_back_emptied`]): it sees those frees only when it collects them, which
     /// it does for a class when it needs a slab of it. A thread that allocated a thousand 64 KiB
     /// blocks, which another thread freed, and went on allocating batches of 64 B blocks kept
-    /// their 64 MiB in memory until `dm_trim` or `dm_decay` looked; now 3 MB two seconds later. mimalloc's threads take such pages back at
-    /// their slow allocations too. (Not with every new slab: the look walks the heap's lists.)
+    /// their 64 MiB in memory until `dm_trim` or `dm_decay` looked; now 3 MB two seconds later.
+    /// mimalloc's threads take such pages back at their slow allocations too. (Not with every new
+    /// slab: the look walks the heap's lists.)
     pub(super) fn next_slab(&mut self, c: usize) -> Option<&'static Slab> {
         if self.counters.emptied_look_due(crate::os::coarse_millis()) {
             if self.counters.may_hold_emptied() {
@@ -363,15 +364,7 @@ impl Heap {
     pub(super) fn give_back_spares(&mut self) -> u64 {
         let pool = self.pool; // borrowed while the lists change
         let mut given_back = 0;
-        self.drain_spares(|slab| {
-            let idle = slab.idle_bytes();
-            // Safety: this heap owned the slab, which is empty.
-            if unsafe { pool.unowned.give_back_now(slab) } {
-                given_back += idle;
-            } else {
-                pool.unowned.give_up(slab, true); // the system refused: kept resident
-            }
-        });
+        self.drain_spares(|slab| given_back += give_back_spare(pool, slab));
         given_back
     }
 
@@ -519,22 +512,22 @@ impl Heap {
     /// - takes back the slabs other threads' frees emptied ([`Heap::take_back_emptied`]);
     /// - gives back the empty slabs kept back since the last visit and not taken since (the
     ///   bottom of each list, below its low-water mark, as jemalloc's thread caches are trimmed);
-    /// - sets the empty current slabs that hold pages aside, as empty slabs are ([`Heap::now_empty`]):
-    ///   a class still in use takes its slab back at its next block, through the slow path
-    ///   (once a visit), and keeps its pages; one that is not gives it back at the next visit.
+    /// - sets the empty current slabs that hold pages aside, as empty slabs are
+    ///   ([`Heap::now_empty`]): a class still in use takes its slab back at its next block,
+    ///   through the slow path (once a visit), and keeps its pages; one that is not gives it back
+    ///   at the next visit.
     ///
     /// Returns the bytes of pages given back.
     pub(super) fn age(&mut self) -> u64 {
         let mut given_back = self.take_back_emptied() + self.give_back_unused_spares();
         for c in self.used_classes() {
-            let Some(slab) = self.current[c] else { continue };
-            // Safety: this heap owns its current slabs.
-            if unsafe { slab.is_empty() } && slab.idle_bytes() > 0 {
-                self.replace_current(c, None);
-                given_back += self.now_empty(slab);
+            if let Some(slab) = self.current[c] {
+                // Safety: this heap owns its current slabs.
+                if unsafe { slab.is_empty() } && slab.idle_bytes() > 0 {
+                    self.replace_current(c, None);
+                    given_back += self.now_empty(slab); // onto class `c`'s spares, if kept
+                }
             }
-        }
-        for c in self.used_classes() {
             if let Some(slabs) = self.classes[c].as_mut() {
                 slabs.spare_low = slabs.spare.len();
             }
@@ -551,18 +544,26 @@ impl Heap {
             let Some(slabs) = self.classes[c].as_mut() else { continue };
             let unused = std::mem::take(&mut slabs.spare_low);
             for slab in slabs.spare.drain(..unused) {
-                let touched = slab.idle_bytes();
-                (bytes, idle) = (bytes + slab.bytes, idle + touched);
-                // Safety: this heap owned the slab, which is empty.
-                if unsafe { pool.unowned.give_back_now(slab) } {
-                    given_back += touched;
-                } else {
-                    pool.unowned.give_up(slab, true); // the system refused: kept resident
-                }
+                (bytes, idle) = (bytes + slab.bytes, idle + slab.idle_bytes());
+                given_back += give_back_spare(pool, slab);
             }
         }
         self.count_spares(bytes, idle, false);
         given_back
+    }
+}
+
+/// Gives the pages of `slab`, an empty slab a heap kept back and no longer lists, back to the
+/// system and the slab to `pool`; returns the bytes `cached` counted for it (0 when the system
+/// refused: the slab is then kept resident).
+fn give_back_spare(pool: &SmallBlocks, slab: &'static Slab) -> u64 {
+    let idle = slab.idle_bytes();
+    // Safety: the caller's heap owned the slab, which is empty.
+    if unsafe { pool.unowned.give_back_now(slab) } {
+        idle
+    } else {
+        pool.unowned.give_up(slab, true);
+        0
     }
 }
 

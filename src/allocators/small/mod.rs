@@ -742,7 +742,7 @@ mod tests {
         let p = pool();
         // A slab of 64 KiB blocks, a byte written in each, empties: the class is found sparse.
         fill_and_empty_a_medium_slab(&p, 1);
-        let in_memory = |p| crate::os::pages_in_memory(p, 65536).unwrap().iter().filter(|&&r| r).count();
+        let in_memory = |p| resident_pages(p, 65536);
         let (a, b) = (allocate(&p, 65536), allocate(&p, 65536));
         for block in [a, b] {
             // Safety: live blocks of 64 KiB.
@@ -765,7 +765,7 @@ mod tests {
         // A slab of 64 KiB blocks, a byte written in each, empties: the class is found sparse.
         fill_and_empty_a_medium_slab(&p, 1);
         let pages = 65536 / crate::os::page_size();
-        let in_memory = |b| crate::os::pages_in_memory(b, 65536).unwrap().iter().filter(|&&r| r).count();
+        let in_memory = |b| resident_pages(b, 65536);
         // Safety (both): live blocks of 64 KiB. Only their first byte (the one written) is read
         // until the end: a page read maps the zero page, which the next look counts as in memory.
         let zero = |b| unsafe { std::slice::from_raw_parts(b as *const u8, 65536) }.iter().all(|&x| x == 0);
@@ -808,7 +808,7 @@ mod tests {
         fill_and_empty_a_medium_slab(&p, 1);
         let slots = size_class::MEDIUM_SLAB_SIZE / 65536;
         let pages = 65536 / crate::os::page_size();
-        let in_memory = |b| crate::os::pages_in_memory(b, 65536).unwrap().iter().filter(|&&r| r).count();
+        let in_memory = |b| resident_pages(b, 65536);
         for round in 1..=6 {
             // The rest of that slab, a byte written in each block, freed by another thread.
             let blocks: Vec<usize> = (1..slots).map(|_| allocate(&p, 65536)).collect();
@@ -830,6 +830,11 @@ mod tests {
                 s.spawn(|| blocks.iter().for_each(|&b| free(&p, b).unwrap()));
             });
         }
+    }
+
+    /// How many of the pages of [`start`, `start + len`) are in memory.
+    fn resident_pages(start: usize, len: usize) -> usize {
+        crate::os::pages_in_memory(start, len).unwrap().iter().filter(|&&r| r).count()
     }
 
     /// The live 64 KiB block at `b`, written whole (0xFF).
@@ -879,7 +884,7 @@ mod tests {
         std::thread::scope(|s| {
             s.spawn(|| blocks.iter().for_each(|&b| free(&p, b).unwrap()));
         });
-        let in_memory = |b| crate::os::pages_in_memory(b, 65536).unwrap().iter().filter(|&&r| r).count();
+        let in_memory = |b| resident_pages(b, 65536);
         assert_eq!(blocks.iter().map(|&b| in_memory(b)).sum::<usize>(), 64 * 65536 / crate::os::page_size());
         assert_eq!(p.trim(), 64 * 65536, "the four slabs' pages");
         assert!(blocks.iter().all(|&b| in_memory(b) == 0));
@@ -935,7 +940,7 @@ mod tests {
         let blocks: Vec<usize> = blocks.iter().take(64).collect();
         blocks.iter().for_each(|&b| free(&p, b).unwrap());
         freed.wait();
-        let in_memory = |b| crate::os::pages_in_memory(b, 65536).unwrap().iter().filter(|&&r| r).count();
+        let in_memory = |b| resident_pages(b, 65536);
         let resident = || blocks.iter().map(|&b| in_memory(b)).sum::<usize>() * crate::os::page_size();
         assert_eq!(resident(), 64 * 65536);
         // Taken back as the owner's last frees would have: one slab kept back for it (SPARE_MAX),
@@ -992,15 +997,11 @@ mod tests {
         let cached = p.cached_bytes();
         assert!(cached <= 65536, "cached {cached} of {cached_before}");
         assert!(given_back >= (1 << 20) + 6 * 65536, "{given_back}");
-        let resident = |blocks: &[usize], size| {
-            blocks
-                .iter()
-                .map(|&b| crate::os::pages_in_memory(b, size).unwrap().iter().filter(|&&r| r).count())
-                .sum::<usize>()
-        };
+        let resident = |blocks: &[usize], size| blocks.iter().map(|&b| resident_pages(b, size)).sum::<usize>();
         assert_eq!(resident(&medium, 65536), 0);
         assert!(resident(&small, 4096) * crate::os::page_size() <= 65536);
-        // The 64 B blocks kept their slot all along: the slab set aside came back at the next block.
+        // The 64 B blocks kept their slot all along: the slab set aside came back at the next
+        // block.
         assert_eq!(moved, 0);
     }
 
@@ -1052,7 +1053,7 @@ mod tests {
             let again = allocate(&p, size);
             assert_eq!(again, blocks[0]);
             // Counted before reading it (reading maps the pages in).
-            let in_memory = crate::os::pages_in_memory(again, size).unwrap().iter().filter(|&&r| r).count();
+            let in_memory = resident_pages(again, size);
             // Safety: a live block of `size` bytes.
             assert!(unsafe { std::slice::from_raw_parts(again as *const u8, size) }.iter().all(|&x| x == 0));
             in_memory
@@ -1073,7 +1074,7 @@ mod tests {
         for &b in &blocks {
             free(&p, b).unwrap(); // their slab is the heap's current one, now empty
         }
-        let in_memory = |p| crate::os::pages_in_memory(p, 3 * 65536).unwrap().iter().filter(|&&r| r).count();
+        let in_memory = |p| resident_pages(p, 3 * 65536);
         assert_eq!(in_memory(blocks[0]), 3 * 65536 / crate::os::page_size(), "kept for the next block");
         assert_eq!(p.cached_bytes(), 3 * 65536, "and shown: the three slots handed out, not the whole slab");
         // Another thread's current slab shows too, while that thread lives (4 KiB slots: 16 KiB).
@@ -1107,7 +1108,6 @@ mod tests {
     #[test]
     fn trim_gives_back_what_an_idle_thread_keeps_and_the_thread_goes_on_as_before() {
         let p = pool();
-        let in_memory = |p, len| crate::os::pages_in_memory(p, len).unwrap().iter().filter(|&&r| r).count();
         let (go, idle) = (Arc::new(std::sync::Barrier::new(2)), Arc::new(std::sync::Barrier::new(2)));
         let (theirs, go_on, idle_now) = (p, go.clone(), idle.clone());
         let thread = std::thread::spawn(move || {
@@ -1144,8 +1144,8 @@ mod tests {
         let (medium, small) = thread.join().unwrap();
         // The thread's end gave its slabs to the pool; what the last round touched goes with trim.
         p.trim();
-        assert_eq!(in_memory(medium, 20 * 40960), 0, "the medium slab's pages went back");
-        assert_eq!(in_memory(small, SLAB_SIZE), 0, "the small slab's pages went back");
+        assert_eq!(resident_pages(medium, 20 * 40960), 0, "the medium slab's pages went back");
+        assert_eq!(resident_pages(small, SLAB_SIZE), 0, "the small slab's pages went back");
         assert_eq!(p.stats().count, 0);
     }
 

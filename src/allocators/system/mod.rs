@@ -117,9 +117,7 @@ pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     // Big alignments are mapped too: a mapping's slack is given back to the system, while
     // memalign keeps it (and valgrind's memalign refuses alignments of 16 MiB and more).
     if size >= MAP_THRESHOLD || alignment >= MAP_THRESHOLD {
-        // Big mappings start on a huge-page boundary, so that huge pages can cover all of them.
-        let natural = if size >= HUGE_PAGE { HUGE_PAGE } else { page_size() };
-        return map_zeroed(size, alignment.max(natural));
+        return map_zeroed(size, alignment.max(natural_alignment(size)));
     }
     let ptr = if alignment <= DEFAULT_ALIGNMENT {
         // Safety: plain C allocation; a NULL result is handled below.
@@ -148,15 +146,28 @@ fn map_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     // block would pay 2 MiB of zeroing (and of memory) per touch. Random sizes up to 4 MiB with
     // the first byte written (benches/c/peers.c, mixed) took 23 µs per block with huge pages on new
     // mappings and 175 MB peak RSS, 4.6 µs and 19 MB without.
-    let taken = match mappings::global().take(len, alignment) {
-        Some(kept) => kept,
-        // Kept mappings cost commit charge under strict overcommit: never let them make a
-        // mapping fail.
-        None => mappings::Taken { start: map_new(len, alignment)?, len, huge: false, dirty: false },
-    };
+    match mappings::global().take(len, alignment) {
+        Some(kept) => block_in(kept, size, 0),
+        None => block_in(new_mapping(len, alignment)?, size, size),
+    }
+}
+
+/// Big mappings start on a huge-page boundary, so that huge pages can cover all of them.
+fn natural_alignment(size: usize) -> usize {
+    if size >= HUGE_PAGE {
+        HUGE_PAGE
+    } else {
+        page_size()
+    }
+}
+
+/// The block of `size` bytes at the start of `taken`, its bytes from `written` on zeroed if the
+/// mapping kept an earlier block's pages (the caller writes those before).
+fn block_in(taken: mappings::Taken, size: usize, written: usize) -> Result<Memory> {
     if taken.dirty {
+        let written = written.min(size);
         // Safety: the mapping is the caller's now; it kept the pages of an earlier block.
-        unsafe { std::ptr::write_bytes(taken.start as *mut u8, 0, size) };
+        unsafe { std::ptr::write_bytes((taken.start + written) as *mut u8, 0, size - written) };
     }
     let ptr = NonNull::new(taken.start as *mut u8).ok_or(Error::NoMemory)?;
     Ok(Memory { ptr, mapped_len: taken.len, huge_pages: taken.huge, zeroed_in_place: taken.dirty })
@@ -168,13 +179,15 @@ fn mapping_len(size: usize) -> Result<usize> {
     Ok(size.checked_add(page - 1).ok_or(Error::NoMemory)? & !(page - 1))
 }
 
-/// A new mapping of `len` bytes at a multiple of `alignment`. Kept mappings cost commit charge
-/// under strict overcommit: they never make a mapping fail (they go first, and it is tried again).
-fn map_new(len: usize, alignment: usize) -> Result<usize> {
-    map_region(len, alignment).or_else(|_| {
+/// A new, untouched mapping of `len` bytes at a multiple of `alignment`. Kept mappings cost commit
+/// charge under strict overcommit: they never make a mapping fail (they go first, and it is tried
+/// again).
+fn new_mapping(len: usize, alignment: usize) -> Result<mappings::Taken> {
+    let start = map_region(len, alignment).or_else(|_| {
         mappings::global().unmap_all();
         map_region(len, alignment)
-    })
+    })?;
+    Ok(mappings::Taken { start, len, huge: false, dirty: false })
 }
 
 /// Where a mapped block lies, to move its pages ([`Memory::mapping`], [`move_pages`]).
@@ -195,26 +208,17 @@ impl Memory {
 
 /// A mapping for a block of `size` bytes that is to take a moved block's first `copied` bytes:
 /// with `prefer_kept`, a kept mapping if one fits (its pages kept in memory, or advised huge: the
-/// caller copies into it; only the bytes past `copied` are zeroed, the copy writes the rest), else a new,
-/// untouched one for the moved block's pages ([`move_pages`]: never a kept one, whose pages would
-/// be dropped, and not zeroed, since a fresh mapping reads zero). Aligned as [`allocate_zeroed`]
-/// aligns big blocks. Returns it, and whether it is new.
+/// caller copies into it; only the bytes past `copied` are zeroed, the copy writes the rest), else
+/// a new, untouched one for the moved block's pages ([`move_pages`]: never a kept one, whose
+/// pages would be dropped, and not zeroed, since a fresh mapping reads zero). Aligned as
+/// [`allocate_zeroed`] aligns big blocks. Returns it, and whether it is new.
 pub fn map_for_move(size: usize, copied: usize, prefer_kept: bool) -> Result<(Memory, bool)> {
     fault::before_allocation()?;
-    let len = mapping_len(size)?;
-    let alignment = if len >= HUGE_PAGE { HUGE_PAGE } else { page_size() };
+    let (len, alignment) = (mapping_len(size)?, natural_alignment(size));
     if let Some(kept) = prefer_kept.then(|| mappings::global().take(len, alignment)).flatten() {
-        let copied = copied.min(size);
-        if kept.dirty {
-            // Safety: the mapping is the caller's now; it kept the pages of an earlier block.
-            unsafe { std::ptr::write_bytes((kept.start + copied) as *mut u8, 0, size - copied) };
-        }
-        let ptr = NonNull::new(kept.start as *mut u8).ok_or(Error::NoMemory)?;
-        return Ok((Memory { ptr, mapped_len: kept.len, huge_pages: kept.huge, zeroed_in_place: kept.dirty }, false));
+        return Ok((block_in(kept, size, copied)?, false));
     }
-    let start = map_new(len, alignment)?;
-    let ptr = NonNull::new(start as *mut u8).ok_or(Error::NoMemory)?;
-    Ok((Memory { ptr, mapped_len: len, huge_pages: false, zeroed_in_place: false }, true))
+    Ok((block_in(new_mapping(len, alignment)?, size, size)?, true))
 }
 
 /// Moves the pages of the mapped block at `from` (its data: the first `old_size` bytes) into `to`,
