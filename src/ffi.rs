@@ -475,7 +475,8 @@ pub unsafe extern "C" fn dm_get_stats(out: *mut dm_stats) -> dm_status {
 
 /// Gives back the memory kept for reuse whose time is up: the pages of the empty slabs and of the
 /// freed big blocks' mappings the library has kept over ~100 ms, which it otherwise gives back only
-/// when it is used again (as jemalloc and mimalloc do without their background threads), and what
+/// at an allocation that leaves the fast path (a big block, or a small one whose thread needs a
+/// new slab or more quota; as jemalloc does without its background threads), and what
 /// each thread keeps for itself (as dm_trim) once the thread has neither allocated nor freed a
 /// block since a dm_decay at least ~100 ms before (once per such idle stretch; other threads as
 /// dm_trim reaches them, the calling thread's only without `membarrier`). From a thread that is

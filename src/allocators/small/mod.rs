@@ -445,6 +445,12 @@ impl SmallBlocks {
         self.visit_heaps(pick) + self.unowned.decay()
     }
 
+    /// Gives back the pages of the pool's empty slabs whose time is up (only those: the heaps
+    /// are not visited). Returns the bytes.
+    pub fn decay_pool(&self) -> u64 {
+        self.unowned.decay()
+    }
+
     /// Bytes of empty slabs kept with their pages for reuse: the pool's, those the heaps keep
     /// back for themselves, and the heaps' current slabs that are empty (only their threads give
     /// those up).
