@@ -116,7 +116,7 @@ impl Quota {
         let mut next_ask: Option<Instant> = None;
         loop {
             let head = state.queue.front().map(|w| w.ticket) == Some(ticket);
-            if (head || state.may_pass_the_head(bytes, timeout)) && self.try_take(bytes, 0) {
+            if (head || state.may_pass_the_head(bytes, timeout)) && self.try_take(bytes) {
                 state.served += 1;
                 return Ok(());
             }
@@ -153,7 +153,7 @@ impl Quota {
             }
             if now >= deadline {
                 // Head or not: at its deadline a waiter takes what fits before it says Limit.
-                if self.try_take(bytes, 0) {
+                if self.try_take(bytes) {
                     state.served += 1;
                     return Ok(());
                 }

@@ -1,10 +1,12 @@
 /* Threads (more than cores) racing dm_free, dm_clean and dm_cleaner_register on shared blocks, and
  * reserving near the limit with a reclaim hook that frees blocks parked in a shared cache. Afterwards
  * every cleaner action ran exactly once, every block was released by exactly one call, and the
- * counters are exactly zero. */
+ * counters are exactly zero. Then 300 threads whose quota credit together exceeds the limit:
+ * a reservation fails only when the limit is really reached. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 #include "check.h"
 
 enum { THREADS = 12, BLOCKS = 600, CLEANERS = 3, ROUNDS = 400, PARKED = 64 };
@@ -73,6 +75,63 @@ static void *allocator(void *arg) {
     return NULL;
 }
 
+/* Many threads, each taking 64 KiB of quota credit ahead (for its small blocks) as it goes on
+ * allocating: their credit together is more than the limit. It must never make a reservation
+ * fail while the limit is not reached: collected back, and not taken again before the
+ * reservation took its bytes. */
+enum { CREDIT_THREADS = 300, BIG = 1 << 20, BIGS = 16, FILLS = 100 };
+static atomic_int credit_ready, credit_stop;
+
+static void *small_allocator(void *arg) {
+    (void)arg;
+    void *held, *p;
+    CHECK(dm_allocate(64, 0, &held));
+    atomic_fetch_add(&credit_ready, 1);
+    while (!atomic_load(&credit_stop)) {
+        CHECK(dm_allocate(64, 0, &p));
+        CHECK(dm_free(p));
+        struct timespec pause = {0, 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    CHECK(dm_free(held));
+    return NULL;
+}
+
+static void credit_never_fails_a_reservation(void) {
+    CHECK(dm_set_limit((uint64_t)BIGS * BIG)); /* 16 MiB; 300 threads' credit: 18.75 MiB */
+    uint64_t failures = stats_now().limit_failures;
+    static pthread_t t[CREDIT_THREADS];
+    pthread_attr_t small_stack;
+    ASSERT(pthread_attr_init(&small_stack) == 0 && pthread_attr_setstacksize(&small_stack, 64 << 10) == 0);
+    for (size_t i = 0; i < CREDIT_THREADS; i++) ASSERT(pthread_create(&t[i], &small_stack, small_allocator, NULL) == 0);
+    while (atomic_load(&credit_ready) < CREDIT_THREADS) {
+        struct timespec pause = {0, 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    /* The threads hold at most 600 blocks of 64 B (38.4 KB): 15 MiB blocks fit beside them, a 16th does not. */
+    void *big[BIGS];
+    int fewest = BIGS;
+    for (int round = 0; round < FILLS; round++) {
+        int fitted = 0;
+        dm_status last;
+        while (fitted < BIGS && (last = dm_allocate(BIG, 0, &big[fitted])) == DM_OK) fitted++;
+        ASSERT(fitted == BIGS || last == DM_ERR_LIMIT);
+        fewest = fitted < fewest ? fitted : fewest;
+        for (int i = 0; i < fitted; i++) CHECK(dm_free(big[i]));
+        struct timespec pause = {0, 5 * 1000 * 1000}; /* the threads take their credit again */
+        nanosleep(&pause, NULL);
+    }
+    printf("races: %d threads taking credit ahead, limit %d MiB: at least %d blocks of 1 MiB fitted in each of %d "
+           "rounds (15 expected)\n", CREDIT_THREADS, BIGS, fewest, FILLS);
+    ASSERT(fewest == BIGS - 1);
+    ASSERT(stats_now().limit_failures == failures + FILLS);
+    atomic_store(&credit_stop, 1);
+    for (size_t i = 0; i < CREDIT_THREADS; i++) ASSERT(pthread_join(t[i], NULL) == 0);
+    ASSERT(pthread_attr_destroy(&small_stack) == 0);
+    dm_stats s = stats_now();
+    ASSERT(s.reserved == 0 && s.count == 0);
+}
+
 int main(void) {
     pthread_t t[THREADS];
     CHECK(dm_set_limit(1u << 30));
@@ -108,6 +167,7 @@ int main(void) {
     ASSERT(s.reserved == 0 && s.count == 0 && s.live_cleaners == 0);
     ASSERT(s.limit_failures == 0);
     ASSERT(s.peak_reserved <= (256u << 10));
+    credit_never_fails_a_reservation();
     printf("races: %d threads, %d blocks x %d cleaners, each released once; %d allocations near the limit, "
            "%ld freed by the hook, 0 failures\n", THREADS, BLOCKS, CLEANERS, THREADS * ROUNDS, by_hook);
     printf("races: OK\n");
