@@ -6,7 +6,7 @@
 //! the reclaim protocol takes over (`reclaim`).
 //!
 //! Invariant: `waiters` is the length of `state.queue` (kept in an atomic so the release path can
-//! skip the lock when nobody waits, the common case) plus [`COLLECTOR`] for each reservation
+//! skip the lock when nobody waits, the common case) plus `COLLECTOR` for each reservation
 //! collecting the threads' credit to take its bytes at once: while it is not 0, no thread takes
 //! new credit, and what threads free goes straight to the budget.
 //!
