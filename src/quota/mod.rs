@@ -335,9 +335,13 @@ impl Quota {
     /// now), and may be a new peak.
     fn note_peak(&self, after: u64, ahead: u64) {
         // Only for a candidate peak (rare once a program reached its working size) is the credit
-        // summed (under the credits lock), so that the peak counts blocks, not allowances.
+        // summed, so that the peak counts blocks, not allowances. Not waiting for the credits
+        // lock: when another thread holds it, the peak keeps the other threads' credit in, as
+        // the stats allow. Near the limit every small allocation is a candidate, and 1000 threads
+        // summing 1000 credits each in turn kept a 1 MiB allocation waiting seconds for the lock.
         if after > self.peak_reserved.load(Relaxed) {
-            self.peak_reserved.fetch_max((after + ahead).saturating_sub(self.credit_total()), SeqCst);
+            let credit = self.credits.try_lock().map_or(ahead, |credits| credits.iter().map(|c| c.peek()).sum());
+            self.peak_reserved.fetch_max((after + ahead).saturating_sub(credit), SeqCst);
         }
     }
 
