@@ -91,6 +91,11 @@ pub fn collect(credits: &[Shared<Credit>]) -> u64 {
     collected
 }
 
+/// What `credits` hold now (a hint for those whose owners are active).
+fn sum(credits: &[Shared<Credit>]) -> u64 {
+    credits.iter().map(|c| c.peek()).sum()
+}
+
 /// How [`Quota::refill_within`] went; nothing changed unless `Done`.
 enum Refill {
     /// `bytes` spent from the credit and a new chunk; `reserved` after, the chunk left out.
@@ -225,7 +230,12 @@ impl Quota {
     }
 
     pub(super) fn credit_total(&self) -> u64 {
-        self.credits.lock().iter().map(|c| c.peek()).sum()
+        sum(&self.credits.lock())
+    }
+
+    /// [`Quota::credit_total`], or None when another thread holds the credits lock.
+    pub(super) fn credit_total_now(&self) -> Option<u64> {
+        self.credits.try_lock().map(|credits| sum(&credits))
     }
 
     /// In a child of fork(), on its only thread: see [`Bracket::forget_owner_in_child`].

@@ -340,7 +340,7 @@ impl Quota {
         // the stats allow. Near the limit every small allocation is a candidate, and 1000 threads
         // summing 1000 credits each in turn kept a 1 MiB allocation waiting seconds for the lock.
         if after > self.peak_reserved.load(Relaxed) {
-            let credit = self.credits.try_lock().map_or(ahead, |credits| credits.iter().map(|c| c.peek()).sum());
+            let credit = self.credit_total_now().unwrap_or(ahead);
             self.peak_reserved.fetch_max((after + ahead).saturating_sub(credit), SeqCst);
         }
     }
