@@ -268,8 +268,9 @@ impl Quota {
     /// them, with 8 MiB of the limit free (the threads' credit held it).
     fn collect_and_take(&self, bytes: u64, behind_queue: bool) -> bool {
         let _collecting = Collecting::new(&self.pressure);
-        self.collect_credits();
-        (!behind_queue || queued(self.pressure.waiters.load(SeqCst)) == 0) && self.try_take(bytes)
+        self.collect_credits_until(|| {
+            (!behind_queue || queued(self.pressure.waiters.load(SeqCst)) == 0) && self.try_take(bytes)
+        })
     }
 
     /// Takes `bytes` only if they fit now and nobody is queued: no reclaim round, no waiting, and
@@ -770,6 +771,33 @@ mod tests {
         done_tx.send(()).unwrap();
         holder.join().unwrap();
         assert_eq!(q.stats().reserved, CREDIT_CHUNK + 100);
+    }
+
+    #[test]
+    fn idle_threads_credit_serves_a_reservation_without_waiting_for_a_thread_inside_its_bracket() {
+        let q = Arc::new(Quota::new(2 * CREDIT_CHUNK + 200));
+        let (inside, idle) = (q.new_credit().unwrap(), q.new_credit().unwrap());
+        for credit in [&inside, &idle] {
+            q.reserve_with(credit, 100).unwrap();
+            q.release_with(credit, 100); // each holds a chunk and 100 bytes: the budget is full
+        }
+        // What a thread descheduled inside its bracket leaves, for as long as it is away.
+        inside.bracket.enter();
+        let reserve_in_thread = |bytes| {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            let q = q.clone();
+            std::thread::spawn(move || sender.send(q.reserve(bytes)).unwrap());
+            receiver
+        };
+        let served = reserve_in_thread(CREDIT_CHUNK).recv_timeout(Duration::from_secs(10));
+        assert_eq!(served, Ok(Ok(())), "the reservation waited for the thread inside its bracket");
+        // Needing that thread's credit too, a reservation waits for it (and then gets it).
+        let waiting = reserve_in_thread(CREDIT_CHUNK + 100);
+        assert!(waiting.recv_timeout(Duration::from_millis(100)).is_err(), "served before the credit came back");
+        inside.bracket.leave();
+        assert_eq!(waiting.recv_timeout(Duration::from_secs(10)), Ok(Ok(())));
+        assert_eq!(q.stats().limit_failures, 0);
+        assert_eq!(q.reserved.load(SeqCst), 2 * CREDIT_CHUNK + 100);
     }
 
     #[test]

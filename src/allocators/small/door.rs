@@ -87,15 +87,25 @@ pub(super) fn visit_each(doors: &[(&Door, Visit)]) -> u64 {
     }
     barrier::publish_asks();
     let mut sum = 0;
-    // Each heap is let go as soon as it was visited: its owner waits for its own visit only.
-    for (bracket, heap, visit) in open {
-        bracket.wait_for_owner();
-        let owned = heap.0;
-        // Safety: as above, and the owner is kept out: its slow paths by the lock, its fast paths
-        // by the request (they saw it, or their bracket has closed).
-        sum += visit(unsafe { &mut *owned });
-        bracket.withdraw(ask::STAND_ASIDE);
-        drop(heap);
+    // Each heap is let go as soon as it was visited: its owner waits for its own visit only. Each
+    // pass visits the heaps whose owners comply now; an owner descheduled inside its bracket runs
+    // again in the scheduler's order, and waiting for each in turn kept the owners behind it
+    // waiting at their locks for the sum of those delays.
+    while !open.is_empty() {
+        open.retain(|&(bracket, ref heap, visit)| {
+            if !bracket.owner_complies(ask::STAND_ASIDE) {
+                return true;
+            }
+            // Safety: as above, and the owner is kept out: its slow paths by the lock, its fast
+            // paths by the request (they saw it, or their bracket has closed).
+            let owned = heap.0;
+            sum += visit(unsafe { &mut *owned });
+            bracket.withdraw(ask::STAND_ASIDE);
+            false // dropped: the heap's lock is let go
+        });
+        if !open.is_empty() {
+            std::thread::yield_now(); // the owners left may have been descheduled in their bracket
+        }
     }
     sum
 }
