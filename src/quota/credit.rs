@@ -79,34 +79,7 @@ pub fn collect(credits: &[Shared<Credit>], collection: u64) -> u64 {
     if credits.is_empty() {
         return 0;
     }
-    for credit in credits {
-        credit.bracket.ask(ask::ATOMICS);
-    }
-    barrier::publish_asks();
-    // Each pass takes every credit whose owner complies now, and the next looks again only at
-    // those whose owner did not: owners descheduled inside their bracket run again in the
-    // scheduler's order, not the list's, and waiting for each in turn summed their delays (1000
-    // threads busy on 2 cores: 9-16 owners waited for, 11-20 s, against one round of them all).
-    let mut collected = 0;
-    loop {
-        let mut waiting = false;
-        for credit in credits.iter().filter(|credit| credit.collected_in.load(Relaxed) != collection) {
-            if credit.bracket.owner_complies(ask::ATOMICS) {
-                collected += credit.bytes.swap(0, SeqCst);
-                credit.collected_in.store(collection, Relaxed);
-            } else {
-                waiting = true;
-            }
-        }
-        if !waiting {
-            break;
-        }
-        std::thread::yield_now(); // the owners may have been descheduled inside their bracket
-    }
-    for credit in credits {
-        credit.bracket.withdraw(ask::ATOMICS);
-    }
-    collected
+    collect_passes(credits, Some(collection))
 }
 
 /// Empties the credits in `credits` whose owners are outside their bracket (or comply) now, and
@@ -115,15 +88,38 @@ fn collect_idle(credits: &[Shared<Credit>]) -> u64 {
     if credits.iter().all(|credit| credit.peek() == 0) {
         return 0; // no barrier for nothing
     }
-    // Every owner is asked, not only those that hold bytes now: a swap of a credit whose owner
-    // did not see the ask could race its plain update.
+    collect_passes(credits, None)
+}
+
+/// Asks every owner for atomics, then takes every credit whose owner complies: pass after pass
+/// until all are taken for a `collection` (its number), or in one pass without one. Every owner is
+/// asked, not only those that hold bytes now: a swap of a credit whose owner did not see the ask
+/// could race its plain update.
+fn collect_passes(credits: &[Shared<Credit>], collection: Option<u64>) -> u64 {
     credits.iter().for_each(|credit| credit.bracket.ask(ask::ATOMICS));
     barrier::publish_asks();
+    // Each pass looks again only at the credits whose owner did not comply: owners descheduled
+    // inside their bracket run again in the scheduler's order, not the list's, and waiting for
+    // each in turn summed their delays (1000 threads busy on 2 cores: 9-16 owners waited for,
+    // 11-20 s, against one round of them all).
     let mut collected = 0;
-    for credit in credits {
-        if credit.bracket.owner_complies(ask::ATOMICS) {
-            collected += credit.bytes.swap(0, SeqCst);
+    loop {
+        let mut waiting = false;
+        for credit in credits {
+            if collection.is_some_and(|number| credit.collected_in.load(Relaxed) == number) {
+                continue;
+            }
+            if credit.bracket.owner_complies(ask::ATOMICS) {
+                collected += credit.bytes.swap(0, SeqCst);
+                collection.inspect(|&number| credit.collected_in.store(number, Relaxed));
+            } else {
+                waiting = true;
+            }
         }
+        if !waiting || collection.is_none() {
+            break;
+        }
+        std::thread::yield_now(); // the owners may have been descheduled inside their bracket
     }
     credits.iter().for_each(|credit| credit.bracket.withdraw(ask::ATOMICS));
     collected
