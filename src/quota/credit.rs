@@ -98,16 +98,12 @@ fn collect_idle(credits: &[Shared<Credit>]) -> u64 {
 fn collect_passes(credits: &[Shared<Credit>], collection: Option<u64>) -> u64 {
     credits.iter().for_each(|credit| credit.bracket.ask(ask::ATOMICS));
     barrier::publish_asks();
-    // Each pass looks again only at the credits whose owner did not comply: owners descheduled
-    // inside their bracket run again in the scheduler's order, not the list's, and waiting for
-    // each in turn summed their delays (1000 threads busy on 2 cores: 9-16 owners waited for,
-    // 11-20 s, against one round of them all).
     let mut collected = 0;
-    loop {
+    barrier::in_passes(|| {
         let mut waiting = false;
         for credit in credits {
             if collection.is_some_and(|number| credit.collected_in.load(Relaxed) == number) {
-                continue;
+                continue; // taken in an earlier pass of this collection
             }
             if credit.bracket.owner_complies(ask::ATOMICS) {
                 collected += credit.bytes.swap(0, SeqCst);
@@ -116,11 +112,8 @@ fn collect_passes(credits: &[Shared<Credit>], collection: Option<u64>) -> u64 {
                 waiting = true;
             }
         }
-        if !waiting || collection.is_none() {
-            break;
-        }
-        std::thread::yield_now(); // the owners may have been descheduled inside their bracket
-    }
+        !waiting || collection.is_none()
+    });
     credits.iter().for_each(|credit| credit.bracket.withdraw(ask::ATOMICS));
     collected
 }
@@ -283,15 +276,7 @@ impl Quota {
     /// A full collection waits for every thread caught inside its bracket, which, descheduled
     /// there, runs again only after the other runnable threads had their turn.
     pub(super) fn collect_credits_until(&self, mut fits: impl FnMut() -> bool) -> bool {
-        let collected = {
-            let credits = self.credits.lock();
-            let collected = collect_idle(&credits);
-            self.give_back(collected);
-            collected
-        };
-        if collected > 0 {
-            self.after_give_back(); // may take the state lock: not under the credits lock
-        }
+        self.collect_into_budget(collect_idle);
         fits() || {
             self.collect_credits();
             fits()
@@ -305,14 +290,23 @@ impl Quota {
     /// a 1 MiB block waited up to 3.5 s).
     pub fn collect_credits(&self) -> u64 {
         let asked = self.collections.load(SeqCst);
-        let collected = {
-            let credits = self.credits.lock();
+        self.collect_into_budget(|credits| {
             if self.collections.load(SeqCst) != asked {
                 return 0; // what that one found is in the budget: it went there under the lock
             }
-            let collection = self.collections.fetch_add(1, SeqCst) + 1;
-            let collected = collect(&credits, collection);
-            self.give_back(collected);
+            collect(credits, self.collections.fetch_add(1, SeqCst) + 1)
+        })
+    }
+
+    /// Runs `take` over every thread's credit under the credits lock, puts what it took into the
+    /// budget before the lock goes, and wakes the waiters; returns the bytes.
+    fn collect_into_budget(&self, take: impl FnOnce(&[Shared<Credit>]) -> u64) -> u64 {
+        let collected = {
+            let credits = self.credits.lock();
+            let collected = take(&credits);
+            if collected > 0 {
+                self.give_back(collected);
+            }
             collected
         };
         if collected > 0 {

@@ -87,11 +87,9 @@ pub(super) fn visit_each(doors: &[(&Door, Visit)]) -> u64 {
     }
     barrier::publish_asks();
     let mut sum = 0;
-    // Each heap is let go as soon as it was visited: its owner waits for its own visit only. Each
-    // pass visits the heaps whose owners comply now; an owner descheduled inside its bracket runs
-    // again in the scheduler's order, and waiting for each in turn kept the owners behind it
-    // waiting at their locks for the sum of those delays.
-    while !open.is_empty() {
+    // Each heap is let go as soon as it was visited: its owner waits for its own visit only, not
+    // for the heaps ahead of it in the list.
+    barrier::in_passes(|| {
         open.retain(|&(bracket, ref heap, visit)| {
             if !bracket.owner_complies(ask::STAND_ASIDE) {
                 return true;
@@ -103,9 +101,7 @@ pub(super) fn visit_each(doors: &[(&Door, Visit)]) -> u64 {
             bracket.withdraw(ask::STAND_ASIDE);
             false // dropped: the heap's lock is let go
         });
-        if !open.is_empty() {
-            std::thread::yield_now(); // the owners left may have been descheduled in their bracket
-        }
-    }
+        open.is_empty()
+    });
     sum
 }
