@@ -140,10 +140,11 @@ pub(crate) fn mostly_resident(start: usize, len: usize, huge: bool) -> Option<bo
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn vm_flags(address: usize) -> Vec<String> {
+    /// The VmFlags of the mapping that holds `address`, from /proc/self/smaps.
+    pub(crate) fn vm_flags(address: usize) -> Vec<String> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let mut inside = false;
         for line in smaps.lines() {
