@@ -5,7 +5,7 @@
 //! - `os`: the operating system's memory primitives (page size, map, unmap, discard, huge-page
 //!   advice, residency, a coarse clock); `barrier`: the asymmetric barrier (`membarrier`) that
 //!   lets a thread work on its own data without locked instructions; `padded`: a value alone in
-//!   its cache lines;
+//!   its cache lines; `memcheck`: what valgrind cannot see for itself (one client request);
 //! - [`allocators`]: where a block's memory comes from: `small` (up to 128 KiB: per-thread slabs in
 //!   48 size classes, the slab table, the pool of slabs no thread owns) and [`allocators::system`]
 //!   (mappings of their own above 128 KiB, freed mappings kept for reuse; the C heap for what
@@ -31,6 +31,7 @@ pub mod ffi;
 mod jni;
 pub mod limit;
 pub mod manager;
+mod memcheck;
 mod os;
 mod padded;
 pub mod quota;
