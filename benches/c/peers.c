@@ -30,6 +30,7 @@
  * sees it (churn is single-threaded; handoff is always the two threads of one pipeline). */
 #define _GNU_SOURCE
 #include "directmem.h"
+#include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -217,6 +218,29 @@ static void *leave_live_blocks(void *arg) {
     return NULL;
 }
 
+/* Whether calloc and free are the named allocator's: jemalloc and mimalloc only when preloaded,
+ * glibc (and directmem's own process) only when neither is. Without this, running
+ * `peers jemalloc ...` by hand without LD_PRELOAD measured glibc under jemalloc's name. */
+static int serving(const char *allocator) {
+    int jemalloc = dlsym(RTLD_DEFAULT, "mallctl") != NULL, mimalloc = dlsym(RTLD_DEFAULT, "mi_version") != NULL;
+    int known = strcmp(allocator, "directmem") == 0 || strcmp(allocator, "glibc") == 0;
+    int want_je = strcmp(allocator, "jemalloc") == 0, want_mi = strcmp(allocator, "mimalloc") == 0;
+    if (!known && !want_je && !want_mi) {
+        fprintf(stderr, "peers: unknown allocator %s (directmem, glibc, jemalloc, mimalloc)\n", allocator);
+        return 0;
+    }
+    if (jemalloc != want_je || mimalloc != want_mi) {
+        const char *serving = jemalloc ? "jemalloc" : mimalloc ? "mimalloc" : "glibc";
+        if (want_je || want_mi)
+            fprintf(stderr, "peers: %s asked, but calloc is %s's: run with LD_PRELOAD=%s/lib%s.so.2 "
+                            "(scripts/bench-peers.sh does)\n", allocator, serving, "/usr/lib/x86_64-linux-gnu", allocator);
+        else
+            fprintf(stderr, "peers: %s asked, but calloc is %s's: run without LD_PRELOAD\n", allocator, serving);
+        return 0;
+    }
+    return 1;
+}
+
 int main(int argc, char **argv) {
     if (argc < 4) {
         fprintf(stderr, "usage: peers directmem|glibc|jemalloc|mimalloc PATTERN THREADS [scale]\n");
@@ -225,6 +249,7 @@ int main(int argc, char **argv) {
     const char *allocator = argv[1], *pattern = argv[2];
     int threads = atoi(argv[3]);
     double scale = argc > 4 ? atof(argv[4]) : 1.0;
+    if (!serving(allocator)) return 2;
     use_dm = strcmp(allocator, "directmem") == 0;
     if (use_dm) dm_set_limit(UINT64_MAX);
 
