@@ -2,7 +2,8 @@
 //! instruction sequence `valgrind.h` documents; natively it changes nothing and costs a few
 //! cycles). One use: valgrind 3.19 sometimes marks the part of a mapping that `mremap` grew while
 //! moving it (`MREMAP_FIXED` to a longer length) unaddressable, though the kernel mapped it, and
-//! then reports every use of a block there; see `allocators::system::move_pages`.
+//! then reports every use of a block there; see `allocators::system::move_pages`. The part grown
+//! in place is told too (`Memory::resize_in_place`), where the same mistake is possible.
 
 /// memcheck's first request number (`VG_USERREQ_TOOL_BASE('M', 'C')` in `memcheck.h`).
 #[cfg(target_arch = "x86_64")]

@@ -67,6 +67,10 @@ impl Memory {
                 return false;
             }
             if len > self.mapped_len {
+                // Valgrind takes the grown part's permissions through a segment pointer its own
+                // address-space manager declares invalid by then (as in a move, see `move_pages`);
+                // no report came from here, but say what the part is rather than rely on that.
+                crate::memcheck::mark_defined(start as usize + self.mapped_len, len - self.mapped_len);
                 // The new pages are fresh zero pages; the old mapping's tail may hold earlier
                 // bytes. Safety: inside the mapping, which is this block's.
                 unsafe { std::ptr::write_bytes(start.add(old_size), 0, self.mapped_len.saturating_sub(old_size)) };
