@@ -219,8 +219,9 @@ static void *leave_live_blocks(void *arg) {
 }
 
 /* Whether calloc and free are the named allocator's: jemalloc and mimalloc only when preloaded,
- * glibc (and directmem's own process) only when neither is. Without this, running
- * `peers jemalloc ...` by hand without LD_PRELOAD measured glibc under jemalloc's name. */
+ * glibc only when neither is, and directmem's runs likewise (a preloaded allocator would serve
+ * the harness's own calls there). Without this, running `peers jemalloc ...` by hand without
+ * LD_PRELOAD measured glibc under jemalloc's name. */
 static int serving(const char *allocator) {
     int jemalloc = dlsym(RTLD_DEFAULT, "mallctl") != NULL, mimalloc = dlsym(RTLD_DEFAULT, "mi_version") != NULL;
     int known = strcmp(allocator, "directmem") == 0 || strcmp(allocator, "glibc") == 0;
