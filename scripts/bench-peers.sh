@@ -3,8 +3,9 @@
 # library: every (pattern, threads) line runs ROUNDS rounds (default 5), and in each round the
 # four allocators run one after the other as separate processes, the order rotating from round to
 # round. Prints a Markdown table: median ns per operation [min-max], median peak RSS, and
-# directmem's ratios to the best peer and to glibc. `bash scripts/bench-peers.sh quick` is a
-# smoke run (1 round, a tenth of the work).
+# directmem's ratios to the best peer and to glibc, then how many lines meet each of issue 13's
+# targets and which miss. `bash scripts/bench-peers.sh quick` is a smoke run (1 round, a tenth of
+# the work).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5} scale=1
