@@ -584,10 +584,16 @@ mod tests {
         let calls = Arc::new(AtomicU64::new(0));
         let (c, weak) = (calls.clone(), Arc::downgrade(&q));
         q.set_hook(Hook::new(move |_| {
-            c.fetch_add(1, SeqCst);
+            // A second call is the failure looked for: it returns at once and the count below
+            // says so (it used to wait here for 4 waiters that had been served: a hang).
+            if c.fetch_add(1, SeqCst) > 0 {
+                return;
+            }
             let q = weak.upgrade().unwrap();
-            // Let every other thread fail and join this round before memory comes back.
-            while q.pressure.waiters.load(SeqCst) < 4 {
+            // Let every other thread fail and join this round before memory comes back. Queued
+            // ones only: `waiters` also counts reservations collecting credit, by the billion.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while queued(q.pressure.waiters.load(SeqCst)) < 4 && Instant::now() < deadline {
                 std::thread::yield_now();
             }
             q.release(100);

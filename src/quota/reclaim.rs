@@ -75,36 +75,49 @@ impl Quota {
             drop(state);
             return self.take_now(bytes);
         }
-        if state.queue.try_reserve(1).is_err() {
-            return Err(Error::NoMemory); // no memory to wait with
-        }
-        let ticket = state.next_ticket;
-        state.next_ticket += 1;
-        state.queue.push_back(Waiter { ticket, bytes, since: Instant::now() });
-        self.pressure.waiters.fetch_add(1, SeqCst);
         // Leaves the queue however this ends, a panic in the hook included. `wait_turn` consumes
         // the lock guard, so it is released before the slot's Drop takes the lock again.
-        let _slot = QueueSlot { quota: self, ticket };
+        let Some(slot) = self.enqueue(&mut state, bytes) else {
+            return Err(Error::NoMemory); // no memory to wait with
+        };
         // Credit taken since `reserve` collected it: with `waiters` raised, no more is taken
         // and what is released goes straight to the budget. (Collecting wakes waiters, which
         // takes the state lock: not held here.)
         drop(state);
         self.collect_credits();
         let state = self.state.lock();
-        self.wait_turn(state, ticket, bytes)
+        self.wait_turn(state, &slot, bytes)
+    }
+
+    /// Puts a reservation of `bytes` at the end of the queue. None: no memory to queue it with.
+    fn enqueue(&self, state: &mut ReclaimState, bytes: u64) -> Option<QueueSlot<'_>> {
+        state.queue.try_reserve(1).ok()?;
+        let ticket = state.next_ticket;
+        state.next_ticket += 1;
+        state.queue.push_back(Waiter { ticket, bytes, since: Instant::now() });
+        self.pressure.waiters.fetch_add(1, SeqCst);
+        // A thread that fails joins the round in flight, or needs a new one; fixed here, when it
+        // is queued (and counted in `waiters`), not when it starts waiting: a round that ends in
+        // between (while it collects credit) was a round for it too. Judged later, it could start a
+        // round of its own at once, while memory was free and the threads ahead of it were about
+        // to take theirs: a hook call (a GC) for nothing (see the test below).
+        let mark = if state.round_in_flight { state.rounds_started - 1 } else { state.rounds_started };
+        Some(QueueSlot { quota: self, ticket, mark })
     }
 
     /// The queued part of [`Quota::reserve_slow`]: hook rounds and waiting, as the head or behind it.
-    fn wait_turn<'a>(&'a self, mut state: MutexGuard<'a, ReclaimState>, ticket: u64, bytes: u64) -> Result<()> {
+    fn wait_turn<'a>(&'a self, mut state: MutexGuard<'a, ReclaimState>, slot: &QueueSlot, bytes: u64) -> Result<()> {
+        let ticket = slot.ticket;
         let timeout = Duration::from_millis(u64::from(self.reclaim_timeout_ms.load(SeqCst)));
         let mut deadline = Instant::now() + timeout;
         let mut served = state.served;
         // Asking again while memory stays away: often enough to find memory that became
         // reclaimable after the last round, rarely enough not to turn waiting into GC churn.
         let reask_after = (timeout / 4).clamp(Duration::from_millis(1), Duration::from_millis(100));
-        // A thread that fails starts a round, or joins the one in flight; when the head's round
-        // is done and memory stays away for `reask_after`, the head asks again.
-        let mut mark = if state.round_in_flight { state.rounds_started - 1 } else { state.rounds_started };
+        // Rounds up to `mark` were before this waiter; a later one that completed was for it too
+        // (see `enqueue`). When the head's round is done and memory stays away for
+        // `reask_after`, the head asks again.
+        let mut mark = slot.mark;
         // A newcomer that finds others queued starts no round sooner than one round's length after
         // the last (capped at `reask_after`): the threads that round served may still hold the
         // memory they are about to drop, and a round a moment later finds theirs too, rather
@@ -227,6 +240,8 @@ impl Drop for InHook {
 struct QueueSlot<'a> {
     quota: &'a Quota,
     ticket: u64,
+    /// `rounds_started` before the first round that counts for it (see [`Quota::enqueue`]).
+    mark: u64,
 }
 
 impl Drop for QueueSlot<'_> {
@@ -253,5 +268,47 @@ impl Drop for Round<'_> {
         state.rounds_completed += 1;
         state.last_round = Some((Instant::now(), self.started.elapsed()));
         self.quota.memory_returned.notify_all();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU64;
+    use std::sync::Arc;
+
+    /// A thread queued while a round was in flight, and the round ended before it started waiting
+    /// (it was collecting credit). The round was for it too: no new hook call while the memory it
+    /// needs is free and only the head of the queue, queued before it, stands in its way.
+    #[test]
+    fn a_round_that_ends_before_a_waiter_looks_still_counts_for_it() {
+        let q = Quota::new(100);
+        q.set_reclaim_timeout(300);
+        q.reserve(100).unwrap();
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = calls.clone();
+        q.set_hook(Hook::new(move |_| {
+            c.fetch_add(1, SeqCst);
+        }));
+        let mut state = q.state.lock();
+        // Another thread's round is in flight, and two reservations queue meanwhile.
+        state.round_in_flight = true;
+        state.rounds_started += 1;
+        let head = q.enqueue(&mut state, 80).unwrap();
+        let waiter = q.enqueue(&mut state, 30).unwrap();
+        // The round ends before the second one looks.
+        state.round_in_flight = false;
+        state.rounds_completed += 1;
+        state.last_round = Some((Instant::now(), Duration::ZERO));
+        drop(state);
+        // 30 fit, 80 do not; 30 may not pass a head of 80 (more than a quarter of it).
+        q.release(50);
+        let started = Instant::now();
+        let state = q.state.lock();
+        assert_eq!(q.wait_turn(state, &waiter, 30), Ok(()), "served at its deadline: it fits");
+        assert_eq!(calls.load(SeqCst), 0, "the round it joined counted: no hook call of its own");
+        assert!(started.elapsed() >= Duration::from_millis(300), "it waited behind the head until its deadline");
+        assert_eq!(q.stats().reserved, 80);
+        drop((waiter, head));
     }
 }
