@@ -436,7 +436,7 @@ mod tests {
         q.set_hook(Hook::new(|_| {}));
         let q2 = q.clone();
         let releaser = std::thread::spawn(move || {
-            while q2.pressure.waiters.load(SeqCst) == 0 {
+            while queued(q2.pressure.waiters.load(SeqCst)) == 0 {
                 std::thread::yield_now();
             }
             q2.release(MIB);
@@ -517,7 +517,7 @@ mod tests {
                 })
             })
             .collect();
-        while q.pressure.waiters.load(SeqCst) < 4 {
+        while queued(q.pressure.waiters.load(SeqCst)) < 4 {
             std::thread::yield_now();
         }
         std::thread::sleep(Duration::from_millis(300));
@@ -619,13 +619,13 @@ mod tests {
         q.set_hook(Hook::new(|_| {}));
         let q2 = q.clone();
         let big = std::thread::spawn(move || q2.reserve(12)); // waits for 2 more bytes
-        while q.pressure.waiters.load(SeqCst) == 0 {
+        while queued(q.pressure.waiters.load(SeqCst)) == 0 {
             std::thread::yield_now();
         }
         let q3 = q.clone();
         // Fits, but is more than a quarter of the head's request: must queue.
         let small = std::thread::spawn(move || q3.reserve(5));
-        while q.pressure.waiters.load(SeqCst) < 2 {
+        while queued(q.pressure.waiters.load(SeqCst)) < 2 {
             std::thread::yield_now();
         }
         std::thread::sleep(Duration::from_millis(20));
