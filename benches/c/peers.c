@@ -231,12 +231,13 @@ static int serving(const char *allocator) {
         return 0;
     }
     if (jemalloc != want_je || mimalloc != want_mi) {
-        const char *serving = jemalloc ? "jemalloc" : mimalloc ? "mimalloc" : "glibc";
+        const char *actual = jemalloc ? "jemalloc" : mimalloc ? "mimalloc" : "glibc";
         if (want_je || want_mi)
-            fprintf(stderr, "peers: %s asked, but calloc is %s's: run with LD_PRELOAD=%s/lib%s.so.2 "
-                            "(scripts/bench-peers.sh does)\n", allocator, serving, "/usr/lib/x86_64-linux-gnu", allocator);
+            fprintf(stderr, "peers: %s asked, but calloc is %s's: run with "
+                            "LD_PRELOAD=/usr/lib/x86_64-linux-gnu/lib%s.so.2 (scripts/bench-peers.sh does)\n",
+                    allocator, actual, allocator);
         else
-            fprintf(stderr, "peers: %s asked, but calloc is %s's: run without LD_PRELOAD\n", allocator, serving);
+            fprintf(stderr, "peers: %s asked, but calloc is %s's: run without LD_PRELOAD\n", allocator, actual);
         return 0;
     }
     return 1;
