@@ -19,12 +19,14 @@ suite() { # label java-binary jvm-flags...
   local log="$B/junit-$label.log"
   echo "== JUnit on $label ($("$java" -version 2>&1 | head -1))"
   set +e
-  "$java" -Xmx512m "$@" -Djava.library.path="$PWD/target/debug" \
+  # A hung test fails the suite after 20 minutes (a whole run takes a few) instead of holding CI.
+  timeout -k 30 20m "$java" -Xmx512m "$@" -Djava.library.path="$PWD/target/debug" \
     -Ddirectmem.test.jar="$PWD/$B/directmem.jar" -Ddirectmem.test.examples="$PWD/$B/examples" \
     -Ddirectmem.test.libdir="$PWD/target/debug" -Ddirectmem.test.classes="$PWD/$B/test-classes" \
     -jar "$JUNIT" --class-path "$B/test-classes:$B/directmem.jar" --scan-class-path \
     --disable-banner --details=tree 2>&1 | tee "$log"
   local status=${PIPESTATUS[0]}
+  if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then echo "$label: TIMED OUT after 20 minutes"; fi
   set -e
   local passed failed
   passed=$(grep -Eo '\[ +[0-9]+ tests successful' "$log" | grep -Eo '[0-9]+' || echo 0)

@@ -21,6 +21,16 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
+# A stage that hangs fails after its limit, saying so, rather than holding the run past CI's own
+# limit (a unit test once hung a clean-clone run). The limits are several times what each takes.
+within() { # limit command...
+  local limit=$1 rc=0
+  shift
+  timeout -k 30 "$limit" "$@" || rc=$?
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then echo "== TIMED OUT after $limit: $*" >&2; fi
+  return "$rc"
+}
+
 echo "== formatting (rustfmt.toml) and lints (clippy and rustdoc, warnings are errors)"
 for tool in rustfmt clippy; do
   cargo "${tool/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$tool" >/dev/null 2>&1 || true
@@ -31,26 +41,26 @@ cargo clippy -q --all-targets --features fault-injection,test-natives -- -D warn
 RUSTDOCFLAGS="-D warnings" cargo doc -q --no-deps  # broken or private intra-doc links fail
 
 echo "== cargo test (unit, C ABI contract, C programs, model tests)"
-cargo test --no-fail-fast 2>&1
+within 30m cargo test --no-fail-fast 2>&1
 
 echo "== cargo test --features fault-injection (injected allocation failures and panics)"
-cargo test --features fault-injection --test faults 2>&1
+within 15m cargo test --features fault-injection --test faults 2>&1
 
 echo "== C examples and C test programs under valgrind"
 cargo build -q
-make -s -C c-examples valgrind LIBDIR="$PWD/target/debug" BUILD="$PWD/target/c-examples-valgrind"
-make -s -C tests/c valgrind LIBDIR="$PWD/target/debug" BUILD="$PWD/target/c-tests-valgrind"
+within 20m make -s -C c-examples valgrind LIBDIR="$PWD/target/debug" BUILD="$PWD/target/c-examples-valgrind"
+within 30m make -s -C tests/c valgrind LIBDIR="$PWD/target/debug" BUILD="$PWD/target/c-tests-valgrind"
 
 echo "== the release build on threads with PTHREAD_STACK_MIN stacks (tests/c/small_stacks.c)"
 cargo build --release -q
 make -s -C tests/c LIBDIR="$PWD/target/release" BUILD="$PWD/target/c-tests-release" "$PWD/target/c-tests-release/small_stacks"
-target/c-tests-release/small_stacks
+within 5m target/c-tests-release/small_stacks
 
 echo "== install into a temporary prefix, then link from outside the tree: pkg-config, static, CMake"
-bash tests/install/run.sh
+within 15m bash tests/install/run.sh
 
 echo "== a JNI library of its own sharing the JVM's limit (c-examples/jni_codec)"
-bash c-examples/jni_codec/run.sh debug | tee /tmp/directmem-codec.log
+within 10m bash c-examples/jni_codec/run.sh debug | tee /tmp/directmem-codec.log
 grep -q "codec: OK" /tmp/directmem-codec.log
 
 if [ -x java/run-tests.sh ]; then

@@ -347,8 +347,12 @@ impl Quota {
     }
 
     fn shortfall(&self, bytes: u64) -> u64 {
-        let free = self.limit.load(SeqCst).saturating_sub(self.reserved.load(SeqCst));
-        bytes.saturating_sub(free).max(1)
+        bytes.saturating_sub(self.free()).max(1)
+    }
+
+    /// The bytes under the limit that nobody holds now (credit counts as held).
+    fn free(&self) -> u64 {
+        self.limit.load(SeqCst).saturating_sub(self.reserved.load(SeqCst))
     }
 }
 
@@ -360,6 +364,16 @@ mod tests {
     use std::time::{Duration, Instant};
 
     const MIB: u64 = 1 << 20;
+
+    /// Waits until `ready()` holds. A fault that keeps it from ever holding fails the test after
+    /// 30 s rather than hanging the whole run (a clean-clone CI run once hung in such a wait).
+    pub(super) fn wait_for(what: &str, ready: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ready() {
+            assert!(Instant::now() < deadline, "waited 30 s for {what}");
+            std::thread::yield_now();
+        }
+    }
 
     #[test]
     fn reservations_fit_until_the_limit_and_release_makes_room() {
@@ -436,9 +450,7 @@ mod tests {
         q.set_hook(Hook::new(|_| {}));
         let q2 = q.clone();
         let releaser = std::thread::spawn(move || {
-            while queued(q2.pressure.waiters.load(SeqCst)) == 0 {
-                std::thread::yield_now();
-            }
+            wait_for("a queued waiter", || queued(q2.pressure.waiters.load(SeqCst)) > 0);
             q2.release(MIB);
         });
         let started = Instant::now();
@@ -461,14 +473,10 @@ mod tests {
         }));
         std::thread::scope(|s| {
             let first = s.spawn(|| q.reserve(5));
-            while rounds.lock().is_empty() {
-                std::thread::yield_now();
-            }
+            wait_for("the first round", || !rounds.lock().is_empty());
             // The first waiter is queued behind an empty round; a second one arrives at once.
             let second = s.spawn(|| q.reserve(5));
-            while rounds.lock().len() < 2 {
-                std::thread::yield_now();
-            }
+            wait_for("a second round", || rounds.lock().len() >= 2);
             let (_, first_ended) = rounds.lock()[0];
             let (second_started, _) = rounds.lock()[1];
             assert!(
@@ -517,9 +525,7 @@ mod tests {
                 })
             })
             .collect();
-        while queued(q.pressure.waiters.load(SeqCst)) < 4 {
-            std::thread::yield_now();
-        }
+        wait_for("4 queued waiters", || queued(q.pressure.waiters.load(SeqCst)) >= 4);
         std::thread::sleep(Duration::from_millis(300));
         q.release(10);
         for taker in takers {
@@ -542,9 +548,7 @@ mod tests {
             let q2 = q.clone();
             let releaser = std::thread::spawn(move || {
                 if release_meanwhile {
-                    while q2.stats().reclaim_requests == 0 {
-                        std::thread::yield_now();
-                    }
+                    wait_for("a hook call", || q2.stats().reclaim_requests > 0);
                     std::thread::sleep(Duration::from_millis(50));
                     q2.release(10);
                 }
@@ -619,15 +623,11 @@ mod tests {
         q.set_hook(Hook::new(|_| {}));
         let q2 = q.clone();
         let big = std::thread::spawn(move || q2.reserve(12)); // waits for 2 more bytes
-        while queued(q.pressure.waiters.load(SeqCst)) == 0 {
-            std::thread::yield_now();
-        }
+        wait_for("the big request queued", || queued(q.pressure.waiters.load(SeqCst)) > 0);
         let q3 = q.clone();
         // Fits, but is more than a quarter of the head's request: must queue.
         let small = std::thread::spawn(move || q3.reserve(5));
-        while queued(q.pressure.waiters.load(SeqCst)) < 2 {
-            std::thread::yield_now();
-        }
+        wait_for("the newcomer queued", || queued(q.pressure.waiters.load(SeqCst)) >= 2);
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(q.stats().reserved, 90, "the newcomer did not jump the queue");
         q.release(90);
@@ -693,9 +693,7 @@ mod tests {
         // Until the head asked the hook: it reads its timeout just before. (Waiting for `waiters`
         // instead let the timeout below reach the head too, which then failed first: 6 of 6 runs
         // of this test alone.)
-        while q.stats().reclaim_requests == 0 {
-            std::thread::yield_now();
-        }
+        wait_for("the head's hook call", || q.stats().reclaim_requests > 0);
         q.set_reclaim_timeout(100); // the newcomer's deadline comes long before the head's
                                     // 8 bytes fit, but 8 * 4 > 20: it queues, and at its deadline it takes them anyway.
         assert_eq!(q.reserve(8), Ok(()));
