@@ -8,7 +8,9 @@
 //! - a thread that fails while others are queued starts no round sooner than one round's length
 //!   (at most 100 ms) after the last one ended: the threads that round served often still hold what they are
 //!   about to drop, and one GC a moment later finds all of it (8 threads dropping 8 MiB buffers
-//!   under a 32 MiB limit: 4 buffers per GC instead of 2, and 1.3x the allocation rate);
+//!   under a 32 MiB limit: 4 buffers per GC instead of 2, and 1.3x the allocation rate); and
+//!   none at all while the memory free covers its request and every one queued ahead of it: they
+//!   are about to take theirs, and it its own;
 //! - waiters are woken when memory is actually returned ([`Quota::release`]), never by fixed
 //!   sleeps, and the head of the queue takes memory first: first come, first served, and a
 //!   newcomer whose request would fit still queues behind them (the JDK's spurious OOMs come from
@@ -148,8 +150,13 @@ impl Quota {
                     Some(_) => {}
                 }
             }
-            // With the hook removed meanwhile there is nobody to ask: just wait for memory.
-            let may_ask = state.rounds_completed <= mark && !state.round_in_flight && now >= not_before;
+            // With the hook removed meanwhile there is nobody to ask: just wait for memory. Nor
+            // while the memory free covers this request and every one ahead of it: they take
+            // theirs and this one its own, no GC needed (checked last: it walks the queue).
+            let may_ask = state.rounds_completed <= mark
+                && !state.round_in_flight
+                && now >= not_before
+                && state.queued_bytes_up_to(ticket) > self.free();
             if let Some(hook) = state.hook.clone().filter(|_| may_ask) {
                 state.round_in_flight = true;
                 state.round_runner = ticket;
@@ -210,6 +217,18 @@ impl Quota {
 }
 
 impl ReclaimState {
+    /// The bytes asked for by the queue from its head up to and including `ticket`.
+    fn queued_bytes_up_to(&self, ticket: u64) -> u64 {
+        let mut bytes = 0u64;
+        for waiter in &self.queue {
+            bytes = bytes.saturating_add(waiter.bytes);
+            if waiter.ticket == ticket {
+                break;
+            }
+        }
+        bytes
+    }
+
     /// Bounded barging (module docs): a request of at most a quarter of the head's may take
     /// memory before it while the head has waited less than half its timeout.
     fn may_pass_the_head(&self, bytes: u64, timeout: Duration) -> bool {
@@ -309,6 +328,37 @@ mod tests {
         assert_eq!(calls.load(SeqCst), 0, "the round it joined counted: no hook call of its own");
         assert!(started.elapsed() >= Duration::from_millis(300), "it waited behind the head until its deadline");
         assert_eq!(q.stats().reserved, 80);
+        drop((waiter, head));
+    }
+
+    /// A thread that queues just after a short round, behind a waiter about to take memory that
+    /// came back, with enough left for itself too: it waits for its turn and starts no round (a
+    /// GC for nothing). It used to start one once a round's length had passed, at once after a
+    /// short round.
+    #[test]
+    fn a_waiter_starts_no_round_while_free_memory_covers_the_queue_up_to_it() {
+        let q = Quota::new(100);
+        q.set_reclaim_timeout(200);
+        q.reserve(100).unwrap();
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = calls.clone();
+        q.set_hook(Hook::new(move |_| {
+            c.fetch_add(1, SeqCst);
+        }));
+        let mut state = q.state.lock();
+        // A round that took no time has just ended; two reservations queue after it.
+        state.rounds_started += 1;
+        state.rounds_completed += 1;
+        state.last_round = Some((Instant::now(), Duration::ZERO));
+        let head = q.enqueue(&mut state, 40).unwrap();
+        let waiter = q.enqueue(&mut state, 40).unwrap();
+        drop(state);
+        // Memory comes back before the head looks: 100 free, 80 queued. (The head is never
+        // served here, so the waiter waits its whole timeout and then takes what fits.)
+        q.release(100);
+        let state = q.state.lock();
+        assert_eq!(q.wait_turn(state, &waiter, 40), Ok(()));
+        assert_eq!(calls.load(SeqCst), 0, "no round while the memory free covered the queue up to it");
         drop((waiter, head));
     }
 }
