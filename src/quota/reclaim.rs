@@ -296,19 +296,25 @@ mod tests {
     use std::sync::atomic::AtomicU64;
     use std::sync::Arc;
 
-    /// A thread queued while a round was in flight, and the round ended before it started waiting
-    /// (it was collecting credit). The round was for it too: no new hook call while the memory it
-    /// needs is free and only the head of the queue, queued before it, stands in its way.
-    #[test]
-    fn a_round_that_ends_before_a_waiter_looks_still_counts_for_it() {
+    /// A quota of 100 bytes, all reserved, whose hook only counts its calls.
+    fn full_quota_counting_hook_calls(timeout_ms: u32) -> (Quota, Arc<AtomicU64>) {
         let q = Quota::new(100);
-        q.set_reclaim_timeout(300);
+        q.set_reclaim_timeout(timeout_ms);
         q.reserve(100).unwrap();
         let calls = Arc::new(AtomicU64::new(0));
         let c = calls.clone();
         q.set_hook(Hook::new(move |_| {
             c.fetch_add(1, SeqCst);
         }));
+        (q, calls)
+    }
+
+    /// A thread queued while a round was in flight, and the round ended before it started waiting
+    /// (it was collecting credit). The round was for it too: no new hook call while the memory it
+    /// needs is free and only the head of the queue, queued before it, stands in its way.
+    #[test]
+    fn a_round_that_ends_before_a_waiter_looks_still_counts_for_it() {
+        let (q, calls) = full_quota_counting_hook_calls(300);
         let mut state = q.state.lock();
         // Another thread's round is in flight, and two reservations queue meanwhile.
         state.round_in_flight = true;
@@ -337,14 +343,7 @@ mod tests {
     /// short round.
     #[test]
     fn a_waiter_starts_no_round_while_free_memory_covers_the_queue_up_to_it() {
-        let q = Quota::new(100);
-        q.set_reclaim_timeout(200);
-        q.reserve(100).unwrap();
-        let calls = Arc::new(AtomicU64::new(0));
-        let c = calls.clone();
-        q.set_hook(Hook::new(move |_| {
-            c.fetch_add(1, SeqCst);
-        }));
+        let (q, calls) = full_quota_counting_hook_calls(200);
         let mut state = q.state.lock();
         // A round that took no time has just ended; two reservations queue after it.
         state.rounds_started += 1;
