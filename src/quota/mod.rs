@@ -367,7 +367,7 @@ mod tests {
 
     /// Waits until `ready()` holds. A fault that keeps it from ever holding fails the test after
     /// 30 s rather than hanging the whole run (a clean-clone CI run once hung in such a wait).
-    pub(super) fn wait_for(what: &str, ready: impl Fn() -> bool) {
+    fn wait_for(what: &str, ready: impl Fn() -> bool) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while !ready() {
             assert!(Instant::now() < deadline, "waited 30 s for {what}");
