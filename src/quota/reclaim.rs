@@ -88,7 +88,7 @@ impl Quota {
         drop(state);
         self.collect_credits();
         let state = self.state.lock();
-        self.wait_turn(state, &slot, bytes)
+        self.wait_turn(state, &slot)
     }
 
     /// Puts a reservation of `bytes` at the end of the queue. None: no memory to queue it with.
@@ -104,12 +104,12 @@ impl Quota {
         // round of its own at once, while memory was free and the threads ahead of it were about
         // to take theirs: a hook call (a GC) for nothing (see the test below).
         let mark = if state.round_in_flight { state.rounds_started - 1 } else { state.rounds_started };
-        Some(QueueSlot { quota: self, ticket, mark })
+        Some(QueueSlot { quota: self, ticket, bytes, mark })
     }
 
     /// The queued part of [`Quota::reserve_slow`]: hook rounds and waiting, as the head or behind it.
-    fn wait_turn<'a>(&'a self, mut state: MutexGuard<'a, ReclaimState>, slot: &QueueSlot, bytes: u64) -> Result<()> {
-        let ticket = slot.ticket;
+    fn wait_turn<'a>(&'a self, mut state: MutexGuard<'a, ReclaimState>, slot: &QueueSlot) -> Result<()> {
+        let (ticket, bytes) = (slot.ticket, slot.bytes);
         let timeout = Duration::from_millis(u64::from(self.reclaim_timeout_ms.load(SeqCst)));
         let mut deadline = Instant::now() + timeout;
         let mut served = state.served;
@@ -259,6 +259,8 @@ impl Drop for InHook {
 struct QueueSlot<'a> {
     quota: &'a Quota,
     ticket: u64,
+    /// The bytes it asks for (as its entry in the queue says).
+    bytes: u64,
     /// `rounds_started` before the first round that counts for it (see [`Quota::enqueue`]).
     mark: u64,
 }
@@ -330,7 +332,7 @@ mod tests {
         q.release(50);
         let started = Instant::now();
         let state = q.state.lock();
-        assert_eq!(q.wait_turn(state, &waiter, 30), Ok(()), "served at its deadline: it fits");
+        assert_eq!(q.wait_turn(state, &waiter), Ok(()), "served at its deadline: it fits");
         assert_eq!(calls.load(SeqCst), 0, "the round it joined counted: no hook call of its own");
         assert!(started.elapsed() >= Duration::from_millis(300), "it waited behind the head until its deadline");
         assert_eq!(q.stats().reserved, 80);
@@ -356,7 +358,7 @@ mod tests {
         // served here, so the waiter waits its whole timeout and then takes what fits.)
         q.release(100);
         let state = q.state.lock();
-        assert_eq!(q.wait_turn(state, &waiter, 40), Ok(()));
+        assert_eq!(q.wait_turn(state, &waiter), Ok(()));
         assert_eq!(calls.load(SeqCst), 0, "no round while the memory free covered the queue up to it");
         drop((waiter, head));
     }
