@@ -1,7 +1,8 @@
 /* Everything at once, as a busy program would: 4 threads allocate blocks of every kind (1 B to
- * 430 KiB), tag them, check the tags and sizes at every touch, resize them (in place or moved),
+ * 6 MiB, some aligned up to 2 MiB), tag them, check the tags and sizes at every touch, resize them (in place or moved),
  * attach cleaners, hand blocks to each other through a shared exchange (the taker resizes and
- * frees them), and now and then set the limit; a fifth thread trims and decays over and over, the
+ * frees them), end after a while and leave their blocks in the exchange for the threads that
+ * replace them, and now and then set the limit; a fifth thread trims and decays over and over, the
  * background decay thread runs every 1 ms, and a reclaim hook is installed. First with a roomy
  * limit (64-256 MiB), then a tight one (4-32 MiB: refusals, hook rounds, waits of 50 ms). Every new
  * block reads zero (sampled), a resize keeps the first byte and its growth reads zero, no block
@@ -26,16 +27,20 @@ typedef struct { unsigned char *p; size_t size; uint8_t tag; } blk;
 static _Atomic(blk *) exchange[EXCHANGE];
 static atomic_long registered, ran, hook_calls;
 static atomic_int stop;
+static atomic_int ended[THREADS]; /* worker k's thread has returned: phase() joins it, starts another */
 static unsigned limit_base, limit_span; /* MiB */
 
 static uint64_t rnd(uint64_t *s) { *s = *s * 6364136223846793005ULL + 1442695040888963407ULL; return *s >> 11; }
 static size_t pick(uint64_t *s) {
-    switch (rnd(s) % 6) {
+    switch (rnd(s) % 7) {
     case 0: return 1 + rnd(s) % 64;
     case 1: return 64 + rnd(s) % 1000;
     case 2: return 1000 + rnd(s) % 8000;
     case 3: return 8192 + rnd(s) % 120000;
     case 4: return 131072 + rnd(s) % 300000;
+    case 5: /* 1-6 MiB now and then, under the roomy limits only (under 4 MiB they would wait and fail) */
+        if (limit_base >= 64 && rnd(s) % 8 == 0) return (1 << 20) + rnd(s) % (5 << 20);
+        /* fall through */
     default: return 16 + rnd(s) % 200;
     }
 }
@@ -53,10 +58,13 @@ static void check(blk *b, const char *when) {
 static blk *make(uint64_t *s, uint8_t tag) {
     blk *b = malloc(sizeof *b);
     b->size = pick(s); b->tag = tag;
+    static const size_t alignments[] = {0, 0, 0, 0, 0, 64, 4096, 65536, 2 << 20};
+    size_t alignment = alignments[rnd(s) % 9];
     void *p;
-    dm_status st = dm_allocate(b->size, 0, &p);
+    dm_status st = dm_allocate(b->size, alignment, &p);
     if (st == DM_ERR_LIMIT) { free(b); return NULL; } /* under a tight limit, after the hook and a wait */
     if (st != DM_OK) FAIL("allocate %zu: %s", b->size, dm_status_message(st));
+    if ((uintptr_t)p % (alignment ? alignment : 16)) FAIL("block %p of %zu not aligned to %zu", p, b->size, alignment);
     b->p = p;
     for (size_t i = 0; i < b->size; i += (b->size > 4096 ? 4093 : 1)) if (b->p[i]) FAIL("new block %p of %zu not zero at %zu", p, b->size, i);
     if (b->size && b->p[b->size - 1]) FAIL("new block not zero at its end");
@@ -83,11 +91,13 @@ static void resize(blk *b, uint64_t *s) {
     fill(b);
 }
 
+/* `arg`: the worker's number; its slot in phase()'s threads is that modulo THREADS. */
 static void *worker(void *arg) {
     uint64_t s = (uintptr_t)arg * 7919 + 1;
     uint8_t tag = (uint8_t)(0x10 + (uintptr_t)arg);
     blk *live[LIVE] = {0};
-    while (!atomic_load(&stop)) {
+    long life = 2000 + rnd(&s) % 20000; /* operations before it ends */
+    while (!atomic_load(&stop) && life-- > 0) {
         int k = rnd(&s) % LIVE;
         int op = rnd(&s) % 10;
         if (!live[k]) { live[k] = make(&s, tag); continue; }
@@ -111,7 +121,12 @@ static void *worker(void *arg) {
         default: check(live[k], "look"); break;
         }
     }
-    for (int k = 0; k < LIVE; k++) if (live[k]) drop(live[k]);
+    /* Half its blocks outlive it, in the exchange, for the threads that come next. */
+    for (int k = 0; k < LIVE; k++) {
+        if (live[k] && rnd(&s) % 2) live[k] = atomic_exchange(&exchange[rnd(&s) % EXCHANGE], live[k]);
+        if (live[k]) drop(live[k]);
+    }
+    atomic_store(&ended[(uintptr_t)arg % THREADS], 1);
     return NULL;
 }
 static void *trimmer(void *a) {
@@ -130,12 +145,23 @@ static void *trimmer(void *a) {
 static void phase(unsigned base, unsigned span, unsigned seconds) {
     limit_base = base, limit_span = span;
     atomic_store(&stop, 0);
+    for (int i = 0; i < THREADS; i++) atomic_store(&ended[i], 0); /* the last phase's workers, joined */
     CHECK(dm_set_limit((uint64_t)base << 20));
     pthread_t t[THREADS + 1];
-    for (uintptr_t i = 0; i < THREADS; i++) ASSERT(pthread_create(&t[i], NULL, worker, (void *)(i + base)) == 0);
+    /* A worker's number: its seed and tag; worker (base * 10000 + r) * THREADS + i is slot i's r-th. */
+    uintptr_t first = (uintptr_t)base * 10000 * THREADS, restarts = 0;
+    for (uintptr_t i = 0; i < THREADS; i++) ASSERT(pthread_create(&t[i], NULL, worker, (void *)(first + i)) == 0);
     ASSERT(pthread_create(&t[THREADS], NULL, trimmer, NULL) == 0);
-    struct timespec run = {seconds, 0};
-    nanosleep(&run, NULL);
+    struct timespec pause = {0, 1000 * 1000};
+    for (unsigned ms = 0; ms < seconds * 1000; ms++) { /* about: pauses and the loop's own time */
+        nanosleep(&pause, NULL);
+        for (int i = 0; i < THREADS; i++) {
+            if (!atomic_exchange(&ended[i], 0)) continue;
+            ASSERT(pthread_join(t[i], NULL) == 0);
+            uintptr_t next = first + ++restarts * THREADS + i;
+            ASSERT(pthread_create(&t[i], NULL, worker, (void *)next) == 0);
+        }
+    }
     atomic_store(&stop, 1);
     for (int i = 0; i <= THREADS; i++) ASSERT(pthread_join(t[i], NULL) == 0);
     for (int i = 0; i < EXCHANGE; i++) {
@@ -143,8 +169,8 @@ static void phase(unsigned base, unsigned span, unsigned seconds) {
         if (b) drop(b);
     }
     dm_stats st = stats_now();
-    printf("limits %u-%u MiB: %ld cleaners registered, %ld ran, %ld hook calls so far\n", base, base + span,
-           atomic_load(&registered), atomic_load(&ran), atomic_load(&hook_calls));
+    printf("limits %u-%u MiB: %lu threads ended and were replaced, %ld cleaners registered, %ld ran, %ld hook calls so far\n",
+           base, base + span, (unsigned long)restarts, atomic_load(&registered), atomic_load(&ran), atomic_load(&hook_calls));
     ASSERT(st.count == 0 && st.reserved == 0 && st.live_cleaners == 0);
     ASSERT(atomic_load(&registered) == atomic_load(&ran));
 }
