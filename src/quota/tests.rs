@@ -257,14 +257,20 @@ fn concurrent_failures_share_one_hook_round() {
     assert_eq!(q.stats().reserved, 100);
 }
 
-#[test]
-fn a_newcomer_queues_behind_a_waiter_even_when_its_request_fits() {
+/// A quota of 100 with 90 held, a hook that frees nothing, and a thread reserving `bytes`, which
+/// does not fit: the head of the queue once it has queued.
+fn ninety_held_and_a_waiter(timeout_ms: u32, bytes: u64) -> (Arc<Quota>, std::thread::JoinHandle<Result<()>>) {
     let q = Arc::new(Quota::new(100));
-    q.set_reclaim_timeout(10_000);
+    q.set_reclaim_timeout(timeout_ms);
     q.reserve(90).unwrap();
     q.set_hook(Hook::new(|_| {}));
     let q2 = q.clone();
-    let big = std::thread::spawn(move || q2.reserve(12)); // waits for 2 more bytes
+    (q, std::thread::spawn(move || q2.reserve(bytes)))
+}
+
+#[test]
+fn a_newcomer_queues_behind_a_waiter_even_when_its_request_fits() {
+    let (q, big) = ninety_held_and_a_waiter(10_000, 12); // waits for 2 more bytes
     wait_for("the big request queued", || queued(q.pressure.waiters.load(SeqCst)) > 0);
     let q3 = q.clone();
     // Fits, but is more than a quarter of the head's request: must queue.
@@ -325,16 +331,10 @@ fn a_reservation_inside_the_hook_is_served_at_once_when_it_fits() {
 
 #[test]
 fn a_waiter_at_its_deadline_takes_memory_that_fits_even_behind_the_head() {
-    let q = Arc::new(Quota::new(100));
-    q.set_reclaim_timeout(2_000);
-    q.reserve(90).unwrap();
-    q.set_hook(Hook::new(|_| {}));
-    let q2 = q.clone();
-    // Can never fit while 90 are held.
-    let big = std::thread::spawn(move || q2.reserve(20));
-    // Until the head asked the hook: it reads its timeout just before. (Waiting for `waiters`
-    // instead let the timeout below reach the head too, which then failed first: 6 of 6 runs
-    // of this test alone.)
+    let (q, big) = ninety_held_and_a_waiter(2_000, 20); // can never fit while 90 are held
+                                                        // Until the head asked the hook: it reads its timeout just before. (Waiting for `waiters`
+                                                        // instead let the timeout below reach the head too, which then failed first: 6 of 6 runs
+                                                        // of this test alone.)
     wait_for("the head's hook call", || q.stats().reclaim_requests > 0);
     q.set_reclaim_timeout(100); // the newcomer's deadline comes long before the head's
                                 // 8 bytes fit, but 8 * 4 > 20: it queues, and at its deadline it takes them anyway.
