@@ -40,6 +40,10 @@ pub struct Memory {
     huge_pages: bool,
     /// The block was zeroed in place in a kept mapping that kept its pages (see `mappings`).
     zeroed_in_place: bool,
+    /// From this offset on, the mapping has never held a block's bytes: they read zero and their
+    /// pages were never touched, so growth there zeroes nothing and they are not `occupied`
+    /// (0 for heap memory).
+    clean_from: usize,
 }
 
 // Safety: Memory is an owned region of process memory; which thread releases it does not matter.
@@ -50,7 +54,9 @@ impl Memory {
     /// the mapping cut to the block's pages (what lies past them goes back to the system, as
     /// glibc's `realloc` gives it back: a 64 MiB block written whole and shrunk to 50 MiB kept all
     /// 64 MiB in memory); grown within its mapping, or by growing the mapping where the addresses
-    /// after it are free (`mremap` without moving). Bytes that come into the block read as zero.
+    /// after it are free (`mremap` without moving). A mapping that grows takes `headroom` more
+    /// addresses when it can, so that a block grown in small steps (a log, a vector) mostly grows
+    /// within its mapping, without a system call. Bytes that come into the block read as zero.
     /// False: not in place (heap memory, a block that would fall under [`MAP_THRESHOLD`], no
     /// room); nothing changed.
     pub fn resize_in_place(&mut self, old_size: usize, new_size: usize) -> bool {
@@ -58,39 +64,50 @@ impl Memory {
             return false;
         }
         let Ok(len) = mapping_len(new_size) else { return false };
-        let start = self.ptr.as_ptr();
-        if len > self.mapped_len || (len < self.mapped_len && new_size < old_size) {
-            // Safety: the mapping [start, start + mapped_len) is this block's; without
-            // MREMAP_MAYMOVE it either changes where it is or fails and stays as it was (cut
-            // shorter, it cannot fail but for a lack of memory to split it).
-            if unsafe { libc::mremap(start as *mut libc::c_void, self.mapped_len, len, 0) } == libc::MAP_FAILED {
+        if len > self.mapped_len {
+            // Tried with the headroom first, then without (no room for it after the mapping, or
+            // no commit charge for it under strict overcommit).
+            let grown = [len.saturating_add(headroom(len)), len].into_iter().find(|&to| self.remap(to));
+            let Some(grown) = grown else { return false };
+            // Valgrind takes the grown part's permissions through a segment pointer its own
+            // address-space manager declares invalid by then (as in a move, see `move_pages`); no
+            // report came from here, but say what the part is rather than rely on that.
+            crate::memcheck::mark_defined(self.ptr.as_ptr() as usize + self.mapped_len, grown - self.mapped_len);
+            self.mapped_len = grown;
+        } else if len < self.mapped_len && new_size < old_size {
+            // Cut to the block's pages (cut shorter, a mapping cannot fail to change but for a
+            // lack of memory to split it). The tail left may hold this block's earlier bytes.
+            if !self.remap(len) {
                 return false;
             }
-            if len > self.mapped_len {
-                // Valgrind takes the grown part's permissions through a segment pointer its own
-                // address-space manager declares invalid by then (as in a move, see `move_pages`);
-                // no report came from here, but say what the part is rather than rely on that.
-                crate::memcheck::mark_defined(start as usize + self.mapped_len, len - self.mapped_len);
-                // The new pages are fresh zero pages; the old mapping's tail may hold earlier
-                // bytes. Safety: inside the mapping, which is this block's.
-                unsafe { std::ptr::write_bytes(start.add(old_size), 0, self.mapped_len.saturating_sub(old_size)) };
-                self.mapped_len = len;
-                return true;
-            }
             self.mapped_len = len;
+            self.clean_from = self.clean_from.min(len);
         }
         if new_size > old_size {
-            // Safety: inside the mapping, which is this block's. Bytes after a block's end may
-            // hold what an earlier block (or this one before a shrink) wrote there.
-            unsafe { std::ptr::write_bytes(start.add(old_size), 0, new_size - old_size) };
+            // Bytes after a block's end may hold what an earlier block (or this one before a
+            // shrink) wrote there; from `clean_from` on they read zero already (new pages too).
+            let stale = self.clean_from.min(new_size).saturating_sub(old_size);
+            // Safety: inside the mapping, which is this block's.
+            unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(old_size), 0, stale) };
+            self.clean_from = self.clean_from.max(new_size);
         }
         true
     }
 
-    /// Bytes the block takes from the system: its mapping's length, or what the C heap gave it.
+    /// Changes the length of this block's mapping to `len` where it is (`mremap` without
+    /// `MREMAP_MAYMOVE`); false if the kernel refused, and then nothing changed.
+    fn remap(&self, len: usize) -> bool {
+        // Safety: the mapping [ptr, ptr + mapped_len) is this block's; without MREMAP_MAYMOVE it
+        // either changes where it is or fails and stays as it was.
+        unsafe { libc::mremap(self.ptr.as_ptr() as *mut libc::c_void, self.mapped_len, len, 0) != libc::MAP_FAILED }
+    }
+
+    /// Bytes the block takes from the system: its mapping's pages that ever held a block's bytes
+    /// (the headroom of a grown block, never touched, takes addresses only), or what the C heap
+    /// gave it.
     pub fn footprint(&self) -> usize {
         if self.mapped_len != 0 {
-            self.mapped_len
+            mapping_len(self.clean_from).map_or(self.mapped_len, |len| len.min(self.mapped_len))
         } else {
             // Safety: heap memory from calloc or posix_memalign, live.
             unsafe { libc::malloc_usable_size(self.ptr.as_ptr() as *mut libc::c_void) }
@@ -137,7 +154,7 @@ pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
         out
     };
     NonNull::new(ptr as *mut u8)
-        .map(|ptr| Memory { ptr, mapped_len: 0, huge_pages: false, zeroed_in_place: false })
+        .map(|ptr| Memory { ptr, mapped_len: 0, huge_pages: false, zeroed_in_place: false, clean_from: 0 })
         .ok_or(Error::NoMemory)
 }
 
@@ -174,8 +191,20 @@ fn block_in(taken: mappings::Taken, size: usize, written: usize) -> Result<Memor
         unsafe { std::ptr::write_bytes((taken.start + written) as *mut u8, 0, size - written) };
     }
     let ptr = NonNull::new(taken.start as *mut u8).ok_or(Error::NoMemory)?;
-    Ok(Memory { ptr, mapped_len: taken.len, huge_pages: taken.huge, zeroed_in_place: taken.dirty })
+    // A mapping that kept its pages may hold an earlier block's bytes anywhere.
+    let clean_from = if taken.dirty { taken.len } else { size };
+    Ok(Memory { ptr, mapped_len: taken.len, huge_pages: taken.huge, zeroed_in_place: taken.dirty, clean_from })
 }
+
+/// Addresses a mapping that grows in place takes beyond `len`: an eighth (whole pages), at most
+/// [`HEADROOM_MAX`]. Untouched, they cost no memory; under strict overcommit they cost commit
+/// charge, and a growth that cannot have them goes without.
+fn headroom(len: usize) -> usize {
+    (len / 8).min(HEADROOM_MAX) & !(page_size() - 1)
+}
+
+/// The most headroom a growing mapping takes.
+const HEADROOM_MAX: usize = 64 << 20;
 
 /// `size` rounded up to whole pages; `NoMemory` if that overflows.
 fn mapping_len(size: usize) -> Result<usize> {
@@ -200,12 +229,18 @@ pub struct Mapping {
     start: usize,
     len: usize,
     huge_pages: bool,
+    clean_from: usize,
 }
 
 impl Memory {
     /// Where the block lies, if it is a mapping of its own (None: heap memory).
     pub fn mapping(&self) -> Option<Mapping> {
-        let mapping = Mapping { start: self.ptr.as_ptr() as usize, len: self.mapped_len, huge_pages: self.huge_pages };
+        let mapping = Mapping {
+            start: self.ptr.as_ptr() as usize,
+            len: self.mapped_len,
+            huge_pages: self.huge_pages,
+            clean_from: self.clean_from,
+        };
         (self.mapped_len != 0).then_some(mapping)
     }
 }
@@ -222,7 +257,13 @@ pub fn map_for_move(size: usize, copied: usize, prefer_kept: bool) -> Result<(Me
     if let Some(kept) = prefer_kept.then(|| mappings::global().take(len, alignment)).flatten() {
         return Ok((block_in(kept, size, copied)?, false));
     }
-    Ok((block_in(new_mapping(len, alignment)?, size, size)?, true))
+    // A block that grows gets headroom here too, as in place (see `Memory::resize_in_place`).
+    let room = if size > copied { len.checked_add(headroom(len)) } else { None };
+    let fresh = match room.and_then(|room| map_region(room, alignment).ok()) {
+        Some(start) => mappings::Taken { start, len: room.unwrap_or(len), huge: false, dirty: false },
+        None => new_mapping(len, alignment)?,
+    };
+    Ok((block_in(fresh, size, size)?, true))
 }
 
 /// Moves the pages of the mapped block at `from` (its data: the first `old_size` bytes) into `to`,
@@ -255,12 +296,15 @@ pub fn move_pages(from: Mapping, old_size: usize, to: &mut Memory, new_size: usi
     if to.mapped_len > from.len {
         crate::memcheck::mark_defined(to.ptr.as_ptr() as usize + from.len, to.mapped_len - from.len);
     }
-    // Bytes between the old block's end and its mapping's may hold what an earlier block (in a
-    // kept mapping) or this one (before shrinking in place) wrote; beyond its mapping they are new.
-    let stale = from.len.min(new_size).saturating_sub(old_size);
+    // Bytes between the old block's end and its mapping's `clean_from` may hold what an earlier
+    // block (in a kept mapping) or this one (before shrinking in place) wrote; beyond it they read
+    // zero (the old mapping's headroom, then the new pages).
+    let from_clean = from.clean_from.min(from.len);
+    let stale = from_clean.min(new_size).saturating_sub(old_size);
     // Safety: inside `to`'s mapping, which now holds the moved pages and is the caller's.
     unsafe { std::ptr::write_bytes(to.ptr.as_ptr().add(old_size), 0, stale) };
     to.huge_pages = from.huge_pages;
+    to.clean_from = from_clean.max(new_size);
     true
 }
 
@@ -363,6 +407,79 @@ mod tests {
         }
     }
 
+    /// A fresh 1 MiB block written whole, in a mapping with 64 MiB of free addresses after it
+    /// (the gap is so wide that a mapping another test makes meanwhile, placed at its top by the
+    /// kernel, leaves room after the block).
+    fn written_block_before_a_gap() -> Memory {
+        let (size, gap) = (1 << 20, 64 << 20);
+        let start = crate::os::map_region(size + gap, page_size()).unwrap();
+        crate::os::unmap_region(start + size, gap);
+        let taken = mappings::Taken { start, len: size, huge: false, dirty: false };
+        let memory = block_in(taken, size, size).unwrap();
+        // Safety: the block's bytes.
+        unsafe { std::ptr::write_bytes(memory.ptr.as_ptr(), 0xAB, size) };
+        memory
+    }
+
+    /// Whether each page of `len` bytes from `start` is in memory.
+    fn resident(start: *mut u8, len: usize) -> Vec<bool> {
+        crate::os::pages_in_memory(start as usize, len).unwrap()
+    }
+
+    #[test]
+    fn a_growing_mapping_takes_headroom_and_grows_within_it_touching_nothing() {
+        let mut m = written_block_before_a_gap();
+        let (size, page) = (1 << 20, page_size());
+        assert!(m.resize_in_place(size, size + page));
+        assert_eq!(m.mapped_len, size + page + headroom(size + page), "grown with headroom");
+        // Steps within the headroom: no system call changes the mapping, nothing is zeroed (the
+        // pages are new), so no page of the growth is brought into memory, and none counts.
+        for step in 2..=8 {
+            assert!(m.resize_in_place(size + (step - 1) * page, size + step * page));
+        }
+        assert_eq!(m.mapped_len, size + page + headroom(size + page), "grown within the headroom");
+        assert!(resident(m.ptr.as_ptr().wrapping_add(size), 8 * page).iter().all(|&p| !p), "touched nothing");
+        assert_eq!(m.footprint(), size + 8 * page, "the headroom is not occupied");
+        // Safety (below): the block's bytes.
+        let bytes = unsafe { std::slice::from_raw_parts_mut(m.ptr.as_ptr(), size + 8 * page) };
+        assert!(bytes[..size].iter().all(|&b| b == 0xAB) && bytes[size..].iter().all(|&b| b == 0));
+        bytes.fill(0xCD);
+        // Shrunk (the mapping cut to its pages, headroom gone) and grown back: what the block
+        // held past its new end reads zero again, whether in the mapping or past it.
+        assert!(m.resize_in_place(size + 8 * page, size + 100));
+        assert_eq!(m.mapped_len, size + page);
+        assert!(m.resize_in_place(size + 100, size + 8 * page));
+        let bytes = unsafe { std::slice::from_raw_parts(m.ptr.as_ptr(), size + 8 * page) };
+        assert!(bytes[..size + 100].iter().all(|&b| b == 0xCD), "kept");
+        assert!(bytes[size + 100..].iter().all(|&b| b == 0), "read zero after the shrink");
+        release(m);
+    }
+
+    #[test]
+    fn moved_pages_leave_the_headroom_untouched() {
+        // A block grown into its headroom and written whole, then moved by its pages: the moved
+        // headroom reads zero and its pages stay out of memory (the move zeroes only what a block
+        // may have written; the written tail case is `moved_pages_make_one_mapping_...` below).
+        let mut m = written_block_before_a_gap();
+        let (size, page) = (1 << 20, page_size());
+        assert!(m.resize_in_place(size, size + 2 * page));
+        // Safety (below): the block's bytes.
+        unsafe { std::ptr::write_bytes(m.ptr.as_ptr().add(size), 0xEE, 2 * page) };
+        let old_len = m.mapped_len;
+        assert!(old_len > size + 2 * page, "grown with headroom");
+        let new_size = 2 * old_len;
+        let (mut to, fresh) = map_for_move(new_size, size + 2 * page, false).unwrap();
+        assert!(fresh);
+        assert!(move_pages(m.mapping().unwrap(), size + 2 * page, &mut to, new_size));
+        forget_moved(m);
+        let bytes = unsafe { std::slice::from_raw_parts(to.ptr.as_ptr(), new_size) };
+        assert!(bytes[..size].iter().all(|&b| b == 0xAB) && bytes[size..size + 2 * page].iter().all(|&b| b == 0xEE));
+        let headroom = to.ptr.as_ptr().wrapping_add(size + 2 * page);
+        assert!(resident(headroom, old_len - size - 2 * page).iter().all(|&p| !p), "headroom untouched");
+        assert!(bytes[size + 2 * page..].iter().all(|&b| b == 0), "the growth reads zero");
+        release(to);
+    }
+
     #[test]
     fn bad_alignments_and_overflowing_sizes_are_refused() {
         assert_eq!(check_request(1, 3), Err(Error::InvalidArgument));
@@ -390,7 +507,8 @@ mod tests {
             let (mut to, fresh) = map_for_move(new_size, old_size, false).unwrap();
             assert!(fresh);
             assert!(move_pages(
-                Mapping { start: from_start, len: from_len, huge_pages: huge },
+                // Written anywhere, as far as the move knows (the stale byte is).
+                Mapping { start: from_start, len: from_len, huge_pages: huge, clean_from: from_len },
                 old_size,
                 &mut to,
                 new_size
