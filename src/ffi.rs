@@ -95,7 +95,8 @@ pub struct dm_stats {
 pub struct dm_memory_stats {
     /// Bytes the live allocations take from the system: their slots, heap chunks and mappings
     /// (`capacity` of dm_stats plus what rounding up to those costs). Not limited; slab headers
-    /// are left out.
+    /// are left out, and so are the untouched addresses a growing mapping takes ahead (see
+    /// dm_reallocate).
     pub occupied: u64,
     /// Bytes kept in memory for reuse that no allocation uses: the pages blocks touched in empty
     /// slabs, kept by the library for a short while and by each thread (up to 1 MiB of slabs)
@@ -266,9 +267,12 @@ extern "C" fn free_general(ptr: *mut c_void) -> dm_status {
 /// bytes, and the old block is freed; a block above 128 KiB that grows moves its pages, as glibc's
 /// `realloc` moves them (`mremap`): nothing is copied, so growing a block costs the same at 64 MiB
 /// as at 1 MiB (one that doubles or more is copied into a mapping an earlier block left, if one
-/// fits, which costs less than fresh pages). A block's cleaners move with it: the same handles,
-/// not run by the move, run once when the new block is released. Bytes beyond the old size are
-/// zero either way, and the quota is charged the difference.
+/// fits, which costs less than fresh pages). A mapping that grows takes up to an eighth more
+/// addresses than the block needs (at most 64 MiB; pages no block touched, not in `occupied`), so
+/// that a block grown in small steps mostly grows within its mapping, without a system call. A
+/// block's cleaners move with it: the same handles, not run by the move, run once when the new
+/// block is released. Bytes beyond the old size are zero either way, and the quota is charged the
+/// difference.
 /// `ptr` NULL: as dm_allocate(new_size, 0, out). On any failure nothing changes and `ptr` stays
 /// valid. A dm_free, dm_clean or dm_reallocate of the same block racing with a move: one of
 /// them wins and the others return DM_ERR_NOT_LIVE (a dm_clean may also find the block in
