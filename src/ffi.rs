@@ -268,8 +268,10 @@ extern "C" fn free_general(ptr: *mut c_void) -> dm_status {
 /// `realloc` moves them (`mremap`): nothing is copied, so growing a block costs the same at 64 MiB
 /// as at 1 MiB (one that doubles or more is copied into a mapping an earlier block left, if one
 /// fits, which costs less than fresh pages). A mapping that grows takes up to an eighth more
-/// addresses than the block needs (at most 64 MiB; pages no block touched, not in `occupied`), so
-/// that a block grown in small steps mostly grows within its mapping, without a system call. A
+/// addresses than the block needs (at most 64 MiB; pages no block touched, not in `occupied`;
+/// none under strict overcommit, `vm.overcommit_memory` = 2, where they would cost commit
+/// charge), so that a block grown in small steps mostly grows within its mapping, without a
+/// system call. A
 /// block's cleaners move with it: the same handles, not run by the move, run once when the new
 /// block is released. Bytes beyond the old size are zero either way, and the quota is charged the
 /// difference.

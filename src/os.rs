@@ -22,6 +22,29 @@ pub fn page_size() -> usize {
     *PAGE_SIZE
 }
 
+/// Whether the system charges every private writable mapping's addresses against a commit limit
+/// (`vm.overcommit_memory` = 2), where untouched addresses cost what other allocations may need.
+/// Read once; false when it cannot be read.
+pub fn strict_overcommit() -> bool {
+    *STRICT_OVERCOMMIT
+}
+
+static STRICT_OVERCOMMIT: Lazy<bool> = Lazy::new(|| {
+    // Read without allocating: callers may hold the block table's locks, and where directmem is
+    // the process's malloc an allocation could need them.
+    let mut setting = [0u8; 1];
+    // Safety: a NUL-terminated path; one byte read into `setting`; the descriptor closed once.
+    unsafe {
+        let fd = libc::open(c"/proc/sys/vm/overcommit_memory".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return false;
+        }
+        let read = libc::read(fd, setting.as_mut_ptr().cast(), 1);
+        libc::close(fd);
+        read == 1 && setting[0] == b'2'
+    }
+});
+
 /// Maps `len` bytes (a multiple of the page size) of fresh zeroed memory starting at a multiple
 /// of `alignment` (a power of two, at least the page size). Returns the start.
 pub fn map_region(len: usize, alignment: usize) -> Result<usize> {
@@ -142,6 +165,12 @@ pub(crate) fn mostly_resident(start: usize, len: usize, huge: bool) -> Option<bo
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    #[test]
+    fn strict_overcommit_is_read_from_the_system() {
+        let setting = std::fs::read_to_string("/proc/sys/vm/overcommit_memory").unwrap_or_default();
+        assert_eq!(strict_overcommit(), setting.trim() == "2", "setting {setting:?}");
+    }
 
     /// The VmFlags of the mapping that holds `address`, from /proc/self/smaps.
     pub(crate) fn vm_flags(address: usize) -> Vec<String> {

@@ -65,10 +65,15 @@ impl Memory {
         }
         let Ok(len) = mapping_len(new_size) else { return false };
         if len > self.mapped_len {
-            // Tried with the headroom first, then without (no room for it after the mapping, or
-            // no commit charge for it under strict overcommit).
-            let grown = [len.saturating_add(headroom(len)), len].into_iter().find(|&to| self.remap(to));
-            let Some(grown) = grown else { return false };
+            // With the headroom if the addresses after the mapping are free, else without.
+            let wanted = len.saturating_add(headroom(len));
+            let grown = if self.remap(wanted) {
+                wanted
+            } else if wanted != len && self.remap(len) {
+                len
+            } else {
+                return false;
+            };
             // Valgrind takes the grown part's permissions through a segment pointer its own
             // address-space manager declares invalid by then (as in a move, see `move_pages`); no
             // report came from here, but say what the part is rather than rely on that.
@@ -196,10 +201,13 @@ fn block_in(taken: mappings::Taken, size: usize, written: usize) -> Result<Memor
     Ok(Memory { ptr, mapped_len: taken.len, huge_pages: taken.huge, zeroed_in_place: taken.dirty, clean_from })
 }
 
-/// Addresses a mapping that grows in place takes beyond `len`: an eighth (whole pages), at most
-/// [`HEADROOM_MAX`]. Untouched, they cost no memory; under strict overcommit they cost commit
-/// charge, and a growth that cannot have them goes without.
+/// Addresses a mapping that grows takes beyond `len`: an eighth (whole pages), at most
+/// [`HEADROOM_MAX`]. Untouched, they cost no memory; none under strict overcommit, where they
+/// would cost commit charge that other allocations may need, and that nothing could give back.
 fn headroom(len: usize) -> usize {
+    if crate::os::strict_overcommit() {
+        return 0;
+    }
     (len / 8).min(HEADROOM_MAX) & !(page_size() - 1)
 }
 
@@ -257,10 +265,12 @@ pub fn map_for_move(size: usize, copied: usize, prefer_kept: bool) -> Result<(Me
     if let Some(kept) = prefer_kept.then(|| mappings::global().take(len, alignment)).flatten() {
         return Ok((block_in(kept, size, copied)?, false));
     }
-    // A block that grows gets headroom here too, as in place (see `Memory::resize_in_place`).
-    let room = if size > copied { len.checked_add(headroom(len)) } else { None };
-    let fresh = match room.and_then(|room| map_region(room, alignment).ok()) {
-        Some(start) => mappings::Taken { start, len: room.unwrap_or(len), huge: false, dirty: false },
+    // A block that grows gets headroom here too, as in place (see `Memory::resize_in_place`),
+    // unless the system will not map that much.
+    let room = if size > copied { len.saturating_add(headroom(len)) } else { len };
+    let roomy = (room > len).then(|| map_region(room, alignment).ok()).flatten();
+    let fresh = match roomy {
+        Some(start) => mappings::Taken { start, len: room, huge: false, dirty: false },
         None => new_mapping(len, alignment)?,
     };
     Ok((block_in(fresh, size, size)?, true))
@@ -428,6 +438,11 @@ mod tests {
 
     #[test]
     fn a_growing_mapping_takes_headroom_and_grows_within_it_touching_nothing() {
+        if crate::os::strict_overcommit() {
+            // No headroom there (see `headroom`); growth in place is tested without it elsewhere.
+            assert_eq!(headroom(1 << 20), 0);
+            return;
+        }
         let mut m = written_block_before_a_gap();
         let (size, page) = (1 << 20, page_size());
         assert!(m.resize_in_place(size, size + page));
@@ -457,6 +472,10 @@ mod tests {
 
     #[test]
     fn moved_pages_leave_the_headroom_untouched() {
+        if crate::os::strict_overcommit() {
+            assert_eq!(headroom(1 << 20), 0); // no headroom to leave (see `headroom`)
+            return;
+        }
         // A block grown into its headroom and written whole, then moved by its pages: the moved
         // headroom reads zero and its pages stay out of memory (the move zeroes only what a block
         // may have written; the written tail case is `moved_pages_make_one_mapping_...` below).
