@@ -79,9 +79,11 @@ impl Memory {
             // report came from here, but say what the part is rather than rely on that.
             crate::memcheck::mark_defined(self.ptr.as_ptr() as usize + self.mapped_len, grown - self.mapped_len);
             self.mapped_len = grown;
-        } else if len < self.mapped_len && new_size < old_size {
-            // Cut to the block's pages (cut shorter, a mapping cannot fail to change but for a
-            // lack of memory to split it). The tail left may hold this block's earlier bytes.
+        } else if new_size < old_size && len < self.touched_len() {
+            // Cut to the block's pages, when pages past them were touched (a headroom that was
+            // never touched holds no memory, and stays for the next growth). Cut shorter, a
+            // mapping cannot fail to change but for a lack of memory to split it. The tail left
+            // may hold this block's earlier bytes.
             if !self.remap(len) {
                 return false;
             }
@@ -99,6 +101,11 @@ impl Memory {
         true
     }
 
+    /// The mapping's length up to the end of the last page that ever held a block's bytes.
+    fn touched_len(&self) -> usize {
+        mapping_len(self.clean_from).map_or(self.mapped_len, |len| len.min(self.mapped_len))
+    }
+
     /// Changes the length of this block's mapping to `len` where it is (`mremap` without
     /// `MREMAP_MAYMOVE`); false if the kernel refused, and then nothing changed.
     fn remap(&self, len: usize) -> bool {
@@ -112,7 +119,7 @@ impl Memory {
     /// gave it.
     pub fn footprint(&self) -> usize {
         if self.mapped_len != 0 {
-            mapping_len(self.clean_from).map_or(self.mapped_len, |len| len.min(self.mapped_len))
+            self.touched_len()
         } else {
             // Safety: heap memory from calloc or posix_memalign, live.
             unsafe { libc::malloc_usable_size(self.ptr.as_ptr() as *mut libc::c_void) }
@@ -458,6 +465,15 @@ mod tests {
         // Safety (below): the block's bytes.
         let bytes = unsafe { std::slice::from_raw_parts_mut(m.ptr.as_ptr(), size + 8 * page) };
         assert!(bytes[..size].iter().all(|&b| b == 0xAB) && bytes[size..].iter().all(|&b| b == 0));
+        bytes.fill(0xCD);
+        // Shrunk by less than a page: no page to give back, the headroom stays; grown back in it.
+        let full = size + 8 * page;
+        assert!(m.resize_in_place(full, full - 100));
+        assert_eq!(m.mapped_len, size + page + headroom(size + page), "headroom kept");
+        assert!(m.resize_in_place(full - 100, full));
+        assert_eq!(m.mapped_len, size + page + headroom(size + page));
+        let bytes = unsafe { std::slice::from_raw_parts_mut(m.ptr.as_ptr(), full) };
+        assert!(bytes[..full - 100].iter().all(|&b| b == 0xCD) && bytes[full - 100..].iter().all(|&b| b == 0));
         bytes.fill(0xCD);
         // Shrunk (the mapping cut to its pages, headroom gone) and grown back: what the block
         // held past its new end reads zero again, whether in the mapping or past it.
