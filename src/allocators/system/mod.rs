@@ -101,6 +101,17 @@ impl Memory {
         true
     }
 
+    /// Cuts the untouched headroom off a mapping under [`HUGE_PAGE`] that is given back: such a
+    /// mapping may be kept with its pages for the next block (see `mappings`) and count as
+    /// `cached`, which is to say pages held, not addresses. (Bigger ones are kept without their
+    /// pages, where the headroom costs addresses only; not cut, they spare the system call.)
+    fn cut_headroom(&mut self) {
+        let touched = self.touched_len();
+        if touched < self.mapped_len && self.mapped_len < HUGE_PAGE && self.remap(touched) {
+            self.mapped_len = touched;
+        }
+    }
+
     /// The mapping's length up to the end of the last page that ever held a block's bytes.
     fn touched_len(&self) -> usize {
         mapping_len(self.clean_from).map_or(self.mapped_len, |len| len.min(self.mapped_len))
@@ -330,12 +341,13 @@ pub fn move_pages(from: Mapping, old_size: usize, to: &mut Memory, new_size: usi
 pub fn forget_moved(_memory: Memory) {}
 
 /// Gives memory back to the system.
-pub fn release(memory: Memory) {
+pub fn release(mut memory: Memory) {
     // `memory` came from allocate_zeroed and is released exactly once (it is moved in).
     if memory.mapped_len == 0 {
         // Safety: as above: heap memory from calloc or posix_memalign.
         unsafe { libc::free(memory.ptr.as_ptr() as *mut libc::c_void) };
     } else {
+        memory.cut_headroom();
         mappings::global().keep(
             memory.ptr.as_ptr() as usize,
             memory.mapped_len,
@@ -483,6 +495,24 @@ mod tests {
         let bytes = unsafe { std::slice::from_raw_parts(m.ptr.as_ptr(), size + 8 * page) };
         assert!(bytes[..size + 100].iter().all(|&b| b == 0xCD), "kept");
         assert!(bytes[size + 100..].iter().all(|&b| b == 0), "read zero after the shrink");
+        release(m);
+    }
+
+    #[test]
+    fn a_grown_mapping_under_2_mib_is_given_back_without_its_headroom() {
+        if crate::os::strict_overcommit() {
+            assert_eq!(headroom(1 << 20), 0); // no headroom to cut (see `headroom`)
+            return;
+        }
+        let mut m = written_block_before_a_gap();
+        let (size, page) = (1 << 20, page_size());
+        assert!(m.resize_in_place(size, size + page));
+        let grown = m.mapped_len;
+        assert!(grown > size + page && grown < HUGE_PAGE, "grown with headroom, under 2 MiB");
+        m.cut_headroom();
+        assert_eq!(m.mapped_len, size + page, "cut to the block's pages");
+        let past = m.ptr.as_ptr() as usize + size + page;
+        assert!(crate::os::pages_in_memory(past, grown - size - page).is_none(), "the headroom is unmapped");
         release(m);
     }
 
