@@ -450,6 +450,21 @@ mod tests {
         memory
     }
 
+    /// [`written_block_before_a_gap`] grown in place by `growth` bytes, with headroom; None under
+    /// strict overcommit, where no mapping takes headroom (checked).
+    fn grown_with_headroom(growth: usize) -> Option<Memory> {
+        if crate::os::strict_overcommit() {
+            assert_eq!(headroom(1 << 20), 0);
+            return None;
+        }
+        let mut m = written_block_before_a_gap();
+        let size = 1 << 20;
+        assert!(m.resize_in_place(size, size + growth));
+        let len = mapping_len(size + growth).unwrap();
+        assert_eq!(m.mapped_len, len + headroom(len), "grown with headroom");
+        Some(m)
+    }
+
     /// Whether each page of `len` bytes from `start` is in memory.
     fn resident(start: *mut u8, len: usize) -> Vec<bool> {
         crate::os::pages_in_memory(start as usize, len).unwrap()
@@ -457,15 +472,9 @@ mod tests {
 
     #[test]
     fn a_growing_mapping_takes_headroom_and_grows_within_it_touching_nothing() {
-        if crate::os::strict_overcommit() {
-            // No headroom there (see `headroom`); growth in place is tested without it elsewhere.
-            assert_eq!(headroom(1 << 20), 0);
-            return;
-        }
-        let mut m = written_block_before_a_gap();
         let (size, page) = (1 << 20, page_size());
-        assert!(m.resize_in_place(size, size + page));
-        assert_eq!(m.mapped_len, size + page + headroom(size + page), "grown with headroom");
+        // Under strict overcommit growth in place is tested without headroom elsewhere.
+        let Some(mut m) = grown_with_headroom(page) else { return };
         // Steps within the headroom: no system call changes the mapping, nothing is zeroed (the
         // pages are new), so no page of the growth is brought into memory, and none counts.
         for step in 2..=8 {
@@ -500,15 +509,10 @@ mod tests {
 
     #[test]
     fn a_grown_mapping_under_2_mib_is_given_back_without_its_headroom() {
-        if crate::os::strict_overcommit() {
-            assert_eq!(headroom(1 << 20), 0); // no headroom to cut (see `headroom`)
-            return;
-        }
-        let mut m = written_block_before_a_gap();
         let (size, page) = (1 << 20, page_size());
-        assert!(m.resize_in_place(size, size + page));
+        let Some(mut m) = grown_with_headroom(page) else { return };
         let grown = m.mapped_len;
-        assert!(grown > size + page && grown < HUGE_PAGE, "grown with headroom, under 2 MiB");
+        assert!(grown < HUGE_PAGE);
         m.cut_headroom();
         assert_eq!(m.mapped_len, size + page, "cut to the block's pages");
         let past = m.ptr.as_ptr() as usize + size + page;
@@ -518,20 +522,14 @@ mod tests {
 
     #[test]
     fn moved_pages_leave_the_headroom_untouched() {
-        if crate::os::strict_overcommit() {
-            assert_eq!(headroom(1 << 20), 0); // no headroom to leave (see `headroom`)
-            return;
-        }
         // A block grown into its headroom and written whole, then moved by its pages: the moved
         // headroom reads zero and its pages stay out of memory (the move zeroes only what a block
         // may have written; the written tail case is `moved_pages_make_one_mapping_...` below).
-        let mut m = written_block_before_a_gap();
         let (size, page) = (1 << 20, page_size());
-        assert!(m.resize_in_place(size, size + 2 * page));
+        let Some(m) = grown_with_headroom(2 * page) else { return };
         // Safety (below): the block's bytes.
         unsafe { std::ptr::write_bytes(m.ptr.as_ptr().add(size), 0xEE, 2 * page) };
         let old_len = m.mapped_len;
-        assert!(old_len > size + 2 * page, "grown with headroom");
         let new_size = 2 * old_len;
         let (mut to, fresh) = map_for_move(new_size, size + 2 * page, false).unwrap();
         assert!(fresh);
