@@ -271,10 +271,9 @@ extern "C" fn free_general(ptr: *mut c_void) -> dm_status {
 /// addresses than the block needs (at most 64 MiB; pages no block touched, not in `occupied`;
 /// none under strict overcommit, `vm.overcommit_memory` = 2, where they would cost commit
 /// charge), so that a block grown in small steps mostly grows within its mapping, without a
-/// system call. A
-/// block's cleaners move with it: the same handles, not run by the move, run once when the new
-/// block is released. Bytes beyond the old size are zero either way, and the quota is charged the
-/// difference.
+/// system call. A block's cleaners move with it: the same handles, not run by the move, run once
+/// when the new block is released. Bytes beyond the old size are zero either way, and the quota
+/// is charged the difference.
 /// `ptr` NULL: as dm_allocate(new_size, 0, out). On any failure nothing changes and `ptr` stays
 /// valid. A dm_free, dm_clean or dm_reallocate of the same block racing with a move: one of
 /// them wins and the others return DM_ERR_NOT_LIVE (a dm_clean may also find the block in
