@@ -44,6 +44,8 @@ pub struct Memory {
     /// pages were never touched, so growth there zeroes nothing and they are not `occupied`
     /// (0 for heap memory).
     clean_from: usize,
+    /// The mapping took headroom past its block when it last grew (see `headroom`).
+    headroom: bool,
 }
 
 // Safety: Memory is an owned region of process memory; which thread releases it does not matter.
@@ -79,6 +81,7 @@ impl Memory {
             // report came from here, but say what the part is rather than rely on that.
             crate::memcheck::mark_defined(self.ptr.as_ptr() as usize + self.mapped_len, grown - self.mapped_len);
             self.mapped_len = grown;
+            self.headroom = grown > len;
         } else if new_size < old_size && len < self.touched_len() {
             // Cut to the block's pages, when pages past them were touched (a headroom that was
             // never touched holds no memory, and stays for the next growth). Cut shorter, a
@@ -89,6 +92,7 @@ impl Memory {
             }
             self.mapped_len = len;
             self.clean_from = self.clean_from.min(len);
+            self.headroom = false;
         }
         if new_size > old_size {
             // Bytes after a block's end may hold what an earlier block (or this one before a
@@ -104,11 +108,13 @@ impl Memory {
     /// Cuts the untouched headroom off a mapping under [`HUGE_PAGE`] that is given back: such a
     /// mapping may be kept with its pages for the next block (see `mappings`) and count as
     /// `cached`, which is to say pages held, not addresses. (Bigger ones are kept without their
-    /// pages, where the headroom costs addresses only; not cut, they spare the system call.)
+    /// pages, where the headroom costs addresses only; not cut, they spare the system call. Nor
+    /// is the rest of a kept mapping that a shorter block took: only what growth added.)
     fn cut_headroom(&mut self) {
         let touched = self.touched_len();
-        if touched < self.mapped_len && self.mapped_len < HUGE_PAGE && self.remap(touched) {
+        if self.headroom && touched < self.mapped_len && self.mapped_len < HUGE_PAGE && self.remap(touched) {
             self.mapped_len = touched;
+            self.headroom = false;
         }
     }
 
@@ -177,7 +183,14 @@ pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
         out
     };
     NonNull::new(ptr as *mut u8)
-        .map(|ptr| Memory { ptr, mapped_len: 0, huge_pages: false, zeroed_in_place: false, clean_from: 0 })
+        .map(|ptr| Memory {
+            ptr,
+            mapped_len: 0,
+            huge_pages: false,
+            zeroed_in_place: false,
+            clean_from: 0,
+            headroom: false,
+        })
         .ok_or(Error::NoMemory)
 }
 
@@ -216,7 +229,14 @@ fn block_in(taken: mappings::Taken, size: usize, written: usize) -> Result<Memor
     let ptr = NonNull::new(taken.start as *mut u8).ok_or(Error::NoMemory)?;
     // A mapping that kept its pages may hold an earlier block's bytes anywhere.
     let clean_from = if taken.dirty { taken.len } else { size };
-    Ok(Memory { ptr, mapped_len: taken.len, huge_pages: taken.huge, zeroed_in_place: taken.dirty, clean_from })
+    Ok(Memory {
+        ptr,
+        mapped_len: taken.len,
+        huge_pages: taken.huge,
+        zeroed_in_place: taken.dirty,
+        clean_from,
+        headroom: false,
+    })
 }
 
 /// Addresses a mapping that grows takes beyond `len`: an eighth (whole pages), at most
@@ -291,7 +311,9 @@ pub fn map_for_move(size: usize, copied: usize, prefer_kept: bool) -> Result<(Me
         Some(start) => mappings::Taken { start, len: room, huge: false, dirty: false },
         None => new_mapping(len, alignment)?,
     };
-    Ok((block_in(fresh, size, size)?, true))
+    let mut memory = block_in(fresh, size, size)?;
+    memory.headroom = roomy.is_some();
+    Ok((memory, true))
 }
 
 /// Moves the pages of the mapped block at `from` (its data: the first `old_size` bytes) into `to`,
@@ -518,6 +540,14 @@ mod tests {
         let past = m.ptr.as_ptr() as usize + size + page;
         assert!(crate::os::pages_in_memory(past, grown - size - page).is_none(), "the headroom is unmapped");
         release(m);
+        // A kept mapping half as long again as the block that took it: not cut (only what growth
+        // added is; a program of random sizes would pay a system call at many frees).
+        let len = size + size / 2;
+        let start = crate::os::map_region(len, page).unwrap();
+        let mut kept = block_in(mappings::Taken { start, len, huge: false, dirty: false }, size, size).unwrap();
+        kept.cut_headroom();
+        assert_eq!(kept.mapped_len, len);
+        release(kept);
     }
 
     #[test]
