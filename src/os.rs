@@ -80,6 +80,15 @@ pub fn map_region(len: usize, alignment: usize) -> Result<usize> {
     Ok(start)
 }
 
+/// Changes the length of the mapping of `len` bytes at `start` to `new_len` where it lies
+/// (`mremap` without `MREMAP_MAYMOVE`): grown if the addresses after it are free, or cut shorter
+/// (which gives the rest back). False if the system refused; then nothing changed.
+pub fn remap_in_place(start: usize, len: usize, new_len: usize) -> bool {
+    // Safety: the caller owns the whole mapping; without MREMAP_MAYMOVE it either changes where
+    // it lies or fails and stays as it was.
+    unsafe { libc::mremap(start as *mut libc::c_void, len, new_len, 0) != libc::MAP_FAILED }
+}
+
 /// Unmaps a region from [`map_region`].
 pub fn unmap_region(start: usize, len: usize) {
     // Safety: the caller owns the region and nothing refers to it any more.

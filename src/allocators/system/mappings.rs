@@ -28,7 +28,7 @@
 //! dirty order (the oldest given back first).
 
 use crate::allocators::DECAY_MS;
-use crate::os::{coarse_millis, discard, discard_for_reuse, mostly_resident, unmap_region, HUGE_PAGE};
+use crate::os::{coarse_millis, discard, discard_for_reuse, mostly_resident, remap_in_place, unmap_region, HUGE_PAGE};
 use crate::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::*};
 
@@ -311,21 +311,28 @@ impl Kept {
         Some(taken)
     }
 
-    /// Takes back a mapping the caller is done with (`huge`: its huge-page advice; `zeroed_in_place`:
-    /// its block was zeroed in place, so its pages say nothing of what the program wrote). Its
-    /// addresses are kept (or unmapped, when bigger than all that may be kept, or when there is
-    /// no memory for the index); its pages too if its program writes such blocks (see the module's
-    /// comment), else they go back now.
-    pub fn keep(&self, start: usize, len: usize, huge: bool, zeroed_in_place: bool) {
+    /// Takes back a mapping of `len` bytes the caller is done with (`touched`: the length up to
+    /// the end of the last page a block ever used, at most `len`; `huge`: its huge-page advice;
+    /// `zeroed_in_place`: its block was zeroed in place, so its pages say nothing of what the
+    /// program wrote). Its addresses are kept (or unmapped, when bigger than all that may be kept,
+    /// or when there is no memory for the index); its pages too if its program writes such blocks
+    /// (see the module's comment), else they go back now.
+    pub fn keep(&self, start: usize, mut len: usize, touched: usize, huge: bool, zeroed_in_place: bool) {
         if len > KEPT_BYTES_MAX {
             unmap_region(start, len);
             return;
         }
         let (huge, dirty) = if len >= HUGE_PAGE {
             (discard_for_reuse(start, len, huge), false)
-        } else if self.written(start, len, zeroed_in_place)
-            && self.dirty_bytes.load(Relaxed) + len as u64 <= DIRTY_MAX as u64
+        } else if self.written(start, touched, zeroed_in_place)
+            && self.dirty_bytes.load(Relaxed) + touched as u64 <= DIRTY_MAX as u64
         {
+            // Kept with its pages, it counts as `cached`: the addresses past the pages a block
+            // used (a grown block's headroom, the rest of a mapping a shorter block took) are cut
+            // off first, so that what is counted is pages held.
+            if touched < len && remap_in_place(start, len, touched) {
+                len = touched;
+            }
             (huge, true)
         } else {
             discard(start, len);
@@ -496,7 +503,7 @@ mod tests {
         let start = map_region(len, 1 << 20).unwrap();
         // Safety: the mapping is ours.
         unsafe { (start as *mut u8).write(0xAB) }; // a byte: its pages go back
-        kept.keep(start, len, false, false);
+        kept.keep(start, len, len, false, false);
         assert_eq!(kept.take(len + page_size(), 1), None, "longer than kept");
         assert_eq!(kept.take(len / 2, 1), None, "would waste more than half again");
         assert_eq!(kept.take(len, 1 << 30), None, "not aligned enough");
@@ -514,7 +521,7 @@ mod tests {
         let (a, b) = (map_region(len, page_size()).unwrap(), map_region(len, page_size()).unwrap());
         // Safety: the mappings are ours.
         unsafe { std::ptr::write_bytes(a as *mut u8, 0xAB, len) };
-        kept.keep(a, len, false, false);
+        kept.keep(a, len, len, false, false);
         assert_eq!(kept.dirty_bytes(), len as u64, "shown");
         assert!(pages_in_memory(a, len).unwrap().iter().all(|&p| p), "kept");
         let taken = kept.take(len, 1).unwrap();
@@ -522,16 +529,40 @@ mod tests {
         assert_eq!(bytes(a, len)[0], 0xAB);
         assert_eq!(kept.dirty_bytes(), 0);
         // Zeroed in place and written again: kept dirty by the verdict, not judged by its pages.
-        kept.keep(a, len, false, true);
+        kept.keep(a, len, len, false, true);
         assert_eq!(kept.dirty_bytes(), len as u64);
         std::thread::sleep(std::time::Duration::from_millis(DECAY_MS + 20));
-        kept.keep(b, len, false, false); // the traffic gives the older one's pages back
+        kept.keep(b, len, len, false, false); // the traffic gives the older one's pages back
         assert!(pages_in_memory(a, len).unwrap().iter().all(|&p| !p), "given back after its time");
         assert!(bytes(a, len).iter().all(|&x| x == 0));
         // b's length was judged written a moment ago: b keeps its pages without being looked at.
         assert_eq!(kept.dirty_bytes(), len as u64);
         assert_eq!(kept.unmap_all(), Some(len as u64), "a clean, b dirty, both unmapped");
         assert_eq!(kept.dirty_bytes(), 0);
+    }
+
+    #[test]
+    fn a_mapping_kept_with_its_pages_is_cut_to_the_pages_its_block_used() {
+        // Mappings half as long again as their blocks (headroom, or a shorter block in a kept
+        // mapping): kept with its pages, the written one loses the rest and counts its pages only;
+        // the other keeps its length (its pages go back, the addresses cost nothing).
+        let kept = Kept::new();
+        let (used, len) = (64 * page_size(), 96 * page_size());
+        let (a, b) = (map_region(len, page_size()).unwrap(), map_region(len, page_size()).unwrap());
+        // Safety: the mappings are ours.
+        unsafe { std::ptr::write_bytes(a as *mut u8, 0xAB, used) };
+        kept.keep(a, len, used, false, false);
+        assert_eq!(kept.dirty_bytes(), used as u64, "its pages only");
+        assert!(pages_in_memory(a + used, len - used).is_none(), "the rest unmapped");
+        assert_eq!(kept.take(used, 1), Some(Taken { start: a, len: used, huge: false, dirty: true }));
+        // Judged afresh (the first keep's verdict holds for its length for a while).
+        let kept = Kept::new();
+        unsafe { (b as *mut u8).write(0xAB) }; // a byte: judged not written
+        kept.keep(b, len, used, false, false);
+        assert_eq!(kept.dirty_bytes(), 0);
+        assert_eq!(kept.take(used, 1), Some(Taken { start: b, len, huge: false, dirty: false }), "not cut");
+        unmap_region(a, used);
+        unmap_region(b, len);
     }
 
     #[test]
@@ -546,13 +577,13 @@ mod tests {
         let (a, b) = (map_region(short, page_size()).unwrap(), map_region(long, page_size()).unwrap());
         // Safety: the mappings are ours.
         unsafe { std::ptr::write_bytes(a as *mut u8, 1, short) };
-        kept.keep(a, short, false, false);
+        kept.keep(a, short, short, false, false);
         let out = kept.pop_expired(kept.index.lock().as_mut().unwrap(), u64::MAX).expect("a taken out to be cleaned");
         assert_eq!(out.start, a);
         assert_eq!(kept.unmap_all(), Some(0), "nothing else was kept");
         // Safety: as above.
         unsafe { std::ptr::write_bytes(b as *mut u8, 1, long) };
-        kept.keep(b, long, false, false);
+        kept.keep(b, long, long, false, false);
         assert_eq!(kept.dirty_bytes(), long as u64);
         discard(out.start, out.len);
         kept.relist_clean(out);
@@ -571,7 +602,7 @@ mod tests {
         let lens = [40 * page, 33 * page, 36 * page, 32 * page, 47 * page];
         let starts: Vec<usize> = lens.iter().map(|&len| map_region(len, page).unwrap()).collect();
         for (&start, &len) in starts.iter().zip(&lens) {
-            kept.keep(start, len, false, false);
+            kept.keep(start, len, len, false, false);
         }
         assert_eq!(kept.take(32 * page, 1).map(|t| t.len), Some(32 * page), "exact");
         assert_eq!(kept.take(32 * page, 1).map(|t| t.len), Some(33 * page), "the shortest above");
@@ -593,7 +624,7 @@ mod tests {
         for &s in &starts {
             // Safety: the mapping is ours. Written whole: kept dirty.
             unsafe { std::ptr::write_bytes(s as *mut u8, 1, len) };
-            kept.keep(s, len, false, false);
+            kept.keep(s, len, len, false, false);
         }
         assert_eq!(kept.count(), KEPT_MAX);
         let out: Vec<Entry> = (0..KEPT_MAX)
@@ -601,10 +632,10 @@ mod tests {
             .collect();
         assert_eq!(kept.count(), 0);
         let one_more = map_region(len, page_size()).unwrap();
-        kept.keep(one_more, len, false, false);
+        kept.keep(one_more, len, len, false, false);
         assert_eq!(kept.count(), 1, "kept in the room an entry out being cleaned left");
         let another = map_region(len, page_size()).unwrap();
-        kept.keep(another, len, false, false);
+        kept.keep(another, len, len, false, false);
         assert_eq!(kept.count(), 2);
         for e in out {
             kept.relist_clean(e); // two find the index full: unmapped
@@ -620,7 +651,7 @@ mod tests {
         let a = map_region(len, page_size()).unwrap();
         // Safety: the mapping is ours.
         unsafe { std::ptr::write_bytes(a as *mut u8, 1, len) };
-        kept.keep(a, len, false, false);
+        kept.keep(a, len, len, false, false);
         assert_eq!(kept.decay(), 0, "not yet");
         std::thread::sleep(std::time::Duration::from_millis(DECAY_MS + 20));
         assert_eq!(kept.decay(), len as u64);
@@ -635,7 +666,7 @@ mod tests {
         let len = page_size();
         let starts: Vec<usize> = (0..KEPT_MAX + 3).map(|_| map_region(len, page_size()).unwrap()).collect();
         for &s in &starts {
-            kept.keep(s, len, false, false);
+            kept.keep(s, len, len, false, false);
         }
         assert_eq!(kept.count(), KEPT_MAX);
         // The newest are kept; the three oldest went back to the system.
@@ -645,7 +676,7 @@ mod tests {
         newest.sort();
         assert_eq!(taken, newest);
         let big = map_region(KEPT_BYTES_MAX + page_size(), page_size()).unwrap();
-        kept.keep(big, KEPT_BYTES_MAX + page_size(), false, false);
+        kept.keep(big, KEPT_BYTES_MAX + page_size(), KEPT_BYTES_MAX + page_size(), false, false);
         assert_eq!(kept.count(), 0, "bigger than all that may be kept: unmapped at once");
         for s in taken {
             unmap_region(s, len);

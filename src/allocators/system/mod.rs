@@ -44,8 +44,6 @@ pub struct Memory {
     /// pages were never touched, so growth there zeroes nothing and they are not `occupied`
     /// (0 for heap memory).
     clean_from: usize,
-    /// The mapping took headroom past its block when it last grew (see `headroom`).
-    headroom: bool,
 }
 
 // Safety: Memory is an owned region of process memory; which thread releases it does not matter.
@@ -81,7 +79,6 @@ impl Memory {
             // report came from here, but say what the part is rather than rely on that.
             crate::memcheck::mark_defined(self.ptr.as_ptr() as usize + self.mapped_len, grown - self.mapped_len);
             self.mapped_len = grown;
-            self.headroom = grown > len;
         } else if new_size < old_size && len < self.touched_len() {
             // Cut to the block's pages, when pages past them were touched (a headroom that was
             // never touched holds no memory, and stays for the next growth). Cut shorter, a
@@ -92,7 +89,6 @@ impl Memory {
             }
             self.mapped_len = len;
             self.clean_from = self.clean_from.min(len);
-            self.headroom = false;
         }
         if new_size > old_size {
             // Bytes after a block's end may hold what an earlier block (or this one before a
@@ -105,19 +101,6 @@ impl Memory {
         true
     }
 
-    /// Cuts the untouched headroom off a mapping under [`HUGE_PAGE`] that is given back: such a
-    /// mapping may be kept with its pages for the next block (see `mappings`) and count as
-    /// `cached`, which is to say pages held, not addresses. (Bigger ones are kept without their
-    /// pages, where the headroom costs addresses only; not cut, they spare the system call. Nor
-    /// is the rest of a kept mapping that a shorter block took: only what growth added.)
-    fn cut_headroom(&mut self) {
-        let touched = self.touched_len();
-        if self.headroom && touched < self.mapped_len && self.mapped_len < HUGE_PAGE && self.remap(touched) {
-            self.mapped_len = touched;
-            self.headroom = false;
-        }
-    }
-
     /// The mapping's length up to the end of the last page that ever held a block's bytes.
     fn touched_len(&self) -> usize {
         mapping_len(self.clean_from).map_or(self.mapped_len, |len| len.min(self.mapped_len))
@@ -126,9 +109,7 @@ impl Memory {
     /// Changes the length of this block's mapping to `len` where it is (`mremap` without
     /// `MREMAP_MAYMOVE`); false if the kernel refused, and then nothing changed.
     fn remap(&self, len: usize) -> bool {
-        // Safety: the mapping [ptr, ptr + mapped_len) is this block's; without MREMAP_MAYMOVE it
-        // either changes where it is or fails and stays as it was.
-        unsafe { libc::mremap(self.ptr.as_ptr() as *mut libc::c_void, self.mapped_len, len, 0) != libc::MAP_FAILED }
+        crate::os::remap_in_place(self.ptr.as_ptr() as usize, self.mapped_len, len)
     }
 
     /// Bytes the block takes from the system: its mapping's pages that ever held a block's bytes
@@ -183,14 +164,7 @@ pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
         out
     };
     NonNull::new(ptr as *mut u8)
-        .map(|ptr| Memory {
-            ptr,
-            mapped_len: 0,
-            huge_pages: false,
-            zeroed_in_place: false,
-            clean_from: 0,
-            headroom: false,
-        })
+        .map(|ptr| Memory { ptr, mapped_len: 0, huge_pages: false, zeroed_in_place: false, clean_from: 0 })
         .ok_or(Error::NoMemory)
 }
 
@@ -229,14 +203,7 @@ fn block_in(taken: mappings::Taken, size: usize, written: usize) -> Result<Memor
     let ptr = NonNull::new(taken.start as *mut u8).ok_or(Error::NoMemory)?;
     // A mapping that kept its pages may hold an earlier block's bytes anywhere.
     let clean_from = if taken.dirty { taken.len } else { size };
-    Ok(Memory {
-        ptr,
-        mapped_len: taken.len,
-        huge_pages: taken.huge,
-        zeroed_in_place: taken.dirty,
-        clean_from,
-        headroom: false,
-    })
+    Ok(Memory { ptr, mapped_len: taken.len, huge_pages: taken.huge, zeroed_in_place: taken.dirty, clean_from })
 }
 
 /// Addresses a mapping that grows takes beyond `len`: an eighth (whole pages), at most
@@ -311,9 +278,7 @@ pub fn map_for_move(size: usize, copied: usize, prefer_kept: bool) -> Result<(Me
         Some(start) => mappings::Taken { start, len: room, huge: false, dirty: false },
         None => new_mapping(len, alignment)?,
     };
-    let mut memory = block_in(fresh, size, size)?;
-    memory.headroom = roomy.is_some();
-    Ok((memory, true))
+    Ok((block_in(fresh, size, size)?, true))
 }
 
 /// Moves the pages of the mapped block at `from` (its data: the first `old_size` bytes) into `to`,
@@ -363,16 +328,16 @@ pub fn move_pages(from: Mapping, old_size: usize, to: &mut Memory, new_size: usi
 pub fn forget_moved(_memory: Memory) {}
 
 /// Gives memory back to the system.
-pub fn release(mut memory: Memory) {
+pub fn release(memory: Memory) {
     // `memory` came from allocate_zeroed and is released exactly once (it is moved in).
     if memory.mapped_len == 0 {
         // Safety: as above: heap memory from calloc or posix_memalign.
         unsafe { libc::free(memory.ptr.as_ptr() as *mut libc::c_void) };
     } else {
-        memory.cut_headroom();
         mappings::global().keep(
             memory.ptr.as_ptr() as usize,
             memory.mapped_len,
+            memory.touched_len(),
             memory.huge_pages,
             memory.zeroed_in_place,
         );
@@ -527,27 +492,6 @@ mod tests {
         assert!(bytes[..size + 100].iter().all(|&b| b == 0xCD), "kept");
         assert!(bytes[size + 100..].iter().all(|&b| b == 0), "read zero after the shrink");
         release(m);
-    }
-
-    #[test]
-    fn a_grown_mapping_under_2_mib_is_given_back_without_its_headroom() {
-        let (size, page) = (1 << 20, page_size());
-        let Some(mut m) = grown_with_headroom(page) else { return };
-        let grown = m.mapped_len;
-        assert!(grown < HUGE_PAGE);
-        m.cut_headroom();
-        assert_eq!(m.mapped_len, size + page, "cut to the block's pages");
-        let past = m.ptr.as_ptr() as usize + size + page;
-        assert!(crate::os::pages_in_memory(past, grown - size - page).is_none(), "the headroom is unmapped");
-        release(m);
-        // A kept mapping half as long again as the block that took it: not cut (only what growth
-        // added is; a program of random sizes would pay a system call at many frees).
-        let len = size + size / 2;
-        let start = crate::os::map_region(len, page).unwrap();
-        let mut kept = block_in(mappings::Taken { start, len, huge: false, dirty: false }, size, size).unwrap();
-        kept.cut_headroom();
-        assert_eq!(kept.mapped_len, len);
-        release(kept);
     }
 
     #[test]
