@@ -553,7 +553,8 @@ mod tests {
         unsafe { std::ptr::write_bytes(a as *mut u8, 0xAB, used) };
         kept.keep(a, len, used, false, false);
         assert_eq!(kept.dirty_bytes(), used as u64, "its pages only");
-        assert!(pages_in_memory(a + used, len - used).is_none(), "the rest unmapped");
+        // Listed at its pages' length, which it has only if the system cut it. (Not looked at
+        // with `mincore`: another test's mapping may take the addresses given back meanwhile.)
         assert_eq!(kept.take(used, 1), Some(Taken { start: a, len: used, huge: false, dirty: true }));
         // Judged afresh (the first keep's verdict holds for its length for a while).
         let kept = Kept::new();
