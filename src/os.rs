@@ -103,24 +103,35 @@ pub fn discard(start: usize, len: usize) -> bool {
     unsafe { libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 }
 }
 
-/// Which pages of a mapped range (starting on a page) are in memory (`mincore`), or None if the
-/// system will not say. A hint for policy only: a page swapped out counts as not in memory, though
-/// it still holds data, so this must never decide whether memory reads as zero.
-/// Also None when there is no memory for the answer.
-pub fn pages_in_memory(start: usize, len: usize) -> Option<Vec<bool>> {
-    let pages = len.div_ceil(page_size());
-    let mut vector: Vec<u8> = Vec::new();
-    vector.try_reserve_exact(pages).ok()?;
-    vector.resize(pages, 0);
-    // Safety: the range is mapped (the caller's) and `vector` has a byte per page.
-    if unsafe { libc::mincore(start as *mut libc::c_void, len, vector.as_mut_ptr()) } != 0 {
-        return None;
+/// Calls `each(page, in_memory)` for every page of a mapped range (starting on a page), in
+/// order, or returns None if the system will not say (`mincore`). A hint for policy only: a page
+/// swapped out counts as not in memory, though it still holds data, so this must never decide
+/// whether memory reads as zero.
+///
+/// It takes no memory from the C heap: a program whose `malloc` is built on this library calls
+/// back into it from any allocation, and the library's own decay thread asks this while it holds
+/// heaps' doors (a JVM with directmem as its malloc hung there for good).
+pub fn each_page_in_memory(start: usize, len: usize, mut each: impl FnMut(usize, bool)) -> Option<()> {
+    const CHUNK: usize = 256;
+    let (page, pages) = (page_size(), len.div_ceil(page_size()));
+    let mut answer = [0u8; CHUNK];
+    for first in (0..pages).step_by(CHUNK) {
+        let n = (pages - first).min(CHUNK);
+        // Safety: the range is mapped (the caller's) and `answer` has a byte for each of its n pages.
+        if unsafe { libc::mincore((start + first * page) as *mut libc::c_void, n * page, answer.as_mut_ptr()) } != 0 {
+            return None;
+        }
+        answer[..n].iter().enumerate().for_each(|(i, &v)| each(first + i, v & 1 != 0));
     }
-    vector.iter_mut().for_each(|v| *v &= 1);
-    let mut vector = std::mem::ManuallyDrop::new(vector);
-    // Safety: every byte is 0 or 1, a valid bool, and bool has u8's size and alignment: the
-    // allocation is reused as it is (no second one, which could be refused).
-    Some(unsafe { Vec::from_raw_parts(vector.as_mut_ptr().cast::<bool>(), vector.len(), vector.capacity()) })
+    Some(())
+}
+
+/// [`each_page_in_memory`] as a vector, for tests.
+#[cfg(test)]
+pub fn pages_in_memory(start: usize, len: usize) -> Option<Vec<bool>> {
+    let mut pages = Vec::new();
+    each_page_in_memory(start, len, |_, in_memory| pages.push(in_memory))?;
+    Some(pages)
 }
 
 /// Milliseconds of the system's coarse monotonic clock (resolution a few ms; a few ns to read,
@@ -167,7 +178,8 @@ pub fn discard_for_reuse(start: usize, len: usize, huge: bool) -> bool {
 pub(crate) fn mostly_resident(start: usize, len: usize, huge: bool) -> Option<bool> {
     let sample = if huge { 2048 } else { 128 };
     let pages = sample.min(len.div_ceil(page_size()));
-    let resident = pages_in_memory(start, pages * page_size())?.into_iter().filter(|&p| p).count();
+    let mut resident = 0;
+    each_page_in_memory(start, pages * page_size(), |_, in_memory| resident += usize::from(in_memory))?;
     Some(resident * 2 >= pages)
 }
 

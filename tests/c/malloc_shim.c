@@ -11,6 +11,10 @@
  * - blocks glibc handed out (before this library was in place, or in the case above): free and
  *   realloc ask directmem first, which answers DM_ERR_NOT_LIVE for a pointer that is not one of
  *   its live blocks, and then give them to glibc.
+ * Only calls into directmem made here are seen: the library's background decay thread
+ * (DM_BACKGROUND_DECAY_MS) must stay off, and a JVM must not use the directmem jar under this
+ * shim. Their calls to malloc are the library's own but come from no dm_ call of this file's, so
+ * they would go to directmem while the calling thread holds its locks (see the header).
  * With DM_MALLOC_REPORT set to a file's path, each process appends a line to that file at its end
  * saying how many blocks directmem served it, so that a test can tell that the library was used
  * (a file: programs such as sort close their stderr before they end). */

@@ -39,8 +39,9 @@
 //! giving back the slot's whole pages (not only the block's) to 9 MiB (16 with two threads;
 //! jemalloc 10 and 16-17), at the same speed within noise.
 
+use super::size_class::MEDIUM_SLAB_SIZE;
 use super::slab::Slab;
-use crate::os::{discard, page_size, pages_in_memory};
+use crate::os::{discard, each_page_in_memory, page_size};
 
 /// A slab with at least one in this many of the judged slots' pages in memory is dense.
 const DENSE: usize = 4;
@@ -241,7 +242,12 @@ fn sparse(base: usize, slot_size: usize, judged: &[usize]) -> Option<bool> {
     let page = page_size();
     let from = judged.first()? * slot_size / page;
     let to = ((judged.last()? + 1) * slot_size).div_ceil(page);
-    let in_memory = pages_in_memory(base + from * page, (to - from) * page)?;
+    // On the stack (see `each_page_in_memory`): a slab has at most this many pages.
+    let mut in_memory = [false; MEDIUM_SLAB_SIZE / 4096];
+    if to - from > in_memory.len() {
+        return None;
+    }
+    each_page_in_memory(base + from * page, (to - from) * page, |p, resident| in_memory[p] = resident)?;
     let (mut pages, mut resident) = (0, 0);
     for &i in judged {
         let (first, end) = (i * slot_size / page - from, ((i + 1) * slot_size).div_ceil(page) - from);
@@ -363,7 +369,7 @@ unsafe fn give_back_pages(block: *mut u8, size: usize, slot_size: usize) -> bool
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::allocators::small::size_class::{self, MEDIUM_SLAB_SIZE, SIZES};
+    use crate::allocators::small::size_class::{self, SIZES};
     use crate::os::{map_region, pages_in_memory, unmap_region};
 
     #[test]
