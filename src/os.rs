@@ -113,7 +113,8 @@ pub fn discard(start: usize, len: usize) -> bool {
 /// heaps' doors (a JVM with directmem as its malloc hung there for good).
 pub fn each_page_in_memory(start: usize, len: usize, mut each: impl FnMut(usize, bool)) -> Option<()> {
     const CHUNK: usize = 256;
-    let (page, pages) = (page_size(), len.div_ceil(page_size()));
+    let page = page_size();
+    let pages = len.div_ceil(page);
     let mut answer = [0u8; CHUNK];
     for first in (0..pages).step_by(CHUNK) {
         let n = (pages - first).min(CHUNK);

@@ -53,10 +53,10 @@ impl Memory {
     /// Resizes a mapped block of `old_size` bytes to `new_size` in place, if it can: shrunk, with
     /// the mapping cut to the block's pages when pages past them were used (they go back to the
     /// system, as glibc's `realloc` gives them back: a 64 MiB block written whole and shrunk to
-    /// 50 MiB kept all 64 MiB in memory); grown within its mapping, or by growing the mapping where the addresses
-    /// after it are free (`mremap` without moving). A mapping that grows takes `headroom` more
-    /// addresses when it can, so that a block grown in small steps (a log, a vector) mostly grows
-    /// within its mapping, without a system call. Bytes that come into the block read as zero.
+    /// 50 MiB kept all 64 MiB in memory); grown within its mapping, or by growing the mapping
+    /// where the addresses after it are free (`mremap` without moving). A mapping that grows takes
+    /// `headroom` more addresses when it can, so that a block grown in small steps (a log, a
+    /// vector) mostly grows within its mapping, without a system call. Bytes that come into the block read as zero.
     /// False: not in place (heap memory, a block that would fall under [`MAP_THRESHOLD`], no
     /// room); nothing changed.
     pub fn resize_in_place(&mut self, old_size: usize, new_size: usize) -> bool {
