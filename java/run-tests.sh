@@ -12,6 +12,8 @@ rm -rf "$B/classes" "$B/test-classes" "$B/examples"
 CARGO_FEATURES=test-natives bash scripts/build-jar.sh debug "$B/directmem.jar"
 javac --release 17 -d "$B/examples" -cp "$B/directmem.jar" java/examples/*.java
 javac --release 17 -d "$B/test-classes" -cp "$B/directmem.jar:$JUNIT" $(find java/src/test/java -name '*.java')
+# directmem as a child JVM's own malloc (ChildJvmTest).
+make -s -C tests/c shim LIBDIR="$PWD/target/debug" BUILD="$PWD/$B/shim"
 
 total_passed=0 total_failed=0 rc=0
 suite() { # label java-binary jvm-flags...
@@ -23,6 +25,7 @@ suite() { # label java-binary jvm-flags...
   timeout -k 30 20m "$java" -Xmx512m "$@" -Djava.library.path="$PWD/target/debug" \
     -Ddirectmem.test.jar="$PWD/$B/directmem.jar" -Ddirectmem.test.examples="$PWD/$B/examples" \
     -Ddirectmem.test.libdir="$PWD/target/debug" -Ddirectmem.test.classes="$PWD/$B/test-classes" \
+    -Ddirectmem.test.shim="$PWD/$B/shim/libdm_malloc.so" \
     -jar "$JUNIT" --class-path "$B/test-classes:$B/directmem.jar" --scan-class-path \
     --disable-banner --details=tree 2>&1 | tee "$log"
   local status=${PIPESTATUS[0]}

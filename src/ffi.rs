@@ -513,13 +513,11 @@ pub unsafe extern "C" fn dm_decay(given_back: *mut u64) -> dm_status {
 /// not parse is reported on stderr and ignored); in a child of fork() it is off until asked for
 /// again. Costs a thread that wakes once per interval; 100-1000 ms suit most programs.
 ///
-/// Not in a process whose `malloc` is itself built on this library (an interposed `malloc` that
-/// calls dm_allocate): the thread takes the library's bookkeeping from `malloc` while it holds the
-/// library's locks, so its allocations would come back in and wait for itself (Python on such a
-/// `malloc` hung so). Such a `malloc` must send the calls this library makes to another
-/// allocator; it can tell them only while a dm_ call it made itself is running, not on this
-/// thread, nor in calls it does not see (a JVM's, through the JNI binding: its cleaner thread
-/// hung the same way).
+/// A process whose `malloc` is itself built on this library (an interposed `malloc` that calls
+/// dm_allocate) may run the thread too: with glibc, the library takes its own bookkeeping from
+/// glibc's allocator under glibc's own names (`__libc_malloc`, ...), never from `malloc`, so none
+/// of it comes back in while the library holds its locks. Elsewhere it takes it from `malloc`,
+/// and such a process must not start the thread (it would wait on itself).
 ///
 /// Thread-safe. Returns DM_OK; DM_ERR_NO_MEMORY when the system refused to start the thread
 /// (nothing changes); DM_ERR_INTERNAL.

@@ -17,7 +17,8 @@
 //!   handlers); its [`manager::Stats`] is the one stats layout;
 //! - [`error`] and [`limit`]: the one status table and the one size parser, which every layer and
 //!   both doors use; `fallible`: the library's own bookkeeping memory, taken so that a refusal is
-//!   an error or a fallback, not an abort.
+//!   an error or a fallback, not an abort; `own_heap`: where that memory comes from (glibc's
+//!   allocator under its own names, never a `malloc` that may be built on this library).
 //!
 //! None of these knows C or Java. Two sibling doors stand on the manager: [`ffi`] (the C ABI of
 //! `include/directmem.h`) and `jni` (the native half of the Java API `dev.directmem.DirectMemory`).
@@ -33,9 +34,16 @@ pub mod limit;
 pub mod manager;
 mod memcheck;
 mod os;
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+mod own_heap;
 mod padded;
 pub mod quota;
 pub mod registry;
 mod sync;
 
 pub use error::{Error, Result};
+
+/// The library's own memory never comes from a replaced `malloc` (see `own_heap`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[global_allocator]
+static OWN_HEAP: own_heap::Glibc = own_heap::Glibc;

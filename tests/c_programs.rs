@@ -247,6 +247,19 @@ fn whole_programs_run_with_directmem_as_their_malloc() {
     };
     let expected = python(false);
     assert_eq!(python(true), expected);
+    // Again with the library's own decay thread visiting the heaps every millisecond: a call this
+    // malloc does not see. Its bookkeeping, taken while it holds the heaps' doors, must not come
+    // back here (before `src/own_heap.rs` it did, and the program hung for good); `timeout` makes
+    // such a hang a failure (exit status 124). Only Python gets the variable: `timeout` itself runs
+    // on directmem too.
+    let decaying = stdout(
+        Command::new("timeout")
+            .args(["-k", "10", "300", "env", "DM_BACKGROUND_DECAY_MS=1", "python3"])
+            .arg(root.join("tests/c/whole_program.py"))
+            .env("PYTHONMALLOC", "malloc"),
+        true,
+    );
+    assert_eq!(decaying, expected);
 
     let numbers = build.join("numbers.txt");
     let mut state = 1u64;

@@ -5,16 +5,14 @@
  * realloc growth, zlib's and SQLite's allocation patterns. A test harness, not a product.
  *
  * What cannot go to directmem goes to glibc (its __libc_ functions):
- * - calls made while this thread is inside a dm_ call: the library's own bookkeeping, and the C
- *   library's allocations on its behalf (directmem takes its bookkeeping from the C heap, which
- *   this library would turn back into directmem);
+ * - calls made while this thread is inside a dm_ call: the C library's allocations on the
+ *   library's behalf, and the library's blocks from the C heap (its own bookkeeping never comes
+ *   here: it takes it from glibc's __libc_ names, src/own_heap.rs, which is what lets the
+ *   library's background decay thread and a JVM's calls through the JNI binding, which this file
+ *   does not see, run under it);
  * - blocks glibc handed out (before this library was in place, or in the case above): free and
  *   realloc ask directmem first, which answers DM_ERR_NOT_LIVE for a pointer that is not one of
  *   its live blocks, and then give them to glibc.
- * Only calls into directmem made here are seen: the library's background decay thread
- * (DM_BACKGROUND_DECAY_MS) must stay off, and a JVM must not use the directmem jar under this
- * shim. Their calls to malloc are the library's own but come from no dm_ call of this file's, so
- * they would go to directmem while the calling thread holds its locks (see the header).
  * With DM_MALLOC_REPORT set to a file's path, each process appends a line to that file at its end
  * saying how many blocks directmem served it, so that a test can tell that the library was used
  * (a file: programs such as sort close their stderr before they end). */

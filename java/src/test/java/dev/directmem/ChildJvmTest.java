@@ -3,6 +3,9 @@ package dev.directmem;
 import static org.junit.jupiter.api.Assertions.*;
 
 import java.util.List;
+import java.util.Map;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 import org.junit.jupiter.api.Test;
 
 /** Behaviour that depends on JVM flags and system properties, each in a fresh JVM. */
@@ -43,6 +46,27 @@ class ChildJvmTest {
     void theBufferPoolMBeanAppearsWithinSecondsOfJmxStartingAfterTheLibrary() throws Exception {
         Support.Outcome o = Support.java(List.of(), "dev.directmem.PrintMBean", "jmx-late");
         assertTrue(o.output().trim().startsWith("true"), "auto: registered once the platform MBean server appeared: " + o.output());
+    }
+
+    /**
+     * A JVM whose own malloc is directmem (tests/c/malloc_shim.c preloaded) runs the binding: the
+     * library's bookkeeping, taken while a heap's door is held, comes from glibc's own names
+     * (src/own_heap.rs). Before, it came through malloc back to the shim, which does not see JNI
+     * calls, into the same heap: every allocating thread waited on its own door (3 of 3 runs hung).
+     * The JVM's own blocks count against the limit there, hence a limit far above what it uses.
+     */
+    @Test
+    void aJvmWhoseMallocIsDirectmemRunsTheBinding() throws Exception {
+        String shim = System.getProperty("directmem.test.shim");
+        assertNotNull(shim, "java/run-tests.sh builds tests/c/malloc_shim.c and names it in directmem.test.shim");
+        Support.Outcome o = Support.java(Map.of("LD_PRELOAD", shim), List.of("-Ddirectmem.maxDirectMemorySize=1000g"),
+                "dev.directmem.OnItsOwnMalloc", "3");
+        assertEquals(0, o.exit(), o.output());
+        Matcher m = Pattern.compile("(\\d+) buffers, (\\d+) blocks in all").matcher(o.output());
+        assertTrue(m.find(), o.output());
+        long buffers = Long.parseLong(m.group(1)), blocks = Long.parseLong(m.group(2));
+        assertTrue(buffers > 1000, o.output());
+        assertTrue(blocks > buffers, "the JVM's own mallocs were served by directmem too: " + o.output());
     }
 
     @Test

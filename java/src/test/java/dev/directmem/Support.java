@@ -6,6 +6,7 @@ import java.lang.management.ManagementFactory;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 import java.util.concurrent.TimeUnit;
@@ -63,6 +64,11 @@ final class Support {
 
     /** Runs a main class in a fresh JVM with the API jar, the examples and the test classes on its class path. */
     static Outcome java(List<String> jvmArgs, String mainClass, String... args) throws Exception {
+        return java(Map.of(), jvmArgs, mainClass, args);
+    }
+
+    /** As above, with {@code env} added to the child's environment. */
+    static Outcome java(Map<String, String> env, List<String> jvmArgs, String mainClass, String... args) throws Exception {
         List<String> cmd = new ArrayList<>();
         cmd.add(System.getProperty("java.home") + File.separator + "bin" + File.separator + "java");
         cmd.add("-Xmx256m");
@@ -76,7 +82,9 @@ final class Support {
                 + File.pathSeparator + System.getProperty("directmem.test.classes"));
         cmd.add(mainClass);
         cmd.addAll(List.of(args));
-        Process p = new ProcessBuilder(cmd).redirectErrorStream(true).start();
+        ProcessBuilder builder = new ProcessBuilder(cmd).redirectErrorStream(true);
+        builder.environment().putAll(env);
+        Process p = builder.start();
         if (!p.waitFor(120, TimeUnit.SECONDS)) {
             p.destroyForcibly();
             throw new AssertionError("child JVM did not exit within 120 s: " + cmd);
