@@ -1,8 +1,8 @@
 //! The default limit and the one parser of size strings (`DM_MAX_MEMORY`, and from Java the
-//! `directmem.maxDirectMemorySize` property): bytes, or a k/K, m/M, g/G suffix in powers of 1024,
-//! the syntax of the JVM's `-XX:MaxDirectMemorySize`.
+//! `directmem.maxDirectMemorySize` property): bytes, or a k/K, m/M, g/G, t/T suffix in powers of
+//! 1024, the syntax of the JVM's `-XX:MaxDirectMemorySize`.
 
-/// Parses `"1048576"`, `"64k"`, `"100m"`, `"2G"`. `None` for anything else, including values
+/// Parses `"1048576"`, `"64k"`, `"100m"`, `"2G"`, `"1t"`. `None` for anything else, including values
 /// that do not fit in 64 bits.
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
@@ -10,6 +10,7 @@ pub fn parse_size(text: &str) -> Option<u64> {
         b'k' | b'K' => (&text[..text.len() - 1], 10),
         b'm' | b'M' => (&text[..text.len() - 1], 20),
         b'g' | b'G' => (&text[..text.len() - 1], 30),
+        b't' | b'T' => (&text[..text.len() - 1], 40),
         _ => (text, 0),
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -35,7 +36,7 @@ pub fn physical_memory() -> u64 {
 pub fn default_limit() -> u64 {
     with_env(c"DM_MAX_MEMORY", |text| {
         parse_size(text).unwrap_or_else(|| {
-            eprintln!("directmem: ignoring DM_MAX_MEMORY={text:?}: expected bytes or a number with a k/m/g suffix");
+            eprintln!("directmem: ignoring DM_MAX_MEMORY={text:?}: expected bytes or a number with a k/m/g/t suffix");
             physical_memory()
         })
     })
@@ -70,11 +71,16 @@ mod tests {
         assert_eq!(parse_size("100M"), Some(100 << 20));
         assert_eq!(parse_size("2g"), Some(2 << 30));
         assert_eq!(parse_size(" 3G "), Some(3 << 30));
+        // -XX:MaxDirectMemorySize=1t is a terabyte to the JVM, so it is here.
+        assert_eq!(parse_size("1t"), Some(1 << 40));
+        assert_eq!(parse_size("16777215T"), Some(16777215 << 40));
     }
 
     #[test]
     fn rejects_garbage_signs_fractions_and_overflow() {
-        for bad in ["", "m", "-1", "1.5g", "10x", "1 g", "0x10", "18446744073709551616", "17179869184g"] {
+        for bad in
+            ["", "m", "-1", "1.5g", "10x", "1 g", "0x10", "18446744073709551616", "17179869184g", "16777216t", "t"]
+        {
             assert_eq!(parse_size(bad), None, "{bad:?} must not parse");
         }
         assert_eq!(parse_size("18446744073709551615"), Some(u64::MAX));

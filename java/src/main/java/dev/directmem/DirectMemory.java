@@ -25,7 +25,7 @@ import java.util.Objects;
  * flags (fastest with {@code --enable-native-access=ALL-UNNAMED} on JDK 22+, or
  * {@code --add-opens java.base/java.nio=ALL-UNNAMED} before); see the README.
  *
- * <p>The limit is the system property {@code directmem.maxDirectMemorySize} ({@code 100m}, {@code 1g},
+ * <p>The limit is the system property {@code directmem.maxDirectMemorySize} ({@code 100m}, {@code 1g}, {@code 1t},
  * bytes) if set, else the JVM's {@code -XX:MaxDirectMemorySize} if set (0 included: no direct memory), else
  * {@code Runtime.getRuntime().maxMemory()}, the JDK's own default. Other properties:
  * {@code directmem.library.path} (the exact libdirectmem file to load), {@code directmem.gcFallback}
@@ -206,7 +206,7 @@ public final class DirectMemory {
             long bytes = Native.parseSize0(property);
             if (bytes >= 0) return bytes;
             Log.log(System.Logger.Level.WARNING, "ignoring directmem.maxDirectMemorySize=" + property
-                    + ": expected bytes or a number with a k/m/g suffix");
+                    + ": expected bytes or a number with a k/m/g/t suffix");
         }
         VMOption vm = vmOption("MaxDirectMemorySize");
         if (vm != null && vm.getOrigin() != VMOption.Origin.DEFAULT) {

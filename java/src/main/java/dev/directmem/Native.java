@@ -114,7 +114,7 @@ final class Native {
      */
     static native int allocateOnNativeThread0(long size, int rounds, int lingerMillis);
 
-    /** The library's size parser (bytes, or k/m/g suffixes); -1 if the text does not parse. */
+    /** The library's size parser (bytes, or k/m/g/t suffixes); -1 if the text does not parse. */
     static native long parseSize0(String text);
 
     /** Makes the library call {@code Reclaimer.reclaim(long)} when a reservation does not fit. */

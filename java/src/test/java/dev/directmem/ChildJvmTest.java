@@ -13,6 +13,9 @@ class ChildJvmTest {
     @Test
     void limitComesFromThePropertyThenTheVmFlagThenMaxHeap() throws Exception {
         assertEquals("67108864", Support.java(List.of("-Ddirectmem.maxDirectMemorySize=64m"), "dev.directmem.PrintLimit").output().trim());
+        assertEquals("1099511627776", Support.java(List.of("-Ddirectmem.maxDirectMemorySize=1t"), "dev.directmem.PrintLimit").output().trim(),
+                "the suffixes of -XX:MaxDirectMemorySize, t included");
+        assertEquals("1099511627776", Support.java(List.of("-XX:MaxDirectMemorySize=1T"), "dev.directmem.PrintLimit").output().trim());
         assertEquals("33554432", Support.java(List.of("-XX:MaxDirectMemorySize=32m"), "dev.directmem.PrintLimit").output().trim());
         assertEquals("67108864", Support.java(List.of("-XX:MaxDirectMemorySize=32m", "-Ddirectmem.maxDirectMemorySize=64m"),
                 "dev.directmem.PrintLimit").output().trim(), "the property wins");
@@ -59,7 +62,7 @@ class ChildJvmTest {
     void aJvmWhoseMallocIsDirectmemRunsTheBinding() throws Exception {
         String shim = System.getProperty("directmem.test.shim");
         assertNotNull(shim, "java/run-tests.sh builds tests/c/malloc_shim.c and names it in directmem.test.shim");
-        Support.Outcome o = Support.java(Map.of("LD_PRELOAD", shim), List.of("-Ddirectmem.maxDirectMemorySize=1000g"),
+        Support.Outcome o = Support.java(Map.of("LD_PRELOAD", shim), List.of("-Ddirectmem.maxDirectMemorySize=1t"),
                 "dev.directmem.OnItsOwnMalloc", "3");
         assertEquals(0, o.exit(), o.output());
         Matcher m = Pattern.compile("(\\d+) buffers, (\\d+) blocks in all").matcher(o.output());
