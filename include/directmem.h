@@ -298,8 +298,9 @@ enum dm_status dm_clean(dm_cleaner cleaner);
 /**
  * Sets the limit on `reserved`. 0 means nothing can be reserved. It may go below what is
  * reserved now: existing blocks stay valid, new reservations fail until enough is released.
- * The default is the environment variable DM_MAX_MEMORY (bytes, or with a k/K, m/M, g/G,
- * t/T suffix in powers of 1024, as the JVM's -XX:MaxDirectMemorySize), else the machine's physical memory.
+ * The default is the environment variable DM_MAX_MEMORY (bytes, or with a k/K, m/M, g/G, t/T
+ * suffix in powers of 1024, as the JVM's -XX:MaxDirectMemorySize), else the machine's physical
+ * memory.
  *
  * Thread-safe. Returns DM_OK; DM_ERR_INTERNAL.
  */

@@ -2,8 +2,8 @@
 //! `directmem.maxDirectMemorySize` property): bytes, or a k/K, m/M, g/G, t/T suffix in powers of
 //! 1024, the syntax of the JVM's `-XX:MaxDirectMemorySize`.
 
-/// Parses `"1048576"`, `"64k"`, `"100m"`, `"2G"`, `"1t"`. `None` for anything else, including values
-/// that do not fit in 64 bits.
+/// Parses `"1048576"`, `"64k"`, `"100m"`, `"2G"`, `"1t"`. `None` for anything else, including
+/// values that do not fit in 64 bits.
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
     let (digits, shift) = match text.as_bytes().last()? {

@@ -13,7 +13,9 @@
 //! nothing replaces it, so an ordinary program sees no change.
 //!
 //! User blocks are not served from here: the system allocator's C-heap blocks call the `calloc`
-//! and `free` the program chose, as before. Elsewhere than glibc (musl has no such names) Rust's
+//! and `free` the program chose, as before. Rust's standard library calls `malloc` itself in a few
+//! places (a thread's handle for `thread::current`, the list of thread-local destructors); the
+//! library uses none of them under a lock. Elsewhere than glibc (musl has no such names) Rust's
 //! `System` allocator stays, and the rule in the header (`dm_set_background_decay`) holds there.
 
 use std::alloc::{GlobalAlloc, Layout};
