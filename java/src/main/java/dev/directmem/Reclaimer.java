@@ -1,6 +1,8 @@
 package dev.directmem;
 
+import java.lang.management.GarbageCollectorMXBean;
 import java.lang.management.ManagementFactory;
+import java.util.List;
 import javax.management.ObjectName;
 
 /**
@@ -10,12 +12,20 @@ import javax.management.ObjectName;
  * {@code -XX:+DisableExplicitGC}, where {@code System.gc()} does nothing and the JDK's own
  * {@code allocateDirect} can never recover, JVMTI's {@code ForceGarbageCollection} still runs one
  * (the flag governs {@code System.gc()} alone); if JVMTI is not there, the DiagnosticCommand MBean's
- * {@code gcRun} does. {@code -Ddirectmem.gcFallback=false} turns both off.
+ * {@code gcRun} does. Shenandoah ignores both under the flag (to it they are explicit requests too):
+ * where no collection followed, short-lived heap garbage makes the collector start one, as any
+ * program's allocations would. {@code -Ddirectmem.gcFallback=false} turns all of them off.
  */
 final class Reclaimer {
     static final boolean EXPLICIT_GC_DISABLED = vmFlag("DisableExplicitGC");
     static final boolean GC_FALLBACK = !"false".equalsIgnoreCase(System.getProperty("directmem.gcFallback"));
-    private static volatile boolean fallbackLogged, gcRunLogged;
+    /** Epsilon frees nothing: garbage made for it would only fill its heap (and end the JVM). */
+    private static final boolean NO_COLLECTOR = vmFlag("UseEpsilonGC");
+    private static volatile boolean fallbackLogged, gcRunLogged, garbageLogged;
+    /** The last chunk of garbage made: a volatile store, so the JIT cannot leave the allocation out. */
+    @SuppressWarnings("unused")
+    private static volatile byte[] garbage;
+    private static final int GARBAGE_CHUNK = 1 << 20;
     /** How long a round waits for the Cleaner at most: a few full GC pauses' worth. */
     private static final long MAX_CLEANER_WAIT_NANOS = 10_000_000;
 
@@ -50,10 +60,57 @@ final class Reclaimer {
                     "-XX:+DisableExplicitGC is set: directmem reclaims direct memory through JVMTI's "
                             + "ForceGarbageCollection (-Ddirectmem.gcFallback=false turns this off)");
         }
+        long before = collections();
         int error = Native.forceGc0();
         if (error != 0) {
             gcRun(error);
         }
+        if (collections() == before) {
+            collectByAllocating(before);
+        }
+    }
+
+    /**
+     * Heap garbage, a MiB at a time, until a collection has ended, twice the heap was allocated, or
+     * the heap is 98% full (a collector that would not start even then is not one this can help).
+     * For collectors that ignore every request under {@code -XX:+DisableExplicitGC} (Shenandoah: the
+     * 20 MiB drop loop under 100 MiB failed on its 6th allocation, as the JDK's does). It costs what
+     * the collector lets a program allocate before it starts a cycle (about 90% of a free heap).
+     */
+    private static void collectByAllocating(long before) {
+        if (before < 0 || NO_COLLECTOR) {
+            return; // no collection would be seen, or none would free anything
+        }
+        if (!garbageLogged) {
+            garbageLogged = true;
+            Log.log(System.Logger.Level.INFO, "the garbage collector ignored JVMTI's ForceGarbageCollection "
+                    + "under -XX:+DisableExplicitGC: directmem makes it run by allocating short-lived heap "
+                    + "garbage (-Ddirectmem.gcFallback=false turns this off)");
+        }
+        Runtime heap = Runtime.getRuntime();
+        long budget = 2 * heap.maxMemory(), ceiling = heap.maxMemory() / 50 * 49;
+        try {
+            for (long made = 0; made < budget && collections() == before
+                    && heap.totalMemory() - heap.freeMemory() < ceiling; made += GARBAGE_CHUNK) {
+                garbage = new byte[GARBAGE_CHUNK];
+            }
+        } catch (OutOfMemoryError heapFull) {
+            // the heap is full of live objects: a collection has run by now
+        } finally {
+            garbage = null;
+        }
+    }
+
+    /** Collections so far by every collector of this JVM; -1 when none counts them. */
+    private static long collections() {
+        List<GarbageCollectorMXBean> collectors = ManagementFactory.getGarbageCollectorMXBeans();
+        long count = -1;
+        for (GarbageCollectorMXBean gc : collectors) {
+            if (gc.getCollectionCount() >= 0) {
+                count = Math.max(count, 0) + gc.getCollectionCount();
+            }
+        }
+        return count;
     }
 
     private static void gcRun(int jvmtiError) {
