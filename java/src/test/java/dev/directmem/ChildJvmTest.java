@@ -95,8 +95,8 @@ class ChildJvmTest {
      * Shenandoah ignores JVMTI's ForceGarbageCollection and gcRun under -XX:+DisableExplicitGC: the
      * 4 threads dropping 1 MiB buffers made 128 allocations and 32 errors, before the Reclaimer made
      * heap garbage until a collection ran. One thread dropping 20 MiB buffers at the default wait;
-     * four at a 2 s wait (at the default 400 ms, 0-7 of ~1,700 allocations failed on JDK 17 here,
-     * while a round's garbage took the collector long to act on; none on JDK 25).
+     * four at a 2 s wait (none failed at the default 400 ms in 9 runs on JDK 17 here, but with
+     * garbage in 1 MiB arrays 0-4 of ~1,700 did: a noisy machine can make a round that slow).
      */
     @Test
     void droppedBuffersComeBackUnderShenandoahWithDisableExplicitGc() throws Exception {
