@@ -108,9 +108,10 @@ pub fn discard(start: usize, len: usize) -> bool {
 /// swapped out counts as not in memory, though it still holds data, so this must never decide
 /// whether memory reads as zero.
 ///
-/// It takes no memory from the C heap: a program whose `malloc` is built on this library calls
-/// back into it from any allocation, and the library's own decay thread asks this while it holds
-/// heaps' doors (a JVM with directmem as its malloc hung there for good).
+/// It takes no memory (the answer goes into a buffer on the stack): it cannot be refused, and the
+/// decay visit asks it while holding heaps' doors, where an allocation could come back into the
+/// library through a `malloc` built on it (where the library's own memory is `malloc`'s; see
+/// `own_heap`).
 pub fn each_page_in_memory(start: usize, len: usize, mut each: impl FnMut(usize, bool)) -> Option<()> {
     const CHUNK: usize = 256;
     let page = page_size();

@@ -2,8 +2,9 @@
  * time, exactly one of the library's malloc-family calls fails, the first, the second, ... until
  * a run's calls all succeed; then every call from the n-th on. This program defines malloc,
  * calloc, realloc and the aligned ones, and glibc's `__libc_` names of them, which the library's
- * own memory comes from (src/own_heap.rs), over glibc's own, so the library's calls come here. Each run is a child of fork() (the same start every time) that starts the
- * background decay thread, allocates blocks of every kind, attaches cleaners, resizes, starts a
+ * own memory comes from (src/own_heap.rs), over glibc's own, so the library's calls come here.
+ * Each run is a child of fork() (the same start every time) that starts the background decay
+ * thread, allocates blocks of every kind, attaches cleaners, resizes, starts a
  * thread, installs a reclaim hook and waits for it under a limit, frees everything, trims and
  * forks. What must hold: no abort; an allocation, registration, resize or hook installation
  * either succeeds or returns DM_ERR_NO_MEMORY and changes nothing (a resized block keeps its
@@ -12,6 +13,7 @@
  * failed" and an abort, in allocations (the big blocks' table, a cleaner's entry, a new slab, a
  * thread's heap) and in frees (the lists of memory kept for reuse). */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -19,8 +21,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 #include "check.h"
-
-#include <dlfcn.h>
 
 /* Armed: the call that brings it to 0 fails; once, or (`for_good`) every call from then on, as
  * when the address space stays exhausted. Or (`every`) one call in so many, from any thread. */

@@ -56,7 +56,8 @@ impl Memory {
     /// 50 MiB kept all 64 MiB in memory); grown within its mapping, or by growing the mapping
     /// where the addresses after it are free (`mremap` without moving). A mapping that grows takes
     /// `headroom` more addresses when it can, so that a block grown in small steps (a log, a
-    /// vector) mostly grows within its mapping, without a system call. Bytes that come into the block read as zero.
+    /// vector) mostly grows within its mapping, without a system call. Bytes that come into the
+    /// block read as zero.
     /// False: not in place (heap memory, a block that would fall under [`MAP_THRESHOLD`], no
     /// room); nothing changed.
     pub fn resize_in_place(&mut self, old_size: usize, new_size: usize) -> bool {

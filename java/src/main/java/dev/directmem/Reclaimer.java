@@ -2,7 +2,6 @@ package dev.directmem;
 
 import java.lang.management.GarbageCollectorMXBean;
 import java.lang.management.ManagementFactory;
-import java.util.List;
 import javax.management.ObjectName;
 
 /**
@@ -109,9 +108,8 @@ final class Reclaimer {
 
     /** Collections so far by every collector of this JVM; -1 when none counts them. */
     private static long collections() {
-        List<GarbageCollectorMXBean> collectors = ManagementFactory.getGarbageCollectorMXBeans();
         long count = -1;
-        for (GarbageCollectorMXBean gc : collectors) {
+        for (GarbageCollectorMXBean gc : ManagementFactory.getGarbageCollectorMXBeans()) {
             if (gc.getCollectionCount() >= 0) {
                 count = Math.max(count, 0) + gc.getCollectionCount();
             }
