@@ -20,36 +20,71 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
+use std::mem::size_of;
 
+// Not `__libc_memalign`: the sanitizers (AddressSanitizer, ThreadSanitizer, LeakSanitizer) put
+// their own in its place, but not `__libc_free`, so a block from one went to the other's `free`
+// ("munmap_chunk(): invalid pointer", an abort in a C program built with -fsanitize=address).
+// Over-aligned blocks are cut from a plain `malloc` block instead (`Aligned`).
 extern "C" {
     fn __libc_malloc(size: usize) -> *mut c_void;
     fn __libc_calloc(count: usize, size: usize) -> *mut c_void;
     fn __libc_realloc(memory: *mut c_void, size: usize) -> *mut c_void;
-    fn __libc_memalign(alignment: usize, size: usize) -> *mut c_void;
     fn __libc_free(memory: *mut c_void);
 }
 
 /// What glibc's `malloc` guarantees without being asked (at least two words; 16 on x86-64 and
 /// AArch64): a layout that asks no more, and is no smaller than its alignment, takes plain
 /// `malloc`. The same rule as Rust's `System` allocator.
-const MALLOC_ALIGNMENT: usize = 2 * std::mem::size_of::<usize>();
+const MALLOC_ALIGNMENT: usize = 2 * size_of::<usize>();
 
 fn plain(layout: Layout) -> bool {
     layout.align() <= MALLOC_ALIGNMENT && layout.align() <= layout.size()
+}
+
+/// An over-aligned block: the first aligned address in a plain block big enough for the layout,
+/// with room before it for the plain block's address, which `free` needs. Few blocks take this
+/// way (a thread's heap and credit, padded to their cache lines), so its waste (at most the
+/// alignment and a word) does not matter.
+struct Aligned;
+
+impl Aligned {
+    const HEADER: usize = size_of::<usize>();
+
+    unsafe fn alloc(layout: Layout) -> *mut u8 {
+        let Some(size) = layout.size().checked_add(layout.align() + Self::HEADER) else {
+            return std::ptr::null_mut();
+        };
+        let base: *mut u8 = __libc_malloc(size).cast();
+        if base.is_null() {
+            return base;
+        }
+        let offset = (base as usize + Self::HEADER).next_multiple_of(layout.align()) - base as usize;
+        let block = base.add(offset);
+        // Safety: offset >= HEADER, so the word before `block` lies in the plain block.
+        block.sub(Self::HEADER).cast::<usize>().write_unaligned(base as usize);
+        block
+    }
+
+    unsafe fn free(block: *mut u8) {
+        let base = block.sub(Self::HEADER).cast::<usize>().read_unaligned();
+        __libc_free(base as *mut c_void);
+    }
 }
 
 /// glibc's allocator, reached under its own names (see the module's comment).
 pub struct Glibc;
 
 // Safety: every block comes from glibc's allocator with at least the layout's size and alignment
-// (plain `malloc` only where it guarantees the alignment, `memalign` otherwise) and goes back to
-// `free` of the same allocator; `realloc` keeps the contents up to the smaller size.
+// (plain `malloc` only where it guarantees the alignment, cut from a bigger `malloc` block
+// otherwise) and goes back to `free` of the same allocator by the way it came; `realloc` keeps the
+// contents up to the smaller size.
 unsafe impl GlobalAlloc for Glibc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         if plain(layout) {
             __libc_malloc(layout.size()).cast()
         } else {
-            __libc_memalign(layout.align(), layout.size()).cast()
+            Aligned::alloc(layout)
         }
     }
 
@@ -57,21 +92,26 @@ unsafe impl GlobalAlloc for Glibc {
         if plain(layout) {
             return __libc_calloc(1, layout.size()).cast();
         }
-        let memory = self.alloc(layout);
+        let memory = Aligned::alloc(layout);
         if !memory.is_null() {
             std::ptr::write_bytes(memory, 0, layout.size());
         }
         memory
     }
 
-    unsafe fn dealloc(&self, memory: *mut u8, _layout: Layout) {
-        __libc_free(memory.cast());
+    unsafe fn dealloc(&self, memory: *mut u8, layout: Layout) {
+        if plain(layout) {
+            __libc_free(memory.cast());
+        } else {
+            Aligned::free(memory);
+        }
     }
 
     unsafe fn realloc(&self, memory: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // Safety (caller's): `new_size` rounded up to the alignment does not overflow.
         let new_layout = Layout::from_size_align_unchecked(new_size, layout.align());
-        if plain(new_layout) {
+        // `realloc` only where both the old block and the new one are plain.
+        if plain(layout) && plain(new_layout) {
             return __libc_realloc(memory.cast(), new_size).cast();
         }
         let moved = self.alloc(new_layout);
@@ -90,7 +130,8 @@ mod tests {
     #[test]
     fn blocks_keep_their_alignment_contents_and_zeroes() {
         let heap = Glibc;
-        for (size, align) in [(1, 1), (24, 8), (100, 16), (100, 64), (8, 32), (5000, 4096)] {
+        // (8, 16) grows from a block smaller than its alignment to a plain one.
+        for (size, align) in [(1, 1), (8, 16), (24, 8), (100, 16), (100, 64), (8, 32), (5000, 4096)] {
             let layout = Layout::from_size_align(size, align).unwrap();
             // Safety: non-zero sizes; each block is used within its layout and freed once.
             unsafe {
