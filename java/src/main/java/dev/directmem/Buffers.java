@@ -18,9 +18,11 @@ import java.nio.ByteOrder;
  *
  * <p>Four ways, fastest first; the first that works here is used, and {@link #KIND} names it:
  * <ol>
- *   <li>{@code ffm}, JDK 22+: {@code MemorySegment.ofAddress(a).reinterpret(n).asByteBuffer()}, in
- *       {@code FfmBuffers} (the jar's release-22 part), or composed from method handles where the jar
- *       was built without a JDK 22+ compiler. Needs
+ *   <li>{@code ffm}, JDK 22+: {@code MemorySegment.ofAddress(a).reinterpret(n, Arena.ofShared(), keep)
+ *       .asByteBuffer()}, in {@code FfmBuffers} (the jar's release-22 part), or the same calls through
+ *       method handles where the jar was built without a JDK 22+ compiler. The buffer's memory session
+ *       holds the buffer ({@link KeepsBuffer}): {@code MemorySegment.ofBuffer} keeps only that session,
+ *       not the buffer, reachable. Needs
  *       native access for this module ({@code --enable-native-access=ALL-UNNAMED}), which loading a
  *       JNI library on JDK 24+ takes anyway (on 24+, without the flag, the JVM warns once at load and
  *       then grants it).</li>
@@ -122,20 +124,9 @@ final class Buffers {
                 if (plain != null) {
                     return new MethodHandle[] {lookup.findStatic(plain, "wrap", wrapType), lookup.findStatic(plain, "address", addressType)};
                 }
-                // Built without a JDK 22+ compiler: the same calls, composed from method handles.
-                Class<?> segment = Class.forName("java.lang.foreign.MemorySegment");
-                MethodHandle ofAddress = lookup.findStatic(segment, "ofAddress", MethodType.methodType(segment, long.class));
-                MethodHandle reinterpret = lookup.findVirtual(segment, "reinterpret", MethodType.methodType(segment, long.class));
-                MethodHandle asByteBuffer = lookup.findVirtual(segment, "asByteBuffer", MethodType.methodType(ByteBuffer.class));
-                MethodHandle wrap = MethodHandles.filterReturnValue(
-                        MethodHandles.filterArguments(reinterpret, 0, ofAddress), asByteBuffer);
-                // ofBuffer's segment starts at the position: subtract it to get the buffer's first byte.
-                MethodHandle ofBuffer = lookup.findStatic(segment, "ofBuffer", MethodType.methodType(segment, Buffer.class));
-                MethodHandle segmentAddress = lookup.findVirtual(segment, "address", MethodType.methodType(long.class));
-                MethodHandle at = MethodHandles.filterReturnValue(ofBuffer, segmentAddress);
-                MethodHandle minus = lookup.findStatic(Buffers.class, "minusPosition", MethodType.methodType(long.class, long.class, ByteBuffer.class));
-                MethodHandle address = MethodHandles.foldArguments(minus, at.asType(addressType));
-                return new MethodHandle[] {MethodHandles.explicitCastArguments(wrap, wrapType), address};
+                // Built without a JDK 22+ compiler: the same calls, through method handles.
+                return new MethodHandle[] {lookup.findStatic(FfmByHandles.class, "wrap", wrapType),
+                    lookup.findStatic(FfmByHandles.class, "address", addressType)};
             }
             case "constructor": {
                 if (!ByteBuffer.class.getModule().isOpen("java.nio", Buffers.class.getModule())) {
@@ -176,9 +167,51 @@ final class Buffers {
         }
     }
 
-    @SuppressWarnings("unused") // through a method handle
-    private static long minusPosition(long address, ByteBuffer buffer) {
-        return address - buffer.position();
+    /**
+     * {@code FfmBuffers}'s calls through method handles, for a jar built without a JDK 22+ compiler (this
+     * code compiles for release 17); loaded only when the {@code ffm} way is tried on JDK 22+.
+     */
+    private static final class FfmByHandles {
+        private static final MethodHandle OF_ADDRESS, REINTERPRET, OF_SHARED, AS_BYTE_BUFFER, OF_BUFFER, SEGMENT_ADDRESS;
+
+        static {
+            try {
+                MethodHandles.Lookup lookup = MethodHandles.lookup();
+                Class<?> segment = Class.forName("java.lang.foreign.MemorySegment");
+                Class<?> arena = Class.forName("java.lang.foreign.Arena");
+                OF_ADDRESS = lookup.findStatic(segment, "ofAddress", MethodType.methodType(segment, long.class))
+                        .asType(MethodType.methodType(Object.class, long.class));
+                REINTERPRET = lookup.findVirtual(segment, "reinterpret",
+                                MethodType.methodType(segment, long.class, arena, java.util.function.Consumer.class))
+                        .asType(MethodType.methodType(Object.class, Object.class, long.class, Object.class, KeepsBuffer.class));
+                OF_SHARED = lookup.findStatic(arena, "ofShared", MethodType.methodType(arena))
+                        .asType(MethodType.methodType(Object.class));
+                AS_BYTE_BUFFER = lookup.findVirtual(segment, "asByteBuffer", MethodType.methodType(ByteBuffer.class))
+                        .asType(MethodType.methodType(ByteBuffer.class, Object.class));
+                OF_BUFFER = lookup.findStatic(segment, "ofBuffer", MethodType.methodType(segment, Buffer.class))
+                        .asType(MethodType.methodType(Object.class, ByteBuffer.class));
+                SEGMENT_ADDRESS = lookup.findVirtual(segment, "address", MethodType.methodType(long.class))
+                        .asType(MethodType.methodType(long.class, Object.class));
+            } catch (ReflectiveOperationException e) {
+                throw new ExceptionInInitializerError(e);
+            }
+        }
+
+        @SuppressWarnings("unused") // through a method handle
+        static ByteBuffer wrap(long address, int capacity) throws Throwable {
+            KeepsBuffer keep = new KeepsBuffer();
+            Object segment = (Object) OF_ADDRESS.invokeExact(address);
+            Object own = (Object) REINTERPRET.invokeExact(segment, (long) capacity, (Object) OF_SHARED.invokeExact(), keep);
+            ByteBuffer buffer = (ByteBuffer) AS_BYTE_BUFFER.invokeExact(own);
+            keep.buffer = buffer;
+            return buffer;
+        }
+
+        /** As {@code FfmBuffers.address}: {@code ofBuffer}'s segment starts at the position. */
+        @SuppressWarnings("unused") // through a method handle
+        static long address(ByteBuffer buffer) throws Throwable {
+            return (long) SEGMENT_ADDRESS.invokeExact((Object) OF_BUFFER.invokeExact(buffer)) - buffer.position();
+        }
     }
 
     /**

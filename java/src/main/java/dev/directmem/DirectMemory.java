@@ -20,8 +20,9 @@ import java.util.Objects;
  *
  * <p>Every buffer is one block of the library, charged its exact capacity: C code in the process sees
  * each one in {@code dm_get_stats}. The buffer has no attachment of its own, so every slice, duplicate
- * or view made from it (and from those) keeps it reachable: its block is freed only when none of them
- * can reach it any more, or by {@link #free}. How the buffer object is made depends on the JDK and its
+ * or view made from it (and from those), and on JDK 22+ every {@code MemorySegment.ofBuffer} of any of
+ * them, keeps it reachable: its block is freed only when none of them can reach it any more, or by
+ * {@link #free}. How the buffer object is made depends on the JDK and its
  * flags (fastest with {@code --enable-native-access=ALL-UNNAMED} on JDK 22+, or
  * {@code --add-opens java.base/java.nio=ALL-UNNAMED} before); see the README.
  *

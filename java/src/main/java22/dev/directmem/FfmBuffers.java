@@ -1,7 +1,9 @@
 package dev.directmem;
 
+import java.lang.foreign.Arena;
 import java.lang.foreign.MemorySegment;
 import java.nio.ByteBuffer;
+import java.util.function.Consumer;
 
 /**
  * The {@code ffm} way of {@link Buffers} as plain calls, for JDK 22+: compiled for release 22 into the
@@ -15,9 +17,20 @@ import java.nio.ByteBuffer;
 final class FfmBuffers {
     private FfmBuffers() {}
 
-    @SuppressWarnings("restricted") // the block at `address` is `capacity` bytes long: the library's own
+    /**
+     * The buffer over the block, in a shared memory session of its own that holds it ({@link KeepsBuffer}):
+     * every segment and buffer made from it (and from those) holds that session, so the buffer (which the
+     * block's phantom reference watches) stays reachable as long as any of them does. The session is never
+     * closed; it needs no cleaner.
+     */
+    @SuppressWarnings({"restricted", "unchecked"}) // the block at `address` is `capacity` bytes long: the library's own
     static ByteBuffer wrap(long address, int capacity) {
-        return MemorySegment.ofAddress(address).reinterpret(capacity).asByteBuffer();
+        KeepsBuffer keep = new KeepsBuffer();
+        ByteBuffer buffer = MemorySegment.ofAddress(address)
+                .reinterpret(capacity, Arena.ofShared(), (Consumer<MemorySegment>) (Consumer<?>) keep)
+                .asByteBuffer();
+        keep.buffer = buffer;
+        return buffer;
     }
 
     /** The address of the buffer's first byte: {@code ofBuffer}'s segment starts at its position. */

@@ -17,7 +17,8 @@ import java.util.function.Function;
 
 /**
  * The use-after-free of issue 12 as a check: for every kind of buffer derived from a
- * {@link DirectMemory#allocate}d buffer (and chains of them), at sizes below and above 64 KiB, only
+ * {@link DirectMemory#allocate}d buffer (and chains of them, and on JDK 22+ buffers of a
+ * {@code MemorySegment} made from it), at sizes below and above 64 KiB, only
  * the derived buffer is kept; after GCs, new buffers of the same size are written all over; the
  * derived buffer must still read its own data. Also a child-JVM main: prints the way buffers are
  * made here and the number of derived buffers that lost their data.
@@ -43,7 +44,27 @@ public final class DerivedBuffers {
         k.put("slice.duplicate.asIntBuffer", b -> b.slice().duplicate().asIntBuffer());
         k.put("duplicate.slice.asReadOnlyBuffer.slice", b -> b.duplicate().slice().asReadOnlyBuffer().slice());
         k.put("asLongBuffer.slice.duplicate", b -> b.asLongBuffer().slice().duplicate());
+        if (Runtime.version().feature() >= 22) { // the FFM API, final in JDK 22; the tests compile for 17
+            k.put("MemorySegment.ofBuffer.asByteBuffer", b -> throughSegment(b, false));
+            k.put("MemorySegment.ofBuffer.asSlice.asByteBuffer", b -> throughSegment(b, true));
+        }
         return k;
+    }
+
+    /**
+     * {@code MemorySegment.ofBuffer(b)} (and its {@code asSlice(0)}) as a {@code ByteBuffer} again: the
+     * segment must keep {@code b}'s block alive as a slice does, whichever way {@code b} was made (a
+     * buffer made with a segment of its own, or an attachment, would hand the segment that instead).
+     */
+    static Buffer throughSegment(ByteBuffer b, boolean slice) {
+        try {
+            Class<?> segment = Class.forName("java.lang.foreign.MemorySegment");
+            Object s = segment.getMethod("ofBuffer", Buffer.class).invoke(null, b);
+            if (slice) s = segment.getMethod("asSlice", long.class).invoke(s, 0L);
+            return (Buffer) segment.getMethod("asByteBuffer").invoke(s);
+        } catch (ReflectiveOperationException e) {
+            throw new AssertionError("MemorySegment on JDK " + Runtime.version(), e);
+        }
     }
 
     /** Only the derived buffer survives this call. */
