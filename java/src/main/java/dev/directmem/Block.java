@@ -39,16 +39,21 @@ final class Block extends PhantomReference<ByteBuffer> {
         if (!LiveBlocks.remove(this)) {
             return false;
         }
-        free(false);
+        freeBlock(address, false);
         return true;
     }
 
     /**
-     * Gives the memory back; only for the caller that took this block out of {@link LiveBlocks}.
-     * {@code explicit}: by {@link DirectMemory#free}, not after the GC.
+     * Gives the memory at {@code address} back; only for the caller that took its block out of
+     * {@link LiveBlocks} (or out of {@link Orphans}). {@code explicit}: by {@link DirectMemory#free},
+     * not after the GC.
      */
-    void free(boolean explicit) {
-        int status = Native.free0(address);
+    static void freeBlock(long address, boolean explicit) {
+        freed(address, Native.free0(address), explicit);
+    }
+
+    /** After {@code Native.free0(address)} answered {@code status}. */
+    static void freed(long address, int status, boolean explicit) {
         if (status != Native.OK) {
             FAILED_RELEASES.increment();
             Log.log(System.Logger.Level.ERROR, "freeing the block of a direct buffer at 0x"

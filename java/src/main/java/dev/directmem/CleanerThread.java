@@ -41,6 +41,7 @@ final class CleanerThread {
                 }
                 if (System.nanoTime() - lastLook >= JMX_LOOK_NANOS) {
                     lastLook = System.nanoTime();
+                    Orphans.freeAll();
                     DirectMemoryPool.registerIfWanted();
                     // Empty slabs keep their pages 100 ms for the next batch; the library gives
                     // them back on its own traffic, which a quiet program does not make.

@@ -47,6 +47,7 @@ public final class DirectMemory {
         Native.setReclaimTimeout0(RECLAIM_TIMEOUT_MS);
         Native.installReclaimHook0();
         CleanerThread.start();
+        Orphans.freeAll(); // initialises the class now, never at the edge of a stack
         DirectMemoryPool.registerIfWanted();
     }
 
@@ -92,7 +93,15 @@ public final class DirectMemory {
             LiveBlocks.add(new Block(buffer, address, capacity, CleanerThread.QUEUE));
             return buffer;
         } catch (Throwable t) {
-            Native.free0(address); // never leak the block if making or tracking its buffer failed
+            // Never leak the block if making or tracking its buffer failed: free it now, or, at the edge
+            // of the stack, leave it to the cleaner thread (Orphans; stored inline: a call could fail too).
+            try {
+                Native.free0(address);
+            } catch (StackOverflowError e) {
+                synchronized (Orphans.ADDRESSES) {
+                    if (Orphans.count < Orphans.ADDRESSES.length) Orphans.ADDRESSES[Orphans.count++] = address;
+                }
+            }
             throw t;
         }
     }
@@ -125,7 +134,18 @@ public final class DirectMemory {
                 throw new IllegalArgumentException("not a buffer returned by DirectMemory.allocate (a slice, duplicate, "
                         + "view, or a direct buffer from elsewhere): " + buffer);
             }
-            block.free(true);
+            // Taken out of LiveBlocks: from here nothing else would free it. At the edge of the stack the
+            // native call fails before its code runs; the cleaner thread frees the block then (Orphans).
+            int status;
+            try {
+                status = Native.free0(block.address);
+            } catch (StackOverflowError e) {
+                synchronized (Orphans.ADDRESSES) {
+                    if (Orphans.count < Orphans.ADDRESSES.length) Orphans.ADDRESSES[Orphans.count++] = block.address;
+                }
+                throw e;
+            }
+            Block.freed(block.address, status, true);
             return true;
         } finally {
             Reference.reachabilityFence(buffer); // the GC must not find it unreachable during this call

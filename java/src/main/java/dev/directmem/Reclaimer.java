@@ -39,6 +39,7 @@ final class Reclaimer {
     /** Called by the library (on any thread, JVM or native) with the shortfall in bytes. */
     static void reclaim(long bytesWanted) {
         long before = Native.available0();
+        Orphans.freeAll(); // blocks a stack overflow left untracked (rare): they count as reclaimed
         // Like the JDK's Bits.reserveMemory, which waits for reference processing before it asks for
         // a GC: buffers the last GC found may still be on their way back through the cleaner thread. A
         // GC now would find none of them again and cost a full pause (in a drop loop, 4 rounds in 10
