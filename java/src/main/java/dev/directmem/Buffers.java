@@ -16,21 +16,23 @@ import java.nio.ByteOrder;
  * reachable, and the block is freed only once no derived buffer can reach it (JDK-8208362). A slice
  * of a bigger buffer would not be kept so: its derived buffers would keep only the bigger one.
  *
- * <p>Four ways, fastest first; the first that works here is used, and {@link #KIND} names it:
+ * <p>Four ways, best first; the first that works here is used, and {@link #KIND} names it:
  * <ol>
+ *   <li>{@code constructor}: the JDK's private {@code DirectByteBuffer(long, int)} constructor (JDK 21+:
+ *       {@code (long, long)}), as JNI's NewDirectByteBuffer calls it, where {@code java.nio} is open to
+ *       this module ({@code --add-opens java.base/java.nio=ALL-UNNAMED}).</li>
  *   <li>{@code ffm}, JDK 22+: {@code MemorySegment.ofAddress(a).reinterpret(n, Arena.ofShared(), keep)
  *       .asByteBuffer()}, in {@code FfmBuffers} (the jar's release-22 part), or the same calls through
  *       method handles where the jar was built without a JDK 22+ compiler. The buffer's memory session
  *       holds the buffer ({@link KeepsBuffer}): {@code MemorySegment.ofBuffer} keeps only that session,
- *       not the buffer, reachable. Needs
+ *       not the buffer, reachable. That costs a session and three small objects per buffer (on JDK 25,
+ *       283 bytes of heap per live 16-byte buffer against 121 for {@code constructor} and {@code jni};
+ *       64 B allocate + free 76 ns against 68), hence second. Needs
  *       native access for this module ({@code --enable-native-access=ALL-UNNAMED}), which loading a
  *       JNI library on JDK 24+ takes anyway (on 24+, without the flag, the JVM warns once at load and
  *       then grants it).</li>
- *   <li>{@code constructor}: the JDK's private {@code DirectByteBuffer(long, int)} constructor (JDK 21+:
- *       {@code (long, long)}), as JNI's NewDirectByteBuffer calls it, where {@code java.nio} is open to
- *       this module ({@code --add-opens java.base/java.nio=ALL-UNNAMED}).</li>
- *   <li>{@code unsafe}, JDK 17 to 21 with no flag: the same buffer, its fields set through
- *       {@code sun.misc.Unsafe} ({@link UnsafeBuffers}).</li>
+ *   <li>{@code unsafe}, JDK 17 to 21 with no flag: the same buffer as {@code constructor}, its fields set
+ *       through {@code sun.misc.Unsafe} ({@link UnsafeBuffers}).</li>
  *   <li>{@code jni}: NewDirectByteBuffer, which needs no setting and is slower (a call back into Java).</li>
  * </ol>
  * {@code -Ddirectmem.buffers=ffm|constructor|unsafe|jni} picks where to start; if a way cannot work
@@ -52,8 +54,8 @@ final class Buffers {
     private static final int MAX_CAPACITY;
 
     static {
-        String wanted = System.getProperty("directmem.buffers", "ffm");
-        String[] order = {"ffm", "constructor", "unsafe", "jni"};
+        String wanted = System.getProperty("directmem.buffers", "constructor");
+        String[] order = {"constructor", "ffm", "unsafe", "jni"};
         MethodHandle[] chosen = null;
         String kind = null;
         StringBuilder why = new StringBuilder();

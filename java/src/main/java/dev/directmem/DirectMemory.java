@@ -22,9 +22,9 @@ import java.util.Objects;
  * each one in {@code dm_get_stats}. The buffer has no attachment of its own, so every slice, duplicate
  * or view made from it (and from those), and on JDK 22+ every {@code MemorySegment.ofBuffer} of any of
  * them, keeps it reachable: its block is freed only when none of them can reach it any more, or by
- * {@link #free}. How the buffer object is made depends on the JDK and its
- * flags (fastest with {@code --enable-native-access=ALL-UNNAMED} on JDK 22+, or
- * {@code --add-opens java.base/java.nio=ALL-UNNAMED} before); see the README.
+ * {@link #free}. How the buffer object is made depends on the JDK and its flags (fastest and leanest
+ * with {@code --add-opens java.base/java.nio=ALL-UNNAMED}; else, on JDK 22+, with
+ * {@code --enable-native-access=ALL-UNNAMED}); see the README.
  *
  * <p>The limit is the system property {@code directmem.maxDirectMemorySize} ({@code 100m}, {@code 1g}, {@code 1t},
  * bytes) if set, else the JVM's {@code -XX:MaxDirectMemorySize} if set (0 included: no direct memory), else

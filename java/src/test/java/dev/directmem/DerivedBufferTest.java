@@ -49,7 +49,7 @@ class DerivedBufferTest extends SettledTest {
                     "--enable-native-access=ALL-UNNAMED"), "dev.directmem.DerivedBuffers");
             assertEquals(0, o.exit(), o.output());
             assertTrue(o.output().contains("0 derived buffers lost their data"), o.output());
-            String expected = kind.equals("ffm") && !ffmHere ? "constructor" : kind.equals("unsafe") && ffmHere ? "jni" : kind;
+            String expected = kind.equals("ffm") && !ffmHere ? "unsafe" : kind.equals("unsafe") && ffmHere ? "jni" : kind;
             assertTrue(o.output().contains("buffers made by " + expected), kind + ": " + o.output());
         }
     }

@@ -47,6 +47,7 @@ public final class DerivedBuffers {
         if (Runtime.version().feature() >= 22) { // the FFM API, final in JDK 22; the tests compile for 17
             k.put("MemorySegment.ofBuffer.asByteBuffer", b -> throughSegment(b, false));
             k.put("MemorySegment.ofBuffer.asSlice.asByteBuffer", b -> throughSegment(b, true));
+            k.put("asLongBuffer.MemorySegment.ofBuffer.asByteBuffer", b -> throughSegment(b.asLongBuffer(), false));
         }
         return k;
     }
@@ -56,7 +57,7 @@ public final class DerivedBuffers {
      * segment must keep {@code b}'s block alive as a slice does, whichever way {@code b} was made (a
      * buffer made with a segment of its own, or an attachment, would hand the segment that instead).
      */
-    static Buffer throughSegment(ByteBuffer b, boolean slice) {
+    static Buffer throughSegment(Buffer b, boolean slice) {
         try {
             Class<?> segment = Class.forName("java.lang.foreign.MemorySegment");
             Object s = segment.getMethod("ofBuffer", Buffer.class).invoke(null, b);
