@@ -54,8 +54,9 @@ public final class DerivedBuffers {
 
     /**
      * {@code MemorySegment.ofBuffer(b)} (and its {@code asSlice(0)}) as a {@code ByteBuffer} again: the
-     * segment must keep {@code b}'s block alive as a slice does, whichever way {@code b} was made (a
-     * buffer made with a segment of its own, or an attachment, would hand the segment that instead).
+     * segment must keep {@code b}'s block alive as a slice does, whichever way {@code b} was made.
+     * {@code ofBuffer} keeps the memory session of the segment {@code b} was made from, if any, else
+     * {@code b} (or its attachment).
      */
     static Buffer throughSegment(Buffer b, boolean slice) {
         try {
