@@ -65,8 +65,7 @@ impl Door {
 pub(super) type Visit = fn(&mut Heap) -> u64;
 
 /// Runs each door's visit in the open heap behind it, unless its owner is in a slow path, with the
-/// owner kept out, and returns the sum of what they returned. Visits are serialized by the caller;
-/// only the calling thread's own heap may be among `doors` when [`barrier::asymmetric`] is false.
+/// owner kept out, and returns the sum of what they returned. Visits are serialized by the caller.
 pub(super) fn visit_each(doors: &[(&Door, Visit)]) -> u64 {
     let mut open: Vec<(&Bracket, MutexGuard<'_, HeapPtr>, Visit)> = Vec::new();
     if crate::fallible::reserve(&mut open, doors.len()).is_err() {

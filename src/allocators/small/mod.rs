@@ -394,25 +394,17 @@ impl SmallBlocks {
     }
 
     /// Runs in every heap that a thread owns and that is not in a slow path the visit `pick` picks
-    /// for it, if any (only this thread's own heap where the system has no cheap barrier, see
-    /// [`crate::barrier`]); the sum of what they returned.
+    /// for it, if any; the sum of what they returned.
     /// Without memory for the list of heaps to visit, none is (the caller gives back the rest).
     fn visit_heaps(&self, mut pick: impl FnMut(&Shared<Counters>) -> Option<Visit>) -> u64 {
         let _one_at_a_time = self.visits.lock();
         let mut heaps: Vec<(Shared<Counters>, Visit)> = Vec::new();
-        if crate::barrier::asymmetric() {
+        {
             let all = self.heaps.lock();
             if fallible::reserve(&mut heaps, all.len()).is_err() {
                 return 0;
             }
             heaps.extend(all.iter().filter_map(|c| Some((c.clone(), pick(c)?))));
-        } else {
-            // Safety: see `heap`; only the counters are read.
-            let own = thread_heaps::find(self.id).map(|heap| unsafe { &(*heap).counters }.clone());
-            if fallible::reserve(&mut heaps, 1).is_err() {
-                return 0;
-            }
-            heaps.extend(own.and_then(|c| Some((c.clone(), pick(&c)?))));
         }
         let mut doors: Vec<(&door::Door, Visit)> = Vec::new();
         if fallible::reserve(&mut doors, heaps.len()).is_err() {

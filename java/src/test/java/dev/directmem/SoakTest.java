@@ -92,7 +92,9 @@ class SoakTest extends SettledTest {
         assertEquals(0, Block.FAILED_RELEASES.sum(), "no block released twice");
         assertEquals(made, explicitFrees.get() + after.reclaimedByGc() - before.reclaimedByGc(),
                 "released by exactly one of free and the GC");
-        assertTrue(after.peakReserved() <= LIMIT, after.toString());
+        // The peak is the process's: a test run before in this JVM under a higher limit (JUnit's class
+        // order is not alphabetical, and changes as classes come and go) leaves it above ours.
+        assertTrue(after.peakReserved() <= Math.max(LIMIT, before.peakReserved()), after.toString());
         assertEquals(before.limitFailures(), after.limitFailures(), "no allocation failed");
         assertTrue(trims.get() > 0);
         System.out.printf("soak: %d s, %d threads, %d allocations, %d explicit frees, %d double frees refused, "
