@@ -14,8 +14,8 @@
 //! fence when it enters, paired with one on the other side: Dekker's handshake), so other threads'
 //! heaps can still be visited.
 
-use once_cell::sync::Lazy;
 use std::sync::atomic::{compiler_fence, fence, AtomicU64, AtomicU8, Ordering::*};
+use std::sync::LazyLock;
 
 const MEMBARRIER_CMD_GLOBAL: libc::c_int = 1;
 const MEMBARRIER_CMD_PRIVATE_EXPEDITED: libc::c_int = 1 << 3;
@@ -27,13 +27,14 @@ fn membarrier(cmd: libc::c_int) -> bool {
 }
 
 /// Whether the process registered for expedited barriers, so that [`heavy`] is cheap enough for
-/// owners to rely on it.
-static ASYMMETRIC: Lazy<bool> = Lazy::new(|| membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED));
+/// owners to rely on it. (std's cell: a thread that finds another making it waits on a futex,
+/// where `once_cell`'s took a thread handle from `malloc`, infallibly.)
+static ASYMMETRIC: LazyLock<bool> = LazyLock::new(|| membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED));
 
 /// Makes sure the one-time registration is done: a child of fork() must not find it half done by
 /// a thread that does not exist there (it would wait for it forever).
 pub(crate) fn init() {
-    Lazy::force(&ASYMMETRIC);
+    LazyLock::force(&ASYMMETRIC);
 }
 
 /// Registers when the library is loaded. In a process that already runs several threads the

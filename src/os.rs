@@ -3,33 +3,51 @@
 //! [`crate::allocators::system::mappings`], the small-block slabs) decide when to use them.
 
 use crate::{Error, Result};
-use once_cell::sync::Lazy;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 /// The transparent huge page size on x86-64 and most arm64 kernels; mappings this big ask for them.
 pub(crate) const HUGE_PAGE: usize = 2 << 20;
 
-static PAGE_SIZE: Lazy<usize> = Lazy::new(|| {
-    // Safety: sysconf has no preconditions.
-    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if size > 0 {
-        size as usize
-    } else {
-        4096
-    }
-});
+/// 0 until first asked. The values this module reads once are kept in atomics, not in a lazy
+/// cell: threads that race to read one each read it (the same answer), and none waits. A waiter
+/// in `once_cell`'s cells took a thread handle from `malloc`, infallibly: where `malloc` refused,
+/// the process aborted.
+static PAGE_SIZE: AtomicUsize = AtomicUsize::new(0);
 
 pub fn page_size() -> usize {
-    *PAGE_SIZE
+    match PAGE_SIZE.load(Relaxed) {
+        0 => {
+            // Safety: sysconf has no preconditions.
+            let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+            let size = if size > 0 { size as usize } else { 4096 };
+            PAGE_SIZE.store(size, Relaxed);
+            size
+        }
+        size => size,
+    }
 }
 
 /// Whether the system charges every private writable mapping's addresses against a commit limit
 /// (`vm.overcommit_memory` = 2), where untouched addresses cost what other allocations may need.
 /// Read once; false when it cannot be read.
 pub fn strict_overcommit() -> bool {
-    *STRICT_OVERCOMMIT
+    match STRICT_OVERCOMMIT.load(Relaxed) {
+        UNKNOWN => {
+            let strict = read_strict_overcommit();
+            STRICT_OVERCOMMIT.store(if strict { STRICT } else { NOT_STRICT }, Relaxed);
+            strict
+        }
+        known => known == STRICT,
+    }
 }
 
-static STRICT_OVERCOMMIT: Lazy<bool> = Lazy::new(|| {
+/// [`strict_overcommit`]'s answer, once read.
+static STRICT_OVERCOMMIT: AtomicU8 = AtomicU8::new(UNKNOWN);
+const UNKNOWN: u8 = 0;
+const NOT_STRICT: u8 = 1;
+const STRICT: u8 = 2;
+
+fn read_strict_overcommit() -> bool {
     // Read without allocating: callers may hold the block table's locks, and where directmem is
     // the process's malloc an allocation could need them.
     let mut setting = [0u8; 1];
@@ -43,7 +61,7 @@ static STRICT_OVERCOMMIT: Lazy<bool> = Lazy::new(|| {
         libc::close(fd);
         read == 1 && setting[0] == b'2'
     }
-});
+}
 
 /// Maps `len` bytes (a multiple of the page size) of fresh zeroed memory starting at a multiple
 /// of `alignment` (a power of two, at least the page size). Returns the start.

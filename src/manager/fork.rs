@@ -56,7 +56,7 @@ pub(crate) fn install() {
 
 /// Every lock, in the order `prepare` takes them (no list made: a fork must not need memory).
 fn locks() -> impl Iterator<Item = &'static crate::sync::RawMutex> {
-    let own = [mappings::global().lock(), background::lock()];
+    let own = [manager::making_lock(), mappings::global().lock(), background::lock()];
     manager::made().into_iter().flat_map(|m| m.locks()).chain(own)
 }
 
@@ -65,13 +65,13 @@ extern "C" fn prepare() {
     // or the child would wait for a thread it does not have.
     crate::barrier::init();
     crate::allocators::small::thread_heaps::init();
-    crate::os::page_size();
     // The manager too (made here if it was not: no harm). When the system has no memory for
     // it, nobody has it, and it has no locks to take.
     let _ = manager::global();
     // Safety of the order: locks that nest are listed in the order they nest (the quota's state,
     // then its credits; a block shard, then a handle shard; two block shards, the lower first, in
-    // a move by pages); every other lock is taken alone (a
+    // a move by pages; the manager's making, then the background thread's state, while no lock of
+    // the manager is held, as there is no manager yet); every other lock is taken alone (a
     // lock guard that lives to the end of a statement counts: a slab pool's class list was once
     // held across the resident list, and the fork test hung). So taking them one by one cannot
     // deadlock.

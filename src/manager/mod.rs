@@ -15,10 +15,11 @@ use crate::allocators::DECAY_MS;
 use crate::fallible;
 use crate::quota::{Hook, Quota};
 use crate::registry::{Action, Claimed, Cleaners, Registry};
+use crate::sync::Mutex;
 use crate::{limit, Error, Result};
-use once_cell::sync::OnceCell;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::OnceLock;
 
 /// Every counter the library keeps (the fields of `dm_stats` and `dm_memory_stats`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -67,7 +68,11 @@ pub struct Manager {
     next_decay: AtomicU64,
 }
 
-static GLOBAL: OnceCell<Manager> = OnceCell::new();
+static GLOBAL: OnceLock<Manager> = OnceLock::new();
+/// Held while [`GLOBAL`] is made: the threads that find another making it wait here, on a futex.
+/// (`once_cell`'s cell made each waiter take a thread handle from `malloc`, infallibly: threads
+/// starting at once in a process whose `malloc` refused aborted.)
+static MAKING: Mutex<()> = Mutex::new(());
 /// The process-wide manager's table: a static (see [`Registry`]), made at compile time.
 static GLOBAL_BLOCKS: Registry = Registry::new();
 
@@ -88,14 +93,24 @@ pub fn made() -> Option<&'static Manager> {
     GLOBAL.get()
 }
 
+/// [`MAKING`]'s lock, for [`fork`]: a thread making the manager at a fork would leave it held
+/// in the child for good.
+pub(crate) fn making_lock() -> &'static crate::sync::RawMutex {
+    // Safety: the raw lock is only locked and unlocked as a whole by `fork`'s handlers.
+    unsafe { MAKING.raw() }
+}
+
 #[cold]
 fn make_global() -> Result<&'static Manager> {
-    GLOBAL.get_or_try_init(|| {
-        crate::manager::fork::install();
-        let manager = Manager::try_new(limit::default_limit(), &GLOBAL_BLOCKS).ok_or(Error::NoMemory)?;
-        background::start_from_env(); // its thread waits for this to finish before it uses the manager
-        Ok(manager)
-    })
+    let _one_at_a_time = MAKING.lock();
+    if let Some(manager) = GLOBAL.get() {
+        return Ok(manager); // made by the thread this one waited for
+    }
+    crate::manager::fork::install();
+    let manager = Manager::try_new(limit::default_limit(), &GLOBAL_BLOCKS).ok_or(Error::NoMemory)?;
+    let manager = GLOBAL.get_or_init(|| manager); // set here: nobody else sets it
+    background::start_from_env(); // its thread finds the manager made
+    Ok(manager)
 }
 
 /// A block claimed for release (by a free, or a move away from it): nobody else can release it;

@@ -258,6 +258,41 @@ static int exit_code_of(pid_t pid) {
     return WIFEXITED(status) ? WEXITSTATUS(status) : 100 + WTERMSIG(status);
 }
 
+/* The library's first use by threads at once, in a process of its own, one allocation in two
+ * refused: the threads that find another making the library's state (or reading a setting once)
+ * wait for it. They waited in once_cell's cells, each taking a thread handle from malloc,
+ * infallibly: "memory allocation of 48 bytes failed" and an abort (found in this program's
+ * threads phase, 1 child in 20 to 150). */
+enum { FIRST_THREADS = 8 };
+static pthread_barrier_t first_calls;
+
+static void *first_calls_at_once(void *arg) {
+    (void)arg;
+    pthread_barrier_wait(&first_calls);
+    void *small, *big, *moved;
+    if (ALLOWED(dm_allocate(64, 0, &small))) CHECK(dm_free(small));
+    if (ALLOWED(dm_allocate(300000, 0, &big))) {
+        if (ALLOWED(dm_reallocate(big, 600000, &moved))) big = moved; /* reads vm.overcommit_memory */
+        CHECK(dm_free(big));
+    }
+    return NULL;
+}
+
+static int first_use_by_threads(void) {
+    ASSERT(pthread_barrier_init(&first_calls, NULL, FIRST_THREADS) == 0);
+    atomic_store(&every, 2);
+    pthread_t t[FIRST_THREADS];
+    for (int i = 0; i < FIRST_THREADS; i++) {
+        while (pthread_create(&t[i], NULL, first_calls_at_once, NULL) != 0) {
+        } /* glibc's own allocation for the thread may be the one refused: again */
+    }
+    for (int i = 0; i < FIRST_THREADS; i++) ASSERT(pthread_join(t[i], NULL) == 0);
+    atomic_store(&every, 0);
+    dm_stats st = stats_now();
+    ASSERT(st.count == 0 && st.reserved == 0);
+    return 0;
+}
+
 /* The library's first use, when it makes its process-wide state (its quota, its pool of slabs,
  * this thread's heap), in a process of its own (this program run again with DM_OOM_FIRST_USE set:
  * a fork would not do, the library's fork handler makes that state in the parent): the n-th of
@@ -265,6 +300,7 @@ static int exit_code_of(pid_t pid) {
  * DM_OK or DM_ERR_NO_MEMORY (before: an abort in Arc::new), and once memory is back everything
  * works. Exit 0: a call was refused and all held; 3: the run made fewer than n calls. */
 static int first_use(const char *how) {
+    if (strcmp(how, "threads") == 0) return first_use_by_threads();
     long n = atol(how);
     atomic_store(&for_good, strchr(how, 'g') != NULL);
     atomic_store(&countdown, n);
@@ -320,6 +356,23 @@ int main(int argc, char **argv) {
      * refusals no longer reach its bookkeeping (as when it stopped calling malloc), and that this
      * program proves nothing. */
     ASSERT(first_runs > 0 && first_runs_for_good > 0);
+    for (int run = 0; run < 20; run++) {
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+            setenv("DM_OOM_FIRST_USE", "threads", 1);
+            execv(argv[0], argv);
+            _exit(30);
+        }
+        int code = exit_code_of(pid);
+        if (code != 0) {
+            fprintf(stderr, "out_of_memory: first use by %d threads at once, one allocation in 2 refused (run %d): "
+                    "%s %d\n", FIRST_THREADS, run, code >= 100 ? "signal" : "exit", code >= 100 ? code - 100 : code);
+            return 1;
+        }
+    }
+    printf("out_of_memory: the library's first use by %d threads at once, one allocation in 2 refused: "
+           "20 runs, no abort\n", FIRST_THREADS);
     CHECK(dm_set_limit(UINT64_MAX));
     int once = 0, for_good_refusals = 0;
     int runs = runs_refusing(0, &once);
