@@ -485,8 +485,9 @@ pub unsafe extern "C" fn dm_get_stats(out: *mut dm_stats) -> dm_status {
 /// new slab or more quota; as jemalloc does without its background threads), and what
 /// each thread keeps for itself (as dm_trim) once the thread has neither allocated nor freed a
 /// block since a dm_decay at least ~100 ms before (once per such idle stretch; other threads as
-/// dm_trim reaches them). From a thread that is not idle it takes, at most once a second: the slabs other threads' frees emptied (which that
-/// thread takes back itself only when it needs a new slab, at most once a second), as its own frees
+/// dm_trim reaches them). From a thread that is not idle it takes, at most once a second: the
+/// slabs other threads' frees emptied (which that thread takes back itself only when it needs a
+/// new slab, at most once a second), as its own frees
 /// would have (it keeps up to 1 MiB of them, the rest goes back within ~100 ms); and what the
 /// thread keeps for itself but did not use since the last such visit (its empty slabs kept
 /// back; its empty current slabs are set aside as slabs that empty are, so they go back unless
@@ -548,8 +549,7 @@ fn give_back(given_back: *mut u64, give: impl FnOnce(&manager::Manager) -> u64) 
 /// path at that moment (so not idle) keeps its own. Where the kernel has no `membarrier` (before
 /// Linux 4.14, or filtered by seccomp), every thread pays a memory fence per allocation and free
 /// instead, and all of this holds the same. Like glibc's `malloc_trim`: for a program about to
-/// idle or to be measured. Live blocks are
-/// untouched. If `given_back` is not NULL, the bytes of pages given back are stored there: all
+/// idle or to be measured. Live blocks are untouched. If `given_back` is not NULL, the bytes of pages given back are stored there: all
 /// of `cached` when no other thread allocates or frees meanwhile (and those of slabs other
 /// threads emptied, which `cached` did not show yet).
 ///
