@@ -58,7 +58,7 @@ within 5m target/c-tests-release/small_stacks
 
 echo "== the library's unit tests where every membarrier call fails (tests/c/no_membarrier.c), release build"
 # The fallback of kernels before 4.14 and of seccomp filters; optimised, the barrier's own test
-# catches an owner that would not fence its bracket (4 of 5 runs; unoptimised code hides the race).
+# catches an owner that would not fence its bracket (9 of 10 runs; unoptimised code hides the race).
 make -s -C tests/c BUILD="$PWD/target/c-tests-release" "$PWD/target/c-tests-release/no_membarrier"
 unit_tests=$(cargo test --release --lib --no-run --message-format=json 2>/dev/null |
   python3 -c 'import json, sys; print(next(m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable")))')
