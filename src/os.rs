@@ -176,8 +176,10 @@ pub(crate) fn advise_huge_pages(start: usize, len: usize, huge: bool) {
 /// touched: one fault per 2 MiB instead of 512. When a few bytes here and there are, each touch
 /// zeroes 2 MiB instead of 4 KiB: in the drop loop (one byte written per 20 MiB buffer) huge
 /// pages cost 40% of the allocation rate. Less than half the pages resident counts as sparse.
-/// `huge` is the mapping's advice so far; returns the advice from now on.
-pub fn discard_for_reuse(start: usize, len: usize, huge: bool) -> bool {
+/// `huge` is the mapping's advice so far; returns the advice from now on, or None when the system
+/// refused to drop the pages (locked memory, after `mlockall`): they keep what they held, and the
+/// mapping must not be kept as clean.
+pub fn discard_for_reuse(start: usize, len: usize, huge: bool) -> Option<bool> {
     let mut huge = huge;
     if len >= HUGE_PAGE {
         if let Some(dense) = mostly_resident(start, len, huge).filter(|&dense| dense != huge) {
@@ -185,8 +187,7 @@ pub fn discard_for_reuse(start: usize, len: usize, huge: bool) -> bool {
             huge = dense;
         }
     }
-    discard(start, len);
-    huge
+    discard(start, len).then_some(huge)
 }
 
 /// Whether at least half the pages of a mapping of ours are in memory (`mincore`), judged by its
@@ -241,18 +242,18 @@ pub(crate) mod tests {
         let bytes = start as *mut u8;
         // Safety: the mapping is ours and `len` bytes long.
         unsafe { bytes.add(4096).write(7) }; // one byte: sparse
-        assert!(!discard_for_reuse(start, len, true));
+        assert_eq!(discard_for_reuse(start, len, true), Some(false));
         assert_eq!((has("hg"), has("nh")), (false, thp), "sparse use: no huge pages next time");
         // Safety: as above.
         let page = unsafe { std::slice::from_raw_parts_mut(bytes, len) };
         assert!(page.iter().all(|&b| b == 0), "discarded pages read as zero");
         page.iter_mut().step_by(page_size()).for_each(|b| *b = 1); // every page: dense
-        assert!(discard_for_reuse(start, len, false));
+        assert_eq!(discard_for_reuse(start, len, false), Some(true));
         assert_eq!((has("hg"), has("nh")), (thp, false), "dense use: huge pages again");
         // Past the 512 KiB looked at when the advice is "no huge pages" already: told so, it leaves
         // the mapping alone (no madvise).
         page[4 << 20] = 1;
-        assert!(!discard_for_reuse(start, len, false));
+        assert_eq!(discard_for_reuse(start, len, false), Some(false));
         assert_eq!((has("hg"), has("nh")), (thp, false), "unchanged advice: no call");
         assert!(page.iter().all(|&b| b == 0));
         unmap_region(start, len);

@@ -323,7 +323,10 @@ impl Kept {
             return;
         }
         let (huge, dirty) = if len >= HUGE_PAGE {
-            (discard_for_reuse(start, len, huge), false)
+            match discard_for_reuse(start, len, huge) {
+                Some(huge) => (huge, false),
+                None => return unmap_region(start, len), // its pages could not be dropped
+            }
         } else if self.written(start, touched, zeroed_in_place)
             && self.dirty_bytes.load(Relaxed) + touched as u64 <= DIRTY_MAX as u64
         {
@@ -334,9 +337,12 @@ impl Kept {
                 len = touched;
             }
             (huge, true)
-        } else {
-            discard(start, len);
+        } else if discard(start, len) {
             (huge, false)
+        } else {
+            // Locked memory (`mlockall`) keeps its pages: listed as clean, the next block there
+            // would have held this one's bytes.
+            return unmap_region(start, len);
         };
         let now = coarse_millis();
         let entry =
@@ -424,9 +430,12 @@ impl Kept {
         let mut bytes = 0;
         let mut next = first;
         while let Some(entry) = next {
-            discard(entry.start, entry.len);
             bytes += entry.len as u64;
-            self.relist_clean(entry);
+            if discard(entry.start, entry.len) {
+                self.relist_clean(entry);
+            } else {
+                unmap_region(entry.start, entry.len); // locked: it cannot be kept clean
+            }
             next = self.index.lock().as_mut().and_then(|index| self.pop_expired(index, now));
         }
         bytes
