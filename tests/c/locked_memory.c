@@ -46,12 +46,23 @@ static int reused_blocks_read_zero(const char *when, int wait_for_decay) {
 }
 
 int main(void) {
+    /* Locking takes privilege (CAP_IPC_LOCK, as root) or a high enough RLIMIT_MEMLOCK: where
+     * neither is had, the program says so and fails (it cannot check anything). Pages are locked
+     * as they are touched (MCL_ONFAULT), which is enough for the system to refuse dropping them. */
     struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
-    setrlimit(RLIMIT_MEMLOCK, &unlimited); /* where allowed; mlockall says if it is not enough */
-    if (mlockall(MCL_CURRENT | MCL_FUTURE) != 0) {
-        perror("locked_memory: mlockall (needs CAP_IPC_LOCK or a high RLIMIT_MEMLOCK)");
+    setrlimit(RLIMIT_MEMLOCK, &unlimited); /* where allowed */
+    if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0) {
+        perror("locked_memory: mlockall");
         return 1;
     }
+    size_t room = 32u << 20; /* more than the blocks below take at once */
+    void *probe = mmap(NULL, room, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (probe == MAP_FAILED) {
+        fprintf(stderr, "locked_memory: the system will not lock %zu bytes more (RLIMIT_MEMLOCK without "
+                        "CAP_IPC_LOCK): run as root or with ulimit -l unlimited\n", room);
+        return 1;
+    }
+    munmap(probe, room);
     int bad = 0;
     for (int round = 0; round < 3; round++) {
         bad += reused_blocks_read_zero("at once", 0);
