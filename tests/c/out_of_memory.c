@@ -322,19 +322,24 @@ static int first_use(const char *how) {
     return refused ? 0 : 3;
 }
 
+/* Runs this program again in a fresh process with DM_OOM_FIRST_USE set to `how`; its exit code. */
+static int run_again(char **argv, const char *how) {
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        setenv("DM_OOM_FIRST_USE", how, 1);
+        execv(argv[0], argv);
+        _exit(30);
+    }
+    return exit_code_of(pid);
+}
+
 /* Runs `first_use` for n = 1, 2, ... in fresh processes until one makes fewer calls; the runs. */
 static int first_uses_refusing(char **argv, int for_good_mode) {
     for (int n = 1;; n++) {
-        pid_t pid = fork();
-        ASSERT(pid >= 0);
-        if (pid == 0) {
-            char how[32];
-            snprintf(how, sizeof how, "%d%s", n, for_good_mode ? "g" : "");
-            setenv("DM_OOM_FIRST_USE", how, 1);
-            execv(argv[0], argv);
-            _exit(30);
-        }
-        int code = exit_code_of(pid);
+        char how[32];
+        snprintf(how, sizeof how, "%d%s", n, for_good_mode ? "g" : "");
+        int code = run_again(argv, how);
         if (code == 3) return n - 1;
         if (code != 0) {
             fprintf(stderr, "out_of_memory: first use, call %d refused%s: %s %d\n", n, for_good_mode ? " for good" : "",
@@ -357,14 +362,7 @@ int main(int argc, char **argv) {
      * program proves nothing. */
     ASSERT(first_runs > 0 && first_runs_for_good > 0);
     for (int run = 0; run < 20; run++) {
-        pid_t pid = fork();
-        ASSERT(pid >= 0);
-        if (pid == 0) {
-            setenv("DM_OOM_FIRST_USE", "threads", 1);
-            execv(argv[0], argv);
-            _exit(30);
-        }
-        int code = exit_code_of(pid);
+        int code = run_again(argv, "threads");
         if (code != 0) {
             fprintf(stderr, "out_of_memory: first use by %d threads at once, one allocation in 2 refused (run %d): "
                     "%s %d\n", FIRST_THREADS, run, code >= 100 ? "signal" : "exit", code >= 100 ? code - 100 : code);

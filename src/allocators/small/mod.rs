@@ -400,6 +400,7 @@ impl SmallBlocks {
         let _one_at_a_time = self.visits.lock();
         let mut heaps: Vec<(Shared<Counters>, Visit)> = Vec::new();
         {
+            // The list's lock is let go before the visits, which wait for owners.
             let all = self.heaps.lock();
             if fallible::reserve(&mut heaps, all.len()).is_err() {
                 return 0;
