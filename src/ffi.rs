@@ -549,7 +549,9 @@ fn give_back(given_back: *mut u64, give: impl FnOnce(&manager::Manager) -> u64) 
 /// path at that moment (so not idle) keeps its own. Where the kernel has no `membarrier` (before
 /// Linux 4.14, or filtered by seccomp), every thread pays a memory fence per allocation and free
 /// instead, and all of this holds the same. Like glibc's `malloc_trim`: for a program about to
-/// idle or to be measured. Live blocks are untouched. If `given_back` is not NULL, the bytes of pages given back are stored there: all
+/// idle or to be measured. Live blocks are untouched. A kept mapping the system will not unmap
+/// (at `vm.max_map_count` it refuses to cut one out of a bigger mapping of its own) gives its
+/// pages back and stays kept. If `given_back` is not NULL, the bytes of pages given back are stored there: all
 /// of `cached` when no other thread allocates or frees meanwhile (and those of slabs other
 /// threads emptied, which `cached` did not show yet).
 ///

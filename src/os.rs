@@ -107,10 +107,20 @@ pub fn remap_in_place(start: usize, len: usize, new_len: usize) -> bool {
     unsafe { libc::mremap(start as *mut libc::c_void, len, new_len, 0) != libc::MAP_FAILED }
 }
 
-/// Unmaps a region from [`map_region`].
-pub fn unmap_region(start: usize, len: usize) {
+/// Unmaps a region from [`map_region`]. False if the system refused, and then it stays mapped
+/// as it was: cutting a range out of the middle of one of the system's mappings (adjacent
+/// mappings of the same kind are merged into one) makes one mapping more, which is refused at
+/// `vm.max_map_count` (65,530 by default: a process with many threads, mapped files or blocks).
+#[must_use]
+pub fn unmap_region(start: usize, len: usize) -> bool {
     // Safety: the caller owns the region and nothing refers to it any more.
-    unsafe { libc::munmap(start as *mut libc::c_void, len) };
+    unsafe { libc::munmap(start as *mut libc::c_void, len) == 0 }
+}
+
+/// Unmaps a region from [`map_region`] that no one ever touched, on a path that gives it up: a
+/// refusal (see [`unmap_region`]) leaves addresses only, no memory, so there is nothing to do.
+pub fn unmap_untouched(start: usize, len: usize) {
+    let _addresses_only = unmap_region(start, len);
 }
 
 /// Gives the pages of a mapped range back to the system while keeping the addresses: they read
@@ -256,6 +266,6 @@ pub(crate) mod tests {
         assert_eq!(discard_for_reuse(start, len, false), Some(false));
         assert_eq!((has("hg"), has("nh")), (thp, false), "unchanged advice: no call");
         assert!(page.iter().all(|&b| b == 0));
-        unmap_region(start, len);
+        assert!(unmap_region(start, len));
     }
 }

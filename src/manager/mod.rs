@@ -189,7 +189,15 @@ impl Manager {
         self.decay_with_traffic();
         let alignment = sysmem::check_request(size, alignment)?;
         if let Some(class) = small::class_of(size, alignment) {
-            match self.small.allocate(size, class) {
+            let mut served = self.small.allocate(size, class);
+            // No mapping for a new slab: at `vm.max_map_count` the kept mappings give back what
+            // the system needs to make one, as for a refused big block (`sysmem::new_mapping`).
+            if matches!(served, Served::Failed(Error::NoMemory))
+                && sysmem::mappings::global().unmap_all().is_some_and(|given| given.unmapped > 0)
+            {
+                served = self.small.allocate(size, class);
+            }
+            match served {
                 Served::Block(ptr) => return Ok(ptr),
                 Served::Failed(e) => return Err(e),
                 Served::Elsewhere => {}
@@ -489,7 +497,7 @@ impl Manager {
 
     /// Gives memory kept for reuse back to the system (see `dm_trim`); returns the cached bytes given back.
     pub fn trim(&self) -> u64 {
-        sysmem::mappings::global().unmap_all().unwrap_or(0) + self.small.trim()
+        sysmem::mappings::global().unmap_all().map_or(0, |given| given.bytes) + self.small.trim()
     }
 
     /// Gives back the memory kept for reuse whose time is up (empty slabs and written big blocks'

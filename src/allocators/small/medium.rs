@@ -400,7 +400,7 @@ mod tests {
         unsafe { usage.zero_for_reuse(0, base as *mut u8, 100, slot, true, 3) };
         assert_eq!((usage.zeroed, usage.in_place & 1), (0, 1));
         assert_eq!(unsafe { *((base + 100) as *const u8) }, 0x77, "only the block's bytes");
-        unmap_region(base, 6 * slot);
+        assert!(unmap_region(base, 6 * slot));
     }
 
     #[test]

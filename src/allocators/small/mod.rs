@@ -473,7 +473,7 @@ impl SmallBlocks {
             return (*header).discard_none();
         };
         if !table::prepare(base, bytes) {
-            crate::os::unmap_region(base, bytes);
+            crate::os::unmap_untouched(base, bytes);
             return (*header).discard_none();
         }
         header.base = base;
@@ -533,7 +533,7 @@ fn with_heap_locked<R>(heap: *mut Heap, work: impl FnOnce(&mut Heap) -> R) -> R 
 fn map_for_slabs(len: usize) -> Option<usize> {
     let start = crate::os::map_region(len, SLAB_SIZE).ok()?;
     if !table::covers(start + len - 1) {
-        crate::os::unmap_region(start, len);
+        crate::os::unmap_untouched(start, len);
         return None;
     }
     Some(start)

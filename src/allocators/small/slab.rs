@@ -194,7 +194,7 @@ unsafe fn own_lines<T>(n: usize) -> Option<&'static mut [T]> {
 unsafe fn free_lines<T>(lines: &'static [T]) {
     let layout = lines_layout::<T>(lines.len());
     if is_mapped(layout) {
-        crate::os::unmap_region(lines.as_ptr() as usize, layout.size());
+        crate::os::unmap_untouched(lines.as_ptr() as usize, layout.size());
     } else {
         std::alloc::dealloc(lines.as_ptr().cast_mut().cast(), layout);
     }
@@ -777,7 +777,7 @@ mod tests {
         assert_eq!(resident(), 0, "given back with the slab's pages");
         assert_eq!(slab.claim(5), Claim::NotLive, "and read as free");
         assert_eq!(slab.live_size(all[all.len() - 1]), None);
-        unmap_region(base, SLAB_SIZE);
+        assert!(unmap_region(base, SLAB_SIZE));
     }
 
     /// What another thread does to slot `index` of a slab at some moment.

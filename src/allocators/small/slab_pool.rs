@@ -383,7 +383,7 @@ mod tests {
         assert_eq!(adopted.owner(), 2);
         // Safety: heap 2 (this test) owns it now.
         assert_eq!(unsafe { adopted.take_free() }, Some(3));
-        unmap_region(full.base, SLAB_SIZE);
+        assert!(unmap_region(full.base, SLAB_SIZE));
     }
 
     #[test]
@@ -395,7 +395,7 @@ mod tests {
         pool.unpark(some); // a freer that saw it parked a moment ago: must not list it twice
         assert!(std::ptr::eq(pool.adopt(FOUR_KIB, 2).unwrap(), some));
         assert!(pool.adopt(FOUR_KIB, 2).is_none());
-        unmap_region(some.base, SLAB_SIZE);
+        assert!(unmap_region(some.base, SLAB_SIZE));
     }
 
     /// An empty slab whose first `slots` slots were handed out (and freed) since its pages were fresh.
@@ -441,8 +441,8 @@ mod tests {
         pool.give_up(b, true);
         assert_eq!(pool.cached_bytes(), 0);
         assert!(std::ptr::eq(pool.adopt(FOUR_KIB, 2).unwrap(), b));
-        unmap_region(a.base, SLAB_SIZE);
-        unmap_region(b.base, SLAB_SIZE);
+        assert!(unmap_region(a.base, SLAB_SIZE));
+        assert!(unmap_region(b.base, SLAB_SIZE));
     }
 
     /// Another thread frees slot `index` of `slab`; whether it saw the slab may be empty now.
@@ -473,8 +473,8 @@ mod tests {
         pool.notice_empty(a); // a late notice of an adopted slab: nothing
         assert_eq!(pool.cached_bytes(), 0);
         assert!(adopted.iter().any(|s| std::ptr::eq(*s, a)) && adopted.iter().any(|s| std::ptr::eq(*s, b)));
-        unmap_region(a.base, SLAB_SIZE);
-        unmap_region(b.base, SLAB_SIZE);
+        assert!(unmap_region(a.base, SLAB_SIZE));
+        assert!(unmap_region(b.base, SLAB_SIZE));
     }
 
     #[test]
@@ -484,6 +484,6 @@ mod tests {
         slabs.iter().for_each(|s| pool.give_up(s, true));
         assert_eq!(pool.cached_bytes(), RESIDENT_MAX);
         pool.trim();
-        slabs.iter().for_each(|s| unmap_region(s.base, SLAB_SIZE));
+        slabs.iter().for_each(|s| assert!(unmap_region(s.base, SLAB_SIZE)));
     }
 }

@@ -20,7 +20,16 @@
 //! hence the bounds: at most [`KEPT_MAX`] mappings and [`KEPT_BYTES_MAX`] bytes, the oldest
 //! unmapped first, and all of them unmapped before a new mapping is reported as failed.
 //!
-//! The index is made once, with room for [`KEPT_MAX`] entries (and without memory for it,
+//! The system may refuse to unmap one: it merges adjacent mappings of the same kind into one of
+//! its own, and cutting a part out of the middle of that makes one more, which is refused at
+//! `vm.max_map_count`. Forgotten then, a mapping would stay in memory for good, unseen by the
+//! stats (20 MB of written blocks freed and trimmed at that limit stayed resident, though
+//! `dm_trim` said it gave them back). So such a mapping gives its pages back instead and is
+//! listed again, beyond the bounds if it must ([`STUCK_MAX`] more), for reuse or a later try; and
+//! [`Kept::unmap_all`] unmaps runs of adjacent kept mappings in one call, which the system can
+//! do at the limit, dropping one of its mappings when a run is a whole one.
+//!
+//! The index is made once, with room for [`ROOM`] entries (and without memory for it,
 //! nothing is kept): keeping a mapping is a free path, which must never need memory. Entries are
 //! linked three ways in that room: in a bucket per length class (four per doubling, newest
 //! first: a best fit looks at the buckets from the length's up to half as long again, and stops
@@ -37,6 +46,13 @@ use std::sync::atomic::{AtomicU64, AtomicU8, Ordering::*};
 /// (jemalloc retains such addresses too).
 pub const KEPT_MAX: usize = 1024;
 pub const KEPT_BYTES_MAX: usize = 1 << 30;
+
+/// Mappings the system would not unmap (see the module's comment) may be listed beyond
+/// [`KEPT_MAX`], this many more.
+const STUCK_MAX: usize = KEPT_MAX;
+
+/// The entries the index has room for.
+const ROOM: usize = KEPT_MAX + STUCK_MAX;
 
 /// At most this many bytes of kept mappings keep their pages (the oldest give them back first).
 pub const DIRTY_MAX: usize = 32 << 20;
@@ -59,6 +75,13 @@ struct Entry {
     links: [Link; 3],
 }
 
+impl Entry {
+    /// An entry for a mapping, not listed yet.
+    fn new(start: usize, len: usize, huge: bool, dirty_since: Option<u64>) -> Entry {
+        Entry { len, start, huge, dirty_since, links: [Link { prev: NIL, next: NIL }; 3] }
+    }
+}
+
 /// An entry's neighbours in one of its lists ([`NIL`]: none).
 #[derive(Clone, Copy)]
 struct Link {
@@ -67,7 +90,7 @@ struct Link {
 }
 
 const NIL: u16 = u16::MAX;
-const _: () = assert!(KEPT_MAX < NIL as usize, "entries are numbered in 16 bits");
+const _: () = assert!(ROOM < NIL as usize, "entries are numbered in 16 bits");
 
 /// Which of an entry's lists: its length's bucket, the age order, the dirty order.
 #[derive(Clone, Copy)]
@@ -106,9 +129,11 @@ const EMPTY: Ends = Ends { first: NIL, last: NIL };
 
 /// Kept mappings, found by best fit and evicted oldest first (see the module's comment).
 struct Index {
-    /// Room for [`KEPT_MAX`], taken when the index is made; entries taken out go on `free`.
+    /// Room for [`ROOM`], taken when the index is made; entries taken out go on `free`.
     entries: Vec<Entry>,
     free: Vec<u16>,
+    /// Room for [`ROOM`] entry numbers, for [`Kept::unmap_all`] to sort.
+    scratch: Vec<u16>,
     buckets: [Ends; BUCKETS],
     by_age: Ends,
     dirty: Ends,
@@ -118,10 +143,11 @@ struct Index {
 impl Index {
     /// None when the system has no memory for it.
     fn try_new() -> Option<Index> {
-        let (mut entries, mut free) = (Vec::new(), Vec::new());
-        entries.try_reserve_exact(KEPT_MAX).ok()?;
-        free.try_reserve_exact(KEPT_MAX).ok()?;
-        Some(Index { entries, free, buckets: [EMPTY; BUCKETS], by_age: EMPTY, dirty: EMPTY, bytes: 0 })
+        let (mut entries, mut free, mut scratch) = (Vec::new(), Vec::new(), Vec::new());
+        entries.try_reserve_exact(ROOM).ok()?;
+        free.try_reserve_exact(ROOM).ok()?;
+        scratch.try_reserve_exact(ROOM).ok()?;
+        Some(Index { entries, free, scratch, buckets: [EMPTY; BUCKETS], by_age: EMPTY, dirty: EMPTY, bytes: 0 })
     }
 
     fn ends(&mut self, list: List) -> &mut Ends {
@@ -172,9 +198,14 @@ impl Index {
         }
     }
 
-    /// Whether an entry can be listed now without taking one out first.
+    /// Whether an entry can be listed now within [`KEPT_MAX`], without taking one out first.
     fn has_room(&self) -> bool {
-        !self.free.is_empty() || self.entries.len() < KEPT_MAX
+        self.entries.len() - self.free.len() < KEPT_MAX
+    }
+
+    /// Whether a mapping the system would not unmap can be listed again (see [`STUCK_MAX`]).
+    fn has_room_for_stuck(&self) -> bool {
+        self.entries.len() - self.free.len() < ROOM
     }
 
     /// Lists a mapping (newest); the caller made room ([`Index::has_room`]).
@@ -235,6 +266,13 @@ impl Index {
         }
         best
     }
+}
+
+/// What [`Kept::unmap_all`] gave back: the bytes of pages, and how many mappings it unmapped.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct GivenBack {
+    pub bytes: u64,
+    pub unmapped: usize,
 }
 
 /// A kept mapping, now the caller's.
@@ -319,13 +357,17 @@ impl Kept {
     /// (see the module's comment), else they go back now.
     pub fn keep(&self, start: usize, mut len: usize, touched: usize, huge: bool, zeroed_in_place: bool) {
         if len > KEPT_BYTES_MAX {
-            unmap_region(start, len);
+            self.unmap(Entry::new(start, len, huge, None));
             return;
         }
         let (huge, dirty) = if len >= HUGE_PAGE {
             match discard_for_reuse(start, len, huge) {
                 Some(huge) => (huge, false),
-                None => return unmap_region(start, len), // its pages could not be dropped
+                None => {
+                    // Its pages could not be dropped (locked memory).
+                    self.unmap(Entry::new(start, len, huge, None));
+                    return;
+                }
             }
         } else if self.written(start, touched, zeroed_in_place)
             && self.dirty_bytes.load(Relaxed) + touched as u64 <= DIRTY_MAX as u64
@@ -342,11 +384,11 @@ impl Kept {
         } else {
             // Locked memory (`mlockall`) keeps its pages: listed as clean, the next block there
             // would have held this one's bytes.
-            return unmap_region(start, len);
+            self.unmap(Entry::new(start, len, huge, None));
+            return;
         };
         let now = coarse_millis();
-        let entry =
-            Entry { len, start, huge, dirty_since: dirty.then_some(now), links: [Link { prev: NIL, next: NIL }; 3] };
+        let entry = Entry::new(start, len, huge, dirty.then_some(now));
         let (evicted, beyond, expired) = {
             let mut guard = self.index.lock();
             if guard.is_none() {
@@ -365,7 +407,7 @@ impl Kept {
         };
         // System calls outside the lock.
         if let Some(e) = evicted {
-            unmap_region(e.start, e.len);
+            self.unmap(e);
         }
         self.evict_beyond_bytes_after(beyond);
         self.give_back_expired_after(expired, now);
@@ -377,13 +419,32 @@ impl Kept {
     }
 
     /// Unmaps `first` (taken out by [`Kept::pop_beyond_bytes`]), then the oldest while more than
-    /// [`KEPT_BYTES_MAX`] bytes are kept, one at a time.
+    /// [`KEPT_BYTES_MAX`] bytes are kept, one at a time (until the system refuses one: listed
+    /// again, the newest, it would come round again).
     fn evict_beyond_bytes_after(&self, first: Option<Entry>) {
         let mut next = first;
         while let Some(e) = next {
-            unmap_region(e.start, e.len);
+            if !self.unmap(e) {
+                return;
+            }
             next = self.index.lock().as_mut().and_then(|index| self.pop_beyond_bytes(index));
         }
+    }
+
+    /// Unmaps a mapping taken out of the index. Where the system refuses (see the module's
+    /// comment), its pages go back instead and it is listed again, the newest, even beyond the
+    /// bounds (up to [`STUCK_MAX`] more; past that it is lost, as it was before that room), so that
+    /// nothing is forgotten in memory. Returns whether it was unmapped.
+    fn unmap(&self, entry: Entry) -> bool {
+        if unmap_region(entry.start, entry.len) {
+            return true;
+        }
+        // Locked memory keeps its pages: listed as dirty, whoever takes it zeroes it.
+        let dirty_since = (!discard(entry.start, entry.len)).then(coarse_millis);
+        if let Some(index) = self.index.lock().as_mut().filter(|index| index.has_room_for_stuck()) {
+            self.list(index, Entry { dirty_since, ..entry });
+        }
+        false
     }
 
     /// Whether the program writes blocks of about `len` bytes, judged by this one's pages (see the
@@ -430,12 +491,12 @@ impl Kept {
         let mut bytes = 0;
         let mut next = first;
         while let Some(entry) = next {
-            bytes += entry.len as u64;
             if discard(entry.start, entry.len) {
                 self.relist_clean(entry);
-            } else {
-                unmap_region(entry.start, entry.len); // locked: it cannot be kept clean
+            } else if !self.unmap(entry) {
+                return bytes; // locked, and listed again dirty: it would come round again
             }
+            bytes += entry.len as u64;
             next = self.index.lock().as_mut().and_then(|index| self.pop_expired(index, now));
         }
         bytes
@@ -453,7 +514,7 @@ impl Kept {
             _ => Some(entry),
         };
         if let Some(e) = unlisted {
-            unmap_region(e.start, e.len);
+            self.unmap(e);
         }
     }
 
@@ -468,24 +529,52 @@ impl Kept {
         self.dirty_bytes.load(Relaxed)
     }
 
-    /// Gives every kept mapping back to the system, one at a time; returns the bytes of those
-    /// that kept their pages, or None if none was ever kept.
-    pub fn unmap_all(&self) -> Option<u64> {
-        self.index.lock().as_ref()?;
-        let mut dirty = 0;
-        loop {
-            let taken = match self.index.lock().as_mut() {
-                Some(index) if index.by_age.first != NIL => {
-                    let oldest = index.by_age.first;
-                    self.unlist(index, oldest)
-                }
-                _ => return Some(dirty),
-            };
-            if taken.dirty_since.is_some() {
-                dirty += taken.len as u64;
-            }
-            unmap_region(taken.start, taken.len);
+    /// Gives every kept mapping back to the system, runs of adjacent ones in one call each (see
+    /// the module's comment); one the system will not unmap gives its pages back and stays
+    /// listed. Returns what went back, or None if nothing was ever kept.
+    pub fn unmap_all(&self) -> Option<GivenBack> {
+        let mut guard = self.index.lock();
+        let index = guard.as_mut()?;
+        // The system calls are made under the lock, this once: the entries must stay where they
+        // are while they are sorted and merged into runs. (Only `dm_trim` and a refused mapping
+        // come here.)
+        let mut ids = std::mem::take(&mut index.scratch);
+        ids.clear();
+        let mut i = index.by_age.first;
+        while i != NIL {
+            ids.push(i); // within the room taken with the index
+            i = index.entries[i as usize].links[List::Age.link()].next;
         }
+        ids.sort_unstable_by_key(|&i| index.entries[i as usize].start);
+        let mut given = GivenBack::default();
+        let mut first = 0;
+        while first < ids.len() {
+            let start = index.entries[ids[first] as usize].start;
+            let (mut end, mut past) = (start, first);
+            while past < ids.len() && index.entries[ids[past] as usize].start == end {
+                end += index.entries[ids[past] as usize].len;
+                past += 1;
+            }
+            let unmapped = unmap_region(start, end - start);
+            for &i in &ids[first..past] {
+                let entry = index.entries[i as usize];
+                if unmapped {
+                    self.unlist(index, i);
+                    given.unmapped += 1;
+                } else if entry.dirty_since.is_none() || !discard(entry.start, entry.len) {
+                    continue; // nothing held, or locked memory: it stays as it is
+                } else {
+                    self.unlist(index, i);
+                    self.list(index, Entry { dirty_since: None, ..entry });
+                }
+                if entry.dirty_since.is_some() {
+                    given.bytes += entry.len as u64;
+                }
+            }
+            first = past;
+        }
+        index.scratch = ids;
+        Some(given)
     }
 
     #[cfg(test)]
@@ -520,7 +609,7 @@ mod tests {
         assert_eq!(taken, Some(Taken { start, len, huge: false, dirty: false }), "a shorter block fits");
         assert_eq!(kept.take(len, 1 << 20), None, "taken once");
         assert!(bytes(start, len).iter().all(|&b| b == 0));
-        unmap_region(start, len);
+        assert!(unmap_region(start, len));
     }
 
     #[test]
@@ -546,7 +635,7 @@ mod tests {
         assert!(bytes(a, len).iter().all(|&x| x == 0));
         // b's length was judged written a moment ago: b keeps its pages without being looked at.
         assert_eq!(kept.dirty_bytes(), len as u64);
-        assert_eq!(kept.unmap_all(), Some(len as u64), "a clean, b dirty, both unmapped");
+        assert_eq!(kept.unmap_all(), Some(GivenBack { bytes: len as u64, unmapped: 2 }), "a clean, b dirty, both unmapped");
         assert_eq!(kept.dirty_bytes(), 0);
     }
 
@@ -571,8 +660,8 @@ mod tests {
         kept.keep(b, len, used, false, false);
         assert_eq!(kept.dirty_bytes(), 0);
         assert_eq!(kept.take(used, 1), Some(Taken { start: b, len, huge: false, dirty: false }), "not cut");
-        unmap_region(a, used);
-        unmap_region(b, len);
+        assert!(unmap_region(a, used));
+        assert!(unmap_region(b, len));
     }
 
     #[test]
@@ -590,7 +679,7 @@ mod tests {
         kept.keep(a, short, short, false, false);
         let out = kept.pop_expired(kept.index.lock().as_mut().unwrap(), u64::MAX).expect("a taken out to be cleaned");
         assert_eq!(out.start, a);
-        assert_eq!(kept.unmap_all(), Some(0), "nothing else was kept");
+        assert_eq!(kept.unmap_all(), Some(GivenBack::default()), "nothing else was kept");
         // Safety: as above.
         unsafe { std::ptr::write_bytes(b as *mut u8, 1, long) };
         kept.keep(b, long, long, false, false);
@@ -600,9 +689,9 @@ mod tests {
         let taken = kept.take(short, 1).unwrap();
         assert_eq!((taken.start, taken.dirty), (a, false), "the smallest that fits: a, clean");
         assert_eq!(kept.dirty_bytes(), long as u64, "b still counted");
-        assert_eq!(kept.unmap_all(), Some(long as u64));
+        assert_eq!(kept.unmap_all(), Some(GivenBack { bytes: long as u64, unmapped: 1 }));
         assert_eq!(kept.dirty_bytes(), 0);
-        unmap_region(a, short);
+        assert!(unmap_region(a, short));
     }
 
     #[test]
@@ -622,7 +711,7 @@ mod tests {
         assert_eq!(kept.take(47 * page, 1).map(|t| t.len), Some(47 * page));
         assert_eq!(kept.count(), 0);
         for (start, len) in starts.into_iter().zip(lens) {
-            unmap_region(start, len);
+            assert!(unmap_region(start, len));
         }
     }
 
@@ -667,7 +756,30 @@ mod tests {
         assert_eq!(kept.decay(), len as u64);
         assert_eq!(kept.dirty_bytes(), 0);
         assert!(bytes(a, len).iter().all(|&x| x == 0));
-        assert_eq!(kept.unmap_all(), Some(0));
+        assert_eq!(kept.unmap_all(), Some(GivenBack { bytes: 0, unmapped: 1 }));
+    }
+
+    #[test]
+    fn a_trim_unmaps_adjacent_kept_mappings_together_and_the_others_alone() {
+        // Three mappings side by side (cut from one, kept in an order that is not their
+        // addresses'), and one elsewhere: every one unmapped, nothing left listed. The first kept
+        // is written: judged so, its length counts as written for the next frees, so all four are
+        // kept with their pages and count.
+        let kept = Kept::new();
+        let len = 16 * page_size();
+        let run = map_region(3 * len, page_size()).unwrap();
+        let alone = map_region(len, page_size()).unwrap();
+        // Safety: the mappings are ours.
+        unsafe { std::ptr::write_bytes((run + len) as *mut u8, 1, len) };
+        for start in [run + len, alone, run + 2 * len, run] {
+            kept.keep(start, len, len, false, false);
+        }
+        assert_eq!(kept.count(), 4);
+        let given = kept.unmap_all().unwrap();
+        assert_eq!(given.unmapped, 4);
+        assert_eq!(given.bytes, 4 * len as u64);
+        assert_eq!((kept.count(), kept.dirty_bytes()), (0, 0));
+        assert_eq!(kept.unmap_all(), Some(GivenBack::default()));
     }
 
     #[test]
@@ -689,7 +801,7 @@ mod tests {
         kept.keep(big, KEPT_BYTES_MAX + page_size(), KEPT_BYTES_MAX + page_size(), false, false);
         assert_eq!(kept.count(), 0, "bigger than all that may be kept: unmapped at once");
         for s in taken {
-            unmap_region(s, len);
+            assert!(unmap_region(s, len));
         }
     }
 }

@@ -430,7 +430,7 @@ mod tests {
     fn written_block_before_a_gap() -> Memory {
         let (size, gap) = (1 << 20, 64 << 20);
         let start = crate::os::map_region(size + gap, page_size()).unwrap();
-        crate::os::unmap_region(start + size, gap);
+        assert!(crate::os::unmap_region(start + size, gap));
         let taken = mappings::Taken { start, len: size, huge: false, dirty: false };
         let memory = block_in(taken, size, size).unwrap();
         // Safety: the block's bytes.
