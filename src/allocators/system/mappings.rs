@@ -635,7 +635,11 @@ mod tests {
         assert!(bytes(a, len).iter().all(|&x| x == 0));
         // b's length was judged written a moment ago: b keeps its pages without being looked at.
         assert_eq!(kept.dirty_bytes(), len as u64);
-        assert_eq!(kept.unmap_all(), Some(GivenBack { bytes: len as u64, unmapped: 2 }), "a clean, b dirty, both unmapped");
+        assert_eq!(
+            kept.unmap_all(),
+            Some(GivenBack { bytes: len as u64, unmapped: 2 }),
+            "a clean, b dirty, both unmapped"
+        );
         assert_eq!(kept.dirty_bytes(), 0);
     }
 
