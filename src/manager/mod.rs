@@ -189,15 +189,7 @@ impl Manager {
         self.decay_with_traffic();
         let alignment = sysmem::check_request(size, alignment)?;
         if let Some(class) = small::class_of(size, alignment) {
-            let mut served = self.small.allocate(size, class);
-            // No mapping for a new slab: at `vm.max_map_count` the kept mappings give back what
-            // the system needs to make one, as for a refused big block (`sysmem::new_mapping`).
-            if matches!(served, Served::Failed(Error::NoMemory))
-                && sysmem::mappings::global().unmap_all().is_some_and(|given| given.unmapped > 0)
-            {
-                served = self.small.allocate(size, class);
-            }
-            match served {
+            match self.small.allocate(size, class) {
                 Served::Block(ptr) => return Ok(ptr),
                 Served::Failed(e) => return Err(e),
                 Served::Elsewhere => {}

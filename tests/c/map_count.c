@@ -1,4 +1,6 @@
-/* A process at vm.max_map_count (65,530 mappings by default: many threads, mapped files or
+/* The limits on a process's mappings: their number and their size (RLIMIT_AS, at the end).
+ *
+ * A process at vm.max_map_count (65,530 mappings by default: many threads, mapped files or
  * blocks; Elasticsearch asks for four times that). The system merges adjacent mappings of the
  * same kind into one of its own, and cutting a part out of the middle of one makes one more,
  * which it refuses there: munmap fails with ENOMEM. The library forgot a kept mapping whose
@@ -15,6 +17,7 @@
 #define _DEFAULT_SOURCE
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 #include "check.h"
 
@@ -23,12 +26,23 @@ static void *ours[MOST]; /* static: at the limit, malloc may have no room either
 static size_t taken;
 static void *held[HELD];
 
-static long resident_kib(void) {
-    long size = 0, resident = 0;
+/* The process's size in pages: its mappings' addresses, and those of them in memory. */
+static void statm(long *size, long *resident) {
     FILE *f = fopen("/proc/self/statm", "r");
-    ASSERT(f && fscanf(f, "%ld %ld", &size, &resident) == 2);
+    ASSERT(f && fscanf(f, "%ld %ld", size, resident) == 2);
     fclose(f);
+}
+
+static long resident_kib(void) {
+    long size, resident;
+    statm(&size, &resident);
     return resident * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static size_t address_space(void) {
+    long size, resident;
+    statm(&size, &resident);
+    return (size_t)size * (size_t)sysconf(_SC_PAGESIZE);
 }
 
 static void take_every_mapping(void) {
@@ -103,13 +117,16 @@ int main(void) {
     printf("map_count: %ld KiB resident at the start\n", start);
     fflush(stdout);
 
-    /* 1. Written blocks freed (kept with their pages), then trimmed at the limit. */
+    /* 1. Written blocks freed (kept with their pages), then trimmed at the limit. What the
+     * slabs cache is left out of the checks: trimming them takes a little of the C heap, which
+     * glibc may have no room for at the limit (seen: its 1 MiB mmap refused, 4 KiB kept). */
     for (int i = 0; i < 40; i++) {
         CHECK(dm_allocate(500000, 0, &held[i]));
         memset(held[i], 0x11, 500000);
     }
+    uint64_t slabs = cached();
     for (int i = 0; i < 40; i++) CHECK(dm_free(held[i]));
-    uint64_t kept = cached();
+    uint64_t kept = cached() - slabs;
     ASSERT(kept >= 15u << 20);
     take_every_mapping();
     long before_trim = resident_kib();
@@ -120,7 +137,7 @@ int main(void) {
            taken, (unsigned long long)kept >> 10, (unsigned long long)given >> 10, before_trim, after_trim);
     ASSERT(given >= kept);
     ASSERT(before_trim - after_trim >= (long)(kept >> 10) * 3 / 4); /* really gone */
-    ASSERT(cached() == 0);
+    ASSERT(cached() <= slabs);
 
     allocations_answer_cleanly();
     give_them_back();
@@ -137,7 +154,28 @@ int main(void) {
     CHECK(dm_trim(NULL));
     give_them_back();
 
-    /* The limit lifted: everything works, and nothing stayed in memory. */
+    /* 3. RLIMIT_AS, the other limit on mappings: 40 MiB of freed big blocks' addresses kept,
+     * 8 MiB of address space left. Small blocks must get the kept addresses: with the library of
+     * 6383430 they were refused after 8.5 MB (no new slab could be mapped, and the C heap it
+     * fell back on could not grow), with 40 MiB kept. */
+    for (int i = 0; i < 40; i++) CHECK(dm_allocate(1 << 20, 0, &held[i]));
+    for (int i = 0; i < 40; i++) CHECK(dm_free(held[i]));
+    struct rlimit as;
+    ASSERT(getrlimit(RLIMIT_AS, &as) == 0);
+    struct rlimit tight = {(rlim_t)address_space() + (8u << 20), as.rlim_max};
+    ASSERT(setrlimit(RLIMIT_AS, &tight) == 0);
+    size_t n = 0, bytes = 0;
+    dm_status s = DM_OK;
+    while (n < HELD && bytes < (32u << 20) && (s = dm_allocate(n % 2 ? 3000 : 60000, 0, &held[n])) == DM_OK)
+        bytes += n++ % 2 ? 3000 : 60000;
+    ASSERT(s == DM_OK || s == DM_ERR_NO_MEMORY);
+    ASSERT(setrlimit(RLIMIT_AS, &as) == 0);
+    printf("map_count: under RLIMIT_AS, 8 MiB of address space free and 40 MiB kept: %zu KiB of small blocks served (%s)\n",
+           bytes >> 10, dm_status_message(s));
+    ASSERT(bytes >= 24u << 20);
+    for (size_t i = 0; i < n; i++) CHECK(dm_free(held[i]));
+
+    /* The limits lifted: everything works, and nothing stayed in memory. */
     allocations_answer_cleanly();
     CHECK(dm_trim(NULL));
     long end = resident_kib();

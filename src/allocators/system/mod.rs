@@ -151,22 +151,36 @@ pub fn allocate_zeroed(size: usize, alignment: usize) -> Result<Memory> {
     if size >= MAP_THRESHOLD || alignment >= MAP_THRESHOLD {
         return map_zeroed(size, alignment.max(natural_alignment(size)));
     }
-    let ptr = if alignment <= DEFAULT_ALIGNMENT {
-        // Safety: plain C allocation; a NULL result is handled below.
-        unsafe { libc::calloc(1, size) }
-    } else {
-        let mut out: *mut libc::c_void = std::ptr::null_mut();
-        // Safety: alignment is a power of two and a multiple of sizeof(void*) (it exceeds max_align_t).
-        let rc = unsafe { libc::posix_memalign(&mut out, alignment, size) };
-        if rc == 0 {
-            // Safety: `out` points to `size` writable bytes.
-            unsafe { std::ptr::write_bytes(out as *mut u8, 0, size) };
-        }
-        out
-    };
-    NonNull::new(ptr as *mut u8)
-        .map(|ptr| Memory { ptr, mapped_len: 0, huge_pages: false, zeroed_in_place: false, clean_from: 0 })
+    // The C heap grows by mappings too: refused (at `vm.max_map_count`, say), the kept mappings
+    // go back first, as for a mapping of ours (see `new_mapping`). Small blocks come here when no
+    // slab could be mapped.
+    let mut ptr = NonNull::new(heap_zeroed(size, alignment));
+    if ptr.is_none() && gave_back_kept_mappings() {
+        ptr = NonNull::new(heap_zeroed(size, alignment));
+    }
+    ptr.map(|ptr| Memory { ptr, mapped_len: 0, huge_pages: false, zeroed_in_place: false, clean_from: 0 })
         .ok_or(Error::NoMemory)
+}
+
+/// `size` zeroed bytes from the C heap aligned to `alignment`, or NULL.
+fn heap_zeroed(size: usize, alignment: usize) -> *mut u8 {
+    if alignment <= DEFAULT_ALIGNMENT {
+        // Safety: plain C allocation; the caller handles NULL.
+        return unsafe { libc::calloc(1, size) } as *mut u8;
+    }
+    let mut out: *mut libc::c_void = std::ptr::null_mut();
+    // Safety: alignment is a power of two and a multiple of sizeof(void*) (it exceeds max_align_t).
+    let rc = unsafe { libc::posix_memalign(&mut out, alignment, size) };
+    if rc == 0 {
+        // Safety: `out` points to `size` writable bytes.
+        unsafe { std::ptr::write_bytes(out as *mut u8, 0, size) };
+    }
+    out as *mut u8
+}
+
+/// Unmaps the kept mappings, after the system refused memory; whether any went.
+fn gave_back_kept_mappings() -> bool {
+    mappings::global().unmap_all().is_some_and(|given| given.unmapped > 0)
 }
 
 /// A private mapping of `size` bytes (rounded up to pages) for a block, starting at a multiple of
@@ -230,9 +244,12 @@ fn mapping_len(size: usize) -> Result<usize> {
 /// charge under strict overcommit: they never make a mapping fail (they go first, and it is tried
 /// again).
 fn new_mapping(len: usize, alignment: usize) -> Result<mappings::Taken> {
-    let start = map_region(len, alignment).or_else(|_| {
-        mappings::global().unmap_all();
-        map_region(len, alignment)
+    let start = map_region(len, alignment).or_else(|e| {
+        if gave_back_kept_mappings() {
+            map_region(len, alignment)
+        } else {
+            Err(e)
+        }
     })?;
     Ok(mappings::Taken { start, len, huge: false, dirty: false })
 }
